@@ -1,0 +1,212 @@
+"""
+model.py: a small GPT written from scratch, with a KV cache and self-contained checkpoints.
+
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=512))
+    logits = model(idx)                          # (B, T) -> (B, T, V)
+
+Architecture (nanoGPT / nanochat lineage, pared down):
+  token embedding (tied with the output head) -> n_layer x [RMSNorm -> causal self-attention with
+  RoPE -> residual, RMSNorm -> MLP (ReLU^2) -> residual] -> RMSNorm -> logits.
+No biases, no dropout, no learned positions: RoPE makes attention depend on relative position only,
+which is what lets the rollout code left-pad prompts of different lengths and still get the same
+logits as an unpadded forward (it passes each token's position explicitly).
+
+The KV cache is a plain pair of tensors per layer plus a fill pointer. Generation code (rollout.py)
+prefills it once per prompt, repeats its rows for the samples of a group and decodes one token per
+step. Nothing here knows about tasks, tokens' meaning or RL.
+
+Checkpoints hold the config, the weights, and an opaque `extra` dict (the tokenizer's ranks go there),
+so one file is enough to rebuild the model and its vocabulary.
+"""
+
+import math
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 512
+    block_size: int = 256   # longest sequence (prompt + completion) the RoPE table covers
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable or not one of ours (one-line message)."""
+
+
+def rms_norm(x):
+    return F.rms_norm(x, (x.size(-1),))  # no learned gain: fewer parameters, same quality at this size
+
+
+def rope_tables(seq_len, head_dim, base=10000.0):
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))  # (D/2,)
+    freqs = torch.outer(torch.arange(seq_len).float(), inv_freq)                 # (T, D/2)
+    return freqs.cos(), freqs.sin()
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, H, T, D); cos/sin: (B, 1, T, D/2), already gathered at each token's position
+    x1, x2 = x[..., ::2], x[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # rotate each (even, odd) pair
+    return out.flatten(-2)
+
+
+class KVCache:
+    """Keys and values of every layer for B rows and up to max_len positions, filled left to right.
+
+    All rows share the fill pointer `pos`; rows whose prompt is shorter are left-padded and those
+    pad slots are excluded through `key_mask` (B, max_len), which the caller maintains.
+    """
+
+    def __init__(self, n_layer, B, n_head, max_len, head_dim, device, dtype):
+        self.k = [torch.zeros(B, n_head, max_len, head_dim, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(B, n_head, max_len, head_dim, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.pos = 0
+
+    def repeat_rows(self, n):
+        """Each row becomes n consecutive rows (prefill once, then sample n continuations)."""
+        self.k = [k.repeat_interleave(n, dim=0) for k in self.k]
+        self.v = [v.repeat_interleave(n, dim=0) for v in self.v]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, layer, cache, attn_mask):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # write this chunk into the cache, attend over everything written so far
+            p = cache.pos
+            cache.k[layer][:, :, p:p + T] = k
+            cache.v[layer][:, :, p:p + T] = v
+            k, v = cache.k[layer][:, :, :p + T], cache.v[layer][:, :, :p + T]
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.proj(F.relu(self.fc(x)).square())  # ReLU^2, as in nanochat
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, layer, cache, attn_mask):
+        x = x + self.attn(rms_norm(x), cos, sin, layer, cache, attn_mask)
+        return x + self.mlp(rms_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+        for b in self.blocks:  # scale residual projections down with depth (GPT-2 init)
+            for p in (b.attn.proj.weight, b.mlp.proj.weight):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, B, max_len, device=None, dtype=None):
+        c = self.cfg
+        w = self.wte.weight
+        return KVCache(c.n_layer, B, c.n_head, max_len, c.n_embd // c.n_head, device or w.device, dtype or w.dtype)
+
+    def forward(self, idx, positions=None, cache=None, key_mask=None):
+        """idx (B, T) -> logits (B, T, V).
+
+        positions (B, T): each token's RoPE position (default 0..T-1, shifted by cache.pos).
+        cache: a KVCache to read from and append to (its pointer advances by T).
+        key_mask (B, Tk) bool: which key slots may be attended (Tk = cache.pos + T with a cache,
+        else T); None means every slot is valid, and attention is plain causal.
+        """
+        B, T = idx.shape
+        p0 = cache.pos if cache is not None else 0
+        if positions is None:
+            positions = torch.arange(p0, p0 + T, device=idx.device).expand(B, T)
+        if positions.max() >= self.cfg.block_size:
+            raise ValueError(f"sequence position {int(positions.max())} exceeds block_size {self.cfg.block_size}")
+        cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
+        attn_mask = None
+        if key_mask is not None or (cache is not None and p0 > 0):
+            Tk = p0 + T
+            q_slot = torch.arange(p0, p0 + T, device=idx.device)
+            attn_mask = torch.arange(Tk, device=idx.device)[None, :] <= q_slot[:, None]  # (T, Tk) causal by slot
+            attn_mask = attn_mask[None, None]                                           # (1, 1, T, Tk)
+            if key_mask is not None:
+                attn_mask = attn_mask & key_mask[:, None, None, :Tk]                    # (B, 1, T, Tk)
+                diag = torch.arange(Tk, device=idx.device)[None, :] == q_slot[:, None]  # a pad query still sees itself,
+                attn_mask = attn_mask | diag                                            # so no row is all -inf (NaN)
+        x = self.wte(idx)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, i, cache, attn_mask)
+        if cache is not None:
+            cache.pos += T
+        return F.linear(rms_norm(x), self.wte.weight)  # (B, T, V), head tied to the embedding
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+def save_checkpoint(path, model, extra=None):
+    """Write config + weights + an opaque `extra` dict (tokenizer ranks, metrics, step...)."""
+    tmp = str(path) + ".tmp"
+    torch.save({"format": "fastslow-gpt-1", "config": asdict(model.cfg),
+                "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
+    import os
+    os.replace(tmp, path)  # atomic: a run killed mid-save never leaves a half-written checkpoint
+
+
+def load_checkpoint(path, device="cpu"):
+    """-> (model, extra). Raises CheckpointError with one clear line when the file is unusable."""
+    import os
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path} (run `python train.py pretrain` first or pass a valid path)")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); delete it and re-create it")
+    if not isinstance(ck, dict) or ck.get("format") != "fastslow-gpt-1":
+        raise CheckpointError(f"{path} is not a fastslow checkpoint (missing format tag)")
+    try:
+        model = GPT(GPTConfig(**ck["config"]))
+        model.load_state_dict(ck["state_dict"])
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} does not match the model code ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    return model.to(device), ck.get("extra", {})
