@@ -1,0 +1,155 @@
+"""
+rl.py: the RL math of fastslow -- group-relative advantages, the policy-gradient losses
+(grpo, dr_grpo, dapo, cispo) and the k3 KL estimate. Plain functions on tensors; nothing here
+knows about models, tokenizers or tasks.
+
+How the trainer uses it, once per optimizer step:
+
+    adv = group_advantages(rewards, group_ids, scale="group")          # (B,) one scalar per rollout
+    num_tokens = mask.sum().clamp(min=1)                               # over ALL micro-batches of the step
+    for mb in micro_batches:
+        logp = token_logprobs(model, mb)                               # (b, T), with grad
+        loss, metrics = policy_loss(logp, mb.old_logp, adv[mb.rows], mb.mask, "cispo", num_tokens=num_tokens)
+        if beta > 0:                                                   # optional KL penalty (beta=0 by default)
+            loss = loss + beta * masked_mean(kl_k3(logp, mb.ref_logp, mb.mask), mb.mask)
+        loss.backward()
+    opt.step()
+
+Design choices, and why:
+- Advantages follow TRL: A = r - mean_group, divided by (std + 1e-4) with the unbiased (Bessel) std,
+  of the group ("group"), of the whole batch ("batch", Lite-PPO) or not at all ("none", Dr. GRPO).
+  A group whose rewards are all equal (or of size 1) gets exactly 0, tested with max == min rather
+  than std == 0, because the float mean of equal numbers need not equal them bit for bit.
+- With one inner step on fresh rollouts (old_logp = logp.detach()) the ratio is exactly 1, no clip
+  is ever active, and grpo / dapo / cispo all reduce to the gradient of -A * logp; they differ only
+  in the normalizer (per-sequence token mean, global token count, ...). The clipping matters only
+  when old_logp comes from a stale policy (several inner steps, or off-policy samples).
+- num_tokens (dapo, cispo) is the token count of the whole optimizer step, computed once by the
+  caller: then every token weighs the same no matter how the batch is split into micro-batches, and
+  the micro-batch losses simply add up to the full-batch loss (a per-micro-batch mean would not).
+- Masked positions are handled with torch.where, never by multiplying with the mask: logp at padding
+  may be -inf or NaN, and 0 * inf = NaN would leak into the loss and the gradients. The log-ratio is
+  masked to 0 and clamped to [-20, 20] before exp so exp can never overflow.
+- frac_zero_adv (from policy_loss) and zero_std_fraction (from the rewards) say how much of the
+  batch carries no learning signal: groups where every sample got the same reward.
+"""
+
+import torch
+
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "cispo")
+
+
+def _group_index(group_ids):
+    """Arbitrary integer ids -> contiguous ids 0..G-1 (B,) and group sizes (G,)."""
+    _, inv = torch.unique(group_ids, return_inverse=True)  # ids need not be contiguous or sorted
+    return inv, torch.bincount(inv)
+
+
+def _constant_groups(rewards, inv, G):
+    """(G,) bool: True where every reward in the group is identical (includes groups of size 1)."""
+    hi = torch.full((G,), float("-inf"), dtype=rewards.dtype, device=rewards.device)
+    lo = torch.full((G,), float("inf"), dtype=rewards.dtype, device=rewards.device)
+    hi = hi.scatter_reduce(0, inv, rewards, reduce="amax")
+    lo = lo.scatter_reduce(0, inv, rewards, reduce="amin")
+    return hi == lo
+
+
+def group_advantages(rewards, group_ids, scale="group"):
+    """rewards (B,) float, group_ids (B,) int -> advantages (B,).
+
+    scale: "group" -> (r - mean_g) / (std_g + 1e-4); "batch" -> (r - mean_g) / (std_batch + 1e-4);
+    "none" -> r - mean_g (Dr. GRPO). std is unbiased; groups with all-equal rewards get exactly 0.
+    """
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"unknown advantage scale {scale!r}; valid: 'group', 'batch', 'none'")
+    r = rewards.float() if not rewards.is_floating_point() else rewards
+    inv, counts = _group_index(group_ids)
+    G = counts.numel()
+    mean = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, r) / counts  # (G,)
+    adv = r - mean[inv]  # (B,)
+    if scale == "group":
+        var = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, adv ** 2)
+        std = (var / (counts - 1).clamp(min=1)).sqrt()  # Bessel; size-1 groups are zeroed below anyway
+        adv = adv / (std[inv] + 1e-4)
+    elif scale == "batch":
+        std = r.std() if r.numel() > 1 else r.new_zeros(())  # torch.std is unbiased by default
+        adv = adv / (std + 1e-4)
+    const = _constant_groups(r, inv, G)[inv]  # (B,)
+    return torch.where(const, torch.zeros_like(adv), adv)  # exact zeros: no rounding-noise signal
+
+
+def zero_std_fraction(rewards, group_ids):
+    """Fraction of groups whose rewards are all equal (they carry no gradient), as a python float."""
+    r = rewards.float() if not rewards.is_floating_point() else rewards
+    inv, counts = _group_index(group_ids)
+    return _constant_groups(r, inv, counts.numel()).float().mean().item()
+
+
+def policy_loss(logp, old_logp, advantages, mask, loss_type, eps_low=0.2, eps_high=0.28,
+                cispo_cap=5.0, num_tokens=None):
+    """Policy-gradient loss to minimize -> (loss scalar, metrics dict of python floats).
+
+    logp (B, T) with grad; old_logp (B, T) treated as a constant; advantages (B,); mask (B, T) bool
+    or 0/1 float. loss_type in LOSS_TYPES (see the module docstring and ALGORITHMS.md section B).
+    num_tokens: masked-token count of the whole optimizer step (dapo, cispo); default: this batch's.
+    metrics: clip_frac, clip_low_frac, clip_high_frac (fractions of masked tokens), ratio_mean
+    (masked mean of the ratio), frac_zero_adv (fraction of sequences with advantage exactly 0).
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+    mask = mask.bool()  # (B, T)
+    B, T = logp.shape
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    log_ratio = torch.where(mask, logp - old_logp.detach(), zero).clamp(-20.0, 20.0)  # (B, T), 0 where masked
+    ratio = torch.exp(log_ratio)  # (B, T), exactly 1 where masked
+    A = advantages.to(logp.dtype)[:, None]  # (B, 1), same advantage for every token of a sequence
+
+    if loss_type == "cispo":
+        weight = ratio.clamp(max=cispo_cap).detach()  # IS weight, capped, no gradient through it
+        per_tok = -weight * A * logp  # (B, T); NaN/inf at masked slots is discarded by the where below
+        clip_low = torch.zeros_like(mask)
+        clip_high = mask & (ratio > cispo_cap)
+    else:
+        hi = 1.0 + (eps_high if loss_type == "dapo" else eps_low)  # clip-higher only for dapo
+        lo = 1.0 - eps_low
+        per_tok = -torch.min(ratio * A, ratio.clamp(lo, hi) * A)  # (B, T) PPO clipped surrogate
+        clip_low = mask & (A < 0) & (ratio < lo)  # where the min picks the clipped term (no gradient)
+        clip_high = mask & (A > 0) & (ratio > hi)
+    per_tok = torch.where(mask, per_tok, zero)  # (B, T)
+
+    if loss_type == "grpo":  # per-sequence token mean, then mean over sequences (empty rows give 0)
+        loss = (per_tok.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+    elif loss_type == "dr_grpo":  # constant normalizer: no length bias
+        loss = per_tok.sum() / (B * T)
+    else:  # dapo, cispo: every token of the optimizer step weighs the same
+        if num_tokens is None:
+            num_tokens = mask.sum().clamp(min=1)
+        loss = per_tok.sum() / num_tokens
+
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1).float()
+        metrics = {
+            "clip_frac": ((clip_low | clip_high).sum() / n).item(),
+            "clip_low_frac": (clip_low.sum() / n).item(),
+            "clip_high_frac": (clip_high.sum() / n).item(),
+            "ratio_mean": (torch.where(mask, ratio, zero).sum() / n).item(),
+            "frac_zero_adv": (advantages == 0).float().mean().item(),
+        }
+    return loss, metrics
+
+
+def kl_k3(logp, ref_logp, mask):
+    """Per-token k3 estimate of KL(pi || ref) (B, T): exp(d) - d - 1 with d = ref - logp; 0 where masked.
+
+    Unbiased and >= 0. Add it to the loss as `beta * masked_mean(kl_k3(...), mask)`.
+    """
+    mask = mask.bool()
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    d = torch.where(mask, ref_logp.detach() - logp, zero).clamp(-20.0, 20.0)  # (B, T), clamp: no overflow
+    return torch.where(mask, torch.exp(d) - d - 1, zero)
+
+
+def masked_mean(x, mask):
+    """Mean of x (B, T) over the masked positions (0 when there are none)."""
+    mask = mask.bool()
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / mask.sum().clamp(min=1)

@@ -1,0 +1,447 @@
+"""
+tasks.py: the small world the reproduction runs in, its verifier, its tasks and its tokenizer.
+
+    python tasks.py                      # print a few pretraining examples and the named tasks
+
+A model trained from scratch cannot read English, so the project defines a world where a *context*
+can carry task information the way an instruction does for an LLM:
+
+  problem     in: 3 8 1 5
+  rule        a chain of 1 to 3 ops over digit lists, e.g. `add 3 then reverse` -> 8 6 4 1
+  context     an instruction (`rule: add 3 then reverse`), or demonstrations
+              (`demo: 3 1 2 -> 5 4 6 ; 7 0 1 -> 0 3 4`), or both on separate lines
+  sequence    <|bos|>{context}\\nin: 3 8 1 5\\nout: 8 6 4 1<|eos|>
+
+Ops (small on purpose: a sub-1M model must learn them on a 2-core CPU in minutes):
+  reverse | sort | swap (adjacent pairs) | rotate k (left, k=1..3) | add k (mod 10, k=1..9) |
+  map a>b c>d (a substitution table of 1..3 entries; other digits unchanged)
+`map` appears alone in the pretraining distribution (a 10-entry in-context lookup was not learnable
+here in 20 CPU-minutes, a 1-3 entry one is), the other ops chain freely (no op twice in a row).
+
+The pretraining distribution covers every chain *type* the downstream tasks use; a few 2-op types
+(HELDOUT_TYPES) are never shown, to measure compositional generalization. Downstream tasks hide
+the rule behind a task-agnostic seed prompt (`rule: ?`), except `long-lists`, whose seed prompt
+states the rule but whose lists are longer than any seen in pretraining.
+
+The verifier gives a reward in [0, 1] (fraction of positions right, exact match = 1) and a feedback
+string that says what went wrong and contains the expected answer, as GEPA's evaluators do.
+
+The tokenizer is a real `tiktoken.Encoding` whose merges come from a byte-level BPE trained here on
+the world's own text (deterministic; nothing is downloaded). Digits are always single tokens (the
+pre-tokenizer splits them), op words become single tokens after a few merges.
+"""
+
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import tiktoken
+
+# -----------------------------------------------------------------------------
+# ops and rules
+
+OPS = ["reverse", "sort", "swap", "rotate", "add", "map"]
+PARAM_RANGE = {"rotate": (1, 3), "add": (1, 9)}  # inclusive ranges of the integer parameter
+MAX_MAP = 3                                       # at most 3 entries in a substitution table
+VALID_OPS_TEXT = "reverse, sort, swap, rotate K (K=1..3), add K (K=1..9), map A>B [C>D ...] (1-3 pairs of digits)"
+
+
+class SpecError(ValueError):
+    """A rule or task spec that cannot be parsed (the message is one line for the user)."""
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    arg: object = None  # int for rotate/add, tuple of (a, b) pairs for map, None otherwise
+
+    def text(self):
+        if self.name in PARAM_RANGE:
+            return f"{self.name} {self.arg}"
+        if self.name == "map":
+            return "map " + " ".join(f"{a}>{b}" for a, b in self.arg)
+        return self.name
+
+    def apply(self, xs):
+        n = self.name
+        if n == "reverse":
+            return xs[::-1]
+        if n == "sort":
+            return sorted(xs)
+        if n == "swap":  # 1 2 3 4 5 -> 2 1 4 3 5
+            out = list(xs)
+            for i in range(0, len(xs) - 1, 2):
+                out[i], out[i + 1] = xs[i + 1], xs[i]
+            return out
+        if n == "rotate":  # left rotation by k
+            k = self.arg % len(xs) if xs else 0
+            return xs[k:] + xs[:k]
+        if n == "add":
+            return [(x + self.arg) % 10 for x in xs]
+        if n == "map":
+            table = dict(self.arg)
+            return [table.get(x, x) for x in xs]
+        raise AssertionError(n)
+
+
+Rule = tuple  # a rule is a tuple of Ops, applied left to right
+
+
+def apply_rule(rule, xs):
+    for op in rule:
+        xs = op.apply(xs)
+    return list(xs)
+
+
+def rule_text(rule):
+    return " then ".join(op.text() for op in rule)
+
+
+def chain_type(rule):
+    return tuple(op.name for op in rule)
+
+
+def parse_op(text):
+    words = text.strip().split()
+    if not words:
+        raise SpecError(f"empty op; valid ops: {VALID_OPS_TEXT}")
+    name, args = words[0], words[1:]
+    if name not in OPS:
+        raise SpecError(f"unknown op '{name}'; valid ops: {VALID_OPS_TEXT}")
+    if name in PARAM_RANGE:
+        lo, hi = PARAM_RANGE[name]
+        if len(args) != 1 or not args[0].isdigit() or not lo <= int(args[0]) <= hi:
+            raise SpecError(f"'{text.strip()}': {name} takes one integer in {lo}..{hi}; valid ops: {VALID_OPS_TEXT}")
+        return Op(name, int(args[0]))
+    if name == "map":
+        pairs = []
+        for a in args:
+            m = re.fullmatch(r"(\d)>(\d)", a)
+            if not m:
+                raise SpecError(f"'{text.strip()}': map entries look like 3>7; valid ops: {VALID_OPS_TEXT}")
+            pairs.append((int(m.group(1)), int(m.group(2))))
+        keys = [a for a, _ in pairs]
+        if not 1 <= len(pairs) <= MAX_MAP or len(set(keys)) != len(keys):
+            raise SpecError(f"'{text.strip()}': map takes 1..{MAX_MAP} pairs with distinct sources; valid ops: {VALID_OPS_TEXT}")
+        return Op("map", tuple(sorted(pairs)))
+    if args:
+        raise SpecError(f"'{text.strip()}': {name} takes no parameter; valid ops: {VALID_OPS_TEXT}")
+    return Op(name)
+
+
+def parse_rule(text):
+    """'add 3 then reverse' or 'add 3, reverse' -> Rule. Raises SpecError with a one-line message."""
+    parts = [p for p in re.split(r",| then ", text.strip())]
+    if not text.strip() or any(not p.strip() for p in parts):
+        raise SpecError(f"empty op in rule '{text}'; valid ops: {VALID_OPS_TEXT}")
+    if len(parts) > 3:
+        raise SpecError(f"rule '{text}' has {len(parts)} ops; rules chain 1 to 3 ops")
+    return tuple(parse_op(p) for p in parts)
+
+
+# -----------------------------------------------------------------------------
+# problems, contexts and sequences
+
+SEED_PROMPT = "rule: ?"  # the task-agnostic seed context: never seen in pretraining
+
+
+@dataclass(frozen=True)
+class Problem:
+    inputs: tuple
+    answer: tuple
+
+
+def digits_text(xs):
+    return " ".join(str(x) for x in xs)
+
+
+def problem_text(p):
+    return f"in: {digits_text(p.inputs)}"
+
+
+def prompt_text(context, p):
+    """What the model is conditioned on; its completion is the answer then <|eos|>."""
+    return f"{context}\nin: {digits_text(p.inputs)}\nout:"
+
+
+def answer_text(p):
+    return " " + digits_text(p.answer)
+
+
+def instruction(rule):
+    return f"rule: {rule_text(rule)}"
+
+
+def demo_context(problems):
+    return "demo: " + " ; ".join(f"{digits_text(p.inputs)} -> {digits_text(p.answer)}" for p in problems)
+
+
+def make_problem(rule, rng, lo, hi):
+    xs = [rng.randrange(10) for _ in range(rng.randint(lo, hi))]
+    return Problem(tuple(xs), tuple(apply_rule(rule, xs)))
+
+
+# -----------------------------------------------------------------------------
+# verifier: reward in [0, 1] and textual feedback
+
+def parse_digits(text):
+    """' 8 6 4 1' -> [8, 6, 4, 1]; None if anything but single digits."""
+    words = text.split()
+    if not words or not all(len(w) == 1 and w.isdigit() for w in words):
+        return None
+    return [int(w) for w in words]
+
+
+def score(problem, completion):
+    """-> (reward, feedback). reward = positions right / max(len(expected), len(answer))."""
+    exp = list(problem.answer)
+    pred = parse_digits(completion)
+    expected = f"expected: {digits_text(exp)}"
+    if pred is None:
+        return 0.0, f"not a list of digits; {expected}"
+    if pred == exp:
+        return 1.0, f"correct; {expected}"
+    right = sum(a == b for a, b in zip(pred, exp))
+    reward = right / max(len(exp), len(pred))
+    wrong = [str(i + 1) for i in range(min(len(pred), len(exp))) if pred[i] != exp[i]]
+    parts = []
+    if len(pred) != len(exp):
+        parts.append(f"wrong length {len(pred)} (expected {len(exp)})")
+    if wrong:
+        parts.append("wrong at positions " + ", ".join(wrong))
+    return reward, "; ".join(parts) + f"; {expected}"
+
+
+# -----------------------------------------------------------------------------
+# the pretraining distribution
+
+LIST_LEN = (3, 6)                                   # pretraining list lengths (inclusive)
+CHAIN_LEN_WEIGHTS = {1: 0.5, 2: 0.35, 3: 0.15}      # share of 1-, 2- and 3-op rules
+HELDOUT_TYPES = {("swap", "sort"), ("rotate", "reverse"), ("sort", "add")}  # never trained: compositional probe
+CHAIN_OPS = ["reverse", "sort", "swap", "rotate", "add"]  # ops that chain (map stays alone)
+
+
+def random_op(name, rng):
+    if name in PARAM_RANGE:
+        return Op(name, rng.randint(*PARAM_RANGE[name]))
+    if name == "map":
+        n = rng.randint(1, MAX_MAP)
+        keys = rng.sample(range(10), n)
+        return Op("map", tuple(sorted((a, rng.choice([d for d in range(10) if d != a])) for a in keys)))
+    return Op(name)
+
+
+def random_type(rng, n_ops):
+    while True:
+        names = [rng.choice(CHAIN_OPS)]
+        while len(names) < n_ops:
+            names.append(rng.choice([o for o in CHAIN_OPS if o != names[-1]]))  # no op twice in a row
+        if not any(tuple(names[i:i + 2]) in HELDOUT_TYPES for i in range(n_ops - 1)):
+            return tuple(names)
+
+
+def random_rule(rng, exclude=()):
+    """A rule from the pretraining distribution; `exclude` = rule texts never to produce."""
+    while True:
+        n = rng.choices(list(CHAIN_LEN_WEIGHTS), weights=list(CHAIN_LEN_WEIGHTS.values()))[0]
+        if n == 1:
+            names = (rng.choice(OPS),)  # single ops include map
+        else:
+            names = random_type(rng, n)
+        rule = tuple(random_op(nm, rng) for nm in names)
+        if rule_text(rule) not in exclude:
+            return rule
+
+
+def pretrain_example(rng, exclude=()):
+    """-> (context, problem). Mostly an instruction; some demonstrations (with or without it)."""
+    rule = random_rule(rng, exclude)
+    p = make_problem(rule, rng, *LIST_LEN)
+    u = rng.random()
+    if u < 0.8:
+        ctx = instruction(rule)
+    else:
+        demos = demo_context([make_problem(rule, rng, *LIST_LEN) for _ in range(rng.randint(2, 3))])
+        ctx = demos if u < 0.9 else instruction(rule) + "\n" + demos
+    return ctx, p
+
+
+def general_eval_set(n=256, seed=1234, exclude=()):
+    """General skills: fresh problems of the pretraining distribution, each with its own instruction."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        rule = random_rule(rng, exclude)
+        out.append((instruction(rule), make_problem(rule, rng, *LIST_LEN), rule))
+    return out
+
+
+def heldout_eval_set(n=128, seed=4321):
+    """Held-out chain types (never trained), instruction in context: compositional generalization."""
+    rng = random.Random(seed)
+    types = sorted(HELDOUT_TYPES)
+    out = []
+    for i in range(n):
+        rule = tuple(random_op(nm, rng) for nm in types[i % len(types)])
+        out.append((instruction(rule), make_problem(rule, rng, *LIST_LEN), rule))
+    return out
+
+
+# -----------------------------------------------------------------------------
+# downstream tasks
+
+@dataclass
+class Task:
+    name: str
+    rule: tuple            # the hidden rule: only the verifier uses it, never the learner
+    seed_prompt: str       # the context the learner starts from
+    train: list            # Problems the learner trains on (RL batches, GEPA minibatches)
+    pareto: list           # GEPA's Pareto set D_p (disjoint from train and val)
+    val: list              # held-out Problems for evaluation
+    list_len: tuple = LIST_LEN
+    spec: str = ""
+
+    @property
+    def instruction(self):
+        """The correct instruction: measures what a perfect context can do for the base model."""
+        return instruction(self.rule)
+
+
+# name -> (rule, list lengths, seed prompt or None for the task-agnostic one)
+NAMED_TASKS = {
+    "hidden-rule": ("rotate 2 then add 7", LIST_LEN, None),   # like CodeIO: both channels matter
+    "cipher": ("map 2>7 5>1 8>3", LIST_LEN, None),           # like HoVer: a niche fact (a table)
+    "long-lists": ("add 3 then reverse", (7, 9), "rule"),    # like Math: rule given, lists longer
+    "hidden-rule-2": ("swap then rotate 1", LIST_LEN, None),  # a second hidden rule (plasticity probe)
+}
+TASK_RULES = {rule_text(parse_rule(r)) for r, _, _ in NAMED_TASKS.values()}  # excluded from pretraining
+
+
+def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=64):
+    """A named task ('hidden-rule', 'cipher', 'long-lists', ...) or a custom 'rule:rotate 2,add 7'."""
+    if spec in NAMED_TASKS:
+        text, lens, seed_kind = NAMED_TASKS[spec]
+        rule = parse_rule(text)
+    elif spec.startswith("rule:"):
+        rule, lens, seed_kind = parse_rule(spec[len("rule:"):]), LIST_LEN, None
+    else:
+        raise SpecError(f"unknown task '{spec}'; use one of {', '.join(NAMED_TASKS)} or 'rule:OP[,OP...]' "
+                        f"with ops: {VALID_OPS_TEXT}")
+    seed_prompt = instruction(rule) if seed_kind == "rule" else SEED_PROMPT
+    rng = random.Random(f"{spec}/{seed}")  # str seeds are deterministic across runs
+    seen, splits = set(), []
+    for n in (n_val, n_pareto, n_train):  # val first: it is the same for every n_train
+        split = []
+        while len(split) < n:
+            p = make_problem(rule, rng, *lens)
+            if p.inputs not in seen or len(seen) > 10 ** len(p.inputs) // 2:  # disjoint splits when possible
+                seen.add(p.inputs)
+                split.append(p)
+        splits.append(split)
+    val, pareto, train = splits
+    return Task(spec, rule, seed_prompt, train, pareto, val, lens, spec)
+
+
+# -----------------------------------------------------------------------------
+# tokenizer: byte-level BPE trained on the world's text, wrapped in a tiktoken.Encoding
+
+PAT_STR = r"\n| ?[a-z]+| ?[0-9]| ?[^\sa-z0-9]+| +"  # digits always split: every digit is its own token
+SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>"]
+
+
+def world_text(n=4000, seed=0):
+    """A sample of everything the model will read: contexts, problems, answers, the seed prompt."""
+    rng = random.Random(seed)
+    docs = [SEED_PROMPT]
+    for _ in range(n):
+        ctx, p = pretrain_example(rng)
+        docs.append(prompt_text(ctx, p) + answer_text(p))
+    return "\n".join(docs)
+
+
+def train_bpe(text, vocab_size=320):
+    """Byte-level BPE over unique pre-tokenized words -> mergeable ranks {bytes: rank}.
+
+    Starts from all 256 bytes (so any string encodes), then repeatedly merges the most frequent
+    adjacent pair; ties go to the smallest pair in byte order, which makes the result deterministic.
+    """
+    words = Counter(re.findall(PAT_STR, text))
+    seqs = {w: [bytes([b]) for b in w.encode()] for w in words}
+    ranks = {bytes([i]): i for i in range(256)}
+    while len(ranks) < vocab_size:
+        pairs = Counter()
+        for w, parts in seqs.items():
+            for a, b in zip(parts, parts[1:]):
+                pairs[a, b] += words[w]
+        if not pairs:
+            break
+        (a, b), count = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        if count < 2:
+            break
+        ranks[a + b] = len(ranks)
+        for w, parts in seqs.items():  # apply the merge to every word
+            i, out = 0, []
+            while i < len(parts):
+                if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(parts[i])
+                    i += 1
+            seqs[w] = out
+    return ranks
+
+
+def tokenizer_from_ranks(ranks):
+    specials = {s: len(ranks) + i for i, s in enumerate(SPECIALS)}
+    return tiktoken.Encoding(name="fastslow", pat_str=PAT_STR, mergeable_ranks=dict(ranks), special_tokens=specials)
+
+
+def build_tokenizer(vocab_size=320, seed=0):
+    return tokenizer_from_ranks(train_bpe(world_text(seed=seed), vocab_size))
+
+
+def tokenizer_state(enc):
+    """What a checkpoint stores: the merges in rank order (plain bytes, no pickled objects)."""
+    return {"pat_str": enc._pat_str, "ranks": sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get)}
+
+
+def tokenizer_from_state(state):
+    return tokenizer_from_ranks({b: i for i, b in enumerate(state["ranks"])})
+
+
+def special_ids(enc):
+    return {s: enc.encode_single_token(s) for s in SPECIALS}
+
+
+def encode_prompt(enc, context, p):
+    """Token ids of <|bos|> + prompt text (what generation is conditioned on)."""
+    return [enc.encode_single_token("<|bos|>")] + enc.encode_ordinary(prompt_text(context, p))
+
+
+def encode_answer(enc, p):
+    return enc.encode_ordinary(answer_text(p)) + [enc.encode_single_token("<|eos|>")]
+
+
+def decode_completion(enc, ids):
+    """Completion ids -> text, cut at the first special token."""
+    n_ordinary = enc.encode_single_token(SPECIALS[0])  # specials sit after the ordinary ranks
+    out = []
+    for t in ids:
+        if t >= n_ordinary:
+            break
+        out.append(t)
+    return enc.decode(out)
+
+
+if __name__ == "__main__":
+    rng = random.Random(0)
+    for _ in range(6):
+        ctx, p = pretrain_example(rng)
+        print(prompt_text(ctx, p) + answer_text(p), "\n")
+    enc = build_tokenizer()
+    print("vocab", enc.n_vocab)
+    for name in NAMED_TASKS:
+        t = make_task(name)
+        print(f"{name:14s} seed='{t.seed_prompt}' rule='{rule_text(t.rule)}' val[0]={problem_text(t.val[0])} -> {digits_text(t.val[0].answer)}")
