@@ -13,7 +13,7 @@ can carry task information the way an instruction does for an LLM:
   sequence    <|bos|>{context}\\nin: 3 8 1 5\\nout: 8 6 4 1<|eos|>
 
 Ops (small on purpose: a sub-1M model must learn them on a 2-core CPU in minutes):
-  reverse | sort | swap (adjacent pairs) | rotate k (left, k=1..3) | add k (mod 10, k=1..9) |
+  reverse | sort | swap (adjacent pairs) | rotate k (left, k=1..2) | add k (mod 10, k=1..9) |
   map a>b c>d (a substitution table of 1..3 entries; other digits unchanged)
 `map` appears alone in the pretraining distribution (a 10-entry in-context lookup was not learnable
 here in 20 CPU-minutes, a 1-3 entry one is), the other ops chain freely (no op twice in a row).
@@ -42,9 +42,9 @@ import tiktoken
 # ops and rules
 
 OPS = ["reverse", "sort", "swap", "rotate", "add", "map"]
-PARAM_RANGE = {"rotate": (1, 3), "add": (1, 9)}  # inclusive ranges of the integer parameter
+PARAM_RANGE = {"rotate": (1, 2), "add": (1, 9)}  # inclusive ranges of the integer parameter
 MAX_MAP = 3                                       # at most 3 entries in a substitution table
-VALID_OPS_TEXT = "reverse, sort, swap, rotate K (K=1..3), add K (K=1..9), map A>B [C>D ...] (1-3 pairs of digits)"
+VALID_OPS_TEXT = "reverse, sort, swap, rotate K (K=1..2), add K (K=1..9), map A>B [C>D ...] (1-3 pairs of digits)"
 
 
 class SpecError(ValueError):
@@ -216,8 +216,8 @@ def score(problem, completion):
 # -----------------------------------------------------------------------------
 # the pretraining distribution
 
-LIST_LEN = (3, 6)                                   # pretraining list lengths (inclusive)
-CHAIN_LEN_WEIGHTS = {1: 0.5, 2: 0.35, 3: 0.15}      # share of 1-, 2- and 3-op rules
+LIST_LEN = (3, 5)                                   # pretraining list lengths (inclusive)
+CHAIN_LEN_WEIGHTS = {1: 0.6, 2: 0.3, 3: 0.1}       # share of 1-, 2- and 3-op rules
 HELDOUT_TYPES = {("swap", "sort"), ("rotate", "reverse"), ("sort", "add")}  # never trained: compositional probe
 CHAIN_OPS = ["reverse", "sort", "swap", "rotate", "add"]  # ops that chain (map stays alone)
 
@@ -254,17 +254,17 @@ def random_rule(rng, exclude=()):
             return rule
 
 
-def pretrain_example(rng, exclude=()):
-    """-> (context, problem). Mostly an instruction; some demonstrations (with or without it)."""
+def pretrain_example(rng, exclude=(), n_problems=1):
+    """-> (context, [Problem] * n_problems): mostly an instruction; some demonstrations (with or without it)."""
     rule = random_rule(rng, exclude)
-    p = make_problem(rule, rng, *LIST_LEN)
+    ps = [make_problem(rule, rng, *LIST_LEN) for _ in range(n_problems)]
     u = rng.random()
-    if u < 0.8:
+    if u < 0.9:
         ctx = instruction(rule)
     else:
-        demos = demo_context([make_problem(rule, rng, *LIST_LEN) for _ in range(rng.randint(2, 3))])
-        ctx = demos if u < 0.9 else instruction(rule) + "\n" + demos
-    return ctx, p
+        demos = demo_context([make_problem(rule, rng, *LIST_LEN) for _ in range(2)])
+        ctx = demos if u < 0.95 else instruction(rule) + "\n" + demos
+    return ctx, ps
 
 
 def general_eval_set(n=256, seed=1234, exclude=()):
@@ -310,9 +310,9 @@ class Task:
 
 # name -> (rule, list lengths, seed prompt or None for the task-agnostic one)
 NAMED_TASKS = {
-    "hidden-rule": ("rotate 2 then add 7", LIST_LEN, None),   # like CodeIO: both channels matter
+    "hidden-rule": ("rotate 1 then add 3", LIST_LEN, None),   # like CodeIO: both channels matter
     "cipher": ("map 2>7 5>1 8>3", LIST_LEN, None),           # like HoVer: a niche fact (a table)
-    "long-lists": ("add 3 then reverse", (7, 9), "rule"),    # like Math: rule given, lists longer
+    "long-lists": ("add 2 then reverse", (6, 8), "rule"),    # like Math: rule given, lists longer
     "hidden-rule-2": ("swap then rotate 1", LIST_LEN, None),  # a second hidden rule (plasticity probe)
 }
 TASK_RULES = {rule_text(parse_rule(r)) for r, _, _ in NAMED_TASKS.values()}  # excluded from pretraining
@@ -355,7 +355,7 @@ def world_text(n=4000, seed=0):
     rng = random.Random(seed)
     docs = [SEED_PROMPT]
     for _ in range(n):
-        ctx, p = pretrain_example(rng)
+        ctx, (p,) = pretrain_example(rng)
         docs.append(prompt_text(ctx, p) + answer_text(p))
     return "\n".join(docs)
 
@@ -438,7 +438,7 @@ def decode_completion(enc, ids):
 if __name__ == "__main__":
     rng = random.Random(0)
     for _ in range(6):
-        ctx, p = pretrain_example(rng)
+        ctx, (p,) = pretrain_example(rng)
         print(prompt_text(ctx, p) + answer_text(p), "\n")
     enc = build_tokenizer()
     print("vocab", enc.n_vocab)

@@ -1,0 +1,481 @@
+"""
+fast_context.py: the fast weights. A GEPA-style reflective prompt optimizer over a *population* of
+contexts, always evaluated with the current policy. It never updates weights (no torch, no model).
+
+    from fast_context import init_state, run_round, frontier_prompts, best_prompt, optimize, RuleReflector
+    state = init_state(task.seed_prompt, task.pareto, task.train, evaluate)    # seed scored on D_p
+    run_round(state, evaluate, num_proposals=4, reflector=RuleReflector())     # FST: every T RL steps
+    frontier_prompts(state)   # [(prompt, count)]: draw per RL problem with weight = count
+    optimize(state, evaluate, RuleReflector(), max_rollouts=2000)             # context-only baseline
+
+Contracts (plain callables, so this file knows nothing about models or tasks objects):
+  evaluate(context, problems) -> [(reward, output, feedback)]: one rollout of the CURRENT model per
+      problem with `context` as the prompt, scored by tasks.score. One problem = one rollout of budget.
+  reflector(current_prompt, records) -> str: a new prompt. records = [{"inputs": "in: 3 8 1 5",
+      "outputs": "<model output>", "feedback": "wrong at positions 2; expected: 6 1 4 8"}], strings
+      only. A reflector that raises any Exception, or returns an empty / too long / unchanged /
+      duplicate prompt, is a rejected proposal: logged in state.events, never a crash.
+
+The algorithm (GEPA, Agrawal et al. 2025, default configuration without merge; see ALGORITHMS.md A):
+score the seed on D_p; per Pareto instance keep the best score and every candidate reaching it. An
+iteration draws a non-dominated parent in proportion to its number of instance fronts, evaluates it on
+the next minibatch of b train problems, skips if all perfect, asks the reflector for a child, evaluates
+it on the same minibatch and accepts it on a strict gain of the sum; accepted children are scored on D_p.
+Cost: 2b per iteration (+|D_p| if accepted, only b if skipped or invalid).
+
+Design choices and why:
+- Rounds (FST): scores measured under older weights go stale, so run_round first re-scores the frontier
+  candidates with the current policy (|frontier| x |D_p|) and rebuilds the fronts from candidates scored
+  this round only; older off-frontier candidates stay in the pool as history but no longer compete.
+  rescore=False skips this for a round right after init_state (same weights, nothing stale).
+- Dominance: y is dominated if another candidate's set of instance fronts strictly contains y's
+  (pruned one at a time, weakest mean first, as GEPA iterates). GEPA's own rule also drops y when its
+  fronts are covered jointly by several others, or by a twin; keeping those = more prompt diversity.
+- Acceptance: child sum > parent sum + 1e-9 (float round-off is no gain). A proposal equal to a
+  candidate already scored this round is rejected before any child rollout.
+- optimize() checks the budget at the top of each iteration (like GEPA), so it overshoots
+  max_rollouts by at most one iteration: 2b + |D_p| - 1 rollouts.
+- best_prompt(): best mean on D_p among frontier candidates; ties: fewest tokens, then earliest.
+- Minibatches: one shuffle per epoch, padded to a multiple of b with that epoch's first ids.
+- count_tokens: whitespace words by default; pass `lambda t: len(enc.encode_ordinary(t))` for real tokens.
+
+Reflectors. RuleReflector stands in for a strong reflection LM: it reads the expected answers in the
+feedback, brute-forces the op library (every chain of 1-3 ops, ~10^3, plus a `map` table read off
+aligned digits and merged with the current prompt's) and writes `rule: ...`, or demonstrations if
+nothing fits. DemoReflector only curates demonstrations. An HTTP reflector would fit the same
+interface: render GEPA's meta-prompt (current prompt; per record "## Inputs / ## Generated Outputs /
+## Feedback"; "write a new instruction with every niche fact, inside ``` fences"), POST it to an
+OpenAI-compatible /v1/chat/completions, return the fenced text, raise on an HTTP error or no fence.
+"""
+
+import copy
+import functools
+import random
+import re
+from dataclasses import dataclass, field
+
+from tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, Op, Problem, SpecError, apply_rule, demo_context,
+                   digits_text, instruction, parse_digits, parse_rule, problem_text, rule_text)
+
+EPS = 1e-9  # float tolerance for "strictly better"
+
+
+def word_count(text):
+    return len(text.split())
+
+
+# -----------------------------------------------------------------------------
+# state
+
+@dataclass
+class GEPAState:
+    pareto: list                                     # D_p: Problems every accepted candidate is scored on
+    train: list                                      # Problems the minibatches are drawn from
+    candidates: list = field(default_factory=list)   # prompt texts; index 0 is the seed
+    parents: list = field(default_factory=list)      # parents[k] = [parent index] ([] for the seed)
+    scores: list = field(default_factory=list)       # scores[k][v] = reward of candidate k on pareto[v]
+    score_round: list = field(default_factory=list)  # round in which scores[k] was measured
+    front_score: list = field(default_factory=list)  # front_score[v] = best score on instance v (this round)
+    front_sets: list = field(default_factory=list)   # front_sets[v] = set of candidates reaching it (ties kept)
+    round: int = 0                                   # policy version: +1 per run_round that re-scores
+    iteration: int = 0                               # gepa_iteration calls so far
+    minibatch_size: int = 3
+    order: list = field(default_factory=list)        # this epoch's shuffled train ids
+    pos: int = 0                                     # next position in `order`
+    epoch: int = 0
+    rollouts: int = 0                                # exact number of problems evaluated so far
+    max_context_tokens: int = 48
+    count_tokens: object = word_count                # text -> int
+    rng: random.Random = field(default_factory=random.Random)
+    events: list = field(default_factory=list)       # dicts: accepted / rejected / skipped / invalid / rescore
+
+
+def _evaluate(state, evaluate, context, problems):
+    """Run the policy on `problems` with `context`; count the rollouts; -> (rewards, records)."""
+    results = list(evaluate(context, problems))
+    if len(results) != len(problems):
+        raise ValueError(f"evaluate returned {len(results)} results for {len(problems)} problems")
+    state.rollouts += len(problems)
+    rewards = [float(r) for r, _, _ in results]
+    records = [{"inputs": problem_text(p), "outputs": str(o), "feedback": str(f)}
+               for p, (_, o, f) in zip(problems, results)]
+    return rewards, records
+
+
+def rebuild_frontier(state):
+    """Per-instance fronts over the candidates scored in the current round (stale ones don't compete)."""
+    live = [k for k in range(len(state.candidates)) if state.score_round[k] == state.round]
+    state.front_score, state.front_sets = [], []
+    for v in range(len(state.pareto)):
+        best = max(state.scores[k][v] for k in live)
+        state.front_score.append(best)
+        state.front_sets.append({k for k in live if state.scores[k][v] >= best - EPS})
+
+
+def add_candidate(state, evaluate, prompt, parents):
+    """Score `prompt` on D_p (|D_p| rollouts), append it to the pool, update the fronts -> its index."""
+    rewards, _ = _evaluate(state, evaluate, prompt, state.pareto)
+    state.candidates.append(prompt)
+    state.parents.append(list(parents))
+    state.scores.append(rewards)
+    state.score_round.append(state.round)
+    rebuild_frontier(state)
+    return len(state.candidates) - 1
+
+
+def init_state(seed_prompt, pareto, train, evaluate, seed=0, minibatch_size=3, max_context_tokens=48,
+               count_tokens=None):
+    """A fresh pool holding the seed prompt, scored on D_p with the current policy (|D_p| rollouts)."""
+    if not pareto or not train or minibatch_size < 1:
+        raise ValueError(f"need non-empty pareto and train sets and minibatch_size >= 1 (got {minibatch_size})")
+    state = GEPAState(pareto=list(pareto), train=list(train), minibatch_size=minibatch_size,
+                      max_context_tokens=max_context_tokens, count_tokens=count_tokens or word_count,
+                      rng=random.Random(seed))
+    add_candidate(state, evaluate, seed_prompt, [])
+    return state
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+def nondominated(state):
+    """Candidates on at least one instance front, minus the dominated ones (sorted indices)."""
+    fronts = {}  # candidate -> set of instances whose front it is on
+    for v, s in enumerate(state.front_sets):
+        for k in s:
+            fronts.setdefault(k, set()).add(v)
+    alive = sorted(fronts, key=lambda k: (_mean(state.scores[k]), k))  # GEPA visits the weakest first
+    removed = True
+    while removed:  # remove one dominated candidate at a time until none is left
+        removed = False
+        for y in alive:
+            if any(fronts[y] < fronts[z] for z in alive if z != y):  # `<` on sets: strict subset
+                alive.remove(y)
+                removed = True
+                break
+    return sorted(alive)
+
+
+def front_counts(state):
+    """{candidate: number of instance fronts it is on} for the non-dominated candidates."""
+    return {k: sum(k in s for s in state.front_sets) for k in nondominated(state)}
+
+
+def select_parent(state):
+    counts = front_counts(state)
+    return state.rng.choices(list(counts), weights=list(counts.values()))[0]
+
+
+def next_minibatch(state):
+    b = state.minibatch_size
+    if state.pos + b > len(state.order):  # new epoch: reshuffle, pad to a multiple of b
+        order = list(range(len(state.train)))
+        state.rng.shuffle(order)
+        order += [order[i % len(order)] for i in range((-len(order)) % b)]
+        state.order, state.pos, state.epoch = order, 0, state.epoch + 1
+    ids = state.order[state.pos:state.pos + b]
+    state.pos += b
+    return [state.train[i] for i in ids]
+
+
+# -----------------------------------------------------------------------------
+# one iteration, rounds, the budget loop
+
+def _log(state, event, kind, reason="", proposal=None):
+    event.update(kind=kind, reason=reason, rollouts=state.rollouts)
+    if proposal is not None:
+        event["proposal"] = proposal if len(proposal) <= 120 else proposal[:117] + "..."
+    state.events.append(event)
+    return event
+
+
+def _proposal_problem(state, parent, text):
+    """Why a proposal is invalid, or '' if it may be evaluated."""
+    if not isinstance(text, str):
+        return f"reflector returned {type(text).__name__}, not str"
+    if not text:
+        return "empty proposal"
+    n = state.count_tokens(text)
+    if n > state.max_context_tokens:
+        return f"too long: {n} tokens > {state.max_context_tokens}"
+    if text == state.candidates[parent]:
+        return "unchanged: identical to the parent"
+    for k, c in enumerate(state.candidates):
+        if c == text and state.score_round[k] == state.round:
+            return f"duplicate of candidate {k}"
+    return ""
+
+
+def gepa_iteration(state, evaluate, reflector):
+    """One reflective mutation (select, minibatch, reflect, accept). Returns the logged event dict."""
+    parent = select_parent(state)
+    batch = next_minibatch(state)
+    event = {"iter": state.iteration, "round": state.round, "parent": parent, "child": None}
+    state.iteration += 1
+    rewards, records = _evaluate(state, evaluate, state.candidates[parent], batch)  # b rollouts
+    event["parent_sum"] = sum(rewards)
+    if all(r >= 1.0 for r in rewards):  # nothing to learn from a perfect minibatch
+        return _log(state, event, "skipped", "parent perfect on the minibatch")
+    try:
+        text = reflector(state.candidates[parent], records)
+    except Exception as e:  # a broken reflector costs a proposal, never the run
+        return _log(state, event, "invalid", f"reflector raised {type(e).__name__}: {e}")
+    text = text.strip() if isinstance(text, str) else text
+    problem = _proposal_problem(state, parent, text)
+    if problem:
+        return _log(state, event, "invalid", problem, text if isinstance(text, str) else None)
+    child_rewards, _ = _evaluate(state, evaluate, text, batch)  # b rollouts, same minibatch
+    event["child_sum"] = sum(child_rewards)
+    if event["child_sum"] <= event["parent_sum"] + EPS:
+        return _log(state, event, "rejected", "no strict gain on the minibatch", text)
+    event["child"] = add_candidate(state, evaluate, text, [parent])  # |D_p| rollouts
+    event["child_mean"] = _mean(state.scores[event["child"]])
+    return _log(state, event, "accepted", "", text)
+
+
+def rescore_frontier(state, evaluate):
+    """New weights: re-score every candidate on some instance front on D_p, then rebuild the fronts."""
+    on_front = sorted(set().union(*state.front_sets))
+    state.round += 1
+    for k in on_front:
+        state.scores[k], _ = _evaluate(state, evaluate, state.candidates[k], state.pareto)
+        state.score_round[k] = state.round
+    rebuild_frontier(state)
+    return _log(state, {"round": state.round, "rescored": on_front}, "rescore")
+
+
+def run_round(state, evaluate, num_proposals, reflector, rescore=True):
+    """One FST round: re-score the frontier with the current policy, then num_proposals iterations
+    (a skipped or invalid iteration counts as a proposal). Returns a summary dict."""
+    start = state.rollouts
+    if rescore:
+        rescore_frontier(state, evaluate)
+    events = [gepa_iteration(state, evaluate, reflector) for _ in range(num_proposals)]
+    best = best_candidate(state)
+    return {"round": state.round, "proposals": num_proposals,
+            "accepted": sum(e["kind"] == "accepted" for e in events),
+            "rollouts": state.rollouts - start, "frontier": len(nondominated(state)),
+            "best_mean": _mean(state.scores[best]), "best_prompt": state.candidates[best]}
+
+
+def optimize(state, evaluate, reflector, max_rollouts):
+    """Context-only baseline: iterate until state.rollouts >= max_rollouts (the check is at the top of
+    each iteration, so the last one may overshoot by at most 2b + |D_p| rollouts)."""
+    while state.rollouts < max_rollouts:
+        gepa_iteration(state, evaluate, reflector)
+    return state
+
+
+def frontier_prompts(state):
+    """[(prompt, count)]: non-dominated frontier prompts and how many instance fronts each is on."""
+    return [(state.candidates[k], c) for k, c in front_counts(state).items()]
+
+
+def best_candidate(state):
+    on_front = set().union(*state.front_sets)
+    return min(on_front, key=lambda k: (-_mean(state.scores[k]), state.count_tokens(state.candidates[k]), k))
+
+
+def best_prompt(state):
+    """Frontier candidate with the best mean on D_p (ties: fewest tokens, then earliest)."""
+    return state.candidates[best_candidate(state)]
+
+
+def state_dict(state):
+    """Plain python (lists, str, numbers) for checkpoints; the Problems are not stored."""
+    keys = ("candidates", "parents", "scores", "score_round", "round", "iteration", "minibatch_size", "order",
+            "pos", "epoch", "rollouts", "max_context_tokens", "events")
+    d = {k: copy.deepcopy(getattr(state, k)) for k in keys}  # a snapshot, not live references
+    version, internal, gauss = state.rng.getstate()
+    return {**d, "rng": [version, list(internal), gauss]}
+
+
+def load_state_dict(d, pareto, train, count_tokens=None):
+    """Inverse of state_dict, given the same Problems (task.pareto, task.train); fronts are recomputed."""
+    state = GEPAState(pareto=list(pareto), train=list(train), count_tokens=count_tokens or word_count)
+    for k, v in d.items():
+        if k != "rng":
+            setattr(state, k, v)
+    state.rng.setstate((d["rng"][0], tuple(d["rng"][1]), d["rng"][2]))
+    rebuild_frontier(state)
+    return state
+
+
+# -----------------------------------------------------------------------------
+# reflectors: text in, text out
+
+_IN_RE = re.compile(r"in:\s*([0-9 ]+)")
+_EXPECTED_RE = re.compile(r"expected:\s*([0-9 ]+)")
+
+
+def parse_records(records):
+    """records -> [(inputs, expected, failed)], deduplicated. Unparseable records are skipped; no
+    parseable record, or one input with two different expected answers, raises ValueError."""
+    out, seen = [], {}
+    for r in records:
+        m_in = _IN_RE.search(str(r.get("inputs", "")))
+        m_exp = _EXPECTED_RE.search(str(r.get("feedback", "")))
+        xs = parse_digits(m_in.group(1)) if m_in else None
+        ys = parse_digits(m_exp.group(1)) if m_exp else None
+        if xs is None or ys is None:
+            continue
+        xs, ys = tuple(xs), tuple(ys)
+        if xs in seen:
+            if seen[xs] != ys:
+                raise ValueError(f"contradictory feedback: in {digits_text(xs)} expected both "
+                                 f"{digits_text(seen[xs])} and {digits_text(ys)}")
+            continue
+        seen[xs] = ys
+        out.append((xs, ys, not str(r.get("feedback", "")).startswith("correct")))
+    if not out:
+        raise ValueError("no record has parseable inputs ('in: ...') and feedback ('expected: ...')")
+    return out
+
+
+def parse_demos(text):
+    """'demo: 3 1 2 -> 5 4 6 ; ...' lines of a context -> [(inputs, outputs)] (malformed demos skipped)."""
+    out = []
+    for line in text.splitlines():
+        if line.strip().startswith("demo:"):
+            for part in line.strip()[len("demo:"):].split(";"):
+                a, _, b = part.partition("->")
+                xs, ys = parse_digits(a), parse_digits(b)
+                if xs and ys:
+                    out.append((tuple(xs), tuple(ys)))
+    return out
+
+
+def parse_context_rule(text):
+    """The rule stated by a `rule: ...` line of a context, or None ('rule: ?' and junk -> None)."""
+    for line in text.splitlines():
+        if line.strip().startswith("rule:"):
+            try:
+                return parse_rule(line.strip()[len("rule:"):])
+            except SpecError:
+                return None
+    return None
+
+
+def fit_demos(head, pairs, max_demos, max_tokens, count_tokens=word_count):
+    """`head` (or nothing) + one demo line with as many of `pairs` (priority order, unique inputs) as
+    fit both max_demos and max_tokens. Returns None if not even one demo fits."""
+    chosen, seen = [], set()
+    for xs, ys in pairs:
+        if xs in seen or len(chosen) >= max_demos:
+            continue
+        line = demo_context([Problem(x, y) for x, y in chosen + [(xs, ys)]])
+        if count_tokens(f"{head}\n{line}" if head else line) <= max_tokens:
+            chosen.append((xs, ys))
+            seen.add(xs)
+    if not chosen:
+        return None
+    line = demo_context([Problem(x, y) for x, y in chosen])
+    return f"{head}\n{line}" if head else line
+
+
+@functools.lru_cache(maxsize=None)
+def library_chains(max_ops=3):
+    """Every chain of 1..max_ops library ops with no op name twice in a row (map excluded: it stays
+    alone), shortest first, then in library order. Built once (~10^3 chains for 3 ops)."""
+    ops = []
+    for name in CHAIN_OPS:
+        lo, hi = PARAM_RANGE.get(name, (None, None))
+        ops += [Op(name, k) for k in range(lo, hi + 1)] if lo is not None else [Op(name)]
+    chains, level = [], [()]
+    for _ in range(max_ops):
+        level = [c + (o,) for c in level for o in ops if not c or o.name != c[-1].name]
+        chains += level
+    return tuple(chains)
+
+
+def infer_map(examples, base=()):
+    """The `map` rule consistent with every (inputs, expected) pair, starting from the table `base`
+    (merged): changed digits give entries, unchanged digits must stay out. None on a conflict, a length
+    change, an empty table or more than MAX_MAP entries."""
+    table, unchanged = dict(base), set()
+    for xs, ys in examples:
+        if len(xs) != len(ys):
+            return None
+        for a, b in zip(xs, ys):
+            if a == b:
+                unchanged.add(a)
+            elif table.setdefault(a, b) != b:
+                return None
+    if unchanged & set(table) or not 1 <= len(table) <= MAX_MAP:
+        return None
+    return (Op("map", tuple(sorted(table.items()))),)
+
+
+def consistent(rule, examples):
+    return all(apply_rule(rule, list(xs)) == list(ys) for xs, ys in examples)
+
+
+def consistent_rules(examples, current=None):
+    """All library rules mapping every example right, shortest first: 1-op chains, then the map rule
+    (merged with `current`'s table when `current` is a compatible map), then 2- and 3-op chains."""
+    if any(len(xs) != len(ys) for xs, ys in examples):
+        return []  # every op keeps the length
+    chains = [c for c in library_chains() if consistent(c, examples)]
+    base = current[0].arg if current and len(current) == 1 and current[0].name == "map" else ()
+    m = (infer_map(examples, base) if base else None) or infer_map(examples)  # merged, else examples only
+    n1 = sum(len(c) == 1 for c in chains)
+    return chains[:n1] + ([m] if m else []) + chains[n1:]
+
+
+class _Reflector:
+    def __init__(self, max_demos, max_tokens=48, count_tokens=None):
+        self.max_demos, self.max_tokens, self.count_tokens = max_demos, max_tokens, count_tokens or word_count
+
+
+class RuleReflector(_Reflector):
+    """Offline stand-in for a strong reflection LM: feedback -> a consistent `rule: ...`.
+
+    Preferences: the shortest consistent rule (library order among equals). If the current prompt
+    already states a consistent rule, the next consistent rule after it (cyclically), so repeated
+    proposals explore equivalent phrasings; if it is the only one, the same rule plus demonstrations of
+    the failed examples. No rule fits: demonstrations. Contradictory / unparseable feedback: ValueError.
+    """
+
+    def __init__(self, max_demos=2, max_tokens=48, count_tokens=None):
+        super().__init__(max_demos, max_tokens, count_tokens)
+
+    def __call__(self, current_prompt, records):
+        recs = parse_records(records)
+        examples = [(xs, ys) for xs, ys, _ in recs]
+        failed = [(xs, ys) for xs, ys, f in recs if f] or examples
+        current = parse_context_rule(current_prompt)
+        rules = consistent_rules(examples, current)
+        texts = [rule_text(r) for r in rules]
+        if not rules:  # nothing in the library fits: show the examples instead
+            out = fit_demos(None, failed + examples, self.max_demos, self.max_tokens, self.count_tokens)
+            if out is None:
+                raise ValueError("no rule fits and no demonstration fits the token budget")
+            return out
+        if current is None or not consistent(current, examples):
+            return instruction(rules[0])
+        cur = rule_text(current)
+        others = [t for t in texts if t != cur]
+        if others:  # explore: the next consistent rule after the current one
+            return "rule: " + (texts[(texts.index(cur) + 1) % len(texts)] if cur in texts else others[0])
+        head = instruction(current)  # the only consistent rule: vary it with the failed examples
+        out = fit_demos(head, failed + parse_demos(current_prompt), self.max_demos, self.max_tokens, self.count_tokens)
+        return out or head  # nothing fits: unchanged, which the optimizer rejects and logs
+
+
+class DemoReflector(_Reflector):
+    """Curates demonstrations from feedback, knowing nothing of the op library: the failed examples
+    first, then demos already in the current prompt, then the passed examples; at most max_demos and
+    max_tokens. The output is a demonstration-only context (`demo: a -> b ; ...`)."""
+
+    def __init__(self, max_demos=3, max_tokens=48, count_tokens=None):
+        super().__init__(max_demos, max_tokens, count_tokens)
+
+    def __call__(self, current_prompt, records):
+        recs = parse_records(records)
+        failed, passed = [(x, y) for x, y, f in recs if f], [(x, y) for x, y, f in recs if not f]
+        pairs = failed + parse_demos(current_prompt) + passed
+        out = fit_demos(None, pairs, self.max_demos, self.max_tokens, self.count_tokens)
+        if out is None:
+            raise ValueError(f"no demonstration fits {self.max_tokens} tokens")
+        return out

@@ -1,0 +1,427 @@
+"""
+tests/test_fast_context.py: the GEPA-style optimizer on hand-built score tables (frontier, dominance,
+parent sampling, acceptance, exact rollout accounting, stale re-scoring across rounds, invalid
+proposals, checkpoint round trip), the reflectors on feedback strings made by tasks.score, and a
+tiny end-to-end search with a fake policy.
+
+Run: python -m pytest -q tests/test_fast_context.py   (about a second on CPU)
+"""
+
+import json
+import os
+import random
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tasks as T  # noqa: E402
+from fast_context import (DemoReflector, GEPAState, RuleReflector, add_candidate, best_prompt,  # noqa: E402
+                          frontier_prompts, gepa_iteration, init_state, load_state_dict, nondominated,
+                          optimize, parse_demos, rebuild_frontier, run_round, select_parent, state_dict)
+
+
+# -----------------------------------------------------------------------------
+# helpers: problems, a fake policy backed by a score function, fixed reflectors
+
+def problems(n, offset=0):
+    """n distinct Problems (inputs = the 3 digits of offset+i, answer = the same)."""
+    out = []
+    for i in range(offset, offset + n):
+        xs = tuple(int(c) for c in f"{i:03d}")
+        out.append(T.Problem(xs, xs))
+    return out
+
+
+class FakeEval:
+    """evaluate(context, problems) backed by fn(context, problem) -> reward; counts every problem."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, context, probs):
+        self.calls += len(probs)
+        out = []
+        for p in probs:
+            r = self.fn(context, p)
+            fb = "correct" if r >= 1 else "wrong at positions 1"
+            out.append((r, "0 0 0", f"{fb}; expected: {T.digits_text(p.answer)}"))
+        return out
+
+
+def table_eval(table, default=0.0):
+    """table: {context: reward or [reward per problem index]} over problems(…) numbered by the first
+    digits; contexts not in the table score `default`."""
+    def fn(context, p):
+        v = table.get(context, default)
+        return v[int("".join(map(str, p.inputs))) % len(v)] if isinstance(v, list) else v
+    return FakeEval(fn)
+
+
+def fixed(text):
+    return lambda prompt, records: text
+
+
+def hand_state(score_rows, seed=0):
+    """A GEPAState with hand-set scores (all current), candidates named c0, c1, ..."""
+    n = len(score_rows[0])
+    st = GEPAState(pareto=problems(n), train=problems(n), candidates=[f"c{k}" for k in range(len(score_rows))],
+                   parents=[[]] + [[0]] * (len(score_rows) - 1), scores=[list(r) for r in score_rows],
+                   score_round=[0] * len(score_rows), rng=random.Random(seed))
+    rebuild_frontier(st)
+    return st
+
+
+# -----------------------------------------------------------------------------
+# frontier, dominance, parent sampling
+
+def test_frontier_ties_and_dominance():
+    st = hand_state([[1, 0, 0, 0],      # c0: only on front 0, where c1 also is -> dominated by c1
+                     [1, 1, 0, 0],      # c1
+                     [0, 0.5, 1, 1],    # c2 and c3 tie everywhere they matter: both kept
+                     [0, 0, 1, 1]])
+    assert st.front_score == [1, 1, 1, 1]
+    assert st.front_sets == [{0, 1}, {1}, {2, 3}, {2, 3}]
+    assert nondominated(st) == [1, 2, 3]
+    assert sorted(frontier_prompts(st)) == [("c1", 2), ("c2", 2), ("c3", 2)]
+    # best mean on D_p: c2 (0.625)
+    assert best_prompt(st) == "c2"
+
+
+def test_dominance_is_iterated_and_keeps_joint_coverage():
+    # c0 ⊂ c1 ⊂ c2 (a chain): only c2 survives; c3, c4, c5 cover each other only jointly: all kept
+    st = hand_state([[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
+                     [0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 0, 1], [0, 0, 0, 0, 1, 1]])
+    assert nondominated(st) == [2, 3, 4, 5]
+    assert dict(frontier_prompts(st)) == {"c2": 3, "c3": 2, "c4": 2, "c5": 2}
+
+
+def test_parent_sampling_follows_front_counts():
+    st = hand_state([[1, 0, 0, 0, 0, 0],    # c0 on 1 front
+                     [0, 1, 1, 0, 0, 0],    # c1 on 2 fronts
+                     [0, 0, 0, 1, 1, 1],    # c2 on 3 fronts
+                     [0, 0, 0, 0, 0, 1]])   # c3 on 1 front, inside c2's: dominated, never drawn
+    n = 6000
+    draws = [select_parent(st) for _ in range(n)]
+    freq = [draws.count(k) / n for k in range(4)]
+    for k, want in enumerate([1 / 6, 2 / 6, 3 / 6, 0.0]):
+        assert abs(freq[k] - want) < 0.03, (k, freq)
+
+
+# -----------------------------------------------------------------------------
+# one iteration: skip, acceptance, budget, invalid proposals
+
+def test_skip_when_parent_perfect():
+    ev = FakeEval(lambda c, p: 1.0)
+    st = init_state("seed", problems(5), problems(9, 100), ev, minibatch_size=3)
+    assert st.rollouts == 5 == ev.calls
+    called = []
+    e = gepa_iteration(st, ev, lambda prompt, recs: called.append(1) or "x")
+    assert e["kind"] == "skipped" and not called
+    assert st.rollouts == 5 + 3 == ev.calls
+
+
+def test_strict_improvement_acceptance_and_budget():
+    ev = table_eval({"seed": 0.5, "equal": 0.5, "better": 0.8})
+    st = init_state("seed", problems(5), problems(9, 100), ev, minibatch_size=3)
+    e = gepa_iteration(st, ev, fixed("equal"))
+    assert e["kind"] == "rejected" and len(st.candidates) == 1
+    assert st.rollouts == 5 + 2 * 3 == ev.calls
+    seen_records = []
+    e = gepa_iteration(st, ev, lambda prompt, recs: seen_records.extend(recs) or "better")
+    assert e["kind"] == "accepted" and e["child"] == 1
+    assert st.rollouts == 5 + 2 * 3 + 2 * 3 + 5 == ev.calls
+    assert st.candidates == ["seed", "better"] and st.parents == [[], [0]]
+    assert st.scores[1] == [0.8] * 5 and st.score_round == [0, 0]
+    assert st.front_sets == [{1}] * 5 and best_prompt(st) == "better"
+    r = seen_records[0]
+    assert set(r) == {"inputs", "outputs", "feedback"} and r["inputs"].startswith("in: ")
+    assert "expected: " in r["feedback"]
+
+
+def test_optimize_budget_accounting_is_exact():
+    rng = random.Random(0)
+    ev = FakeEval(lambda c, p: 1.0 if (c == "best" and p.inputs[-1] % 2) else (0.6 if c.startswith("p") else 0.3))
+
+    def reflector(prompt, recs):  # a mix of outcomes: accepts, rejects, invalid proposals, crashes
+        u = rng.random()
+        if u < 0.15:
+            raise RuntimeError("boom")
+        return "" if u < 0.3 else rng.choice(["p1", "p2", "p3", "best", "q"])
+
+    b, n_p, budget = 3, 6, 200
+    st = init_state("seed", problems(n_p), problems(20, 100), ev, seed=1, minibatch_size=b)
+    optimize(st, ev, reflector, max_rollouts=budget)
+    assert budget <= st.rollouts < budget + 2 * b + n_p
+    cost = {"skipped": b, "invalid": b, "rejected": 2 * b, "accepted": 2 * b + n_p}
+    assert st.rollouts == ev.calls == n_p + sum(cost[e["kind"]] for e in st.events)
+    kinds = {e["kind"] for e in st.events}
+    assert {"invalid", "accepted"} <= kinds
+    assert st.events[-1]["rollouts"] == st.rollouts
+
+
+def test_invalid_proposals_are_rejected_and_logged():
+    ev = table_eval({"seed": 0.2, "other": 0.5})
+    st = init_state("seed", problems(4), problems(9, 100), ev, minibatch_size=3, max_context_tokens=10)
+    assert gepa_iteration(st, ev, fixed("other"))["kind"] == "accepted"
+
+    def boom(prompt, recs):
+        raise KeyError("bad reflector")
+
+    cases = [(fixed(""), "empty"), (fixed("   \n"), "empty"), (fixed("w " * 11), "too long"),
+             (boom, "reflector raised KeyError"), (fixed(None), "not str")]
+    for reflector, reason in cases:
+        before = st.rollouts
+        e = gepa_iteration(st, ev, reflector)
+        assert e["kind"] == "invalid" and reason in e["reason"], e
+        assert st.rollouts == before + 3  # only the parent's minibatch was spent
+    # the frontier now holds only "other" (the parent): proposing it again is "unchanged"
+    e = gepa_iteration(st, ev, lambda prompt, recs: prompt)
+    assert e["kind"] == "invalid" and "unchanged" in e["reason"]
+    assert len(st.candidates) == 2 and st.events[-1] is e
+    assert sum(e["kind"] == "invalid" for e in st.events) == len(cases) + 1
+
+
+def test_duplicate_of_current_candidate_is_rejected():
+    st = hand_state([[1, 0], [0, 1]])
+    ev = FakeEval(lambda c, p: 0.0)
+    e = gepa_iteration(st, ev, lambda prompt, recs: "c1" if prompt == "c0" else "c0")  # the other one
+    assert e["kind"] == "invalid" and "duplicate of candidate" in e["reason"]
+
+
+# -----------------------------------------------------------------------------
+# rounds: stale scores are re-measured with the current policy
+
+def test_run_round_rescores_frontier_with_new_policy():
+    version = {"v": 0}
+    old = {"seed": [1, 1, 0, 0], "x": [1, 1, 1, 1], "y": [0, 0, 0, 0]}
+    new = {"seed": [1, 1, 1, 1], "x": [0, 0, 0, 0], "y": [1, 1, 1, 1]}
+
+    def fn(context, p):
+        return (new if version["v"] else old)[context][int("".join(map(str, p.inputs))) % 4]
+
+    ev = FakeEval(fn)
+    st = init_state("seed", problems(4), problems(9, 100), ev)
+    add_candidate(st, ev, "x", [0])
+    add_candidate(st, ev, "y", [0])
+    assert st.rollouts == 12 == ev.calls
+    assert st.front_sets == [{0, 1}, {0, 1}, {1}, {1}] and nondominated(st) == [1]  # y on no front
+    version["v"] = 1  # the RL step changed the weights
+    summary = run_round(st, ev, num_proposals=0, reflector=fixed("z"))
+    assert summary["rollouts"] == 2 * 4 and st.rollouts == 12 + 8 == ev.calls  # seed and x re-scored
+    assert st.round == 1 and st.score_round == [1, 1, 0]
+    assert st.scores[0] == [1, 1, 1, 1] and st.scores[1] == [0, 0, 0, 0]
+    assert st.scores[2] == [0, 0, 0, 0]  # y: stale, untouched, not competing
+    assert st.front_sets == [{0}] * 4 and frontier_prompts(st) == [("seed", 4)]
+    assert best_prompt(st) == "seed" and st.events[-1]["kind"] == "rescore"
+    # a round with proposals: every proposal is one iteration, skipped ones included (seed is perfect)
+    n_events = len(st.events)
+    summary = run_round(st, ev, num_proposals=3, reflector=fixed("z"))
+    assert summary["rollouts"] == 4 + 3 * 3 and summary["round"] == 2
+    assert [e["kind"] for e in st.events[n_events:]] == ["rescore", "skipped", "skipped", "skipped"]
+    # rescore=False: same weights as the previous measurement, no re-scoring
+    before = st.rollouts
+    run_round(st, ev, num_proposals=0, reflector=fixed("z"), rescore=False)
+    assert st.rollouts == before and st.round == 2
+
+
+def test_state_dict_round_trip_resumes_identically():
+    ev = table_eval({"seed": [0, 0.5, 1], "a": [1, 0, 0.5], "b": [0.5, 1, 0]})
+    refl = lambda prompt, recs: {"seed": "a", "a": "b", "b": "seed"}[prompt]  # noqa: E731
+    st = init_state("seed", problems(6), problems(10, 100), ev, seed=3)
+    for _ in range(3):
+        gepa_iteration(st, ev, refl)
+    d = json.loads(json.dumps(state_dict(st)))  # plain data only
+    st2 = load_state_dict(d, st.pareto, st.train)
+    for _ in range(4):
+        e1, e2 = gepa_iteration(st, ev, refl), gepa_iteration(st2, ev, refl)
+        assert e1 == e2
+    assert st.candidates == st2.candidates and st.front_sets == st2.front_sets and st.rollouts == st2.rollouts
+
+
+# -----------------------------------------------------------------------------
+# RuleReflector: recover hidden rules from feedback strings made by tasks.score
+
+def records_for(rule, inputs, output="0 0 0"):
+    recs = []
+    for xs in inputs:
+        p = T.Problem(tuple(xs), tuple(T.apply_rule(rule, list(xs))))
+        _, fb = T.score(p, output)
+        recs.append({"inputs": T.problem_text(p), "outputs": output, "feedback": fb})
+    return recs
+
+
+def random_inputs(rng, n, lo=5, hi=6, must_contain=()):
+    while True:
+        xs = [[rng.randrange(10) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+        if all(any(d in x for x in xs) for d in must_contain):
+            return xs
+
+
+def maps_right(rule, inputs, proposal_rule):
+    return all(T.apply_rule(proposal_rule, list(xs)) == T.apply_rule(rule, list(xs)) for xs in inputs)
+
+
+def proposed_rule(text):
+    assert text.startswith("rule: "), text
+    return T.parse_rule(text.splitlines()[0][len("rule:"):])
+
+
+SINGLE = (["reverse", "sort", "swap"] + [f"rotate {k}" for k in range(T.PARAM_RANGE["rotate"][0], T.PARAM_RANGE["rotate"][1] + 1)]
+          + [f"add {k}" for k in range(T.PARAM_RANGE["add"][0], T.PARAM_RANGE["add"][1] + 1)])  # every op of the library
+MAPS = ["map 2>7 5>1 8>3", "map 4>0", "map 1>2 2>3", "map 0>9 9>0"]
+CHAINS = ["rotate 2 then add 7", "swap then rotate 1", "add 3 then reverse", "sort then add 4", "reverse then swap",
+          "rotate 1 then sort", "swap then add 2 then rotate 1", "add 3 then reverse then swap",
+          "rotate 1 then swap then add 9", "sort then swap then add 5", "reverse then rotate 2 then swap"]
+
+
+@pytest.mark.parametrize("text", SINGLE + MAPS + CHAINS)
+def test_rule_reflector_recovers_rule(text):
+    rule = T.parse_rule(text)
+    rng = random.Random(text)
+    keys = [a for a, _ in rule[0].arg] if rule[0].name == "map" else []
+    inputs = random_inputs(rng, 4, must_contain=keys)
+    out = RuleReflector()(T.SEED_PROMPT, records_for(rule, inputs))
+    got = proposed_rule(out)
+    assert maps_right(rule, inputs, got), (text, out)
+    assert maps_right(rule, random_inputs(rng, 30), got), (text, out)  # 4 examples determine these rules
+    assert len(got) <= len(rule)  # shortest consistent chain first
+
+
+def test_rule_reflector_explores_when_current_rule_is_consistent():
+    rule = T.parse_rule("rotate 2 then add 7")
+    inputs = random_inputs(random.Random(1), 3)
+    recs = records_for(rule, inputs)
+    refl, prompt, seen = RuleReflector(), "rule: rotate 2 then add 7", []
+    for _ in range(3):
+        prompt = refl(prompt, recs)
+        seen.append(prompt)
+        assert maps_right(rule, inputs, proposed_rule(prompt))
+    assert seen[0] != "rule: rotate 2 then add 7" and len(set(seen)) >= 2
+
+
+def test_rule_reflector_adds_demos_when_current_rule_is_the_only_one():
+    rule = T.parse_rule("map 2>7 5>1 8>3")
+    inputs = [[2, 5, 8, 0, 1], [8, 8, 2, 3, 4], [6, 9, 5, 2, 0]]
+    recs = records_for(rule, inputs)
+    out = RuleReflector()("rule: map 2>7 5>1 8>3", recs)
+    head, demo = out.split("\n")
+    assert head == "rule: map 2>7 5>1 8>3" and demo.startswith("demo: ")
+    demos = parse_demos(out)
+    assert 1 <= len(demos) <= 2 and len(out.split()) <= 48
+    for xs, ys in demos:
+        assert list(xs) in inputs and list(ys) == T.apply_rule(rule, list(xs))
+
+
+def test_rule_reflector_merges_map_tables_across_calls():
+    rule = T.parse_rule("map 2>7 5>1 8>3")
+    refl = RuleReflector()
+    first = refl(T.SEED_PROMPT, records_for(rule, [[2, 0, 5, 3, 4], [5, 5, 1, 2, 9], [6, 2, 0, 0, 4]]))
+    assert first == "rule: map 2>7 5>1"
+    second = refl(first, records_for(rule, [[8, 0, 3, 4, 6], [1, 8, 8, 9, 0], [3, 3, 8, 6, 1]]))
+    assert second == "rule: map 2>7 5>1 8>3"
+    # a compatible current table is kept even where these examples say nothing (no 2 in them) ...
+    assert refl("rule: map 2>9", records_for(rule, [[8, 0, 3, 4, 6], [5, 8, 1, 1, 0]])) == "rule: map 2>9 5>1 8>3"
+    # ... an incompatible one (2>9 against a 2 -> 7 example) is dropped: the examples' own table wins
+    assert refl("rule: map 2>9", records_for(rule, [[2, 8, 0, 3], [5, 8, 1, 1, 0]])) == "rule: map 2>7 5>1 8>3"
+    # a merged table over 3 entries is not a map rule: fall back to the examples' own table
+    fourth = refl("rule: map 2>7 5>1 8>3", records_for(T.parse_rule("map 4>0"), [[4, 1, 3], [4, 4, 9, 6]]))
+    assert fourth == "rule: map 4>0"
+
+
+def test_rule_reflector_falls_back_to_demos_and_fails_cleanly():
+    refl = RuleReflector()
+    # no library rule fits: demonstrations of the examples (failed first)
+    recs = [{"inputs": "in: 1 2 3 4", "outputs": "0", "feedback": "wrong length 1 (expected 4); expected: 9 0 0 1"},
+            {"inputs": "in: 5 6 7 8", "outputs": "0", "feedback": "wrong at positions 1; expected: 3 3 3 3"}]
+    out = refl(T.SEED_PROMPT, recs)
+    assert parse_demos(out) == [((1, 2, 3, 4), (9, 0, 0, 1)), ((5, 6, 7, 8), (3, 3, 3, 3))]
+    # a digit that changes in one example and stays in another: no map table, so demonstrations
+    recs2 = [{"inputs": "in: 2 0 0", "outputs": "0", "feedback": "wrong at positions 1; expected: 7 0 0"},
+             {"inputs": "in: 2 3 3", "outputs": "0", "feedback": "wrong at positions 1; expected: 2 3 3"}]
+    assert refl(T.SEED_PROMPT, recs2).startswith("demo: ")
+    # contradictory feedback: a clean ValueError, which the optimizer logs as an invalid proposal
+    bad = recs + [{"inputs": "in: 1 2 3 4", "outputs": "0", "feedback": "wrong; expected: 4 3 2 1"}]
+    with pytest.raises(ValueError, match="contradictory"):
+        refl(T.SEED_PROMPT, bad)
+    with pytest.raises(ValueError):
+        refl(T.SEED_PROMPT, [{"inputs": "???", "outputs": "", "feedback": "no answer here"}])
+    with pytest.raises(ValueError):
+        DemoReflector()(T.SEED_PROMPT, bad)
+    ev = FakeEval(lambda c, p: 0.0)
+    st = init_state("seed", problems(3), problems(6, 100), ev)
+    e = gepa_iteration(st, ev, lambda prompt, records: refl(prompt, bad))
+    assert e["kind"] == "invalid" and "contradictory" in e["reason"]
+
+
+def test_rule_reflector_is_fast():
+    rule = T.parse_rule("add 3 then reverse then swap")
+    recs = records_for(rule, random_inputs(random.Random(0), 3))
+    refl = RuleReflector()
+    refl(T.SEED_PROMPT, recs)  # builds the chain list once
+    t0 = time.perf_counter()
+    for _ in range(10):
+        refl(T.SEED_PROMPT, recs)
+    assert (time.perf_counter() - t0) / 10 < 0.05
+
+
+# -----------------------------------------------------------------------------
+# DemoReflector
+
+def test_demo_reflector_curates_failed_examples_within_budget():
+    rule = T.parse_rule("swap then add 1")
+    inputs = [[1, 2, 3, 4, 5], [9, 9, 0, 1, 2], [3, 1, 4, 1, 5]]
+    recs = records_for(rule, inputs)
+    p_ok = T.Problem((7, 7, 7), tuple(T.apply_rule(rule, [7, 7, 7])))
+    recs.insert(0, {"inputs": T.problem_text(p_ok), "outputs": "8 8 8", "feedback": T.score(p_ok, " 8 8 8")[1]})
+    current = "demo: 0 0 0 0 -> 1 1 1 1"
+    out = DemoReflector(max_demos=4, max_tokens=48)(current, recs)
+    demos = parse_demos(out)
+    assert out.startswith("demo: ") and len(out.split()) <= 48
+    for xs in inputs:  # every failed example made it in, first
+        assert (tuple(xs), tuple(T.apply_rule(rule, xs))) in demos[:3]
+    for xs, ys in demos:
+        assert list(ys) == T.apply_rule(rule, list(xs))
+    # a tight budget keeps the failed ones first and drops the rest
+    small = DemoReflector(max_demos=5, max_tokens=26)(current, recs)
+    assert len(small.split()) <= 26 and parse_demos(small) == demos[:2]
+    with pytest.raises(ValueError):
+        DemoReflector(max_tokens=5)(current, recs)
+
+
+# -----------------------------------------------------------------------------
+# end to end: a fake policy that follows stated rules; optimize() finds the hidden one
+
+def test_optimize_finds_hidden_rule_end_to_end():
+    task = T.make_task("rule:rotate 2,add 7", n_train=64, n_pareto=8, n_val=32)
+
+    def policy(context, p):  # executes a stated rule perfectly; otherwise reverses (partial credit)
+        rule = None
+        for line in context.splitlines():
+            if line.startswith("rule:"):
+                try:
+                    rule = T.parse_rule(line[len("rule:"):])
+                except T.SpecError:
+                    pass
+        out = T.apply_rule(rule, list(p.inputs)) if rule else list(p.inputs)[::-1]
+        return " " + T.digits_text(out)
+
+    calls = [0]
+
+    def evaluate(context, probs):
+        calls[0] += len(probs)
+        out = []
+        for p in probs:
+            o = policy(context, p)
+            r, fb = T.score(p, o)
+            out.append((r, o, fb))
+        return out
+
+    st = init_state(task.seed_prompt, task.pareto, task.train, evaluate, seed=0)
+    optimize(st, evaluate, RuleReflector(), max_rollouts=40)
+    assert st.rollouts == calls[0] and st.rollouts < 40 + 2 * 3 + 8
+    best = best_prompt(st)
+    got = proposed_rule(best)
+    assert all(T.apply_rule(got, list(p.inputs)) == list(p.answer) for p in task.val), best
+    assert frontier_prompts(st)[0][1] == 8 and any(e["kind"] == "accepted" for e in st.events)
