@@ -160,8 +160,11 @@ class GPT(nn.Module):
         p0 = cache.pos if cache is not None else 0
         if positions is None:
             positions = torch.arange(p0, p0 + T, device=idx.device).expand(B, T)
-        if positions.max() >= self.cfg.block_size:
-            raise ValueError(f"sequence position {int(positions.max())} exceeds block_size {self.cfg.block_size}")
+        if positions.max() >= self.cfg.block_size or positions.min() < 0:
+            raise ValueError(f"positions must lie in [0, block_size={self.cfg.block_size}), got "
+                             f"[{int(positions.min())}, {int(positions.max())}]")
+        if cache is not None and p0 + T > cache.k[0].shape[2]:
+            raise ValueError(f"KV cache holds {cache.k[0].shape[2]} positions; writing {T} at {p0} overflows it")
         cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
         attn_mask = None
         if key_mask is not None or (cache is not None and p0 > 0):
@@ -199,7 +202,7 @@ def load_checkpoint(path, device="cpu"):
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path} (run `python train.py pretrain` first or pass a valid path)")
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
+        ck = torch.load(path, map_location=device, weights_only=True)  # no pickled code runs
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); delete it and re-create it")
     if not isinstance(ck, dict) or ck.get("format") != "fastslow-gpt-1":

@@ -7,10 +7,10 @@ A model trained from scratch cannot read English, so the project defines a world
 can carry task information the way an instruction does for an LLM:
 
   problem     in: 3 8 1 5
-  rule        a chain of 1 to 3 ops over digit lists, e.g. `add 3 then reverse` -> 8 6 4 1
+  rule        a chain of 1 to 3 ops over digit lists, e.g. `add 3 then reverse` -> 8 4 1 6
   context     an instruction (`rule: add 3 then reverse`), or demonstrations
               (`demo: 3 1 2 -> 5 4 6 ; 7 0 1 -> 0 3 4`), or both on separate lines
-  sequence    <|bos|>{context}\\nin: 3 8 1 5\\nout: 8 6 4 1<|eos|>
+  sequence    <|bos|>{context}\\nin: 3 8 1 5\\nout: 8 4 1 6<|eos|>
 
 Ops (small on purpose: a sub-1M model must learn them on a 2-core CPU in minutes):
   reverse | sort | swap (adjacent pairs) | rotate k (left, k=1..2) | add k (mod 10, k=1..9) |
@@ -111,7 +111,7 @@ def parse_op(text):
         raise SpecError(f"unknown op '{name}'; valid ops: {VALID_OPS_TEXT}")
     if name in PARAM_RANGE:
         lo, hi = PARAM_RANGE[name]
-        if len(args) != 1 or not args[0].isdigit() or not lo <= int(args[0]) <= hi:
+        if len(args) != 1 or not re.fullmatch(r"[0-9]", args[0]) or not lo <= int(args[0]) <= hi:
             raise SpecError(f"'{text.strip()}': {name} takes one integer in {lo}..{hi}; valid ops: {VALID_OPS_TEXT}")
         return Op(name, int(args[0]))
     if name == "map":
@@ -136,7 +136,7 @@ def parse_rule(text):
     if not text.strip() or any(not p.strip() for p in parts):
         raise SpecError(f"empty op in rule '{text}'; valid ops: {VALID_OPS_TEXT}")
     if len(parts) > 3:
-        raise SpecError(f"rule '{text}' has {len(parts)} ops; rules chain 1 to 3 ops")
+        raise SpecError(f"rule '{text}' has {len(parts)} ops; rules chain 1 to 3 ops from: {VALID_OPS_TEXT}")
     return tuple(parse_op(p) for p in parts)
 
 
@@ -188,7 +188,7 @@ def make_problem(rule, rng, lo, hi):
 def parse_digits(text):
     """' 8 6 4 1' -> [8, 6, 4, 1]; None if anything but single digits."""
     words = text.split()
-    if not words or not all(len(w) == 1 and w.isdigit() for w in words):
+    if not words or not all(len(w) == 1 and w in "0123456789" for w in words):  # ASCII digits only
         return None
     return [int(w) for w in words]
 
@@ -218,7 +218,7 @@ def score(problem, completion):
 
 LIST_LEN = (3, 5)                                   # pretraining list lengths (inclusive)
 CHAIN_LEN_WEIGHTS = {1: 0.6, 2: 0.3, 3: 0.1}       # share of 1-, 2- and 3-op rules
-HELDOUT_TYPES = {("swap", "sort"), ("rotate", "reverse"), ("sort", "add")}  # never trained: compositional probe
+HELDOUT_TYPES = {("sort", "swap"), ("reverse", "rotate"), ("swap", "reverse")}  # never trained: compositional probe
 CHAIN_OPS = ["reverse", "sort", "swap", "rotate", "add"]  # ops that chain (map stays alone)
 
 
@@ -241,8 +241,17 @@ def random_type(rng, n_ops):
             return tuple(names)
 
 
+_PROBE = [[random.Random(i).randrange(10) for _ in range(3 + i % 6)] for i in range(24)]  # lengths 3..8
+
+
+def signature(rule):
+    """What a rule computes, on fixed probe lists: equal signatures = the same function (in practice)."""
+    return tuple(tuple(apply_rule(rule, xs)) for xs in _PROBE)
+
+
 def random_rule(rng, exclude=()):
-    """A rule from the pretraining distribution; `exclude` = rule texts never to produce."""
+    """A rule from the pretraining distribution; `exclude` = signatures (functions) never to produce,
+    so a task's rule cannot leak into pretraining under another name (e.g. `add 3 then rotate 1`)."""
     while True:
         n = rng.choices(list(CHAIN_LEN_WEIGHTS), weights=list(CHAIN_LEN_WEIGHTS.values()))[0]
         if n == 1:
@@ -250,7 +259,7 @@ def random_rule(rng, exclude=()):
         else:
             names = random_type(rng, n)
         rule = tuple(random_op(nm, rng) for nm in names)
-        if rule_text(rule) not in exclude:
+        if not exclude or signature(rule) not in exclude:
             return rule
 
 
@@ -277,14 +286,30 @@ def general_eval_set(n=256, seed=1234, exclude=()):
     return out
 
 
+def _trained_short_rules():
+    """Every trained rule of 1 or 2 ops (map excluded: its tables are too many to list)."""
+    singles = [Op(n, a) for n in CHAIN_OPS for a in
+               (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])]
+    pairs = [(a, b) for a in singles for b in singles if a.name != b.name and (a.name, b.name) not in HELDOUT_TYPES]
+    return [(o,) for o in singles] + pairs
+
+
 def heldout_eval_set(n=128, seed=4321):
-    """Held-out chain types (never trained), instruction in context: compositional generalization."""
+    """Held-out chain types (never trained), instruction in context: compositional generalization.
+
+    On short lists some held-out chains compute the same answer as a trained rule (e.g. `swap then
+    reverse` = `rotate 2` on 4 digits); such problems are skipped, so the probe only counts answers
+    that no trained 1- or 2-op rule would produce."""
     rng = random.Random(seed)
     types = sorted(HELDOUT_TYPES)
-    out = []
-    for i in range(n):
+    trained = _trained_short_rules()
+    out, i = [], 0
+    while len(out) < n:
         rule = tuple(random_op(nm, rng) for nm in types[i % len(types)])
-        out.append((instruction(rule), make_problem(rule, rng, *LIST_LEN), rule))
+        p = make_problem(rule, rng, *LIST_LEN)
+        i += 1
+        if all(apply_rule(r, list(p.inputs)) != list(p.answer) for r in trained):
+            out.append((instruction(rule), p, rule))
     return out
 
 
@@ -315,7 +340,7 @@ NAMED_TASKS = {
     "long-lists": ("add 2 then reverse", (6, 8), "rule"),    # like Math: rule given, lists longer
     "hidden-rule-2": ("swap then rotate 1", LIST_LEN, None),  # a second hidden rule (plasticity probe)
 }
-TASK_RULES = {rule_text(parse_rule(r)) for r, _, _ in NAMED_TASKS.values()}  # excluded from pretraining
+TASK_RULES = {signature(parse_rule(r)) for r, _, _ in NAMED_TASKS.values()}  # excluded from pretraining
 
 
 def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=64):
@@ -335,7 +360,8 @@ def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=64):
         split = []
         while len(split) < n:
             p = make_problem(rule, rng, *lens)
-            if p.inputs not in seen or len(seen) > 10 ** len(p.inputs) // 2:  # disjoint splits when possible
+            n_len = sum(len(x) == len(p.inputs) for x in seen)
+            if p.inputs not in seen or n_len > 10 ** len(p.inputs) // 2:  # disjoint splits while the length allows
                 seen.add(p.inputs)
                 split.append(p)
         splits.append(split)
@@ -346,7 +372,7 @@ def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=64):
 # -----------------------------------------------------------------------------
 # tokenizer: byte-level BPE trained on the world's text, wrapped in a tiktoken.Encoding
 
-PAT_STR = r"\n| ?[a-z]+| ?[0-9]| ?[^\sa-z0-9]+| +"  # digits always split: every digit is its own token
+PAT_STR = r"\n| ?[a-z]+| ?[0-9]| ?[^\sa-z0-9]+| +|\s"  # digits always split: every digit is its own token
 SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>"]
 
 

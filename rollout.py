@@ -1,0 +1,510 @@
+"""
+rollout.py: sampling and batched generation for the RL side of Fast-Slow Training.
+
+    from rollout import generate, completion_logprobs
+    tokens, mask, logps = generate(model, prompts, num_samples=8, max_new_tokens=24, temperature=1.0, eos_id=eos)
+    new_logps = completion_logprobs(model, prompts, tokens, mask)   # (rows, L), differentiable
+
+    python -m pytest tests/test_rollout.py     # kernels (Triton interpreter on CPU), sampler statistics, generation
+    python bench.py rollout | sample           # speed against a naive loop, Hugging Face and a sort-based sampler
+
+What is here:
+  sample_tokens        one token per row from (B, V) logits, with temperature / top-k / top-p, plus its log-prob
+  token_logprobs       log-probs of given targets under (B, T, V) logits, differentiable, no (B, T, V) log-softmax
+  generate             P prompts x G samples: left-pad + prefill once, repeat the KV cache rows, decode all rows together
+  completion_logprobs  the trainer's differentiable re-score of generated tokens (one right-padded forward)
+  generate_naive       reference generator that re-runs the whole prefix every step (tests and bench)
+
+Design choices and why:
+  * Sampling is Gumbel-max: token = argmax over the kept set of z + g, z = logits * fp32(1/T), g ~ Gumbel(0, 1)
+    drawn per element. It needs no normalized probabilities, no cumsum and no multinomial, so a row is read
+    once. The noise g = -log(E), E = -log1p(-u) ~ Exp(1), with u strictly inside (0, 1) (u = (k + 1/2) 2^-24
+    in torch, (r + 1/2) 2^-32 in Triton): the winners are the small E, which log1p keeps exact, and u never
+    hits 0 or 1, so g is always finite (no +inf winner, no NaN).
+  * Truncation is a threshold, never a sort. Top-k keeps every z >= the k-th largest z; top-p (applied after
+    top-k, on the renormalized kept distribution) keeps every z >= the smallest z of the shortest head of the
+    distribution whose mass reaches top_p. Ties at a threshold are all kept (so more than k tokens may survive
+    when the k-th value is tied, e.g. in bf16 logits); that rule is what makes a sort-free search exact.
+    The Triton kernel finds each threshold by bisection over the order-preserving int32 view of fp32 (<= 32
+    reductions over a row held in registers, exact: the answer is always a row element). The torch path uses
+    torch.topk (a selection, not a sort) on a window of the largest logits that holds the kept set: k + 1
+    wide for top-k; for top-p alone, sized by one 256-bin histogram of the mass (a radix-select step). The
+    window grows only if a tie reaches past it. On CPU this beats 32 bisection passes over the row.
+  * log-probs are those of the distribution actually sampled from: z_tok - logsumexp(z over the kept set).
+    temperature = 0 is greedy (argmax of the raw logits, first index on ties) and reports log-prob 0.0.
+  * Backends: "auto" uses the Triton kernels for CUDA tensors when triton imports, torch otherwise; "triton"
+    forces them (CPU tensors work under TRITON_INTERPRET=1, which the tests use). Given the same noise both
+    give the same tokens (see _sample_with_noise); their random streams differ (torch.Generator vs Philox
+    seeded from it), so with a generator each is reproducible on its own device only. The torch path may read
+    a flag back to the host (window checks); the Triton path never does.
+  * generate keeps one shared cache pointer for all rows: prompts are left-padded, pad slots are excluded by
+    key_mask and RoPE positions start at 0 at each prompt's first token, so a padded row computes exactly what
+    it would alone. The cache is sized prompt_len + max_new_tokens once; the only host sync per step is the
+    "all rows done?" check.
+  * Row order everywhere is prompt-major: row i*G + j is sample j of prompt i (with num_samples a list,
+    prompt i owns num_samples[i] consecutive rows). completion_logprobs takes one prompt per row (or one per
+    group, expanded the same way), so a trainer may put different prompts in one group.
+  * generate runs under torch.no_grad and does not touch model.training (the GPT has no dropout). Finished
+    rows keep decoding (their outputs are discarded) so the batch keeps its shape; pad_id is only written to
+    the output and need not be a valid token id.
+"""
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+    HAS_TRITON = True
+except Exception:  # triton missing or broken: the torch path covers everything
+    HAS_TRITON = False
+
+_NEG_INF = float("-inf")
+_SAMPLE_MAX_V = 131072   # the sampler kernel holds a whole row in registers; longer rows use the torch path
+_LP_BLOCK = 4096         # chunk width of the log-prob kernels (they stream rows of any length)
+
+
+# -----------------------------------------------------------------------------
+# shared helpers
+
+def _check_options(temperature, top_k, top_p):
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
+
+
+def _inv_temp(temperature):
+    # 1/T rounded to fp32 once, so torch and Triton multiply by the very same number
+    return float(torch.tensor(1.0 / temperature, dtype=torch.float32))
+
+
+def _use_triton(x, backend):
+    if backend == "torch":
+        return False
+    if backend == "triton":
+        if not HAS_TRITON:
+            raise RuntimeError("backend='triton' but triton is not importable")
+        if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported")
+        return True
+    if backend == "auto":
+        return HAS_TRITON and x.is_cuda
+    raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+
+
+# -----------------------------------------------------------------------------
+# sampling: torch path
+
+def gumbel_noise(shape, generator=None, device="cpu"):
+    """Gumbel(0, 1) noise in fp32, always finite (see the module docstring)."""
+    u = torch.empty(shape, device=device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24, generator=generator)  # ~(k + 1/2) 2^-24
+    return u.neg_().log1p_().neg_().log_().neg_()  # -log(E), E = -log1p(-u) ~ Exp(1); in place: no extra buffers
+
+
+def _topp_window(logits, inv_t, top_p, bins=256, span=32.0):
+    """Top-p alone: -> (total mass (B,), window size c). One histogram of the mass over zmax - z (bins of
+    span/bins in z, a radix-select step) finds the bin where the head reaches top_p; the window is every token
+    up to that bin (largest count over rows), so torch.topk runs once with about the size it needs."""
+    B = logits.shape[0]
+    z = logits.float() * inv_t                                   # (B, V), ours to overwrite
+    zmax = z.max(-1, keepdim=True).values
+    e = (z - zmax).exp_()                                        # (B, V) unnormalized probabilities
+    total = e.sum(-1)
+    b = z.sub_(zmax).mul_(-bins / span).clamp_max_(bins - 1).long()  # bin 0 holds the max; the last, the tail
+    mass = torch.zeros(B, bins, device=z.device).scatter_add_(1, b, e).cumsum(-1)  # (B, bins)
+    count = torch.zeros(B, bins, device=z.device).scatter_add_(1, b, e.fill_(1.0)).cumsum(-1)
+    hit = (mass < top_p * total[:, None]).sum(-1, keepdim=True).clamp_max(bins - 1)  # first bin reaching top_p
+    return total, int(count.gather(1, hit).max())
+
+
+def _truncate_torch(logits, inv_t, top_k, top_p):
+    """-> vals (B, c) = z sorted descending, idx (B, c), keep (B, c): a window of the largest z = logits * inv_t
+    of each row that holds the whole kept set, and which of its entries are kept."""
+    B, V = logits.shape
+    k = top_k if 0 < top_k < V else 0
+    total, c = None, k
+    if not k:  # top-p over the whole row: the window size and the total mass come from one histogram pass
+        total, c = _topp_window(logits, inv_t, top_p)
+    while True:
+        vals, idx = torch.topk(logits, min(V, c + 1), dim=-1)  # on the raw logits: scaling by 1/T keeps the order
+        vals = vals.float() * inv_t                            # (B, c + 1): the same z values as a full-row scale
+        nxt = vals[:, c] if c < V else torch.full_like(vals[:, 0], _NEG_INF)  # first value outside the window
+        vals, idx = vals[:, :c], idx[:, :c]
+        keep = torch.ones_like(vals, dtype=torch.bool)
+        ok = True
+        if k:
+            tk = vals[:, k - 1:k]                          # (B, 1) k-th largest value
+            keep = vals >= tk                              # ties with it are kept too
+            ok = bool((nxt < tk[:, 0]).all())              # all of them are inside the window
+        if ok and top_p < 1:
+            e = (vals - vals[:, :1]).exp() * keep          # (B, c) unnormalized kept probabilities
+            cum = e.cumsum(-1)
+            tot = total if total is not None else cum[:, -1]
+            m = (cum < top_p * tot[:, None]).sum(-1, keepdim=True).clamp_max(c - 1)  # first index reaching top_p
+            tp = vals.gather(1, m)                         # (B, 1) top-p threshold
+            keep = keep & (vals >= tp)
+            if total is not None:                          # the head reached top_p inside the window, ties included
+                ok = bool(((cum[:, -1] >= top_p * tot) & (nxt < tp[:, 0])).all())
+        if ok or c >= V:
+            return vals, idx, keep
+        c = min(V, c * 8)
+
+
+def _sample_torch(logits, temperature, top_k, top_p, generator, noise):
+    B, V = logits.shape
+    inv_t = _inv_temp(temperature)
+    if not (0 < top_k < V) and top_p >= 1:  # plain temperature: full-row Gumbel-max
+        z = logits if logits.dtype == torch.float32 and inv_t == 1.0 else logits.float() * inv_t  # (B, V)
+        if noise is None:  # one scratch buffer for noise, scores and exp: fresh big buffers cost page faults
+            s = torch.empty(B, V, device=z.device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24, generator=generator)
+            torch.sub(z, s.neg_().log1p_().neg_().log_(), out=s)  # z + g, g = -log(E) as in gumbel_noise
+        else:
+            s = z + noise
+        tok = s.argmax(-1)
+        zmax = z.max(-1, keepdim=True).values
+        lse = torch.sub(z, zmax, out=s).exp_().sum(-1).log_() + zmax[:, 0]
+        return tok, z.gather(1, tok[:, None]).squeeze(1) - lse
+    vals, idx, keep = _truncate_torch(logits, inv_t, top_k, top_p)  # (B, c): noise is only needed on the window
+    g = noise.gather(1, idx) if noise is not None else gumbel_noise(vals.shape, generator, logits.device)
+    j = (vals + g).masked_fill(~keep, _NEG_INF).argmax(-1, keepdim=True)  # (B, 1)
+    zmax = vals[:, 0]                                                      # the row max is always kept
+    lse = zmax + ((vals - zmax[:, None]).exp() * keep).sum(-1).log()
+    return idx.gather(1, j).squeeze(1), vals.gather(1, j).squeeze(1) - lse
+
+
+# -----------------------------------------------------------------------------
+# sampling: Triton path (one program per row, the row stays in registers)
+
+if HAS_TRITON:
+    @triton.jit
+    def _philox_gumbel(seed, row, cols):
+        """Gumbel(0, 1) noise for (row, cols) of one call: Philox keyed by seed, counters (col, row)."""
+        zero = tl.zeros(cols.shape, tl.uint32)           # blocks, not scalars, for every counter (as tl.randint4x)
+        r, _, _, _ = tl.philox(seed, cols.to(tl.uint32), zero + row.to(tl.uint32), zero, zero)
+        u = tl.minimum((r.to(tl.float32) + 0.5) * 2.3283064365386963e-10, 0.99999994)  # (r + 1/2) 2^-32 in (0, 1)
+        w = 1.0 - u
+        d = 1.0 - w                                       # exact; log(w) * u / d is an accurate log1p(-u)
+        e = tl.where(d == 0.0, u, -tl.log(w) * (u / tl.where(d == 0.0, 1.0, d)))  # E = -log1p(-u) ~ Exp(1)
+        return -tl.log(e)
+
+    @triton.jit
+    def _largest_key(key, w, target):
+        """Largest int key t with sum(w[key >= t]) >= target (w >= 0; the answer is a key with w > 0)."""
+        lo = tl.min(tl.where(w > 0, key, 2147483647), axis=0).to(tl.int64)  # the condition holds at lo
+        hi = tl.max(key, axis=0).to(tl.int64)
+        while lo < hi:
+            mid = lo + (hi - lo + 1) // 2                 # int64: hi - lo can exceed int32
+            ok = tl.sum(tl.where(key >= mid.to(tl.int32), w, 0.0), axis=0) >= target
+            lo = tl.where(ok, mid, lo)
+            hi = tl.where(ok, hi, mid - 1)
+        return lo.to(tl.int32)
+
+    @triton.jit
+    def _sample_kernel(x_ptr, x_stride, g_ptr, g_stride, seed_ptr, tok_ptr, lp_ptr, V, inv_t, top_k, top_p,
+                       BLOCK: tl.constexpr, TOPK: tl.constexpr, TOPP: tl.constexpr, HAS_NOISE: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        valid = cols < V
+        z = tl.load(x_ptr + row.to(tl.int64) * x_stride + cols, mask=valid, other=float("-inf"))
+        z = z.to(tl.float32) * inv_t                                      # (BLOCK,) the only read of the row
+        zmax = tl.max(z, axis=0)
+        keep = valid
+        e = tl.where(valid, tl.exp(z - zmax), 0.0)                        # unnormalized probabilities
+        if TOPK or TOPP:
+            bits = z.to(tl.int32, bitcast=True)
+            key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)            # int order == float order
+        if TOPK:
+            keep = keep & (key >= _largest_key(key, keep.to(tl.float32), top_k))
+            e = tl.where(keep, e, 0.0)
+        if TOPP:
+            keep = keep & (key >= _largest_key(key, e, top_p * tl.sum(e, axis=0)))
+            e = tl.where(keep, e, 0.0)
+        if HAS_NOISE:
+            g = tl.load(g_ptr + row.to(tl.int64) * g_stride + cols, mask=valid, other=0.0)
+        else:
+            g = _philox_gumbel(tl.load(seed_ptr), row, cols)
+        tok = tl.argmax(tl.where(keep, z + g, float("-inf")), axis=0)
+        ztok = tl.sum(tl.where(cols == tok, z, 0.0), axis=0)
+        tl.store(tok_ptr + row, tok.to(tl.int64))
+        tl.store(lp_ptr + row, ztok - zmax - tl.log(tl.sum(e, axis=0)))
+
+
+def _sample_triton(logits, temperature, top_k, top_p, generator, noise):
+    B, V = logits.shape
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    k = top_k if 0 < top_k < V else 0
+    BLOCK = triton.next_power_of_2(V)
+    tok = torch.empty(B, dtype=torch.long, device=logits.device)
+    lp = torch.empty(B, dtype=torch.float32, device=logits.device)
+    if noise is None:  # the seed stays on the device: drawing it does not sync
+        seed = torch.randint(0, 2 ** 31 - 1, (1,), generator=generator, device=logits.device)
+        g, g_stride = logits, 0
+    else:
+        seed = torch.zeros(1, dtype=torch.long, device=logits.device)
+        g = noise.float() if noise.stride(-1) == 1 else noise.float().contiguous()
+        g_stride = g.stride(0)
+    _sample_kernel[(B,)](logits, logits.stride(0), g, g_stride, seed, tok, lp, V, _inv_temp(temperature), k,
+                         float(top_p), BLOCK=BLOCK, TOPK=k > 0, TOPP=top_p < 1, HAS_NOISE=noise is not None,
+                         num_warps=4 if BLOCK <= 2048 else 8 if BLOCK <= 8192 else 16)
+    return tok, lp
+
+
+# -----------------------------------------------------------------------------
+# sampling: public API
+
+def _sample(logits, temperature, top_k, top_p, generator, noise, backend):
+    _check_options(temperature, top_k, top_p)
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
+    if temperature == 0:  # greedy: the kept set always holds the argmax, and it has probability 1
+        return logits.argmax(-1), torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
+    if _use_triton(logits, backend) and logits.shape[1] <= _SAMPLE_MAX_V:
+        return _sample_triton(logits, temperature, top_k, top_p, generator, noise)
+    return _sample_torch(logits, temperature, top_k, top_p, generator, noise)
+
+
+def sample_tokens(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, backend="auto"):
+    """logits (B, V), any float dtype, rows may be a strided view -> (tokens (B,) long, logprobs (B,) float32).
+
+    logprobs are under the distribution sampled from (after temperature, top-k, top-p, renormalization);
+    temperature=0 is greedy with logprob 0.0. top_k=0 and top_p=1 mean off. backend: auto | torch | triton.
+    """
+    return _sample(logits, temperature, top_k, top_p, generator, None, backend)
+
+
+def _sample_with_noise(logits, noise, temperature=1.0, top_k=0, top_p=1.0, backend="auto"):
+    """sample_tokens with explicit Gumbel noise (B, V) fp32: both backends must return the same tokens."""
+    return _sample(logits, temperature, top_k, top_p, None, noise, backend)
+
+
+# -----------------------------------------------------------------------------
+# log-probs of given tokens
+
+if HAS_TRITON:
+    @triton.jit
+    def _logprob_fwd_kernel(x_ptr, s0, s1, t_ptr, out_ptr, lse_ptr, T, V, inv_t, BLOCK: tl.constexpr):
+        row = tl.program_id(0)                                   # row = b * T + t
+        base = x_ptr + (row // T).to(tl.int64) * s0 + (row % T).to(tl.int64) * s1
+        cols = tl.arange(0, BLOCK)
+        m = tl.full([BLOCK], -1e30, tl.float32)                  # finite start: exp(-inf - m) = 0, never NaN
+        s = tl.zeros([BLOCK], tl.float32)
+        for start in range(0, V, BLOCK):                         # one streaming pass, online max / sum per lane
+            c = start + cols
+            z = tl.load(base + c, mask=c < V, other=float("-inf")).to(tl.float32) * inv_t
+            m_new = tl.maximum(m, z)
+            s = s * tl.exp(m - m_new) + tl.exp(z - m_new)
+            m = m_new
+        mx = tl.max(m, axis=0)
+        lse = mx + tl.log(tl.sum(s * tl.exp(m - mx), axis=0))
+        zt = tl.load(base + tl.load(t_ptr + row)).to(tl.float32) * inv_t
+        tl.store(out_ptr + row, zt - lse)
+        tl.store(lse_ptr + row, lse)
+
+    @triton.jit
+    def _logprob_bwd_kernel(x_ptr, s0, s1, t_ptr, lse_ptr, g_ptr, dx_ptr, T, V, inv_t, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        base = x_ptr + (row // T).to(tl.int64) * s0 + (row % T).to(tl.int64) * s1
+        cols = tl.arange(0, BLOCK)
+        tgt = tl.load(t_ptr + row)
+        lse = tl.load(lse_ptr + row)
+        g = tl.load(g_ptr + row) * inv_t                         # d(z)/d(logits) = 1/T
+        for start in range(0, V, BLOCK):
+            c = start + cols
+            z = tl.load(base + c, mask=c < V, other=0.0).to(tl.float32) * inv_t
+            p = tl.exp(z - lse)
+            d = g * (tl.where(c == tgt, 1.0, 0.0) - p)            # g * (onehot - softmax)
+            tl.store(dx_ptr + row.to(tl.int64) * V + c, d.to(dx_ptr.dtype.element_ty), mask=c < V)
+
+    class _TritonTokenLogprobs(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits, targets, inv_t):
+            B, T, V = logits.shape
+            targets = targets.contiguous()
+            out = torch.empty(B, T, dtype=torch.float32, device=logits.device)
+            lse = torch.empty(B, T, dtype=torch.float32, device=logits.device)
+            block = min(_LP_BLOCK, triton.next_power_of_2(V))
+            _logprob_fwd_kernel[(B * T,)](logits, logits.stride(0), logits.stride(1), targets, out, lse, T, V,
+                                          inv_t, BLOCK=block)
+            ctx.save_for_backward(logits, targets, lse)
+            ctx.inv_t, ctx.block = inv_t, block
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            logits, targets, lse = ctx.saved_tensors
+            B, T, V = logits.shape
+            dx = torch.empty(B, T, V, dtype=logits.dtype, device=logits.device)
+            _logprob_bwd_kernel[(B * T,)](logits, logits.stride(0), logits.stride(1), targets, lse,
+                                          grad.float().contiguous(), dx, T, V, ctx.inv_t, BLOCK=ctx.block)
+            return dx, None, None
+
+
+def token_logprobs(logits, targets, temperature=1.0, backend="auto"):
+    """logits (B, T, V), targets (B, T) long -> (B, T) float32 log softmax(logits / T)[targets], differentiable.
+
+    torch path: gather minus logsumexp. Triton path: a fused kernel streams each row once (online max / sum,
+    fp32) and the backward writes g * (onehot - softmax) / T directly; no (B, T, V) log-softmax is stored.
+    Targets must lie in [0, V) (the Triton path does not check, to stay sync-free).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits (B, T, V) and targets (B, T), got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    inv_t = _inv_temp(temperature)
+    if _use_triton(logits, backend):
+        if logits.stride(-1) != 1:
+            logits = logits.contiguous()
+        return _TritonTokenLogprobs.apply(logits, targets.long(), inv_t)
+    z = logits.float()
+    if inv_t != 1.0:
+        z = z * inv_t
+    return z.gather(-1, targets.long()[..., None]).squeeze(-1) - torch.logsumexp(z, -1)
+
+
+# -----------------------------------------------------------------------------
+# generation
+
+def _group_sizes(prompts, num_samples):
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    sizes = [num_samples] * len(prompts) if isinstance(num_samples, int) else [int(n) for n in num_samples]
+    if len(sizes) != len(prompts) or min(sizes) < 1:
+        raise ValueError(f"num_samples must be an int >= 1 or one such int per prompt, got {num_samples}")
+    return sizes
+
+
+def _check_len(model, prompts, max_new_tokens):
+    need = max(len(p) for p in prompts) + max_new_tokens
+    if max_new_tokens < 1 or need > model.cfg.block_size:
+        raise ValueError(f"longest prompt + max_new_tokens = {need} must be <= block_size {model.cfg.block_size} (and max_new_tokens >= 1)")
+
+
+def expand_prompts(prompts, num_samples):
+    """The per-row prompt list that matches generate's row order (prompt i repeated num_samples[i] times)."""
+    return [p for p, n in zip(prompts, _group_sizes(prompts, num_samples)) for _ in range(n)]
+
+
+@torch.no_grad()
+def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0, seed=0,
+             eos_id=None, pad_id=0, backend="auto"):
+    """Sample num_samples completions for each prompt (lists of token ids, any lengths).
+
+    num_samples: an int, or one int per prompt. Returns (tokens long, mask bool, logprobs float32), each
+    (rows, L) with rows = sum of the group sizes, row order prompt-major, L <= max_new_tokens the longest
+    completion. A row stops at its first eos_id (kept, mask True); after it tokens are pad_id, mask False,
+    logprobs 0. eos_id=None: every row runs max_new_tokens. logprobs are the sampler's (see sample_tokens).
+    """
+    _check_options(temperature, top_k, top_p)
+    sizes = _group_sizes(prompts, num_samples)
+    _check_len(model, prompts, max_new_tokens)
+    device = model.wte.weight.device
+    P, Lp = len(prompts), max(len(p) for p in prompts)
+    lens = torch.tensor([len(p) for p in prompts], device=device)        # (P,)
+    idx = torch.zeros(P, Lp, dtype=torch.long)  # pad slots hold token 0: masked out, any valid id works
+    for i, p in enumerate(prompts):
+        idx[i, Lp - len(p):] = torch.tensor(p, dtype=torch.long)          # left-pad: every prompt ends at Lp - 1
+    idx = idx.to(device)
+    ar = torch.arange(Lp, device=device)
+    pad = (Lp - lens)[:, None]                                           # (P, 1) pad slots per row
+    positions = (ar[None, :] - pad).clamp_min(0)                         # (P, Lp) RoPE position 0 at the first real token
+    key_mask = torch.ones(P, Lp + max_new_tokens, dtype=torch.bool, device=device)
+    key_mask[:, :Lp] = ar[None, :] >= pad                                # pad slots are never attended
+    cache = model.new_cache(P, Lp + max_new_tokens)                      # sized once, for the whole rollout
+    logits = model(idx, positions=positions, cache=cache, key_mask=key_mask)[:, -1]  # (P, V)
+
+    G = sizes[0] if len(set(sizes)) == 1 else torch.tensor(sizes, device=device)
+    cache.repeat_rows(G)                                                 # prefill once per prompt, not per sample
+    logits, key_mask, pos = (t.repeat_interleave(G, dim=0) for t in (logits, key_mask, lens))
+    R = logits.shape[0]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    tokens = torch.full((R, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros(R, max_new_tokens, dtype=torch.float32, device=device)
+    mask = torch.zeros(R, max_new_tokens, dtype=torch.bool, device=device)
+    done = torch.zeros(R, dtype=torch.bool, device=device)
+    L = max_new_tokens
+    for t in range(max_new_tokens):
+        tok, lp = sample_tokens(logits, temperature, top_k, top_p, generator=gen, backend=backend)
+        tokens[:, t] = tok.masked_fill(done, pad_id)
+        logps[:, t] = lp.masked_fill(done, 0.0)
+        mask[:, t] = ~done
+        if eos_id is not None:
+            done |= tok == eos_id
+            if t + 1 < max_new_tokens and bool(done.all()):              # the one host sync per step
+                L = t + 1
+                break
+        if t + 1 < max_new_tokens:
+            # finished rows keep decoding their (ignored) sampled token: pad_id need not be a valid token id
+            logits = model(tok[:, None], positions=(pos + t)[:, None], cache=cache, key_mask=key_mask)[:, -1]
+    return tokens[:, :L], mask[:, :L], logps[:, :L]
+
+
+def completion_logprobs(model, prompts, tokens, mask, temperature=1.0, backend="auto"):
+    """Differentiable (rows, L) log-probs of generated tokens under model (the RL trainer's re-score).
+
+    prompts: one token list per row (len == rows, rows may mix prompts freely), or one per group when rows is
+    a multiple of len(prompts) (each then covers rows // len(prompts) consecutive rows, as generate lays them
+    out). Each row is built right-padded as prompt + completion, so one plain causal forward suffices (pad
+    slots come after every real token). Entries where mask is False are 0.
+    """
+    R, L = tokens.shape
+    if len(prompts) != R:
+        if len(prompts) == 0 or R % len(prompts):
+            raise ValueError(f"need one prompt per row ({R}) or per group (a divisor of {R}), got {len(prompts)}")
+        prompts = expand_prompts(prompts, R // len(prompts))
+    _check_len(model, prompts, L)
+    device = tokens.device
+    lens = torch.tensor([len(p) for p in prompts], device=device)        # (R,)
+    S = int(lens.max()) + L
+    seq = torch.zeros(R, S, dtype=torch.long, device=device)
+    for r, p in enumerate(prompts):
+        seq[r, :len(p)] = torch.tensor(p, dtype=torch.long)
+    cols = lens[:, None] + torch.arange(L, device=device)[None, :]       # (R, L) where each completion token sits
+    seq.scatter_(1, cols, tokens.masked_fill(~mask, 0))
+    logits = model(seq)                                                  # (R, S, V)
+    rows = torch.arange(R, device=device)[:, None]
+    pred = logits[rows, cols - 1]                                        # (R, L, V) the logits that predicted them
+    lp = token_logprobs(pred, tokens.masked_fill(~mask, 0), temperature, backend=backend)
+    return lp.masked_fill(~mask, 0.0)
+
+
+@torch.no_grad()
+def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0, seed=0,
+                   eos_id=None, pad_id=0, backend="auto"):
+    """Reference generator: no KV cache, no padding; each step re-runs the whole prefix of one prompt's rows.
+
+    Same arguments, sampler and output convention as generate. The generator is consumed per prompt, so
+    sampled tokens differ from generate's; greedy ones must match.
+    """
+    _check_options(temperature, top_k, top_p)
+    sizes = _group_sizes(prompts, num_samples)
+    _check_len(model, prompts, max_new_tokens)
+    device = model.wte.weight.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out_t, out_m, out_l = [], [], []
+    for p, n in zip(prompts, sizes):
+        seq = torch.tensor(p, dtype=torch.long, device=device).repeat(n, 1)  # (n, len(p))
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        toks, masks, lps = [], [], []
+        for t in range(max_new_tokens):
+            tok, lp = sample_tokens(model(seq)[:, -1], temperature, top_k, top_p, generator=gen, backend=backend)
+            toks.append(tok.masked_fill(done, pad_id))
+            lps.append(lp.masked_fill(done, 0.0))
+            masks.append(~done)
+            if eos_id is not None:
+                done = done | (tok == eos_id)
+                if bool(done.all()):
+                    break
+            seq = torch.cat([seq, tok[:, None]], dim=1)
+        out_t.append(torch.stack(toks, 1))
+        out_m.append(torch.stack(masks, 1))
+        out_l.append(torch.stack(lps, 1))
+    L = max(t.shape[1] for t in out_t)
+    pad = lambda xs, v: torch.cat([torch.nn.functional.pad(x, (0, L - x.shape[1]), value=v) for x in xs])
+    return pad(out_t, pad_id), pad(out_m, False), pad(out_l, 0.0)
