@@ -160,7 +160,10 @@ class GPT(nn.Module):
         p0 = cache.pos if cache is not None else 0
         if positions is None:
             positions = torch.arange(p0, p0 + T, device=idx.device).expand(B, T)
-        if positions.max() >= self.cfg.block_size or positions.min() < 0:
+        # bounds: decode steps check the cache's slot pointer (a python int, so no host sync on GPU; a slot
+        # index is never below its token's position), everything else checks the positions themselves
+        if (p0 + T > self.cfg.block_size) if (cache is not None and T == 1) else \
+                (positions.max() >= self.cfg.block_size or positions.min() < 0):
             raise ValueError(f"positions must lie in [0, block_size={self.cfg.block_size}), got "
                              f"[{int(positions.min())}, {int(positions.max())}]")
         if cache is not None and p0 + T > cache.k[0].shape[2]:

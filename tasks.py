@@ -13,7 +13,7 @@ can carry task information the way an instruction does for an LLM:
   sequence    <|bos|>{context}\\nin: 3 8 1 5\\nout: 8 4 1 6<|eos|>
 
 Ops (small on purpose: a sub-1M model must learn them on a 2-core CPU in minutes):
-  reverse | sort | swap (adjacent pairs) | rotate k (left, k=1..2) | add k (mod 10, k=1..9) |
+  reverse | sort | swap (adjacent pairs) | rotate k (left, k=1..2) | add k (mod 10, k=1..3) |
   map a>b c>d (a substitution table of 1..3 entries; other digits unchanged)
 `map` appears alone in the pretraining distribution (a 10-entry in-context lookup was not learnable
 here in 20 CPU-minutes, a 1-3 entry one is), the other ops chain freely (no op twice in a row).
@@ -42,9 +42,9 @@ import tiktoken
 # ops and rules
 
 OPS = ["reverse", "sort", "swap", "rotate", "add", "map"]
-PARAM_RANGE = {"rotate": (1, 2), "add": (1, 9)}  # inclusive ranges of the integer parameter
+PARAM_RANGE = {"rotate": (1, 2), "add": (1, 3)}  # inclusive ranges of the integer parameter
 MAX_MAP = 3                                       # at most 3 entries in a substitution table
-VALID_OPS_TEXT = "reverse, sort, swap, rotate K (K=1..2), add K (K=1..9), map A>B [C>D ...] (1-3 pairs of digits)"
+VALID_OPS_TEXT = "reverse, sort, swap, rotate K (K=1..2), add K (K=1..3), map A>B [C>D ...] (1-3 pairs of digits)"
 
 
 class SpecError(ValueError):
@@ -217,7 +217,7 @@ def score(problem, completion):
 # the pretraining distribution
 
 LIST_LEN = (3, 5)                                   # pretraining list lengths (inclusive)
-CHAIN_LEN_WEIGHTS = {1: 0.6, 2: 0.3, 3: 0.1}       # share of 1-, 2- and 3-op rules
+CHAIN_LEN_WEIGHTS = {1: 0.6, 2: 0.35, 3: 0.05}      # share of 1-, 2- and 3-op rules
 HELDOUT_TYPES = {("sort", "swap"), ("reverse", "rotate"), ("swap", "reverse")}  # never trained: compositional probe
 CHAIN_OPS = ["reverse", "sort", "swap", "rotate", "add"]  # ops that chain (map stays alone)
 
@@ -241,7 +241,8 @@ def random_type(rng, n_ops):
             return tuple(names)
 
 
-_PROBE = [[random.Random(i).randrange(10) for _ in range(3 + i % 6)] for i in range(24)]  # lengths 3..8
+_rng = random.Random(2024)
+_PROBE = [[_rng.randrange(10) for _ in range(3 + i % 6)] for i in range(24)]  # fixed random lists, lengths 3..8
 
 
 def signature(rule):
@@ -335,16 +336,16 @@ class Task:
 
 # name -> (rule, list lengths, seed prompt or None for the task-agnostic one)
 NAMED_TASKS = {
-    "hidden-rule": ("rotate 1 then add 3", LIST_LEN, None),   # like CodeIO: both channels matter
-    "cipher": ("map 2>7 5>1 8>3", LIST_LEN, None),           # like HoVer: a niche fact (a table)
-    "long-lists": ("add 2 then reverse", (6, 8), "rule"),    # like Math: rule given, lists longer
-    "hidden-rule-2": ("swap then rotate 1", LIST_LEN, None),  # a second hidden rule (plasticity probe)
+    "hidden-rule": ("swap then rotate 2", LIST_LEN, None),      # like CodeIO: both channels matter
+    "cipher": ("map 2>7 5>1 8>3", LIST_LEN, None),             # like HoVer: a niche fact (a table)
+    "long-lists": ("add 1", (6, 6), "rule"),                   # like Math: rule given, lists longer
+    "hidden-rule-2": ("rotate 2 then reverse", LIST_LEN, None),  # a second hidden rule (plasticity probe)
 }
 TASK_RULES = {signature(parse_rule(r)) for r, _, _ in NAMED_TASKS.values()}  # excluded from pretraining
 
 
 def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=64):
-    """A named task ('hidden-rule', 'cipher', 'long-lists', ...) or a custom 'rule:rotate 2,add 7'."""
+    """A named task ('hidden-rule', 'cipher', 'long-lists', ...) or a custom 'rule:rotate 2,add 3'."""
     if spec in NAMED_TASKS:
         text, lens, seed_kind = NAMED_TASKS[spec]
         rule = parse_rule(text)

@@ -48,15 +48,15 @@ class Preset:
     n_embd: int = 128
     block_size: int = 256
     # pretraining
-    pretrain_steps: int = 3000
+    pretrain_steps: int = 2000
     pretrain_batch: int = 64      # sequences per step (x pack problems each)
     pretrain_lr: float = 3e-3
     pretrain_warmup: int = 100
-    pretrain_eval_every: int = 500
+    pretrain_eval_every: int = 1100
     pack: int = 3                 # problems per pretraining sequence (they share one context)
     threads: int = 2
     # RL (slow weights)
-    steps: int = 60               # RL steps per run (per stage for schedules)
+    steps: int = 150              # RL steps per run (per stage for schedules)
     batch_problems: int = 16      # problems per RL step
     group_size: int = 8           # rollouts per problem (G)
     lr: float = 2e-4

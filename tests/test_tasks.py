@@ -36,7 +36,7 @@ def test_every_op_and_parameter_is_covered():
     ops = all_single_ops()
     assert {op.name for op in ops} == set(OPS)
     assert {op.arg for op in ops if op.name == "rotate"} == {1, 2}
-    assert {op.arg for op in ops if op.name == "add"} == set(range(1, 10))
+    assert {op.arg for op in ops if op.name == "add"} == {1, 2, 3}
     assert {len(op.arg) for op in ops if op.name == "map"} == set(range(1, MAX_MAP + 1))
 
 
@@ -53,11 +53,11 @@ def test_chain_text_round_trip_and_comma_form():
         rule = tasks.random_rule(rng)
         assert parse_rule(rule_text(rule)) == rule
         assert parse_rule(",".join(op.text() for op in rule)) == rule
-    expected = (Op("rotate", 2), Op("add", 7))
-    assert parse_rule("rotate 2,add 7") == expected
-    assert parse_rule("rotate 2 , add 7") == expected
-    assert parse_rule("rotate 2 then add 7") == expected
-    assert rule_text(expected) == "rotate 2 then add 7"
+    expected = (Op("rotate", 2), Op("add", 3))
+    assert parse_rule("rotate 2,add 3") == expected
+    assert parse_rule("rotate 2 , add 3") == expected
+    assert parse_rule("rotate 2 then add 3") == expected
+    assert rule_text(expected) == "rotate 2 then add 3"
     assert chain_type(expected) == ("rotate", "add")
 
 
@@ -84,7 +84,7 @@ def test_op_semantics_by_hand():
     assert op("rotate 2").apply([1, 2]) == [1, 2]  # k wraps modulo the length
     assert op("rotate 1").apply([]) == []
     assert op("add 3").apply([0, 6, 7, 9]) == [3, 9, 0, 2]  # mod 10
-    assert op("add 9").apply([0, 1, 5]) == [9, 0, 4]
+    assert op("add 3").apply([7, 8, 9]) == [0, 1, 2]
     assert op("map 2>7 5>1").apply([2, 5, 3, 2, 9]) == [7, 1, 3, 7, 9]  # unlisted digits unchanged
     assert op("map 1>2 2>3").apply([1, 2]) == [2, 3]  # a table, applied once (not chained 1>2>3)
     assert xs == [3, 8, 1, 5]  # inputs are not mutated
@@ -92,12 +92,12 @@ def test_op_semantics_by_hand():
 
 def test_chains_apply_left_to_right():
     xs = [3, 8, 1, 5]
-    assert apply_rule(parse_rule("add 3 then reverse"), xs) == [8, 4, 1, 6]  # (the module docstring says 8 6 4 1)
+    assert apply_rule(parse_rule("add 3 then reverse"), xs) == [8, 4, 1, 6]
     assert apply_rule(parse_rule("add 3 then sort"), xs) == [1, 4, 6, 8]
     assert apply_rule(parse_rule("sort then add 3"), xs) == [4, 6, 8, 1]
     assert apply_rule(parse_rule("rotate 1, sort"), [5, 0, 9]) == [0, 5, 9]
     assert apply_rule(parse_rule("sort, rotate 1"), [5, 0, 9]) == [5, 9, 0]
-    assert apply_rule(parse_rule("rotate 2,add 7"), [1, 2, 3, 4]) == [0, 1, 8, 9]
+    assert apply_rule(parse_rule("rotate 2,add 3"), [1, 2, 3, 4]) == [6, 7, 4, 5]
     assert apply_rule(parse_rule("swap then sort then add 1"), [9, 1, 4]) == [2, 5, 0]
     assert apply_rule((), xs) == xs
     assert isinstance(apply_rule((Op("reverse"),), (1, 2)), list)
@@ -259,15 +259,15 @@ def test_hidden_tasks_use_the_task_agnostic_seed_prompt(name):
 
 def test_long_lists_states_its_rule_and_has_longer_lists():
     t = make_task("long-lists", n_train=64)
-    assert t.seed_prompt == "rule: " + rule_text(t.rule) == "rule: add 2 then reverse"
+    assert t.seed_prompt == "rule: " + rule_text(t.rule) == "rule: " + NAMED_TASKS["long-lists"][0]
     assert all(len(p.inputs) > LIST_LEN[1] for p in t.train + t.pareto + t.val)
 
 
 def test_custom_rule_task():
-    t = make_task("rule:rotate 2,add 7", n_train=64)
-    assert t.rule == (Op("rotate", 2), Op("add", 7))
-    assert t.seed_prompt == SEED_PROMPT and t.spec == "rule:rotate 2,add 7"
-    assert list(t.val[0].answer) == [(x + 7) % 10 for x in (t.val[0].inputs[2:] + t.val[0].inputs[:2])]
+    t = make_task("rule:rotate 2,add 3", n_train=64)
+    assert t.rule == (Op("rotate", 2), Op("add", 3))
+    assert t.seed_prompt == SEED_PROMPT and t.spec == "rule:rotate 2,add 3"
+    assert list(t.val[0].answer) == [(x + 3) % 10 for x in (t.val[0].inputs[2:] + t.val[0].inputs[:2])]
     for p in t.train:
         assert list(p.answer) == apply_rule(t.rule, list(p.inputs))
 
@@ -278,8 +278,9 @@ def test_custom_rule_task():
 def test_task_rules_match_named_tasks():
     assert TASK_RULES == {tasks.signature(parse_rule(r)) for r, _, _ in NAMED_TASKS.values()}
     # equivalent rules under other names are excluded too (same function = same signature)
-    assert tasks.signature(parse_rule("add 3 then rotate 1")) in TASK_RULES
-    assert tasks.signature(parse_rule("reverse then add 2")) in TASK_RULES
+    assert tasks.signature(parse_rule("map 8>3 2>7 5>1")) in TASK_RULES                # cipher, table reordered
+    assert tasks.signature(parse_rule("add 1 then add 3 then add 3")) not in TASK_RULES  # a different function
+
 
 
 def test_pretraining_never_shows_heldout_types_or_task_rules():
@@ -430,3 +431,15 @@ def test_byte_fallback_for_unseen_characters(enc):
         assert all(0 <= i < enc.n_vocab for i in ids)
         assert enc.decode(ids) == s
     assert len(enc.encode_ordinary("🚀")) == 4  # an unseen 4-byte character: one token per byte
+
+
+def test_signature_tells_ops_apart():
+    # the function-level exclusion is only as good as its probe lists: every single op must differ
+    singles = [(tasks.Op(n, a),) for n in tasks.CHAIN_OPS
+               for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])]
+    sigs = {tasks.signature(r) for r in singles}
+    assert len(sigs) == len(singles)
+    # and excluding the task rules keeps every op in the pretraining distribution
+    rng = random.Random(1)
+    seen = {tasks.chain_type(tasks.random_rule(rng, TASK_RULES)) for _ in range(2000)}
+    assert {(o,) for o in OPS} <= seen
