@@ -48,11 +48,11 @@ class Preset:
     n_embd: int = 128
     block_size: int = 256
     # pretraining
-    pretrain_steps: int = 2000
+    pretrain_steps: int = 2200
     pretrain_batch: int = 64      # sequences per step (x pack problems each)
     pretrain_lr: float = 3e-3
     pretrain_warmup: int = 100
-    pretrain_eval_every: int = 1100
+    pretrain_eval_every: int = 100000  # no mid-run eval: it costs wall time the budget lacks
     pack: int = 3                 # problems per pretraining sequence (they share one context)
     threads: int = 2
     # RL (slow weights)
@@ -362,7 +362,7 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
                 opt.step()
-            row.update(reward=float(rewards.mean()), loss=float(loss), clip_frac=metrics["clip_frac"],
+            row.update(reward=float(rewards.mean()), loss=loss.item(), clip_frac=metrics["clip_frac"],
                        entropy=float(-(samp_logp * mask).sum() / mask.sum()), grad_norm=grad_norm,
                        zero_std=rl.zero_std_fraction(rewards, torch.tensor(row_problem)),
                        logp_gap=float(((old_logp - samp_logp.to(device)).abs() * mask).sum() / mask.sum()))
