@@ -398,6 +398,8 @@ if __name__ == "__main__":
     root = os.path.join("runs", a.preset)
     if not os.path.exists(os.path.join(root, "base", "model.pt")):
         raise SystemExit(f"error: no runs under {root}; run `python train.py --preset {a.preset}` first")
-    res = write_report(root, train.PRESETS[a.preset], a.seeds, float("nan"), train.SUITE_TASKS,
-                       train.PLASTICITY_TASK, train.CONTINUAL)
+    old = os.path.join(root, "results.json")
+    wall = json.load(open(old)).get("wall_s") if os.path.exists(old) else None  # the suite's own wall time
+    res = write_report(root, train.PRESETS[a.preset], a.seeds, wall if wall is not None else float("nan"),
+                       train.SUITE_TASKS, train.PLASTICITY_TASK, train.CONTINUAL)
     print(f"wrote {root}/report.md")

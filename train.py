@@ -1,16 +1,30 @@
 """
-train.py: pretraining of the base model (and, below it, the FST loop and its baselines).
+train.py: the training side of fastslow: pretraining, the one FST loop and its baselines, the suite.
 
-    python train.py pretrain --preset tiny        # base model -> runs/tiny/base/{model.pt,metrics.json}
+    python train.py                                          # the whole reproduction (see README), then the report
+    python train.py pretrain --preset tiny                   # base model -> runs/tiny/base/{model.pt,metrics.json}
+    python train.py run --method rl|context|fst --task hidden-rule [--steps N --seed S --out DIR]
+    python train.py run --method fst --schedule 'hidden-rule@150;cipher@150'      # task switches, untold
+    python train.py run --method rl --task hidden-rule-2 --init runs/tiny/hidden-rule/fst/s0/model.pt
 
 Pretraining is plain supervised next-token training on the world's pretraining distribution
-(tasks.pretrain_example): a context (mostly an instruction), a problem, and the answer. The loss is
-on the answer tokens only, so all capacity goes into *executing rules stated in context*: this is
-the "pretrained LLM" of the paper, a general instruction follower.
+(tasks.pretrain_example): a context (mostly an instruction), problems, and their answers, loss on the
+answer tokens only, so all capacity goes into *executing rules stated in context*: the "pretrained
+LLM" of the paper, a general instruction follower. Greedy exact match is measured with one
+teacher-forced forward pass: greedy decoding reproduces the answer exactly iff the argmax at every
+answer position (eos included) equals the answer token given the correct prefix.
 
-Greedy exact-match accuracy is measured with one teacher-forced forward pass: greedy decoding
-reproduces the answer exactly iff the argmax at every answer position (eos included) equals the
-answer token given the correct prefix, so the two are the same number, at a fraction of the cost.
+The run loop (`run`) is one `for step` loop shared by the three methods:
+  rl       the seed prompt only; every step: G rollouts per problem, group advantages, one update
+  context  GEPA on frozen weights; a step is one GEPA round of K proposals, until a rollout budget
+  fst      both: a GEPA round every T steps with the current weights; each problem's G rollouts are
+           split over m prompts drawn from the frontier (weighted by the instances each covers); ONE
+           advantage baseline per problem across all of them; each rollout is trained conditioned on
+           the prompt it actually used. Evaluation deploys the frontier prompt with the best D_p mean.
+Every run logs one JSON line per step (log.jsonl), a summary.json and its final model.pt. `rollouts`
+counts every generated rollout, GEPA's evaluations included (evaluation on val is not counted).
+
+Presets are dataclass instances in PRESETS: every number a run depends on is there.
 """
 
 import argparse
