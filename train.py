@@ -383,7 +383,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
         # --- evaluation on the val split with the deployed prompt
         deployed = fc.best_prompt(gepa) if gepa is not None else task.seed_prompt
         row["rollouts"] = rl_rollouts + (gepa.rollouts if gepa is not None else 0)
-        if step % preset.eval_every == 0 or step == total_steps - 1:
+        last = step == total_steps - 1 or (method == "context" and gepa.rollouts >= preset.context_budget)
+        if step % preset.eval_every == 0 or last:
             acc, greedy = ev.task_accuracy(model, enc, deployed, task.val, preset.eval_samples, preset.temperature,
                                            seed=step, max_new_tokens=preset.max_new_tokens)
             kl = ev.kl_to_base(model, base_model, enc, deployed, task.val[:32], 2, preset.temperature, seed=step,
@@ -394,8 +395,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
         row["wall_s"] = time.time() - t0
         rows.append(row)
         logf.write(json.dumps(row) + "\n"); logf.flush()
-        if method == "context" and gepa.rollouts >= preset.context_budget:
-            break  # the context-only baseline runs on a rollout budget
+        if last:
+            break  # the context-only baseline stops at its rollout budget
     logf.close()
     final = [r for r in rows if "val_acc" in r][-1]
     summary = {"method": method, "schedule": [[t.spec, n] for t, n in stages], "final_val_acc": final["val_acc"],
