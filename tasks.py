@@ -336,7 +336,7 @@ class Task:
 
 # name -> (rule, list lengths, seed prompt or None for the task-agnostic one)
 NAMED_TASKS = {
-    "hidden-rule": ("swap then rotate 2", LIST_LEN, None),      # like CodeIO: both channels matter
+    "hidden-rule": ("swap then rotate 1", LIST_LEN, None),      # like CodeIO: both channels matter
     "cipher": ("map 2>7 5>1 8>3", LIST_LEN, None),             # like HoVer: a niche fact (a table)
     "long-lists": ("add 1", (6, 6), "rule"),                   # like Math: rule given, lists longer
     "hidden-rule-2": ("rotate 2 then reverse", LIST_LEN, None),  # a second hidden rule (plasticity probe)
