@@ -443,3 +443,20 @@ def test_signature_tells_ops_apart():
     rng = random.Random(1)
     seen = {tasks.chain_type(tasks.random_rule(rng, TASK_RULES)) for _ in range(2000)}
     assert {(o,) for o in OPS} <= seen
+
+
+def test_hidden_rule_is_not_a_single_op_in_disguise():
+    # a hidden rule that equals a known op on some trained length hands RL (and the seed prompt) a
+    # shortcut: `swap then rotate 2` is `reverse` on 3- and 4-digit lists. 300 random lists per length.
+    singles = [(Op(n, a),) for n in tasks.CHAIN_OPS
+               for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])] + [()]
+    rule = parse_rule(NAMED_TASKS["hidden-rule"][0])
+    rng = random.Random(0)
+    for L in range(LIST_LEN[0], LIST_LEN[1] + 1):
+        xs_all = [[rng.randrange(10) for _ in range(L)] for _ in range(300)]
+        for s in singles:
+            assert any(apply_rule(rule, xs) != apply_rule(s, xs) for xs in xs_all), (L, rule_text(s))
+    # the check can fail: the previous rule is caught
+    old = parse_rule("swap then rotate 2")
+    short = [[rng.randrange(10) for _ in range(L)] for L in (3, 4) for _ in range(100)]
+    assert all(apply_rule(old, xs) == apply_rule((Op("reverse"),), xs) for xs in short)
