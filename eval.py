@@ -76,20 +76,11 @@ def kl_to_base(model, base, enc, context, problems, samples=4, temperature=1.0, 
 
 def _position_logprobs(model, prompts, tokens, mask, temperature):
     """Full next-token log-distributions at each completion position: (R, L, V)."""
-    R, L = tokens.shape
-    lens = torch.tensor([len(p) for p in prompts])
-    S = int(lens.max()) + L
-    seq = torch.zeros(R, S, dtype=torch.long)
-    for r, p in enumerate(prompts):
-        seq[r, :len(p)] = torch.tensor(p)
-    cols = lens[:, None] + torch.arange(L)[None, :]
-    seq.scatter_(1, cols, tokens.masked_fill(~mask, 0))
     was_training = model.training
     model.eval()
-    logits = model(seq.to(model.wte.weight.device)).float().cpu()
+    pred = rollout.completion_logits(model, prompts, tokens.to(model.wte.weight.device), mask.to(model.wte.weight.device))
     model.train(was_training)
-    pred = logits[torch.arange(R)[:, None], cols - 1] / max(temperature, 1e-6)  # (R, L, V)
-    return torch.log_softmax(pred, -1)
+    return torch.log_softmax(pred.float().cpu() / max(temperature, 1e-6), -1)
 
 
 # -----------------------------------------------------------------------------
@@ -200,9 +191,9 @@ def channels_and_forgetting(root, task_name, seed, base, enc, n_val, samples=4):
                            "no_prompt_acc": task_accuracy(model, enc, task.seed_prompt, task.val, samples)[0]}
     fst_model, fst_extra = models["fst"]
     fst_prompt = fst_extra["deployed_prompt"]
-    for wname, model in (("base_weights", base), ("fst_weights", fst_model)):
-        out["c7"][wname] = {"seed_prompt": task_accuracy(model, enc, task.seed_prompt, task.val, samples)[0],
-                            "fst_prompt": task_accuracy(model, enc, fst_prompt, task.val, samples)[0]}
+    for wname, mname in (("base_weights", "base"), ("fst_weights", "fst")):  # seed-prompt column = C4's no_prompt_acc
+        out["c7"][wname] = {"seed_prompt": out["c4"][mname]["no_prompt_acc"],
+                            "fst_prompt": task_accuracy(models[mname][0], enc, fst_prompt, task.val, samples)[0]}
     out["c7"]["fst_prompt_text"] = fst_prompt
     return out
 
@@ -294,7 +285,7 @@ def write_report(root, preset, seeds, suite_wall_s, suite_tasks, plasticity_task
                     {"peak_norm": max(per[m][i]) / best, "mean_norm": float(np.mean(per[m][i])) / best,
                      "peak": max(per[m][i])})
     res["c6_continual"] = {k: {m: _agg(v) for m, v in d.items()} for k, d in stages.items()}
-    bounds = np.cumsum([n for n in [sum(1 for r in cont["rl"][0] if r["task"] == name) for name in continual]])[:-1]
+    bounds = np.cumsum([sum(r["task"] == name for r in cont["rl"][0]) for name in continual])[:-1]  # stage switches
     plot_curves(os.path.join(root, "continual.png"), {m: curve(v[0]) for m, v in cont.items()}, "RL steps",
                 "continual: " + " -> ".join(continual), vlines=bounds)
     plots.append("continual.png")

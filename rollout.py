@@ -12,7 +12,8 @@ What is here:
   sample_tokens        one token per row from (B, V) logits, with temperature / top-k / top-p, plus its log-prob
   token_logprobs       log-probs of given targets under (B, T, V) logits, differentiable, no (B, T, V) log-softmax
   generate             P prompts x G samples: left-pad + prefill once, repeat the KV cache rows, decode all rows together
-  completion_logprobs  the trainer's differentiable re-score of generated tokens (one right-padded forward)
+  completion_logits    the (rows, L, V) logits behind generated tokens (one right-padded forward)
+  completion_logprobs  the trainer's differentiable re-score of generated tokens
   generate_naive       reference generator that re-runs the whole prefix every step (tests and bench)
 
 Design choices and why:
@@ -445,13 +446,13 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
     return tokens[:, :L], mask[:, :L], logps[:, :L]
 
 
-def completion_logprobs(model, prompts, tokens, mask, temperature=1.0, backend="auto"):
-    """Differentiable (rows, L) log-probs of generated tokens under model (the RL trainer's re-score).
+def completion_logits(model, prompts, tokens, mask):
+    """(rows, L, V) logits that predicted each generated token, from one right-padded causal forward.
 
     prompts: one token list per row (len == rows, rows may mix prompts freely), or one per group when rows is
     a multiple of len(prompts) (each then covers rows // len(prompts) consecutive rows, as generate lays them
-    out). Each row is built right-padded as prompt + completion, so one plain causal forward suffices (pad
-    slots come after every real token). Entries where mask is False are 0.
+    out). Each row is built as prompt + completion; pad slots come after every real token, so no mask is
+    needed. Shared by the RL trainer (completion_logprobs) and the KL measurement in eval.py.
     """
     R, L = tokens.shape
     if len(prompts) != R:
@@ -469,7 +470,13 @@ def completion_logprobs(model, prompts, tokens, mask, temperature=1.0, backend="
     seq.scatter_(1, cols, tokens.masked_fill(~mask, 0))
     logits = model(seq)                                                  # (R, S, V)
     rows = torch.arange(R, device=device)[:, None]
-    pred = logits[rows, cols - 1]                                        # (R, L, V) the logits that predicted them
+    return logits[rows, cols - 1]                                        # (R, L, V) the logits that predicted them
+
+
+def completion_logprobs(model, prompts, tokens, mask, temperature=1.0, backend="auto"):
+    """Differentiable (rows, L) log-probs of generated tokens under model (the RL trainer's re-score).
+    prompts as in completion_logits. Entries where mask is False are 0."""
+    pred = completion_logits(model, prompts, tokens, mask)               # (R, L, V)
     lp = token_logprobs(pred, tokens.masked_fill(~mask, 0), temperature, backend=backend)
     return lp.masked_fill(~mask, 0.0)
 

@@ -303,7 +303,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
     count_tokens = lambda text: len(enc.encode_ordinary(text))
     make_reflector = {"rule": fc.RuleReflector, "demo": fc.DemoReflector}[reflector]
     reflect = make_reflector(max_tokens=preset.context_tokens, count_tokens=count_tokens)
-    task, stage_end = stages[0][0], stages[0][1]
+    stage_at = [k for k, (_, n) in enumerate(stages) for _ in range(n)]  # step -> index of its stage
+    task = stages[0][0]
     gepa = None
     if method != "rl":
         gepa = fc.init_state(task.seed_prompt, task.pareto, task.train, policy, seed=seed,
@@ -316,9 +317,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
         row = {"step": step}
         # --- the data stream moves to the next stage: nobody tells the learner, only its data changes
         fresh = False  # frontier scores already measured with the current weights this step
-        if step == stage_end:
-            k = next(i for i in range(len(stages)) if sum(n for _, n in stages[:i + 1]) > step)
-            task, stage_end = stages[k][0], sum(n for _, n in stages[:k + 1])
+        if step > 0 and stage_at[step] != stage_at[step - 1]:
+            task = stages[stage_at[step]][0]
             if gepa is not None:  # GEPA's data now comes from the new stream: re-score the frontier on it
                 gepa.pareto, gepa.train, gepa.order, gepa.pos = list(task.pareto), list(task.train), [], 0
                 fc.rescore_frontier(gepa, policy)
