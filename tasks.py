@@ -21,7 +21,9 @@ here in 20 CPU-minutes, a 1-3 entry one is), the other ops chain freely (no op t
 The pretraining distribution covers every chain *type* the downstream tasks use; a few 2-op types
 (HELDOUT_TYPES) are never shown, to measure compositional generalization. Downstream tasks hide
 the rule behind a task-agnostic seed prompt (`rule: ?`), except `long-lists`, whose seed prompt
-states the rule but whose lists are longer than any seen in pretraining.
+states the rule but whose lists are longer than any seen in pretraining. Hidden rules are ordinary
+trained rules (the task hides which one applies); only the cipher's table (UNSEEN_RULES) is kept
+out of pretraining, as a niche fact.
 
 The verifier gives a reward in [0, 1] (fraction of positions right, exact match = 1) and a feedback
 string that says what went wrong and contains the expected answer, as GEPA's evaluators do.
@@ -341,7 +343,12 @@ NAMED_TASKS = {
     "long-lists": ("add 1", (6, 6), "rule"),                   # like Math: rule given, lists longer
     "hidden-rule-2": ("rotate 2 then reverse", LIST_LEN, None),  # a second hidden rule (plasticity probe)
 }
-TASK_RULES = {signature(parse_rule(r)) for r, _, _ in NAMED_TASKS.values()}  # excluded from pretraining
+# Kept out of pretraining: only the cipher's table, the "niche fact" no base has seen. The hidden rules
+# are ordinary trained rules that the base follows (partly) when told; what a task hides is *which*
+# rule applies, as the paper's LLM could solve CodeIO if told how. (A hidden function excluded from
+# pretraining was followed at 0.00 even with its instruction: the base does not interpolate to an
+# unseen instance of a trained chain type, so the context had nothing to carry.)
+UNSEEN_RULES = {signature(parse_rule(NAMED_TASKS["cipher"][0]))}
 
 
 def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=64):

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 import tasks
-from tasks import (NAMED_TASKS, OPS, PARAM_RANGE, MAX_MAP, HELDOUT_TYPES, TASK_RULES, SEED_PROMPT, LIST_LEN,
+from tasks import (NAMED_TASKS, OPS, PARAM_RANGE, MAX_MAP, HELDOUT_TYPES, UNSEEN_RULES, SEED_PROMPT, LIST_LEN,
                    Op, Problem, SpecError, apply_rule, parse_rule, rule_text, chain_type, score, make_task)
 
 
@@ -275,11 +275,13 @@ def test_custom_rule_task():
 # -----------------------------------------------------------------------------
 # pretraining distribution and eval sets
 
-def test_task_rules_match_named_tasks():
-    assert TASK_RULES == {tasks.signature(parse_rule(r)) for r, _, _ in NAMED_TASKS.values()}
+def test_only_the_cipher_table_is_unseen():
+    assert UNSEEN_RULES == {tasks.signature(parse_rule(NAMED_TASKS["cipher"][0]))}
+    # hidden rules are ordinary trained rules: the pretraining distribution can draw them
+    assert tasks.signature(parse_rule(NAMED_TASKS["hidden-rule"][0])) not in UNSEEN_RULES
     # equivalent rules under other names are excluded too (same function = same signature)
-    assert tasks.signature(parse_rule("map 8>3 2>7 5>1")) in TASK_RULES                # cipher, table reordered
-    assert tasks.signature(parse_rule("add 1 then add 3 then add 3")) not in TASK_RULES  # a different function
+    assert tasks.signature(parse_rule("map 8>3 2>7 5>1")) in UNSEEN_RULES                # cipher, table reordered
+    assert tasks.signature(parse_rule("add 1 then add 3 then add 3")) not in UNSEEN_RULES  # a different function
 
 
 
@@ -287,12 +289,12 @@ def test_pretraining_never_shows_heldout_types_or_task_rules():
     rng = random.Random(0)
     names_seen, lens_seen = set(), set()
     for _ in range(4000):
-        rule = tasks.random_rule(rng, TASK_RULES)
+        rule = tasks.random_rule(rng, UNSEEN_RULES)
         names = chain_type(rule)
         names_seen |= set(names)
         lens_seen.add(len(names))
         assert 1 <= len(names) <= 3
-        assert tasks.signature(rule) not in TASK_RULES
+        assert tasks.signature(rule) not in UNSEEN_RULES
         assert not any(names[i:i + 2] in HELDOUT_TYPES for i in range(len(names) - 1)), names
         assert all(a != b for a, b in zip(names, names[1:]))  # no op twice in a row
         assert "map" not in names or len(names) == 1           # map stays alone
@@ -307,7 +309,7 @@ def test_pretrain_example_contexts():
     rng = random.Random(0)
     kinds = set()
     for _ in range(300):
-        ctx, ps = tasks.pretrain_example(rng, TASK_RULES, n_problems=2)
+        ctx, ps = tasks.pretrain_example(rng, UNSEEN_RULES, n_problems=2)
         assert len(ps) == 2 and all(LIST_LEN[0] <= len(p.inputs) <= LIST_LEN[1] for p in ps)
         lines = ctx.split("\n")
         kinds.add(tuple(line.split(":")[0] for line in lines))
@@ -327,13 +329,13 @@ def test_heldout_eval_set_only_heldout_types():
 
 
 def test_general_eval_set_items_carry_their_own_instruction():
-    items = tasks.general_eval_set(n=200, exclude=TASK_RULES)
+    items = tasks.general_eval_set(n=200, exclude=UNSEEN_RULES)
     assert len(items) == 200
     assert len({ctx for ctx, _, _ in items}) > 50  # many different rules, not one shared instruction
     for ctx, p, rule in items:
         assert ctx == tasks.instruction(rule) and parse_rule(ctx[len("rule: "):]) == rule
         assert list(p.answer) == apply_rule(rule, list(p.inputs))
-        assert tasks.signature(rule) not in TASK_RULES
+        assert tasks.signature(rule) not in UNSEEN_RULES
         assert not any(chain_type(rule)[i:i + 2] in HELDOUT_TYPES for i in range(len(rule) - 1))
     assert tasks.general_eval_set(n=20) == tasks.general_eval_set(n=20)  # fixed seed
 
@@ -441,7 +443,7 @@ def test_signature_tells_ops_apart():
     assert len(sigs) == len(singles)
     # and excluding the task rules keeps every op in the pretraining distribution
     rng = random.Random(1)
-    seen = {tasks.chain_type(tasks.random_rule(rng, TASK_RULES)) for _ in range(2000)}
+    seen = {tasks.chain_type(tasks.random_rule(rng, UNSEEN_RULES)) for _ in range(2000)}
     assert {(o,) for o in OPS} <= seen
 
 
