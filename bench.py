@@ -28,6 +28,7 @@ import torch
 
 from model import GPT, GPTConfig
 from rollout import generate, generate_naive, sample_tokens
+from train import CLIParser, die, positive  # one-line errors for bad flags, as every fastslow command
 
 # peak memory bandwidth, GB/s, by a substring of torch.cuda.get_device_name()
 CARD_GBPS = {"H200": 4800, "H100 SXM": 3350, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350,
@@ -193,25 +194,31 @@ def bench_sample(args, device):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = CLIParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["rollout", "sample"])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=positive(int), default=None, help="torch.set_num_threads (default: torch's default)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=positive(int), default=5)
     # rollout
-    ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--max-new", type=int, default=24)
-    ap.add_argument("--min-len", type=int, default=30)
-    ap.add_argument("--max-len", type=int, default=60)
-    ap.add_argument("--naive-repeats", type=int, default=1, help="the naive loop is slow; time it this many times")
+    ap.add_argument("--prompts", type=positive(int), default=64)
+    ap.add_argument("--samples", type=positive(int), default=8)
+    ap.add_argument("--max-new", type=positive(int), default=24)
+    ap.add_argument("--min-len", type=positive(int), default=30)
+    ap.add_argument("--max-len", type=positive(int), default=60)
+    ap.add_argument("--naive-repeats", type=positive(int), default=1, help="the naive loop is slow; time it this many times")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face row")
     # sample
-    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--batch", type=positive(int), default=512)
     ap.add_argument("--vocabs", default="512,32768")
-    ap.add_argument("--bandwidth", type=float, default=None, help="peak GB/s of the card (default: looked up)")
+    ap.add_argument("--bandwidth", type=positive(float), default=None, help="peak GB/s of the card (default: looked up)")
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        die("--device cuda but no CUDA device is visible; use --device cpu")
+    if args.min_len > args.max_len:
+        die(f"--min-len {args.min_len} > --max-len {args.max_len}")
+    if not all(v.strip().isdigit() for v in args.vocabs.split(",")):
+        die(f"--vocabs must be comma-separated integers, got '{args.vocabs}'")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

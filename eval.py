@@ -54,7 +54,7 @@ def task_accuracy(model, enc, context, problems, samples=4, temperature=1.0, see
 
 
 @torch.no_grad()
-def general_accuracy(model, enc, n=256, exclude=tasks.TASK_RULES):
+def general_accuracy(model, enc, n=256, exclude=tasks.UNSEEN_RULES):
     """Greedy exact match on fresh problems of the pretraining distribution, own instruction in context."""
     items = tasks.general_eval_set(n=n, exclude=exclude)
     _, _, _, texts, _ = sample_answers(model, enc, [c for c, _, _ in items], [p for _, p, _ in items], 1, 0.0)
@@ -289,10 +289,10 @@ def write_report(root, preset, seeds, suite_wall_s, suite_tasks, plasticity_task
     plot_curves(os.path.join(root, "continual.png"), {m: curve(v[0]) for m, v in cont.items()}, "RL steps",
                 "continual: " + " -> ".join(continual), vlines=bounds)
     plots.append("continual.png")
-    with open(os.path.join(root, "results.json"), "w") as f:
-        json.dump(res, f, indent=2)
-    with open(os.path.join(root, "report.md"), "w") as f:
-        f.write(render_report(res, plots, suite_tasks, continual))
+    for name, text in (("results.json", json.dumps(res, indent=2)), ("report.md", render_report(res, plots, suite_tasks, continual))):
+        with open(os.path.join(root, name + ".tmp"), "w") as f:
+            f.write(text)
+        os.replace(os.path.join(root, name + ".tmp"), os.path.join(root, name))  # atomic: never half a file
     return res
 
 
@@ -380,15 +380,14 @@ def render_report(res, plots, suite_tasks, continual):
 
 
 if __name__ == "__main__":
-    import argparse
-    import train  # only for the suite's definitions and presets; eval itself never trains
-    ap = argparse.ArgumentParser(description="rebuild report.md, plots and results.json from existing runs")
-    ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--seeds", type=int, default=1)
+    import train  # only for the suite's definitions, presets and CLI helpers; eval itself never trains
+    ap = train.CLIParser(description="rebuild report.md, plots and results.json from existing runs")
+    ap.add_argument("--preset", default="tiny", choices=list(train.PRESETS))
+    ap.add_argument("--seeds", type=train.positive(int), default=1)
     a = ap.parse_args()
     root = os.path.join("runs", a.preset)
     if not os.path.exists(os.path.join(root, "base", "model.pt")):
-        raise SystemExit(f"error: no runs under {root}; run `python train.py --preset {a.preset}` first")
+        train.die(f"no runs under {root}; run `python train.py --preset {a.preset}` first")
     old = os.path.join(root, "results.json")
     wall = json.load(open(old)).get("wall_s") if os.path.exists(old) else None  # the suite's own wall time
     res = write_report(root, train.PRESETS[a.preset], a.seeds, wall if wall is not None else float("nan"),

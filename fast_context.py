@@ -255,6 +255,7 @@ def run_round(state, evaluate, num_proposals, reflector, rescore=True):
     best = best_candidate(state)
     return {"round": state.round, "proposals": num_proposals,
             "accepted": sum(e["kind"] == "accepted" for e in events),
+            "invalid": [e["reason"] for e in events if e["kind"] == "invalid"],  # rejected unevaluated
             "rollouts": state.rollouts - start, "frontier": len(nondominated(state)),
             "best_mean": _mean(state.scores[best]), "best_prompt": state.candidates[best]}
 

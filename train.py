@@ -6,6 +6,7 @@ train.py: the training side of fastslow: pretraining, the one FST loop and its b
     python train.py run --method rl|context|fst --task hidden-rule [--steps N --seed S --out DIR]
     python train.py run --method fst --schedule 'hidden-rule@150;cipher@150'      # task switches, untold
     python train.py run --method rl --task hidden-rule-2 --init runs/tiny/hidden-rule/fst/s0/model.pt
+    python train.py run --method fst --task cipher --resume                   # continue an interrupted run
 
 Pretraining is plain supervised next-token training on the world's pretraining distribution
 (tasks.pretrain_example): a context (mostly an instruction), problems, and their answers, loss on the
@@ -23,6 +24,14 @@ The run loop (`run`) is one `for step` loop shared by the three methods:
            the prompt it actually used. Evaluation deploys the frontier prompt with the best D_p mean.
 Every run logs one JSON line per step (log.jsonl), a summary.json and its final model.pt. `rollouts`
 counts every generated rollout, GEPA's evaluations included (evaluation on val is not counted).
+
+Runs survive interruption: every `ckpt_every` steps (and at the end) a run writes ckpt.pt with its weights,
+optimizer, RNG states, step, rollout count, GEPA state and log position, atomically (temp file, rename).
+`--resume` continues from it; since every random draw comes from a seeded stream that is saved (or is a
+function of the step), the resumed run logs exactly what an uninterrupted one would. A non-finite loss
+or gradient skips the optimizer step (logged, counted); `max_bad_steps` in a row stop the run. Every
+user error (flag, task spec, schedule, checkpoint, an output folder holding another run) is one line and
+exit code 2, raised before any file is written.
 
 Presets are dataclass instances in PRESETS: every number a run depends on is there.
 """
@@ -91,6 +100,10 @@ class Preset:
     context_budget: int = 600     # rollouts for the context-only baseline
     n_val: int = 64               # val problems per task
     n_pareto: int = 16            # |D_p|, GEPA's Pareto set
+    # reliability
+    ckpt_every: int = 25          # run checkpoint (ckpt.pt) every N steps and at the end
+    pretrain_ckpt_every: int = 200
+    max_bad_steps: int = 5        # this many skipped (non-finite) optimizer steps in a row stop the run
 
 
 PRESETS = {
@@ -114,6 +127,65 @@ def die(msg):
     """Errors for users: one line, no traceback."""
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(2)
+
+
+# -----------------------------------------------------------------------------
+# files: atomic writes, training checkpoints, guarded optimizer steps
+
+def write_json(path, obj):
+    """Atomic (temp file, then rename): a kill at any moment leaves the old file or the new, never half."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def save_state(path, state):
+    """A training checkpoint (weights, optimizer, RNG states, counters), written atomically."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def settings_of(**kw):
+    """The settings a checkpoint must match to be resumed, as plain JSON values (tuples -> lists)."""
+    return json.loads(json.dumps(kw))
+
+
+def load_state(path, kind, settings):
+    """-> the checkpoint dict; one clear line (exit 2) if it is corrupt, foreign or made with other settings."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
+    except Exception as e:
+        die(f"checkpoint {path} is unreadable or truncated ({type(e).__name__}); delete it to start that run over")
+    if not isinstance(ck, dict) or ck.get("format") != kind:
+        die(f"{path} is not a {kind} checkpoint; point --out at the run it belongs to")
+    if ck.get("settings") != settings:
+        old = ck.get("settings") or {}
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        die(f"{path} was made with other settings ({', '.join(diff)}); resume with the same flags or use a new --out")
+    return ck
+
+
+def guarded_step(model, opt, loss, clip=1.0):
+    """backward, clip, step, unless the loss or the gradient is non-finite (then the step is skipped
+    and the weights and optimizer state are untouched). -> (grad_norm or None, reason or '')."""
+    opt.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return None, "non-finite loss"
+    loss.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    if not math.isfinite(norm):
+        opt.zero_grad(set_to_none=True)  # drop the poisoned gradient
+        return None, "non-finite gradient"
+    opt.step()
+    return norm, ""
+
+
+def check_bad_steps(n_in_a_row, limit, step, reason, ck_path):
+    if n_in_a_row >= limit:
+        die(f"{n_in_a_row} optimizer steps in a row skipped ({reason}, last at step {step}); the weights are "
+            f"still the last good ones (checkpoint {ck_path}): lower the learning rate and start a new run")
 
 
 # -----------------------------------------------------------------------------
@@ -192,25 +264,47 @@ def eval_base(model, enc, device, exclude):
 # -----------------------------------------------------------------------------
 # pretraining
 
-def pretrain(preset, out_dir, device, seed=0, log=print):
-    """Train the base model; resumes from out_dir/ckpt.pt if a run was killed. -> metrics dict."""
+def preset_settings(preset):
+    """The preset's numbers that shape a run's result (checkpoint cadence and guard limits do not)."""
+    d = asdict(preset)
+    for k in ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps"):
+        d.pop(k)
+    return d
+
+
+def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
+    """Train the base model -> metrics dict. Checkpoints out_dir/ckpt.pt every preset.pretrain_ckpt_every
+    steps; resume=True continues from it (the data stream is a function of the step, so a resumed run
+    sees exactly the batches an uninterrupted one would)."""
+    ck_path = os.path.join(out_dir, "ckpt.pt")
+    settings = settings_of(preset=preset_settings(preset), seed=seed)
+    # check before touching any file
+    if os.path.exists(os.path.join(out_dir, "model.pt")):
+        die(f"{out_dir} already holds a base model; delete it or pass another --out")
+    if os.path.exists(ck_path) and not resume:
+        die(f"{out_dir} holds an unfinished pretraining; add --resume to continue it, or delete {ck_path}")
+    ck = load_state(ck_path, "fastslow-pretrain-1", settings) if resume and os.path.exists(ck_path) else None
     torch.manual_seed(seed)
-    os.makedirs(out_dir, exist_ok=True)
     enc = tasks.build_tokenizer(seed=seed)
     vocab = (enc.n_vocab + 63) // 64 * 64  # round up: a friendlier matmul shape, unused rows cost nothing
     cfg = GPTConfig(vocab_size=vocab, block_size=preset.block_size, n_layer=preset.n_layer,
                     n_head=preset.n_head, n_embd=preset.n_embd)
     model = GPT(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=preset.pretrain_lr, betas=(0.9, 0.95), weight_decay=0.0)
-    start, tokens, wall0 = 0, 0, 0.0
-    ck_path = os.path.join(out_dir, "ckpt.pt")
-    if os.path.exists(ck_path):  # resume: weights, optimizer, step; the data stream is a function of the step
-        ck = torch.load(ck_path, map_location=device, weights_only=False)
+    start, tokens, wall0, skipped, bad_run = 0, 0, 0.0, 0, 0
+    if ck is not None:  # resume: weights, optimizer, counters
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"])
-        start, tokens, wall0 = ck["step"], ck["tokens"], ck["wall_s"]
+        start, tokens, wall0, skipped, bad_run = ck["step"], ck["tokens"], ck["wall_s"], ck["skipped"], ck["bad_run"]
         log(f"resuming pretraining at step {start}")
-    exclude = tasks.TASK_RULES
+    os.makedirs(out_dir, exist_ok=True)
+    exclude = tasks.UNSEEN_RULES
     t0 = time.time() - wall0
+
+    def checkpoint(step):
+        save_state(ck_path, {"format": "fastslow-pretrain-1", "settings": settings, "step": step, "model": model.state_dict(),
+                             "opt": opt.state_dict(), "tokens": tokens, "wall_s": time.time() - t0,
+                             "skipped": skipped, "bad_run": bad_run})
+
     model.train()
     pbar = tqdm(range(start, preset.pretrain_steps), desc="pretrain", initial=start, total=preset.pretrain_steps)
     for step in pbar:
@@ -222,10 +316,13 @@ def pretrain(preset, out_dir, device, seed=0, log=print):
         x, y = make_batch(enc, [tasks.pretrain_example(rng, exclude, preset.pack) for _ in range(preset.pretrain_batch)], device)
         logits = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        _, reason = guarded_step(model, opt, loss)
+        if reason:  # never let a bad batch reach the weights
+            skipped, bad_run = skipped + 1, bad_run + 1
+            log(f"pretrain step {step}: {reason}, update skipped ({skipped} so far)")
+            check_bad_steps(bad_run, preset.max_bad_steps, step, reason, ck_path)
+        else:
+            bad_run = 0
         tokens += x.numel()
         if step % 20 == 0:
             pbar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
@@ -233,16 +330,14 @@ def pretrain(preset, out_dir, device, seed=0, log=print):
             m = eval_base(model, enc, device, exclude)
             log(f"step {step + 1} loss {loss.item():.3f} general_acc {m['general_acc']:.3f} "
                 f"by_len {m['acc_by_chain_len']} by_op {m['acc_by_op']}")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                        "tokens": tokens, "wall_s": time.time() - t0}, ck_path)
+        if (step + 1) % preset.pretrain_ckpt_every == 0 or step + 1 == preset.pretrain_steps:
+            checkpoint(step + 1)
     m = eval_base(model, enc, device, exclude)
     m.update(params=model.num_params(), tokens=tokens, steps=preset.pretrain_steps, wall_s=time.time() - t0,
-             preset=asdict(preset), seed=seed)
+             preset=asdict(preset), seed=seed, skipped_steps=skipped)
     save_checkpoint(os.path.join(out_dir, "model.pt"), model, {"tokenizer": tasks.tokenizer_state(enc), "metrics": m})
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(m, f, indent=2)
-    if os.path.exists(ck_path):
-        os.remove(ck_path)
+    write_json(os.path.join(out_dir, "metrics.json"), m)
+    os.remove(ck_path)  # model.pt marks the base as finished
     return m
 
 
@@ -284,35 +379,86 @@ def make_policy(model, enc, preset):
     return evaluate
 
 
-def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=None, device="auto", log=print):
+def holds_run(out_dir):
+    return any(os.path.exists(os.path.join(out_dir, f)) for f in ("log.jsonl", "ckpt.pt", "summary.json", "model.pt"))
+
+
+def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=None, device="auto", log=print,
+        resume=False):
     """One training run from checkpoint `init`; writes out_dir/log.jsonl, summary.json and model.pt.
-    `base` (default: init) is the model KL(pi_theta || pi_base) is measured against. -> summary dict."""
+    `base` (default: init) is the model KL(pi_theta || pi_base) is measured against. Checkpoints
+    out_dir/ckpt.pt every preset.ckpt_every steps; resume=True continues from it, or returns the summary
+    of a run that already finished. -> summary dict."""
     assert method in ("rl", "context", "fst")
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    os.makedirs(out_dir, exist_ok=True)
+    settings = settings_of(method=method, schedule=[[t, n] for t, n in schedule], seed=seed, init=init,
+                           base=base or init, reflector=reflector, preset=preset_settings(preset))
+    ck_path, summary_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "summary.json")
+    # --- check everything before touching any file
+    if resume and os.path.exists(summary_path) and not os.path.exists(ck_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+        if summary.get("settings") != settings:
+            die(f"{out_dir} holds a finished run with other settings; use a new --out (or delete that folder)")
+        log(f"{out_dir}: finished earlier, nothing to resume")
+        return summary
+    if not resume and holds_run(out_dir):
+        die(f"{out_dir} already holds a run; add --resume to continue it, or pass a new --out")
+    ck = load_state(ck_path, "fastslow-run-1", settings) if resume and os.path.exists(ck_path) else None
+    if resume and ck is None:  # killed before its first checkpoint: nothing to keep, start over
+        log(f"{out_dir}: no checkpoint to resume from, starting from step 0")
     model, enc = load_base(init, pick_device(device))
     device = model.wte.weight.device
+    base_model, base_enc = load_base(base, device) if base and base != init else (copy.deepcopy(model), enc)
+    if tasks.tokenizer_state(base_enc) != tasks.tokenizer_state(enc) or base_model.cfg != model.cfg:
+        die(f"{init} and the base {base} differ in tokenizer or model shape; KL needs the base this run started from")
+    base_model.eval()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
     special = tasks.special_ids(enc)
     stages = [(tasks.make_task(spec, n_pareto=preset.n_pareto, n_val=preset.n_val), n) for spec, n in schedule]
     total_steps = sum(n for _, n in stages)
     opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ref = copy.deepcopy(model).eval() if preset.beta > 0 else None     # KL-penalty reference: the initial weights
-    base_model = load_base(base, device)[0].eval() if base and base != init else copy.deepcopy(model).eval()
     policy = make_policy(model, enc, preset)
     count_tokens = lambda text: len(enc.encode_ordinary(text))
     make_reflector = {"rule": fc.RuleReflector, "demo": fc.DemoReflector}[reflector]
     reflect = make_reflector(max_tokens=preset.context_tokens, count_tokens=count_tokens)
     stage_at = [k for k, (_, n) in enumerate(stages) for _ in range(n)]  # step -> index of its stage
-    task = stages[0][0]
+    start, rl_rollouts, wall0, skipped, bad_run, done, rows = 0, 0, 0.0, 0, 0, False, []
+    if ck is not None:  # resume: weights, optimizer, RNG streams, counters, GEPA state, the log so far
+        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"])
+        rng.setstate((ck["rng"][0], tuple(ck["rng"][1]), ck["rng"][2]))
+        torch.set_rng_state(ck["torch_rng"])
+        start, rl_rollouts, wall0, skipped, bad_run, done = (ck[k] for k in
+                                                             ("step", "rl_rollouts", "wall_s", "skipped", "bad_run", "done"))
+        with open(os.path.join(out_dir, "log.jsonl")) as f:
+            rows = [json.loads(line) for line in f.read().splitlines()[:ck["log_rows"]]]  # drop rows after the checkpoint
+        log(f"{out_dir}: resuming at step {start}")
+    task = stages[stage_at[max(start - 1, 0)]][0]
     gepa = None
-    if method != "rl":
+    if method != "rl" and ck is not None:
+        gepa = fc.load_state_dict(ck["gepa"], task.pareto, task.train, count_tokens)
+    elif method != "rl":
         gepa = fc.init_state(task.seed_prompt, task.pareto, task.train, policy, seed=seed,
                              minibatch_size=preset.minibatch, max_context_tokens=preset.context_tokens,
                              count_tokens=count_tokens)
-    rl_rollouts, t0, best_val, rows = 0, time.time(), -1.0, []
-    logf = open(os.path.join(out_dir, "log.jsonl"), "w")
-    pbar = tqdm(range(total_steps), desc=f"{method} {stages[0][0].name}", leave=False)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "log.jsonl.tmp"), "w") as f:  # the log as of the checkpoint (empty if fresh)
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(os.path.join(out_dir, "log.jsonl.tmp"), os.path.join(out_dir, "log.jsonl"))
+    t0 = time.time() - wall0
+    best_val = max([r["val_acc"] for r in rows if "val_acc" in r], default=-1.0)
+
+    def checkpoint(next_step, done):
+        save_state(ck_path, {"format": "fastslow-run-1", "settings": settings, "step": next_step, "done": done,
+                             "model": model.state_dict(), "opt": opt.state_dict(),
+                             "rng": list(rng.getstate()), "torch_rng": torch.get_rng_state(),
+                             "rl_rollouts": rl_rollouts, "wall_s": time.time() - t0, "skipped": skipped,
+                             "bad_run": bad_run, "gepa": fc.state_dict(gepa) if gepa is not None else None,
+                             "log_rows": len(rows)})
+
+    logf = open(os.path.join(out_dir, "log.jsonl"), "a")
+    pbar = tqdm(range(start, total_steps if not done else start), desc=f"{method} {stages[0][0].name}", leave=False)
     for step in pbar:
         row = {"step": step}
         # --- the data stream moves to the next stage: nobody tells the learner, only its data changes
@@ -329,6 +475,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
             model.eval()
             r = fc.run_round(gepa, policy, preset.gepa_proposals, reflect, rescore=step > 0 and method == "fst" and not fresh)
             row.update(gepa_accepted=r["accepted"], frontier=r["frontier"], prompt=r["best_prompt"])
+            if r["invalid"]:  # empty, over-budget or failed proposals: rejected, and logged here
+                row["gepa_invalid"] = r["invalid"]
         # --- slow weights: one RL step on fresh rollouts
         if method != "context":
             model.train()
@@ -368,15 +516,17 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
                 if ref is not None:
                     ref_logp = rollout.completion_logprobs(ref, row_prompts, tokens, mask, preset.temperature).detach()
                     loss = loss + preset.beta * rl.masked_mean(rl.kl_k3(logp, ref_logp, mask), mask)
-                if not torch.isfinite(loss):  # never let a bad batch corrupt the weights
-                    row["skipped"] = "non-finite loss"
-                    log(f"step {step}: non-finite loss, update skipped")
+                grad_norm, reason = guarded_step(model, opt, loss)
+                if reason:  # never let a bad batch reach the weights
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
-                opt.step()
-            row.update(reward=float(rewards.mean()), loss=loss.item(), clip_frac=metrics["clip_frac"],
+            if reason:
+                skipped, bad_run = skipped + 1, bad_run + 1
+                row["skipped"] = reason
+                log(f"step {step}: {reason}, update skipped ({skipped} so far)")
+            else:
+                bad_run = 0
+            finite = lambda v: v if math.isfinite(v) else None  # JSON has no NaN
+            row.update(reward=float(rewards.mean()), loss=finite(loss.item()), clip_frac=metrics["clip_frac"],
                        entropy=float(-(samp_logp * mask).sum() / mask.sum()), grad_norm=grad_norm,
                        zero_std=rl.zero_std_fraction(rewards, torch.tensor(row_problem)),
                        logp_gap=float(((old_logp - samp_logp.to(device)).abs() * mask).sum() / mask.sum()))
@@ -395,6 +545,10 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
         row["wall_s"] = time.time() - t0
         rows.append(row)
         logf.write(json.dumps(row) + "\n"); logf.flush()
+        if method != "context" and reason:
+            check_bad_steps(bad_run, preset.max_bad_steps, step, reason, ck_path)
+        if last or (step + 1) % preset.ckpt_every == 0:
+            checkpoint(step + 1, last)
         if last:
             break  # the context-only baseline stops at its rollout budget
     logf.close()
@@ -402,13 +556,13 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
     summary = {"method": method, "schedule": [[t.spec, n] for t, n in stages], "final_val_acc": final["val_acc"],
                "final_val_greedy": final["val_greedy"], "best_val_acc": best_val, "steps": rows[-1]["step"] + 1,
                "rollouts": rows[-1]["rollouts"], "wall_s": time.time() - t0, "seed": seed, "init": init,
-               "deployed_prompt": final["prompt"], "reflector": reflector, "config": asdict(preset)}
+               "deployed_prompt": final["prompt"], "reflector": reflector, "skipped_steps": skipped,
+               "config": asdict(preset), "settings": settings}
     save_checkpoint(os.path.join(out_dir, "model.pt"), model,
                     {"tokenizer": tasks.tokenizer_state(enc), "deployed_prompt": final["prompt"], "summary": summary})
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(summary_path, summary)  # summary.json marks the run as finished
+    os.remove(ck_path)
     return summary
-
 
 
 # -----------------------------------------------------------------------------
@@ -420,50 +574,80 @@ CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, task-agn
 
 
 def suite(preset, root, seeds=1, device="auto", log=print):
-    t0 = time.time()
+    """Every run the report needs, then the report. Re-running it skips finished stages and resumes an
+    interrupted one from its checkpoint. The report's wall time is the sum of the stages' own wall times
+    (pretraining included, time before an interruption included); the last log line adds the report's."""
+    t0, walls = time.time(), []
     base = os.path.join(root, "base", "model.pt")
     if not os.path.exists(base):
         log("pretraining the base model")
-        pretrain(preset, os.path.dirname(base), pick_device(device), log=log)
+        pretrain(preset, os.path.dirname(base), pick_device(device), log=log, resume=True)
+    with open(os.path.join(root, "base", "metrics.json")) as f:
+        walls.append(json.load(f)["wall_s"])
     for seed in range(seeds):
         for task in SUITE_TASKS:
             for method in ("rl", "context", "fst"):
                 s = run(method, [(task, preset.steps)], preset, base, os.path.join(root, task, method, f"s{seed}"), seed,
-                        device=device, log=log)
+                        device=device, log=log, resume=True)
+                walls.append(s["wall_s"])
                 log(f"{task:12s} {method:8s} seed {seed}: final val {s['final_val_acc']:.3f} best {s['best_val_acc']:.3f} "
                     f"rollouts {s['rollouts']} {s['wall_s']:.0f}s prompt={s['deployed_prompt']!r}")
         for init in ("base", "rl", "fst"):  # C5 plasticity
             path = base if init == "base" else os.path.join(root, SUITE_TASKS[0], init, f"s{seed}", "model.pt")
             s = run("rl", [(PLASTICITY_TASK, preset.steps)], preset, path, os.path.join(root, "plasticity", init, f"s{seed}"),
-                    seed, base=base, device=device, log=log)
+                    seed, base=base, device=device, log=log, resume=True)
+            walls.append(s["wall_s"])
             log(f"plasticity from {init:4s} seed {seed}: final val {s['final_val_acc']:.3f} {s['wall_s']:.0f}s")
         for method in ("rl", "fst"):  # C6 continual
             sched = [(t, preset.steps) for t in CONTINUAL]
             s = run(method, sched, preset, base, os.path.join(root, "continual", method, f"s{seed}"), seed,
-                    device=device, log=log)
+                    device=device, log=log, resume=True)
+            walls.append(s["wall_s"])
             log(f"continual {method:4s} seed {seed}: final val {s['final_val_acc']:.3f} {s['wall_s']:.0f}s")
-    results = ev.write_report(root, preset, seeds, time.time() - t0, SUITE_TASKS, PLASTICITY_TASK, CONTINUAL)
-    log(f"report: {os.path.join(root, 'report.md')} ({time.time() - t0:.0f}s)")
+    results = ev.write_report(root, preset, seeds, sum(walls), SUITE_TASKS, PLASTICITY_TASK, CONTINUAL)
+    log(f"report: {os.path.join(root, 'report.md')} (stages {sum(walls):.0f}s, this invocation {time.time() - t0:.0f}s)")
     return results
 
 
 # -----------------------------------------------------------------------------
 # command line
 
+class CLIParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (what was wrong, where to look) with exit code 2, no usage dump."""
+    def error(self, message):
+        die(f"{message} (see `python {self.prog} --help`)")
+
+
+def positive(kind):
+    """argparse type: a number > 0 of `kind` (int or float), else a clear message."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a{'n integer' if kind is int else ' number'}")
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"'{text}' must be > 0")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="fastslow: Fast-Slow Training at small scale. With no command: "
-                                 "the whole reproduction suite (pretrain if needed, all runs, the report).")
+    ap = CLIParser(description="fastslow: Fast-Slow Training at small scale. With no command: "
+                   "the whole reproduction suite (pretrain if needed, all runs, the report).")
     def common(parser, default):  # the same flags before or after the subcommand
         parser.add_argument("--preset", default=default(None), help="tiny | gpu | micro (default: tiny on CPU, gpu on CUDA)")
-        parser.add_argument("--device", default=default("auto"), help="auto | cpu | cuda")
-        parser.add_argument("--seeds", type=int, default=default(1), help="suite: repeat every run with seeds 0..N-1")
+        parser.add_argument("--device", default=default("auto"), choices=["auto", "cpu", "cuda"])
+        parser.add_argument("--seeds", type=positive(int), default=default(1), help="suite: repeat every run with seeds 0..N-1")
     common(ap, lambda d: d)
-    sub = ap.add_subparsers(dest="cmd")
+    sub = ap.add_subparsers(dest="cmd", parser_class=CLIParser)
     p = sub.add_parser("pretrain", help="train the base model")
     common(p, lambda d: argparse.SUPPRESS)  # SUPPRESS: an absent flag keeps the top-level value
     p.add_argument("--out", default=None, help="output folder (default runs/<preset>/base)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the preset's)")
+    p.add_argument("--steps", type=positive(int), default=None, help="pretraining steps (default: the preset's)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted pretraining from --out/ckpt.pt")
+    p.add_argument("--ckpt-every", type=positive(int), default=None, help="checkpoint every N steps")
     r = sub.add_parser("run", help="one run: rl | context | fst on a task or a schedule")
     common(r, lambda d: argparse.SUPPRESS)
     # what to learn
@@ -471,19 +655,23 @@ def main(argv=None):
     r.add_argument("--task", default="hidden-rule", help="hidden-rule | cipher | long-lists | hidden-rule-2 | 'rule:OP,OP'")
     r.add_argument("--schedule", default=None, help="continual: 'TASK@STEPS;TASK@STEPS;...' (overrides --task)")
     r.add_argument("--init", default=None, help="checkpoint to start from (default runs/<preset>/base/model.pt)")
+    r.add_argument("--base", default=None, help="checkpoint KL is measured against (default runs/<preset>/base/model.pt)")
     r.add_argument("--out", default=None, help="output folder (default runs/<preset>/<task>/<method>/s<seed>)")
     r.add_argument("--seed", type=int, default=0)
+    # reliability
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    r.add_argument("--ckpt-every", type=positive(int), default=None, help="checkpoint every N steps")
     # slow weights
-    r.add_argument("--steps", type=int, default=None, help="RL steps (default: the preset's)")
-    r.add_argument("--lr", type=float, default=None)
-    r.add_argument("--inner-steps", type=int, default=None, help="optimizer steps per rollout batch")
+    r.add_argument("--steps", type=positive(int), default=None, help="RL steps (default: the preset's)")
+    r.add_argument("--lr", type=positive(float), default=None)
+    r.add_argument("--inner-steps", type=positive(int), default=None, help="optimizer steps per rollout batch")
     r.add_argument("--loss", default=None, choices=list(rl.LOSS_TYPES))
     r.add_argument("--beta", type=float, default=None, help="k3 KL penalty to the initial weights")
     # fast weights
     r.add_argument("--reflector", default="rule", choices=["rule", "demo"])
-    r.add_argument("--gepa-every", type=int, default=None, help="T: a GEPA round every T RL steps")
-    r.add_argument("--proposals", type=int, default=None, help="K: proposals per GEPA round")
-    r.add_argument("--budget", type=int, default=None, help="context-only: rollout budget")
+    r.add_argument("--gepa-every", type=positive(int), default=None, help="T: a GEPA round every T RL steps")
+    r.add_argument("--proposals", type=positive(int), default=None, help="K: proposals per GEPA round")
+    r.add_argument("--budget", type=positive(int), default=None, help="context-only: rollout budget")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     name = args.preset or ("gpu" if device == "cuda" else "tiny")
@@ -497,16 +685,16 @@ def main(argv=None):
     if args.cmd is None:
         suite(preset, root, seeds=args.seeds, device=device)
     elif args.cmd == "pretrain":
-        if args.steps:
-            preset = replace(preset, pretrain_steps=args.steps)
-        m = pretrain(preset, args.out or os.path.join(root, "base"), device, seed=args.seed)
+        over = {"pretrain_steps": args.steps, "pretrain_ckpt_every": args.ckpt_every}
+        preset = replace(preset, **{k: v for k, v in over.items() if v is not None})
+        m = pretrain(preset, args.out or os.path.join(root, "base"), device, seed=args.seed, resume=args.resume)
         print(json.dumps({k: m[k] for k in ("general_acc", "heldout_chain_acc", "acc_by_op", "acc_by_chain_len",
                                             "params", "tokens", "wall_s")}))
         print(json.dumps(m["tasks"]))
     elif args.cmd == "run":
         over = {"steps": args.steps, "lr": args.lr, "inner_steps": args.inner_steps, "loss_type": args.loss,
                 "beta": args.beta, "gepa_every": args.gepa_every, "gepa_proposals": args.proposals,
-                "context_budget": args.budget}
+                "context_budget": args.budget, "ckpt_every": args.ckpt_every}
         preset = replace(preset, **{k: v for k, v in over.items() if v is not None})
         try:
             schedule = parse_schedule(args.schedule or args.task, preset.steps)
@@ -514,13 +702,15 @@ def main(argv=None):
                 tasks.make_task(spec)  # validate every spec before any work
         except tasks.SpecError as e:
             die(str(e))
-        init = args.init or os.path.join(root, "base", "model.pt")
+        default_base = os.path.join(root, "base", "model.pt")
+        init = args.init or default_base
+        base = args.base or (default_base if os.path.exists(default_base) else None)
         tag = "schedule" if args.schedule else args.task.replace(":", "_").replace(" ", "").replace(",", "+")
         out = args.out or os.path.join(root, tag, args.method, f"s{args.seed}")
-        s = run(args.method, schedule, preset, init, out, args.seed, args.reflector, device=device,
-                base=os.path.join(root, "base", "model.pt") if os.path.exists(os.path.join(root, "base", "model.pt")) else None)
+        s = run(args.method, schedule, preset, init, out, args.seed, args.reflector, device=device, base=base,
+                resume=args.resume)
         print(json.dumps({k: s[k] for k in ("final_val_acc", "best_val_acc", "final_val_greedy", "steps", "rollouts",
-                                            "wall_s", "deployed_prompt")}))
+                                            "wall_s", "deployed_prompt", "skipped_steps")}))
 
 
 if __name__ == "__main__":
