@@ -338,11 +338,16 @@ class Task:
 
 # name -> (rule, list lengths, seed prompt or None for the task-agnostic one)
 NAMED_TASKS = {
-    "hidden-rule": ("swap then rotate 1", LIST_LEN, None),      # like CodeIO: both channels matter
+    "hidden-rule": ("sort then add 2", LIST_LEN, None),         # like CodeIO: both channels matter
     "cipher": ("map 2>7 5>1 8>3", LIST_LEN, None),             # like HoVer: a niche fact (a table)
     "long-lists": ("add 1", (6, 6), "rule"),                   # like Math: rule given, lists longer
     "hidden-rule-2": ("rotate 2 then reverse", LIST_LEN, None),  # a second hidden rule (plasticity probe)
 }
+# hidden-rule was chosen by a scan of every trained 2-op rule on three pretraining seeds: followed
+# partly when told (0.69-0.92 greedy with its instruction), never under the seed prompt (0.00), and no
+# single op in disguise. hidden-rule-2 is the plasticity probe's task, so RL must be able to learn it
+# from the seed prompt: on 3- and 4-digit lists it coincides with `swap` (a foothold for exploration),
+# on 5-digit lists it does not.
 # Kept out of pretraining: only the cipher's table, the "niche fact" no base has seen. The hidden rules
 # are ordinary trained rules that the base follows (partly) when told; what a task hides is *which*
 # rule applies, as the paper's LLM could solve CodeIO if told how. (A hidden function excluded from

@@ -300,9 +300,13 @@ def test_pretraining_never_shows_heldout_types_or_task_rules():
         assert "map" not in names or len(names) == 1           # map stays alone
         assert parse_rule(rule_text(rule)) == rule
     assert names_seen == set(OPS) and lens_seen == {1, 2, 3}
-    # without the exclusion, a task rule does come up (so the check above is not vacuous)
+    # the hidden rule is an ordinary pretraining rule (the task hides which rule applies, not the rule)
     rng = random.Random(0)
-    assert any(rule_text(tasks.random_rule(rng)) == "swap then rotate 1" for _ in range(20000))
+    assert any(rule_text(tasks.random_rule(rng, UNSEEN_RULES)) == NAMED_TASKS["hidden-rule"][0] for _ in range(20000))
+    # an excluded function never comes up, though it does without the exclusion (the check is not vacuous)
+    sort = {tasks.signature(parse_rule("sort"))}
+    assert not any(tasks.signature(tasks.random_rule(rng, sort)) in sort for _ in range(3000))
+    assert any(tasks.signature(tasks.random_rule(rng)) in sort for _ in range(3000))
 
 
 def test_pretrain_example_contexts():
