@@ -323,7 +323,8 @@ def _mean(x):
 
 def render_report(res, plots, suite_tasks, continual):
     L = [f"# fastslow report: preset `{res['preset']}`", "",
-         f"Seeds {res['seeds']}; whole suite wall time {res['wall_s']:.0f} s. Accuracy = exact match on the val split, "
+         f"Seeds {res['seeds']}; suite wall time {res['wall_s']:.0f} s (pretraining and every run, each on its own "
+         "clock, summed). Accuracy = exact match on the val split, "
          "mean@4 at the training temperature, with each method's deployed prompt (RL: the seed prompt; FST and "
          "context-only: the frontier candidate with the best mean on D_p). Values are mean ± std over seeds.", ""]
     L += ["## Runs", "", "| task | method | final val acc | rollouts (all) | wall s |", "|---|---|---|---|---|"]

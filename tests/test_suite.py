@@ -60,3 +60,10 @@ def test_suite_end_to_end(tmp_path):
         assert k in rows[0], k
     assert any("val_acc" in r and "val_greedy" in r for r in rows)
     assert all(b["rollouts"] > a["rollouts"] for a, b in zip(rows, rows[1:]))  # every step generates
+    # running the suite again skips every finished stage (no log is rewritten) and reports the same numbers
+    logs = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, fs in os.walk(root) for f in fs if f == "log.jsonl"}
+    assert len(logs) == 3 * len(train.SUITE_TASKS) + 3 + 2
+    again = train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
+    assert {p: os.stat(p).st_mtime_ns for p in logs} == logs
+    assert json.loads(json.dumps(again)) == res
