@@ -404,7 +404,7 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
     if not resume and holds_run(out_dir):
         die(f"{out_dir} already holds a run; add --resume to continue it, or pass a new --out")
     ck = load_state(ck_path, "fastslow-run-1", settings) if resume and os.path.exists(ck_path) else None
-    if resume and ck is None:  # killed before its first checkpoint: nothing to keep, start over
+    if resume and ck is None and holds_run(out_dir):  # killed before its first checkpoint: start over
         log(f"{out_dir}: no checkpoint to resume from, starting from step 0")
     model, enc = load_base(init, pick_device(device))
     device = model.wte.weight.device
