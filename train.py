@@ -398,7 +398,7 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
         with open(summary_path) as f:
             summary = json.load(f)
         if summary.get("settings") != settings:
-            die(f"{out_dir} holds a finished run with other settings; use a new --out (or delete that folder)")
+            die(f"{out_dir} holds a finished run with other settings; delete that folder or write elsewhere (--out)")
         log(f"{out_dir}: finished earlier, nothing to resume")
         return summary
     if not resume and holds_run(out_dir):
