@@ -25,13 +25,12 @@ The run loop (`run`) is one `for step` loop shared by the three methods:
 Every run logs one JSON line per step (log.jsonl), a summary.json and its final model.pt. `rollouts`
 counts every generated rollout, GEPA's evaluations included (evaluation on val is not counted).
 
-Runs survive interruption: every `ckpt_every` steps (and at the end) a run writes ckpt.pt with its weights,
-optimizer, RNG states, step, rollout count, GEPA state and log position, atomically (temp file, rename).
-`--resume` continues from it; since every random draw comes from a seeded stream that is saved (or is a
-function of the step), the resumed run logs exactly what an uninterrupted one would. A non-finite loss
-or gradient skips the optimizer step (logged, counted); `max_bad_steps` in a row stop the run. Every
-user error (flag, task spec, schedule, checkpoint, an output folder holding another run) is one line and
-exit code 2, raised before any file is written.
+Runs survive interruption: every `ckpt_every` steps and at the end, ckpt.pt (weights, optimizer, RNG
+states, step, rollouts, GEPA state, log position) is written atomically. `--resume` continues from it;
+every random draw comes from a seeded stream that is saved or is a function of the step, so a resumed
+run logs exactly what an uninterrupted one would. A non-finite loss or gradient skips the optimizer
+step (logged, counted); `max_bad_steps` in a row stop the run. A user error (flag, task spec, schedule,
+checkpoint, a folder holding another run) is one line and exit code 2, before any file is written.
 
 Presets are dataclass instances in PRESETS: every number a run depends on is there.
 """
@@ -118,9 +117,7 @@ PRESETS = {
 
 
 def pick_device(flag):
-    if flag != "auto":
-        return flag
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return ("cuda" if torch.cuda.is_available() else "cpu") if flag == "auto" else flag
 
 
 def die(msg):
@@ -132,24 +129,23 @@ def die(msg):
 # -----------------------------------------------------------------------------
 # files: atomic writes, training checkpoints, guarded optimizer steps
 
-def write_json(path, obj):
-    """Atomic (temp file, then rename): a kill at any moment leaves the old file or the new, never half."""
+def write_atomic(path, data):
+    """Text, or a checkpoint dict for torch.save, written to a temp file and then renamed over `path`:
+    a kill at any moment leaves the old file or the new one, never half of one."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+    if isinstance(data, str):
+        with open(tmp, "w") as f:
+            f.write(data)
+    else:
+        torch.save(data, tmp)
     os.replace(tmp, path)
 
 
-def save_state(path, state):
-    """A training checkpoint (weights, optimizer, RNG states, counters), written atomically."""
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def settings_of(**kw):
-    """The settings a checkpoint must match to be resumed, as plain JSON values (tuples -> lists)."""
-    return json.loads(json.dumps(kw))
+def settings_of(preset, **kw):
+    """What a checkpoint must match to be resumed, as plain JSON values: the run's own settings and the
+    preset's numbers that shape its result (checkpoint cadence and the guard limit do not)."""
+    p = {k: v for k, v in asdict(preset).items() if k not in ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps")}
+    return json.loads(json.dumps(dict(kw, preset=p)))
 
 
 def load_state(path, kind, settings):
@@ -264,20 +260,12 @@ def eval_base(model, enc, device, exclude):
 # -----------------------------------------------------------------------------
 # pretraining
 
-def preset_settings(preset):
-    """The preset's numbers that shape a run's result (checkpoint cadence and guard limits do not)."""
-    d = asdict(preset)
-    for k in ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps"):
-        d.pop(k)
-    return d
-
-
 def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     """Train the base model -> metrics dict. Checkpoints out_dir/ckpt.pt every preset.pretrain_ckpt_every
     steps; resume=True continues from it (the data stream is a function of the step, so a resumed run
     sees exactly the batches an uninterrupted one would)."""
     ck_path = os.path.join(out_dir, "ckpt.pt")
-    settings = settings_of(preset=preset_settings(preset), seed=seed)
+    settings = settings_of(preset, seed=seed)
     # check before touching any file
     if os.path.exists(os.path.join(out_dir, "model.pt")):
         die(f"{out_dir} already holds a base model; delete it or pass another --out")
@@ -301,7 +289,7 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     t0 = time.time() - wall0
 
     def checkpoint(step):
-        save_state(ck_path, {"format": "fastslow-pretrain-1", "settings": settings, "step": step, "model": model.state_dict(),
+        write_atomic(ck_path, {"format": "fastslow-pretrain-1", "settings": settings, "step": step, "model": model.state_dict(),
                              "opt": opt.state_dict(), "tokens": tokens, "wall_s": time.time() - t0,
                              "skipped": skipped, "bad_run": bad_run})
 
@@ -316,13 +304,11 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
         x, y = make_batch(enc, [tasks.pretrain_example(rng, exclude, preset.pack) for _ in range(preset.pretrain_batch)], device)
         logits = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
-        _, reason = guarded_step(model, opt, loss)
-        if reason:  # never let a bad batch reach the weights
-            skipped, bad_run = skipped + 1, bad_run + 1
+        _, reason = guarded_step(model, opt, loss)  # a non-finite loss or gradient never reaches the weights
+        skipped, bad_run = skipped + bool(reason), (bad_run + 1 if reason else 0)
+        if reason:
             log(f"pretrain step {step}: {reason}, update skipped ({skipped} so far)")
             check_bad_steps(bad_run, preset.max_bad_steps, step, reason, ck_path)
-        else:
-            bad_run = 0
         tokens += x.numel()
         if step % 20 == 0:
             pbar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
@@ -336,7 +322,7 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     m.update(params=model.num_params(), tokens=tokens, steps=preset.pretrain_steps, wall_s=time.time() - t0,
              preset=asdict(preset), seed=seed, skipped_steps=skipped)
     save_checkpoint(os.path.join(out_dir, "model.pt"), model, {"tokenizer": tasks.tokenizer_state(enc), "metrics": m})
-    write_json(os.path.join(out_dir, "metrics.json"), m)
+    write_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(m, indent=2))
     os.remove(ck_path)  # model.pt marks the base as finished
     return m
 
@@ -390,8 +376,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
     out_dir/ckpt.pt every preset.ckpt_every steps; resume=True continues from it, or returns the summary
     of a run that already finished. -> summary dict."""
     assert method in ("rl", "context", "fst")
-    settings = settings_of(method=method, schedule=[[t, n] for t, n in schedule], seed=seed, init=init,
-                           base=base or init, reflector=reflector, preset=preset_settings(preset))
+    settings = settings_of(preset, method=method, schedule=[[t, n] for t, n in schedule], seed=seed, init=init,
+                           base=base or init, reflector=reflector)
     ck_path, summary_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "summary.json")
     # --- check everything before touching any file
     if resume and os.path.exists(summary_path) and not os.path.exists(ck_path):
@@ -443,14 +429,12 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
                              minibatch_size=preset.minibatch, max_context_tokens=preset.context_tokens,
                              count_tokens=count_tokens)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "log.jsonl.tmp"), "w") as f:  # the log as of the checkpoint (empty if fresh)
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(os.path.join(out_dir, "log.jsonl.tmp"), os.path.join(out_dir, "log.jsonl"))
+    write_atomic(os.path.join(out_dir, "log.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))  # as of the checkpoint
     t0 = time.time() - wall0
     best_val = max([r["val_acc"] for r in rows if "val_acc" in r], default=-1.0)
 
     def checkpoint(next_step, done):
-        save_state(ck_path, {"format": "fastslow-run-1", "settings": settings, "step": next_step, "done": done,
+        write_atomic(ck_path, {"format": "fastslow-run-1", "settings": settings, "step": next_step, "done": done,
                              "model": model.state_dict(), "opt": opt.state_dict(),
                              "rng": list(rng.getstate()), "torch_rng": torch.get_rng_state(),
                              "rl_rollouts": rl_rollouts, "wall_s": time.time() - t0, "skipped": skipped,
@@ -516,15 +500,13 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
                 if ref is not None:
                     ref_logp = rollout.completion_logprobs(ref, row_prompts, tokens, mask, preset.temperature).detach()
                     loss = loss + preset.beta * rl.masked_mean(rl.kl_k3(logp, ref_logp, mask), mask)
-                grad_norm, reason = guarded_step(model, opt, loss)
-                if reason:  # never let a bad batch reach the weights
+                grad_norm, reason = guarded_step(model, opt, loss)  # a non-finite loss or gradient never reaches the weights
+                if reason:
                     break
+            skipped, bad_run = skipped + bool(reason), (bad_run + 1 if reason else 0)
             if reason:
-                skipped, bad_run = skipped + 1, bad_run + 1
                 row["skipped"] = reason
                 log(f"step {step}: {reason}, update skipped ({skipped} so far)")
-            else:
-                bad_run = 0
             finite = lambda v: v if math.isfinite(v) else None  # JSON has no NaN
             row.update(reward=float(rewards.mean()), loss=finite(loss.item()), clip_frac=metrics["clip_frac"],
                        entropy=float(-(samp_logp * mask).sum() / mask.sum()), grad_norm=grad_norm,
@@ -560,7 +542,7 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
                "config": asdict(preset), "settings": settings}
     save_checkpoint(os.path.join(out_dir, "model.pt"), model,
                     {"tokenizer": tasks.tokenizer_state(enc), "deployed_prompt": final["prompt"], "summary": summary})
-    write_json(summary_path, summary)  # summary.json marks the run as finished
+    write_atomic(summary_path, json.dumps(summary, indent=2))  # summary.json marks the run as finished
     os.remove(ck_path)
     return summary
 
