@@ -254,7 +254,7 @@ def signature(rule):
 
 def random_rule(rng, exclude=()):
     """A rule from the pretraining distribution; `exclude` = signatures (functions) never to produce,
-    so a task's rule cannot leak into pretraining under another name (e.g. `add 3 then rotate 1`)."""
+    so an unseen rule cannot leak into pretraining under another name (e.g. the cipher's table reordered)."""
     while True:
         n = rng.choices(list(CHAIN_LEN_WEIGHTS), weights=list(CHAIN_LEN_WEIGHTS.values()))[0]
         if n == 1:
