@@ -507,8 +507,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
             if reason:
                 row["skipped"] = reason
                 log(f"step {step}: {reason}, update skipped ({skipped} so far)")
-            finite = lambda v: v if math.isfinite(v) else None  # JSON has no NaN
-            row.update(reward=float(rewards.mean()), loss=finite(loss.item()), clip_frac=metrics["clip_frac"],
+            row.update(reward=float(rewards.mean()), loss=loss.item() if torch.isfinite(loss) else None,  # JSON has no NaN
+                       clip_frac=metrics["clip_frac"],
                        entropy=float(-(samp_logp * mask).sum() / mask.sum()), grad_norm=grad_norm,
                        zero_std=rl.zero_std_fraction(rewards, torch.tensor(row_problem)),
                        logp_gap=float(((old_logp - samp_logp.to(device)).abs() * mask).sum() / mask.sum()))
