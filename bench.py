@@ -162,7 +162,7 @@ def bench_sample(args, device):
     if device.type == "cuda" and not gbps_peak:
         name = torch.cuda.get_device_name()
         gbps_peak = next((v for k, v in CARD_GBPS.items() if k in name), None)
-    for V in [int(v) for v in args.vocabs.split(",")]:
+    for V in args.vocabs:
         logits = torch.randn(B, V, generator=torch.Generator().manual_seed(V)).mul_(2.0).to(device)
         gen = torch.Generator(device=device).manual_seed(0)
         for label, opts in [("T=1", dict(temperature=1.0)),
@@ -219,6 +219,7 @@ def main():
         die(f"--min-len {args.min_len} > --max-len {args.max_len}")
     if not all(v.strip().isdigit() for v in args.vocabs.split(",")):
         die(f"--vocabs must be comma-separated integers, got '{args.vocabs}'")
+    args.vocabs = [int(v) for v in args.vocabs.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -15,6 +15,7 @@ import torch
 
 import rollout
 import tasks
+from model import load_checkpoint, write_atomic
 
 
 def completion_texts(enc, tokens, mask):
@@ -173,7 +174,6 @@ def mean_std(values):
 
 
 def _final_model(root, *parts):
-    from model import load_checkpoint
     model, extra = load_checkpoint(os.path.join(root, *parts, "model.pt"))
     return model.eval(), extra
 
@@ -224,7 +224,6 @@ def plot_curves(path, series, xlabel, title, vlines=()):
 
 def write_report(root, preset, seeds, suite_wall_s, suite_tasks, plasticity_task, continual):
     """Compute C1-C7 from the runs under `root`; write results.json, report.md and PNG plots there."""
-    from model import load_checkpoint
     base, extra = load_checkpoint(os.path.join(root, "base", "model.pt"))
     base.eval()
     enc = tasks.tokenizer_from_state(extra["tokenizer"])
@@ -289,10 +288,8 @@ def write_report(root, preset, seeds, suite_wall_s, suite_tasks, plasticity_task
     plot_curves(os.path.join(root, "continual.png"), {m: curve(v[0]) for m, v in cont.items()}, "RL steps",
                 "continual: " + " -> ".join(continual), vlines=bounds)
     plots.append("continual.png")
-    for name, text in (("results.json", json.dumps(res, indent=2)), ("report.md", render_report(res, plots, suite_tasks, continual))):
-        with open(os.path.join(root, name + ".tmp"), "w") as f:
-            f.write(text)
-        os.replace(os.path.join(root, name + ".tmp"), os.path.join(root, name))  # atomic: never half a file
+    write_atomic(os.path.join(root, "results.json"), json.dumps(res, indent=2))
+    write_atomic(os.path.join(root, "report.md"), render_report(res, plots, suite_tasks, continual))
     return res
 
 
@@ -390,7 +387,10 @@ if __name__ == "__main__":
     if not os.path.exists(os.path.join(root, "base", "model.pt")):
         train.die(f"no runs under {root}; run `python train.py --preset {a.preset}` first")
     old = os.path.join(root, "results.json")
-    wall = json.load(open(old)).get("wall_s") if os.path.exists(old) else None  # the suite's own wall time
-    res = write_report(root, train.PRESETS[a.preset], a.seeds, wall if wall is not None else float("nan"),
+    wall = float("nan")
+    if os.path.exists(old):  # keep the suite's own wall time
+        with open(old) as f:
+            wall = json.load(f).get("wall_s", wall)
+    res = write_report(root, train.PRESETS[a.preset], a.seeds, wall,
                        train.SUITE_TASKS, train.PLASTICITY_TASK, train.CONTINUAL)
     print(f"wrote {root}/report.md")

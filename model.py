@@ -21,6 +21,7 @@ so one file is enough to rebuild the model and its vocabulary.
 """
 
 import math
+import os
 from dataclasses import dataclass, asdict
 
 import torch
@@ -190,18 +191,26 @@ class GPT(nn.Module):
 # -----------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(path, model, extra=None):
-    """Write config + weights + an opaque `extra` dict (tokenizer ranks, metrics, step...)."""
+def write_atomic(path, data):
+    """Text, or anything torch.save takes, written to a temp file and then renamed over `path`: a run
+    killed at any moment leaves the old file or the new one, never half of one."""
     tmp = str(path) + ".tmp"
-    torch.save({"format": "fastslow-gpt-1", "config": asdict(model.cfg),
-                "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
-    import os
-    os.replace(tmp, path)  # atomic: a run killed mid-save never leaves a half-written checkpoint
+    if isinstance(data, str):
+        with open(tmp, "w") as f:
+            f.write(data)
+    else:
+        torch.save(data, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path, model, extra=None):
+    """Write config + weights + an opaque `extra` dict (tokenizer ranks, metrics, step...), atomically."""
+    write_atomic(path, {"format": "fastslow-gpt-1", "config": asdict(model.cfg),
+                        "state_dict": model.state_dict(), "extra": extra or {}})
 
 
 def load_checkpoint(path, device="cpu"):
     """-> (model, extra). Raises CheckpointError with one clear line when the file is unusable."""
-    import os
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path} (run `python train.py pretrain` first or pass a valid path)")
     try:

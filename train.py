@@ -55,7 +55,7 @@ import fast_context as fc
 import rl
 import rollout
 import tasks
-from model import GPT, GPTConfig, CheckpointError, save_checkpoint, load_checkpoint
+from model import GPT, GPTConfig, CheckpointError, save_checkpoint, load_checkpoint, write_atomic
 
 
 # -----------------------------------------------------------------------------
@@ -127,19 +127,7 @@ def die(msg):
 
 
 # -----------------------------------------------------------------------------
-# files: atomic writes, training checkpoints, guarded optimizer steps
-
-def write_atomic(path, data):
-    """Text, or a checkpoint dict for torch.save, written to a temp file and then renamed over `path`:
-    a kill at any moment leaves the old file or the new one, never half of one."""
-    tmp = path + ".tmp"
-    if isinstance(data, str):
-        with open(tmp, "w") as f:
-            f.write(data)
-    else:
-        torch.save(data, tmp)
-    os.replace(tmp, path)
-
+# training checkpoints (written with model.write_atomic) and guarded optimizer steps
 
 def settings_of(preset, **kw):
     """What a checkpoint must match to be resumed, as plain JSON values: the run's own settings and the
