@@ -81,7 +81,7 @@ def _position_logprobs(model, prompts, tokens, mask, temperature):
     model.eval()
     pred = rollout.completion_logits(model, prompts, tokens.to(model.wte.weight.device), mask.to(model.wte.weight.device))
     model.train(was_training)
-    return torch.log_softmax(pred.float().cpu() / max(temperature, 1e-6), -1)
+    return torch.log_softmax(pred.float() / max(temperature, 1e-6), -1)  # on the models' device
 
 
 # -----------------------------------------------------------------------------
@@ -173,8 +173,8 @@ def mean_std(values):
     return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
 
 
-def _final_model(root, *parts):
-    model, extra = load_checkpoint(os.path.join(root, *parts, "model.pt"))
+def _final_model(root, device, *parts):
+    model, extra = load_checkpoint(os.path.join(root, *parts, "model.pt"), device)
     return model.eval(), extra
 
 
@@ -185,7 +185,7 @@ def channels_and_forgetting(root, task_name, seed, base, enc, n_val, samples=4):
     out = {"c4": {}, "c7": {}}
     models = {"base": (base, None)}
     for m in ("rl", "fst"):
-        models[m] = _final_model(root, task_name, m, f"s{seed}")
+        models[m] = _final_model(root, base.wte.weight.device, task_name, m, f"s{seed}")
     for name, (model, extra) in models.items():
         out["c4"][name] = {"general_acc": general_accuracy(model, enc),
                            "no_prompt_acc": task_accuracy(model, enc, task.seed_prompt, task.val, samples)[0]}
@@ -222,9 +222,9 @@ def plot_curves(path, series, xlabel, title, vlines=()):
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
-def write_report(root, preset, seeds, suite_wall_s, suite_tasks, plasticity_task, continual):
-    """Compute C1-C7 from the runs under `root`; write results.json, report.md and PNG plots there."""
-    base, extra = load_checkpoint(os.path.join(root, "base", "model.pt"))
+def write_report(root, preset, seeds, suite_wall_s, suite_tasks, plasticity_task, continual, device="cpu"):
+    """Compute C1-C7 from the runs under `root` on `device`; write results.json, report.md and PNG plots there."""
+    base, extra = load_checkpoint(os.path.join(root, "base", "model.pt"), device)
     base.eval()
     enc = tasks.tokenizer_from_state(extra["tokenizer"])
     seed_list = list(range(seeds))
@@ -382,6 +382,7 @@ if __name__ == "__main__":
     ap = train.CLIParser(description="rebuild report.md, plots and results.json from existing runs")
     ap.add_argument("--preset", default="tiny", choices=list(train.PRESETS))
     ap.add_argument("--seeds", type=train.positive(int), default=1)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a = ap.parse_args()
     root = os.path.join("runs", a.preset)
     if not os.path.exists(os.path.join(root, "base", "model.pt")):
@@ -392,5 +393,6 @@ if __name__ == "__main__":
         with open(old) as f:
             wall = json.load(f).get("wall_s", wall)
     res = write_report(root, train.PRESETS[a.preset], a.seeds, wall,
-                       train.SUITE_TASKS, train.PLASTICITY_TASK, train.CONTINUAL)
+                       train.SUITE_TASKS, train.PLASTICITY_TASK, train.CONTINUAL,
+                       device=train.setup_device(train.pick_device(a.device)))
     print(f"wrote {root}/report.md")

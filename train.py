@@ -120,6 +120,25 @@ def pick_device(flag):
     return ("cuda" if torch.cuda.is_available() else "cpu") if flag == "auto" else flag
 
 
+def setup_device(device):
+    """Numerics of a CUDA run, set once per process before any work: deterministic kernels (so a resumed
+    run logs what an uninterrupted one would; the cuBLAS workspace setting must precede the first matmul),
+    TF32 matmuls (10-bit mantissa inputs, fp32 accumulation). CPU runs are deterministic already. -> device"""
+    if device == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warn, never crash, where no such kernel exists
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def autocast(device):
+    """bf16 autocast for pretraining forwards on CUDA (the matmuls run on tensor cores; the loss and the
+    weights stay fp32); a no-op context on CPU, where bf16 is slower than fp32."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda"))
+
+
 def die(msg):
     """Errors for users: one line, no traceback."""
     print(f"error: {msg}", file=sys.stderr)
@@ -266,7 +285,8 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     cfg = GPTConfig(vocab_size=vocab, block_size=preset.block_size, n_layer=preset.n_layer,
                     n_head=preset.n_head, n_embd=preset.n_embd)
     model = GPT(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=preset.pretrain_lr, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=preset.pretrain_lr, betas=(0.9, 0.95), weight_decay=0.0,
+                            fused=str(device).startswith("cuda"))  # one kernel for all parameters on CUDA
     start, tokens, wall0, skipped, bad_run = 0, 0, 0.0, 0, 0
     if ck is not None:  # resume: weights, optimizer, counters
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"])
@@ -290,8 +310,9 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
             g["lr"] = lr
         rng = random.Random(seed * 1_000_003 + step)
         x, y = make_batch(enc, [tasks.pretrain_example(rng, exclude, preset.pack) for _ in range(preset.pretrain_batch)], device)
-        logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
+        with autocast(device):
+            logits = model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
         _, reason = guarded_step(model, opt, loss)  # a non-finite loss or gradient never reaches the weights
         skipped, bad_run = skipped + bool(reason), (bad_run + 1 if reason else 0)
         if reason:
@@ -391,7 +412,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
     special = tasks.special_ids(enc)
     stages = [(tasks.make_task(spec, n_pareto=preset.n_pareto, n_val=preset.n_val), n) for spec, n in schedule]
     total_steps = sum(n for _, n in stages)
-    opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=(0.9, 0.99), weight_decay=0.0,
+                            fused=device.type == "cuda")
     ref = copy.deepcopy(model).eval() if preset.beta > 0 else None     # KL-penalty reference: the initial weights
     policy = make_policy(model, enc, preset)
     count_tokens = lambda text: len(enc.encode_ordinary(text))
@@ -574,7 +596,8 @@ def suite(preset, root, seeds=1, device="auto", log=print):
                     device=device, log=log, resume=True)
             walls.append(s["wall_s"])
             log(f"continual {method:4s} seed {seed}: final val {s['final_val_acc']:.3f} {s['wall_s']:.0f}s")
-    results = ev.write_report(root, preset, seeds, sum(walls), SUITE_TASKS, PLASTICITY_TASK, CONTINUAL)
+    results = ev.write_report(root, preset, seeds, sum(walls), SUITE_TASKS, PLASTICITY_TASK, CONTINUAL,
+                              device=pick_device(device))
     log(f"report: {os.path.join(root, 'report.md')} (stages {sum(walls):.0f}s, this invocation {time.time() - t0:.0f}s)")
     return results
 
@@ -643,7 +666,7 @@ def main(argv=None):
     r.add_argument("--proposals", type=positive(int), default=None, help="K: proposals per GEPA round")
     r.add_argument("--budget", type=positive(int), default=None, help="context-only: rollout budget")
     args = ap.parse_args(argv)
-    device = pick_device(args.device)
+    device = setup_device(pick_device(args.device))
     name = args.preset or ("gpu" if device == "cuda" else "tiny")
     if name not in PRESETS:
         die(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")

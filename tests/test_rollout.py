@@ -12,6 +12,7 @@ from rollout import (_sample_with_noise, completion_logprobs, expand_prompts, ge
                      gumbel_noise, sample_tokens, token_logprobs)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # generation runs on each one present
 needs_triton = pytest.mark.skipif(
     not rollout.HAS_TRITON or (DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1"),
     reason="needs triton (and TRITON_INTERPRET=1 set before import when there is no GPU)")
@@ -172,8 +173,9 @@ def test_token_logprobs_triton_matches_torch(T):
 # -----------------------------------------------------------------------------
 # generation
 
-def test_greedy_generate_matches_naive_and_alone():
-    m = rigged_model()
+@pytest.mark.parametrize("dev", DEVICES)
+def test_greedy_generate_matches_naive_and_alone(dev):
+    m = rigged_model().to(dev)
     prompts = rand_prompts([5, 9, 3, 12], 512)
     tok, mask, lp = generate(m, prompts, num_samples=2, max_new_tokens=10, temperature=0)
     ref = generate_naive(m, prompts, num_samples=2, max_new_tokens=10, temperature=0)
@@ -186,8 +188,9 @@ def test_greedy_generate_matches_naive_and_alone():
     assert torch.equal(tok3, tok[[0, 2, 2, 2, 4, 6, 6]])
 
 
-def test_eos_stops_rows_and_trims():
-    m = rigged_model()
+@pytest.mark.parametrize("dev", DEVICES)
+def test_eos_stops_rows_and_trims(dev):
+    m = rigged_model().to(dev)
     prompts = rand_prompts([4, 11, 7], 512, seed=1)
     full = generate(m, prompts, num_samples=1, max_new_tokens=12, temperature=0)[0]
     eos = int(full[1, 3])  # a token row 1 emits at step 3 (maybe earlier too)
@@ -202,9 +205,10 @@ def test_eos_stops_rows_and_trims():
     assert generate(m, prompts, 1, 12, temperature=0, eos_id=eos)[0].shape[1] == stops[1] + 1
 
 
+@pytest.mark.parametrize("dev", DEVICES)
 @pytest.mark.parametrize("T", [1.0, 0.7])
-def test_sampled_rollout_logprobs_match_trainer_and_masks(T):
-    m = rigged_model(vocab=16, gain=1.0, seed=3, emb=0.1)  # 16 tokens, soft logits: eos (token 0) ends some rows, not all
+def test_sampled_rollout_logprobs_match_trainer_and_masks(T, dev):
+    m = rigged_model(vocab=16, gain=1.0, seed=3, emb=0.1).to(dev)  # 16 tokens, soft logits: eos (token 0) ends some rows, not all
     prompts = rand_prompts([3, 8, 5, 12, 6], 16, seed=2)
     tok, mask, lp = generate(m, prompts, num_samples=4, max_new_tokens=20, temperature=T, seed=7, eos_id=0, pad_id=15)
     R, L = tok.shape
@@ -227,8 +231,9 @@ def test_sampled_rollout_logprobs_match_trainer_and_masks(T):
     assert all(torch.equal(a, b) for a, b in zip(same, (tok, mask, lp)))  # same seed, same rollout
 
 
-def test_trainer_rows_may_mix_prompts():
-    m = rigged_model(vocab=16, gain=1.0, seed=3, emb=0.1)
+@pytest.mark.parametrize("dev", DEVICES)
+def test_trainer_rows_may_mix_prompts(dev):
+    m = rigged_model(vocab=16, gain=1.0, seed=3, emb=0.1).to(dev)
     pa, pb = rand_prompts([4, 9], 16, seed=5)
     a = generate(m, [pa], num_samples=3, max_new_tokens=6, temperature=1.0, seed=1)
     b = generate(m, [pb], num_samples=2, max_new_tokens=6, temperature=1.0, seed=2)
