@@ -1,27 +1,36 @@
 """
 fast_context.py: the fast weights. A GEPA-style reflective prompt optimizer over a *population* of
-contexts, always evaluated with the current policy. It never updates weights (no torch, no model).
+contexts, always evaluated with the current policy. It never updates weights (no torch, no model),
+and it does not know which reflector writes the proposals (they live in reflectors.py).
 
-    from fast_context import init_state, run_round, frontier_prompts, best_prompt, optimize, RuleReflector
-    state = init_state(task.seed_prompt, task.pareto, task.train, evaluate)    # seed scored on D_p
-    run_round(state, evaluate, num_proposals=4, reflector=RuleReflector())     # FST: every T RL steps
+    from fast_context import init_state, run_round, frontier_prompts, best_prompt, optimize
+    from reflectors import make_reflector
+    reflect = make_reflector("edit", max_tokens=48, count_tokens=word_count)
+    state = init_state(task.seed_prompt, task.pareto, task.train, evaluate)  # seed scored on D_p
+    run_round(state, evaluate, num_proposals=4, reflector=reflect)  # FST: every T RL steps
     frontier_prompts(state)   # [(prompt, count)]: draw per RL problem with weight = count
-    optimize(state, evaluate, RuleReflector(), max_rollouts=2000)             # context-only baseline
+    optimize(state, evaluate, reflect, max_rollouts=2000)          # context-only baseline
 
 Contracts (plain callables, so this file knows nothing about models or tasks objects):
   evaluate(context, problems) -> [(reward, output, feedback)]: one rollout of the CURRENT model per
-      problem with `context` as the prompt, scored by tasks.score. One problem = one rollout of budget.
+      problem with `context` as the prompt, scored by tasks.score. One problem = one rollout.
   reflector(current_prompt, records) -> str: a new prompt. records = [{"inputs": "in: 3 8 1 5",
       "outputs": "<model output>", "feedback": "wrong at positions 2; expected: 6 1 4 8"}], strings
-      only. A reflector that raises any Exception, or returns an empty / too long / unchanged /
-      duplicate prompt, is a rejected proposal: logged in state.events, never a crash.
+      only (make_records builds them). A reflector that raises any Exception, or returns an empty /
+      too long / unchanged / duplicate prompt, is a rejected proposal: logged in state.events and
+      in the round summary's "invalid" list, never a crash.
 
-The algorithm (GEPA, Agrawal et al. 2025, default configuration without merge; see ALGORITHMS.md A):
-score the seed on D_p; per Pareto instance keep the best score and every candidate reaching it. An
-iteration draws a non-dominated parent in proportion to its number of instance fronts, evaluates it on
-the next minibatch of b train problems, skips if all perfect, asks the reflector for a child, evaluates
-it on the same minibatch and accepts it on a strict gain of the sum; accepted children are scored on D_p.
-Cost: 2b per iteration (+|D_p| if accepted, only b if skipped or invalid).
+The algorithm (GEPA, Agrawal et al. 2025, in its default configuration, without merge):
+  1. Score the seed prompt on the Pareto set D_p. For every instance of D_p keep the best score
+     any candidate reached there and every candidate reaching it: that instance's front.
+  2. An iteration draws a parent among the non-dominated candidates, with probability proportional
+     to the number of instance fronts it is on.
+  3. It runs the parent on the next minibatch of b train problems; if every reward is perfect there
+     is nothing to learn, and the iteration is skipped.
+  4. Otherwise the reflector reads the minibatch records and proposes a child prompt, which runs on
+     the same minibatch. The child is accepted only on a strict gain of the reward sum over the
+     parent's; an accepted child is scored on D_p and joins the pool and the fronts.
+Cost: 2b rollouts per iteration (+|D_p| if accepted, only b if skipped or invalid).
 
 Design choices and why:
 - Rounds (FST): scores measured under older weights go stale, so run_round first re-scores the frontier
@@ -38,24 +47,13 @@ Design choices and why:
 - best_prompt(): best mean on D_p among frontier candidates; ties: fewest tokens, then earliest.
 - Minibatches: one shuffle per epoch, padded to a multiple of b with that epoch's first ids.
 - count_tokens: whitespace words by default; pass `lambda t: len(enc.encode_ordinary(t))` for real tokens.
-
-Reflectors. RuleReflector stands in for a strong reflection LM: it reads the expected answers in the
-feedback, brute-forces the op library (every chain of 1-3 ops, ~10^3, plus a `map` table read off
-aligned digits and merged with the current prompt's) and writes `rule: ...`, or demonstrations if
-nothing fits. DemoReflector only curates demonstrations. An HTTP reflector would fit the same
-interface: render GEPA's meta-prompt (current prompt; per record "## Inputs / ## Generated Outputs /
-## Feedback"; "write a new instruction with every niche fact, inside ``` fences"), POST it to an
-OpenAI-compatible /v1/chat/completions, return the fenced text, raise on an HTTP error or no fence.
 """
 
 import copy
-import functools
 import random
-import re
 from dataclasses import dataclass, field
 
-from tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, Op, Problem, SpecError, apply_rule, demo_context,
-                   digits_text, instruction, parse_digits, parse_rule, problem_text, rule_text)
+from tasks import problem_text
 
 EPS = 1e-9  # float tolerance for "strictly better"
 
@@ -97,9 +95,13 @@ def _evaluate(state, evaluate, context, problems):
         raise ValueError(f"evaluate returned {len(results)} results for {len(problems)} problems")
     state.rollouts += len(problems)
     rewards = [float(r) for r, _, _ in results]
-    records = [{"inputs": problem_text(p), "outputs": str(o), "feedback": str(f)}
-               for p, (_, o, f) in zip(problems, results)]
-    return rewards, records
+    return rewards, make_records(problems, results)
+
+
+def make_records(problems, results):
+    """Problems and their evaluate() results -> the reflector's records (strings only)."""
+    return [{"inputs": problem_text(p), "outputs": str(o), "feedback": str(f)}
+            for p, (_, o, f) in zip(problems, results)]
 
 
 def rebuild_frontier(state):
@@ -301,182 +303,3 @@ def load_state_dict(d, pareto, train, count_tokens=None):
     state.rng.setstate((d["rng"][0], tuple(d["rng"][1]), d["rng"][2]))
     rebuild_frontier(state)
     return state
-
-
-# -----------------------------------------------------------------------------
-# reflectors: text in, text out
-
-_IN_RE = re.compile(r"in:\s*([0-9 ]+)")
-_EXPECTED_RE = re.compile(r"expected:\s*([0-9 ]+)")
-
-
-def parse_records(records):
-    """records -> [(inputs, expected, failed)], deduplicated. Unparseable records are skipped; no
-    parseable record, or one input with two different expected answers, raises ValueError."""
-    out, seen = [], {}
-    for r in records:
-        m_in = _IN_RE.search(str(r.get("inputs", "")))
-        m_exp = _EXPECTED_RE.search(str(r.get("feedback", "")))
-        xs = parse_digits(m_in.group(1)) if m_in else None
-        ys = parse_digits(m_exp.group(1)) if m_exp else None
-        if xs is None or ys is None:
-            continue
-        xs, ys = tuple(xs), tuple(ys)
-        if xs in seen:
-            if seen[xs] != ys:
-                raise ValueError(f"contradictory feedback: in {digits_text(xs)} expected both "
-                                 f"{digits_text(seen[xs])} and {digits_text(ys)}")
-            continue
-        seen[xs] = ys
-        out.append((xs, ys, not str(r.get("feedback", "")).startswith("correct")))
-    if not out:
-        raise ValueError("no record has parseable inputs ('in: ...') and feedback ('expected: ...')")
-    return out
-
-
-def parse_demos(text):
-    """'demo: 3 1 2 -> 5 4 6 ; ...' lines of a context -> [(inputs, outputs)] (malformed demos skipped)."""
-    out = []
-    for line in text.splitlines():
-        if line.strip().startswith("demo:"):
-            for part in line.strip()[len("demo:"):].split(";"):
-                a, _, b = part.partition("->")
-                xs, ys = parse_digits(a), parse_digits(b)
-                if xs and ys:
-                    out.append((tuple(xs), tuple(ys)))
-    return out
-
-
-def parse_context_rule(text):
-    """The rule stated by a `rule: ...` line of a context, or None ('rule: ?' and junk -> None)."""
-    for line in text.splitlines():
-        if line.strip().startswith("rule:"):
-            try:
-                return parse_rule(line.strip()[len("rule:"):])
-            except SpecError:
-                return None
-    return None
-
-
-def fit_demos(head, pairs, max_demos, max_tokens, count_tokens=word_count):
-    """`head` (or nothing) + one demo line with as many of `pairs` (priority order, unique inputs) as
-    fit both max_demos and max_tokens. Returns None if not even one demo fits."""
-    chosen, seen = [], set()
-    for xs, ys in pairs:
-        if xs in seen or len(chosen) >= max_demos:
-            continue
-        line = demo_context([Problem(x, y) for x, y in chosen + [(xs, ys)]])
-        if count_tokens(f"{head}\n{line}" if head else line) <= max_tokens:
-            chosen.append((xs, ys))
-            seen.add(xs)
-    if not chosen:
-        return None
-    line = demo_context([Problem(x, y) for x, y in chosen])
-    return f"{head}\n{line}" if head else line
-
-
-@functools.lru_cache(maxsize=None)
-def library_chains(max_ops=3):
-    """Every chain of 1..max_ops library ops with no op name twice in a row (map excluded: it stays
-    alone), shortest first, then in library order. Built once (~10^3 chains for 3 ops)."""
-    ops = []
-    for name in CHAIN_OPS:
-        lo, hi = PARAM_RANGE.get(name, (None, None))
-        ops += [Op(name, k) for k in range(lo, hi + 1)] if lo is not None else [Op(name)]
-    chains, level = [], [()]
-    for _ in range(max_ops):
-        level = [c + (o,) for c in level for o in ops if not c or o.name != c[-1].name]
-        chains += level
-    return tuple(chains)
-
-
-def infer_map(examples, base=()):
-    """The `map` rule consistent with every (inputs, expected) pair, starting from the table `base`
-    (merged): changed digits give entries, unchanged digits must stay out. None on a conflict, a length
-    change, an empty table or more than MAX_MAP entries."""
-    table, unchanged = dict(base), set()
-    for xs, ys in examples:
-        if len(xs) != len(ys):
-            return None
-        for a, b in zip(xs, ys):
-            if a == b:
-                unchanged.add(a)
-            elif table.setdefault(a, b) != b:
-                return None
-    if unchanged & set(table) or not 1 <= len(table) <= MAX_MAP:
-        return None
-    return (Op("map", tuple(sorted(table.items()))),)
-
-
-def consistent(rule, examples):
-    return all(apply_rule(rule, list(xs)) == list(ys) for xs, ys in examples)
-
-
-def consistent_rules(examples, current=None):
-    """All library rules mapping every example right, shortest first: 1-op chains, then the map rule
-    (merged with `current`'s table when `current` is a compatible map), then 2- and 3-op chains."""
-    if any(len(xs) != len(ys) for xs, ys in examples):
-        return []  # every op keeps the length
-    chains = [c for c in library_chains() if consistent(c, examples)]
-    base = current[0].arg if current and len(current) == 1 and current[0].name == "map" else ()
-    m = (infer_map(examples, base) if base else None) or infer_map(examples)  # merged, else examples only
-    n1 = sum(len(c) == 1 for c in chains)
-    return chains[:n1] + ([m] if m else []) + chains[n1:]
-
-
-class _Reflector:
-    def __init__(self, max_demos, max_tokens=48, count_tokens=None):
-        self.max_demos, self.max_tokens, self.count_tokens = max_demos, max_tokens, count_tokens or word_count
-
-
-class RuleReflector(_Reflector):
-    """Offline stand-in for a strong reflection LM: feedback -> a consistent `rule: ...`.
-
-    Preferences: the shortest consistent rule (library order among equals). If the current prompt
-    already states a consistent rule, the next consistent rule after it (cyclically), so repeated
-    proposals explore equivalent phrasings; if it is the only one, the same rule plus demonstrations of
-    the failed examples. No rule fits: demonstrations. Contradictory / unparseable feedback: ValueError.
-    """
-
-    def __init__(self, max_demos=2, max_tokens=48, count_tokens=None):
-        super().__init__(max_demos, max_tokens, count_tokens)
-
-    def __call__(self, current_prompt, records):
-        recs = parse_records(records)
-        examples = [(xs, ys) for xs, ys, _ in recs]
-        failed = [(xs, ys) for xs, ys, f in recs if f] or examples
-        current = parse_context_rule(current_prompt)
-        rules = consistent_rules(examples, current)
-        texts = [rule_text(r) for r in rules]
-        if not rules:  # nothing in the library fits: show the examples instead
-            out = fit_demos(None, failed + examples, self.max_demos, self.max_tokens, self.count_tokens)
-            if out is None:
-                raise ValueError("no rule fits and no demonstration fits the token budget")
-            return out
-        if current is None or not consistent(current, examples):
-            return instruction(rules[0])
-        cur = rule_text(current)
-        others = [t for t in texts if t != cur]
-        if others:  # explore: the next consistent rule after the current one
-            return "rule: " + (texts[(texts.index(cur) + 1) % len(texts)] if cur in texts else others[0])
-        head = instruction(current)  # the only consistent rule: vary it with the failed examples
-        out = fit_demos(head, failed + parse_demos(current_prompt), self.max_demos, self.max_tokens, self.count_tokens)
-        return out or head  # nothing fits: unchanged, which the optimizer rejects and logs
-
-
-class DemoReflector(_Reflector):
-    """Curates demonstrations from feedback, knowing nothing of the op library: the failed examples
-    first, then demos already in the current prompt, then the passed examples; at most max_demos and
-    max_tokens. The output is a demonstration-only context (`demo: a -> b ; ...`)."""
-
-    def __init__(self, max_demos=3, max_tokens=48, count_tokens=None):
-        super().__init__(max_demos, max_tokens, count_tokens)
-
-    def __call__(self, current_prompt, records):
-        recs = parse_records(records)
-        failed, passed = [(x, y) for x, y, f in recs if f], [(x, y) for x, y, f in recs if not f]
-        pairs = failed + parse_demos(current_prompt) + passed
-        out = fit_demos(None, pairs, self.max_demos, self.max_tokens, self.count_tokens)
-        if out is None:
-            raise ValueError(f"no demonstration fits {self.max_tokens} tokens")
-        return out

@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 import eval as ev
 import fast_context as fc
+import reflectors
 import rl
 import rollout
 import tasks
@@ -378,8 +379,8 @@ def holds_run(out_dir):
     return any(os.path.exists(os.path.join(out_dir, f)) for f in ("log.jsonl", "ckpt.pt", "summary.json", "model.pt"))
 
 
-def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=None, device="auto", log=print,
-        resume=False):
+def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=None, device="auto", log=print,
+        resume=False, llm=None):
     """One training run from checkpoint `init`; writes out_dir/log.jsonl, summary.json and model.pt.
     `base` (default: init) is the model KL(pi_theta || pi_base) is measured against. Checkpoints
     out_dir/ckpt.pt every preset.ckpt_every steps; resume=True continues from it, or returns the summary
@@ -417,8 +418,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="rule", base=
     ref = copy.deepcopy(model).eval() if preset.beta > 0 else None     # KL-penalty reference: the initial weights
     policy = make_policy(model, enc, preset)
     count_tokens = lambda text: len(enc.encode_ordinary(text))
-    make_reflector = {"rule": fc.RuleReflector, "demo": fc.DemoReflector}[reflector]
-    reflect = make_reflector(max_tokens=preset.context_tokens, count_tokens=count_tokens)
+    reflect = reflectors.make_reflector(reflector, preset.context_tokens, count_tokens,
+                                        **(llm or {}))
     stage_at = [k for k, (_, n) in enumerate(stages) for _ in range(n)]  # step -> index of its stage
     start, rl_rollouts, wall0, skipped, bad_run, done, rows = 0, 0, 0.0, 0, 0, False, []
     if ck is not None:  # resume: weights, optimizer, RNG streams, counters, GEPA state, the log so far
@@ -661,7 +662,10 @@ def main(argv=None):
     r.add_argument("--loss", default=None, choices=list(rl.LOSS_TYPES))
     r.add_argument("--beta", type=float, default=None, help="k3 KL penalty to the initial weights")
     # fast weights
-    r.add_argument("--reflector", default="rule", choices=["rule", "demo"])
+    r.add_argument("--reflector", default="edit", choices=list(reflectors.REFLECTORS))
+    r.add_argument("--llm-url", default=None, help="llm: API root, e.g. http://localhost:11434/v1")
+    r.add_argument("--llm-model", default=None, help="llm: the model's name on that server")
+    r.add_argument("--llm-timeout", type=positive(float), default=30.0, help="llm: seconds per try")
     r.add_argument("--gepa-every", type=positive(int), default=None, help="T: a GEPA round every T RL steps")
     r.add_argument("--proposals", type=positive(int), default=None, help="K: proposals per GEPA round")
     r.add_argument("--budget", type=positive(int), default=None, help="context-only: rollout budget")
@@ -700,8 +704,13 @@ def main(argv=None):
         base = args.base or (default_base if os.path.exists(default_base) else None)
         tag = "schedule" if args.schedule else args.task.replace(":", "_").replace(" ", "").replace(",", "+")
         out = args.out or os.path.join(root, tag, args.method, f"s{args.seed}")
+        llm = None
+        if args.reflector == "llm":
+            if not (args.llm_url and args.llm_model):
+                die("--reflector llm needs --llm-url and --llm-model")
+            llm = dict(url=args.llm_url, model=args.llm_model, timeout=args.llm_timeout)
         s = run(args.method, schedule, preset, init, out, args.seed, args.reflector, device=device, base=base,
-                resume=args.resume)
+                resume=args.resume, llm=llm)
         print(json.dumps({k: s[k] for k in ("final_val_acc", "best_val_acc", "final_val_greedy", "steps", "rollouts",
                                             "wall_s", "deployed_prompt", "skipped_steps")}))
 

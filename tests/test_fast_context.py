@@ -1,8 +1,8 @@
 """
 tests/test_fast_context.py: the GEPA-style optimizer on hand-built score tables (frontier, dominance,
 parent sampling, acceptance, exact rollout accounting, stale re-scoring across rounds, invalid
-proposals, checkpoint round trip), the reflectors on feedback strings made by tasks.score, and a
-tiny end-to-end search with a fake policy.
+proposals, checkpoint round trip). The reflectors, and searches with them end to end, are tested in
+tests/test_reflectors.py.
 
 Run: python -m pytest -q tests/test_fast_context.py   (about a second on CPU)
 """
@@ -11,15 +11,12 @@ import json
 import os
 import random
 import sys
-import time
-
-import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tasks as T  # noqa: E402
-from fast_context import (DemoReflector, GEPAState, RuleReflector, add_candidate, best_prompt,  # noqa: E402
-                          frontier_prompts, gepa_iteration, init_state, load_state_dict, nondominated,
-                          optimize, parse_demos, rebuild_frontier, run_round, select_parent, state_dict)
+from fast_context import (GEPAState, add_candidate, best_prompt, frontier_prompts,  # noqa: E402
+                          gepa_iteration, init_state, load_state_dict, nondominated, optimize,
+                          rebuild_frontier, run_round, select_parent, state_dict)
 
 
 # -----------------------------------------------------------------------------
@@ -238,190 +235,3 @@ def test_state_dict_round_trip_resumes_identically():
         e1, e2 = gepa_iteration(st, ev, refl), gepa_iteration(st2, ev, refl)
         assert e1 == e2
     assert st.candidates == st2.candidates and st.front_sets == st2.front_sets and st.rollouts == st2.rollouts
-
-
-# -----------------------------------------------------------------------------
-# RuleReflector: recover hidden rules from feedback strings made by tasks.score
-
-def records_for(rule, inputs, output="0 0 0"):
-    recs = []
-    for xs in inputs:
-        p = T.Problem(tuple(xs), tuple(T.apply_rule(rule, list(xs))))
-        _, fb = T.score(p, output)
-        recs.append({"inputs": T.problem_text(p), "outputs": output, "feedback": fb})
-    return recs
-
-
-def random_inputs(rng, n, lo=5, hi=6, must_contain=()):
-    while True:
-        xs = [[rng.randrange(10) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
-        if all(any(d in x for x in xs) for d in must_contain):
-            return xs
-
-
-def maps_right(rule, inputs, proposal_rule):
-    return all(T.apply_rule(proposal_rule, list(xs)) == T.apply_rule(rule, list(xs)) for xs in inputs)
-
-
-def proposed_rule(text):
-    assert text.startswith("rule: "), text
-    return T.parse_rule(text.splitlines()[0][len("rule:"):])
-
-
-SINGLE = (["reverse", "sort", "swap"] + [f"rotate {k}" for k in range(T.PARAM_RANGE["rotate"][0], T.PARAM_RANGE["rotate"][1] + 1)]
-          + [f"add {k}" for k in range(T.PARAM_RANGE["add"][0], T.PARAM_RANGE["add"][1] + 1)])  # every op of the library
-MAPS = ["map 2>7 5>1 8>3", "map 4>0", "map 1>2 2>3", "map 0>9 9>0"]
-CHAINS = ["rotate 2 then add 3", "swap then rotate 1", "add 3 then reverse", "sort then add 2", "reverse then swap",
-          "rotate 1 then sort", "swap then add 2 then rotate 1", "add 3 then reverse then swap",
-          "rotate 1 then swap then add 1", "sort then swap then add 2", "reverse then rotate 2 then swap"]
-
-
-@pytest.mark.parametrize("text", SINGLE + MAPS + CHAINS)
-def test_rule_reflector_recovers_rule(text):
-    rule = T.parse_rule(text)
-    rng = random.Random(text)
-    keys = [a for a, _ in rule[0].arg] if rule[0].name == "map" else []
-    inputs = random_inputs(rng, 4, must_contain=keys)
-    out = RuleReflector()(T.SEED_PROMPT, records_for(rule, inputs))
-    got = proposed_rule(out)
-    assert maps_right(rule, inputs, got), (text, out)
-    assert maps_right(rule, random_inputs(rng, 30), got), (text, out)  # 4 examples determine these rules
-    assert len(got) <= len(rule)  # shortest consistent chain first
-
-
-def test_rule_reflector_explores_when_current_rule_is_consistent():
-    rule = T.parse_rule("rotate 2 then add 3")
-    inputs = random_inputs(random.Random(1), 3)
-    recs = records_for(rule, inputs)
-    refl, prompt, seen = RuleReflector(), "rule: rotate 2 then add 3", []
-    for _ in range(3):
-        prompt = refl(prompt, recs)
-        seen.append(prompt)
-        assert maps_right(rule, inputs, proposed_rule(prompt))
-    assert seen[0] != "rule: rotate 2 then add 3" and len(set(seen)) >= 2
-
-
-def test_rule_reflector_adds_demos_when_current_rule_is_the_only_one():
-    rule = T.parse_rule("map 2>7 5>1 8>3")
-    inputs = [[2, 5, 8, 0, 1], [8, 8, 2, 3, 4], [6, 9, 5, 2, 0]]
-    recs = records_for(rule, inputs)
-    out = RuleReflector()("rule: map 2>7 5>1 8>3", recs)
-    head, demo = out.split("\n")
-    assert head == "rule: map 2>7 5>1 8>3" and demo.startswith("demo: ")
-    demos = parse_demos(out)
-    assert 1 <= len(demos) <= 2 and len(out.split()) <= 48
-    for xs, ys in demos:
-        assert list(xs) in inputs and list(ys) == T.apply_rule(rule, list(xs))
-
-
-def test_rule_reflector_merges_map_tables_across_calls():
-    rule = T.parse_rule("map 2>7 5>1 8>3")
-    refl = RuleReflector()
-    first = refl(T.SEED_PROMPT, records_for(rule, [[2, 0, 5, 3, 4], [5, 5, 1, 2, 9], [6, 2, 0, 0, 4]]))
-    assert first == "rule: map 2>7 5>1"
-    second = refl(first, records_for(rule, [[8, 0, 3, 4, 6], [1, 8, 8, 9, 0], [3, 3, 8, 6, 1]]))
-    assert second == "rule: map 2>7 5>1 8>3"
-    # a compatible current table is kept even where these examples say nothing (no 2 in them) ...
-    assert refl("rule: map 2>9", records_for(rule, [[8, 0, 3, 4, 6], [5, 8, 1, 1, 0]])) == "rule: map 2>9 5>1 8>3"
-    # ... an incompatible one (2>9 against a 2 -> 7 example) is dropped: the examples' own table wins
-    assert refl("rule: map 2>9", records_for(rule, [[2, 8, 0, 3], [5, 8, 1, 1, 0]])) == "rule: map 2>7 5>1 8>3"
-    # a merged table over 3 entries is not a map rule: fall back to the examples' own table
-    fourth = refl("rule: map 2>7 5>1 8>3", records_for(T.parse_rule("map 4>0"), [[4, 1, 3], [4, 4, 9, 6]]))
-    assert fourth == "rule: map 4>0"
-
-
-def test_rule_reflector_falls_back_to_demos_and_fails_cleanly():
-    refl = RuleReflector()
-    # no library rule fits: demonstrations of the examples (failed first)
-    recs = [{"inputs": "in: 1 2 3 4", "outputs": "0", "feedback": "wrong length 1 (expected 4); expected: 9 0 0 1"},
-            {"inputs": "in: 5 6 7 8", "outputs": "0", "feedback": "wrong at positions 1; expected: 3 3 3 3"}]
-    out = refl(T.SEED_PROMPT, recs)
-    assert parse_demos(out) == [((1, 2, 3, 4), (9, 0, 0, 1)), ((5, 6, 7, 8), (3, 3, 3, 3))]
-    # a digit that changes in one example and stays in another: no map table, so demonstrations
-    recs2 = [{"inputs": "in: 2 0 0", "outputs": "0", "feedback": "wrong at positions 1; expected: 7 0 0"},
-             {"inputs": "in: 2 3 3", "outputs": "0", "feedback": "wrong at positions 1; expected: 2 3 3"}]
-    assert refl(T.SEED_PROMPT, recs2).startswith("demo: ")
-    # contradictory feedback: a clean ValueError, which the optimizer logs as an invalid proposal
-    bad = recs + [{"inputs": "in: 1 2 3 4", "outputs": "0", "feedback": "wrong; expected: 4 3 2 1"}]
-    with pytest.raises(ValueError, match="contradictory"):
-        refl(T.SEED_PROMPT, bad)
-    with pytest.raises(ValueError):
-        refl(T.SEED_PROMPT, [{"inputs": "???", "outputs": "", "feedback": "no answer here"}])
-    with pytest.raises(ValueError):
-        DemoReflector()(T.SEED_PROMPT, bad)
-    ev = FakeEval(lambda c, p: 0.0)
-    st = init_state("seed", problems(3), problems(6, 100), ev)
-    e = gepa_iteration(st, ev, lambda prompt, records: refl(prompt, bad))
-    assert e["kind"] == "invalid" and "contradictory" in e["reason"]
-
-
-def test_rule_reflector_is_fast():
-    rule = T.parse_rule("add 3 then reverse then swap")
-    recs = records_for(rule, random_inputs(random.Random(0), 3))
-    refl = RuleReflector()
-    refl(T.SEED_PROMPT, recs)  # builds the chain list once
-    t0 = time.perf_counter()
-    for _ in range(10):
-        refl(T.SEED_PROMPT, recs)
-    assert (time.perf_counter() - t0) / 10 < 0.05
-
-
-# -----------------------------------------------------------------------------
-# DemoReflector
-
-def test_demo_reflector_curates_failed_examples_within_budget():
-    rule = T.parse_rule("swap then add 1")
-    inputs = [[1, 2, 3, 4, 5], [9, 9, 0, 1, 2], [3, 1, 4, 1, 5]]
-    recs = records_for(rule, inputs)
-    p_ok = T.Problem((7, 7, 7), tuple(T.apply_rule(rule, [7, 7, 7])))
-    recs.insert(0, {"inputs": T.problem_text(p_ok), "outputs": "8 8 8", "feedback": T.score(p_ok, " 8 8 8")[1]})
-    current = "demo: 0 0 0 0 -> 1 1 1 1"
-    out = DemoReflector(max_demos=4, max_tokens=48)(current, recs)
-    demos = parse_demos(out)
-    assert out.startswith("demo: ") and len(out.split()) <= 48
-    for xs in inputs:  # every failed example made it in, first
-        assert (tuple(xs), tuple(T.apply_rule(rule, xs))) in demos[:3]
-    for xs, ys in demos:
-        assert list(ys) == T.apply_rule(rule, list(xs))
-    # a tight budget keeps the failed ones first and drops the rest
-    small = DemoReflector(max_demos=5, max_tokens=26)(current, recs)
-    assert len(small.split()) <= 26 and parse_demos(small) == demos[:2]
-    with pytest.raises(ValueError):
-        DemoReflector(max_tokens=5)(current, recs)
-
-
-# -----------------------------------------------------------------------------
-# end to end: a fake policy that follows stated rules; optimize() finds the hidden one
-
-def test_optimize_finds_hidden_rule_end_to_end():
-    task = T.make_task("rule:rotate 2,add 3", n_train=64, n_pareto=8, n_val=32)
-
-    def policy(context, p):  # executes a stated rule perfectly; otherwise reverses (partial credit)
-        rule = None
-        for line in context.splitlines():
-            if line.startswith("rule:"):
-                try:
-                    rule = T.parse_rule(line[len("rule:"):])
-                except T.SpecError:
-                    pass
-        out = T.apply_rule(rule, list(p.inputs)) if rule else list(p.inputs)[::-1]
-        return " " + T.digits_text(out)
-
-    calls = [0]
-
-    def evaluate(context, probs):
-        calls[0] += len(probs)
-        out = []
-        for p in probs:
-            o = policy(context, p)
-            r, fb = T.score(p, o)
-            out.append((r, o, fb))
-        return out
-
-    st = init_state(task.seed_prompt, task.pareto, task.train, evaluate, seed=0)
-    optimize(st, evaluate, RuleReflector(), max_rollouts=40)
-    assert st.rollouts == calls[0] and st.rollouts < 40 + 2 * 3 + 8
-    best = best_prompt(st)
-    got = proposed_rule(best)
-    assert all(T.apply_rule(got, list(p.inputs)) == list(p.answer) for p in task.val), best
-    assert frontier_prompts(st)[0][1] == 8 and any(e["kind"] == "accepted" for e in st.events)

@@ -19,7 +19,7 @@ import time
 import pytest
 import torch
 
-import fast_context as fc
+import reflectors
 import rl
 import tasks
 import train
@@ -227,7 +227,7 @@ def test_bad_reflector_proposals_are_rejected_and_logged(micro_base, tmp_path, m
             if isinstance(a, Exception):
                 raise a
             return a
-    monkeypatch.setattr(fc, "RuleReflector", BadReflector)
+    monkeypatch.setattr(reflectors, "make_reflector", lambda *args, **kw: BadReflector())
     s = train.run("fst", [("cipher", 4)], train.replace(MICRO, gepa_proposals=3, gepa_every=2), micro_base,
                   str(tmp_path / "f"), log=lambda *a: None)
     reasons = [x for r in _rows(tmp_path / "f") for x in r.get("gepa_invalid", [])]
