@@ -28,7 +28,7 @@ import torch
 
 from model import GPT, GPTConfig
 from rollout import generate, generate_naive, sample_tokens
-from train import CLIParser, die, positive  # one-line errors for bad flags, as every fastslow command
+from cli import CLIParser, UserError, exit_on_user_error, positive  # one-line errors, as every fastslow command
 
 # peak memory bandwidth, GB/s, by a substring of torch.cuda.get_device_name()
 CARD_GBPS = {"H200": 4800, "H100 SXM": 3350, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350,
@@ -193,7 +193,8 @@ def bench_sample(args, device):
                         torch=torch.__version__, peak_GBps=gbps_peak, rows=rows))
 
 
-def main():
+@exit_on_user_error
+def main(argv=None):
     ap = CLIParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["rollout", "sample"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
@@ -212,13 +213,13 @@ def main():
     ap.add_argument("--batch", type=positive(int), default=512)
     ap.add_argument("--vocabs", default="512,32768")
     ap.add_argument("--bandwidth", type=positive(float), default=None, help="peak GB/s of the card (default: looked up)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        die("--device cuda but no CUDA device is visible; use --device cpu")
+        raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
     if args.min_len > args.max_len:
-        die(f"--min-len {args.min_len} > --max-len {args.max_len}")
+        raise UserError(f"--min-len {args.min_len} > --max-len {args.max_len}")
     if not all(v.strip().isdigit() for v in args.vocabs.split(",")):
-        die(f"--vocabs must be comma-separated integers, got '{args.vocabs}'")
+        raise UserError(f"--vocabs must be comma-separated integers, got '{args.vocabs}'")
     args.vocabs = [int(v) for v in args.vocabs.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)

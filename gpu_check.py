@@ -60,6 +60,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import rollout  # noqa: E402
 import tasks  # noqa: E402
+import pretrain  # noqa: E402
 import train  # noqa: E402
 from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
 
@@ -255,11 +256,11 @@ def check_model():
 
 def bench_bandwidth():
     n = (1 << 28) if DEV == "cuda" else (1 << 22)
-    x = torch.randn(n, device=DEV)
-    y = torch.empty_like(x)
-    t = timed(lambda: y.copy_(x))
+    src = torch.randn(n, device=DEV)
+    dst = torch.empty_like(src)
+    t = timed(lambda: dst.copy_(src))
     copy_gbps = 2 * n * 4 / t / 1e9  # read + write
-    del x, y
+    del src, dst
     rows = []
     shapes = [(8192, 32768), (131072, 320)] if DEV == "cuda" else [(64, 320)]
     for B, V in shapes:
@@ -304,7 +305,7 @@ def bench_pretrain_step():
     enc = tasks.build_tokenizer(seed=0)
     rng = random.Random(0)
     t0 = time.perf_counter()
-    batches = [train.make_batch(enc, [tasks.pretrain_example(rng, tasks.UNSEEN_RULES, p.pack)
+    batches = [pretrain.make_batch(enc, [tasks.pretrain_example(rng, tasks.UNSEEN_RULES, p.pack)
                                       for _ in range(p.pretrain_batch)], DEV) for _ in range(8)]
     make_batch_ms = (time.perf_counter() - t0) / 8 * 1e3
     cfg = GPTConfig(vocab_size=(enc.n_vocab + 63) // 64 * 64, block_size=p.block_size, n_layer=p.n_layer,
@@ -325,7 +326,7 @@ def bench_pretrain_step():
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=mode == "bf16" and DEV == "cuda"):
                 logits = model(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
-            train.guarded_step(model, opt, loss)
+            pretrain.guarded_step(model, opt, loss)
         t = timed(step, iters=20, warmup=3)
         tokens = sum(x.numel() for x, _ in batches) / len(batches)
         n_matmul = model.num_params() - cfg.vocab_size * cfg.n_embd  # the tied head is counted below

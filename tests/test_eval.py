@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import eval as ev
-import rollout
+from episodes import sample_rollouts
 import tasks
 from model import GPT, GPTConfig
 
@@ -29,8 +29,8 @@ def test_kl_is_zero_against_itself_and_matches_a_naive_loop():
     assert ev.kl_to_base(a, a, enc, ctx, problems, samples=2, max_new_tokens=6) < 1e-6
     got = ev.kl_to_base(a, b, enc, ctx, problems, samples=2, max_new_tokens=6, seed=3)
     # naive: the same completions, then one full forward per row and per position
-    tokens, mask, _, _, prompts = ev.sample_answers(a, enc, [ctx] * 3, problems, 2, 1.0, 3, 6)
-    prompts = rollout.expand_prompts(prompts, 2)
+    ro = sample_rollouts(a, enc, [ctx] * 3, problems, 2, 1.0, 3, 6)
+    tokens, mask, prompts = ro.tokens, ro.mask, ro.prompts  # one prompt per row
     total, count = 0.0, 0
     with torch.no_grad():
         for r in range(tokens.shape[0]):

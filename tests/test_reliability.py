@@ -19,11 +19,13 @@ import time
 import pytest
 import torch
 
+import pretrain
 import reflectors
 import rl
 import tasks
 import train
-from model import GPT, CheckpointError, load_checkpoint, save_checkpoint
+from cli import UserError
+from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICRO = train.PRESETS["micro"]
@@ -128,21 +130,21 @@ def test_pretraining_resume_matches_uninterrupted(tmp_path):
     preset = train.replace(MICRO, pretrain_steps=12, pretrain_ckpt_every=5)
     quiet = lambda *a: None
     train.pretrain(preset, str(tmp_path / "a"), "cpu", log=quiet)
-    real, n = train.make_batch, {"calls": 0}
+    real, n = pretrain.make_batch, {"calls": 0}
 
     def dies_at_step_8(*a, **kw):
         n["calls"] += 1
         if n["calls"] == 9:
             raise KeyboardInterrupt
         return real(*a, **kw)
-    train.make_batch = dies_at_step_8
+    pretrain.make_batch = dies_at_step_8
     try:
         with pytest.raises(KeyboardInterrupt):
             train.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet)
     finally:
-        train.make_batch = real
+        pretrain.make_batch = real
     assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["step"] == 5
-    with pytest.raises(SystemExit):  # an unfinished pretraining is not silently overwritten or resumed
+    with pytest.raises(UserError):  # an unfinished pretraining is not silently overwritten or resumed
         train.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet)
     train.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet, resume=True)
     ma, mb = load_checkpoint(tmp_path / "a" / "model.pt")[0], load_checkpoint(tmp_path / "b" / "model.pt")[0]
@@ -206,12 +208,10 @@ def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch):
 
 def test_many_bad_steps_in_a_row_stop_the_run(micro_base, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rl, "policy_loss", lambda *a, **kw: (torch.tensor(float("inf")), {"clip_frac": 0.0}))
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:  # library code raises; only main() prints it and exits
         train.run("rl", [("cipher", 20)], train.replace(MICRO, max_bad_steps=3), micro_base, str(tmp_path / "x"),
                   log=lambda *a: None)
-    assert e.value.code == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]  # (tqdm shares stderr)
-    assert len(err) == 1 and "3 optimizer steps in a row skipped" in err[0]
+    assert "\n" not in str(e.value) and "3 optimizer steps in a row skipped" in str(e.value)
     assert len(_rows(tmp_path / "x")) == 3  # it stopped at the third bad step
 
 
@@ -277,7 +277,7 @@ def workdir(micro_base, tmp_path_factory):
     (root / "broken" / "ckpt.pt").write_bytes(ck[: len(ck) // 3])       # an interrupted run, its ckpt truncated
     (root / "trunc.pt").write_bytes(ck[: len(ck) // 2])
     torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")         # a torch file, not ours
-    small = GPT(train.GPTConfig(vocab_size=load_checkpoint(base)[0].cfg.vocab_size, n_layer=1, n_head=1, n_embd=16))
+    small = GPT(GPTConfig(vocab_size=load_checkpoint(base)[0].cfg.vocab_size, n_layer=1, n_head=1, n_embd=16))
     save_checkpoint(str(root / "other_shape.pt"), small, {"tokenizer": load_checkpoint(base)[1]["tokenizer"]})
     os.makedirs(root / "half_pretrained")
     (root / "half_pretrained" / "ckpt.pt").write_bytes(b"unfinished")
@@ -323,7 +323,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, workdir, capsys,
 
 
 @pytest.mark.parametrize("cmd", [["train.py", "run", "--init", "trunc.pt", "--out", "new", "--preset", "micro"],
-                                 ["eval.py", "--seeds", "two"],
+                                 ["report.py", "--seeds", "two"],
                                  ["bench.py", "rollout", "--prompts", "-3"]])
 def test_command_lines_print_one_line_not_a_traceback(cmd, workdir):
     p = subprocess.run([sys.executable, os.path.join(ROOT, cmd[0])] + cmd[1:], cwd=workdir, capture_output=True,

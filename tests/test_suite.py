@@ -10,6 +10,7 @@ import json
 import math
 import os
 
+import report
 import train
 
 
@@ -30,7 +31,7 @@ def test_suite_end_to_end(tmp_path):
     for key in ("preset", "seeds", "wall_s", "c1_sample_efficiency", "c2_asymptote", "c3_kl_at_matched_reward",
                 "c4_forgetting", "c5_plasticity", "c6_continual", "c7_channels"):
         assert key in res, key
-    for task in train.SUITE_TASKS:
+    for task in report.SUITE_TASKS:
         c1 = res["c1_sample_efficiency"][task]
         for k in ("rl_peak", "rl_steps_to_peak", "fst_steps_to_rl_peak", "ratio", "ratio_rollouts"):
             assert k in c1
@@ -41,7 +42,7 @@ def test_suite_end_to_end(tmp_path):
         assert {"base_weights", "fst_weights"} <= set(res["c7_channels"][task])
         assert {"rl", "fst"} <= set(res["c2_asymptote"][task])
     assert {"from_base", "from_rl", "from_fst"} <= set(res["c5_plasticity"])
-    assert len(res["c6_continual"]) == len(train.CONTINUAL)
+    assert len(res["c6_continual"]) == len(report.CONTINUAL)
     leaves = list(_finite_leaves(res))
     assert len(leaves) > 50
     for path, v in leaves:
@@ -52,7 +53,7 @@ def test_suite_end_to_end(tmp_path):
             assert 0.0 <= v <= 1.0, (path, v)
     assert os.path.getsize(os.path.join(root, "report.md")) > 500
     pngs = [f for f in os.listdir(root) if f.endswith(".png")]
-    assert len(pngs) == 3 * len(train.SUITE_TASKS) + 2, pngs
+    assert len(pngs) == 3 * len(report.SUITE_TASKS) + 2, pngs
     # every run logged the keys the design asks for
     with open(os.path.join(root, "cipher", "fst", "s0", "log.jsonl")) as f:
         rows = [json.loads(line) for line in f]
@@ -63,7 +64,7 @@ def test_suite_end_to_end(tmp_path):
     # running the suite again skips every finished stage (no log is rewritten) and reports the same numbers
     logs = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
             for d, _, fs in os.walk(root) for f in fs if f == "log.jsonl"}
-    assert len(logs) == 3 * len(train.SUITE_TASKS) + 3 + 2
+    assert len(logs) == 3 * len(report.SUITE_TASKS) + 3 + 2
     again = train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     assert {p: os.stat(p).st_mtime_ns for p in logs} == logs
     assert json.loads(json.dumps(again)) == res
