@@ -88,9 +88,8 @@ def plot_curves(path, series, xlabel, title, vlines=()):
         ax.plot(xs, ys, label=label, marker=".", ms=3)
     for v in vlines:
         ax.axvline(v, color="gray", ls="--", lw=0.8)
-    ax.set_xlabel(xlabel); ax.set_ylabel("val exact match (mean@4)"); ax.set_title(title, fontsize=9)
-    ax.set_ylim(-0.02, 1.02); ax.grid(alpha=0.3); ax.legend(fontsize=7)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    ax.set(xlabel=xlabel, ylabel="val exact match (mean@4)", ylim=(-0.02, 1.02))
+    _finish_plot(fig, ax, path, title)
 
 
 def write_report(root, seeds, suite_wall_s, device="cpu", suite_tasks=SUITE_TASKS,
@@ -174,9 +173,18 @@ def _plot_kl(path, series, task):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, (acc, kl) in series.items():
         ax.plot(acc, kl, marker="o", ms=3, lw=0.8, label=m)
-    ax.set_xlabel("val exact match (mean@4)"); ax.set_ylabel("KL(pi_theta || pi_base) per token")
-    ax.set_title(f"{task}: drift from the base vs accuracy", fontsize=9); ax.grid(alpha=0.3); ax.legend(fontsize=7)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    ax.set(xlabel="val exact match (mean@4)", ylabel="KL(pi_theta || pi_base) per token")
+    _finish_plot(fig, ax, path, f"{task}: drift from the base vs accuracy")
+
+
+def _finish_plot(fig, ax, path, title):
+    import matplotlib.pyplot as plt
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _m(x, digits=3):

@@ -90,7 +90,7 @@ def policy_loss(logp, old_logp, advantages, mask, loss_type, eps_low=0.2, eps_hi
     """Policy-gradient loss to minimize -> (loss scalar, metrics dict of python floats).
 
     logp (B, T) with grad; old_logp (B, T) treated as a constant; advantages (B,); mask (B, T) bool
-    or 0/1 float. loss_type in LOSS_TYPES (see the module docstring and ALGORITHMS.md section B).
+    or 0/1 float. loss_type in LOSS_TYPES (see the module docstring and the README's Algorithm section).
     num_tokens: masked-token count of the whole optimizer step (dapo, cispo); default: this batch's.
     metrics: clip_frac, clip_low_frac, clip_high_frac (fractions of masked tokens), ratio_mean
     (masked mean of the ratio), frac_zero_adv (fraction of sequences with advantage exactly 0).
