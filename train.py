@@ -9,7 +9,7 @@ train.py: the training side of fastslow: pretraining, the one FST loop and its b
     python train.py run --method fst --task cipher --resume                   # continue an interrupted run
 
 Pretraining is plain supervised next-token training on the world's pretraining distribution
-(tasks.pretrain_example): a context (mostly an instruction), problems, and their answers, loss on the
+(tasks.pretrain_row): a context (mostly an instruction), problems, and their answers, loss on the
 answer tokens only, so all capacity goes into *executing rules stated in context*: the "pretrained
 LLM" of the paper, a general instruction follower. Greedy exact match is measured with one
 teacher-forced forward pass: greedy decoding reproduces the answer exactly iff the argmax at every
@@ -72,11 +72,13 @@ class Preset:
     block_size: int = 256
     # pretraining
     pretrain_steps: int = 2200
-    pretrain_batch: int = 64      # sequences per step (x pack problems each)
-    pretrain_lr: float = 3e-3
+    pretrain_batch: int = 64      # rows per step
+    pretrain_lr: float = 1.5e-3
     pretrain_warmup: int = 100
     pretrain_eval_every: int = 100000  # no mid-run eval: it costs wall time the budget lacks
-    pack: int = 3                 # problems per pretraining sequence (they share one context)
+    pack: int = 10                # problems drawn per pretraining row (they share one context) ...
+    row_tokens: int = 78          # ... of which a row keeps as many as fit this many tokens (tasks.pretrain_row)
+    calibration: float = 0.05     # share of rows whose context is the seed prompt over a random rule
     threads: int = 2
     # RL (slow weights)
     steps: int = 150              # RL steps per run (per stage for schedules)
@@ -310,7 +312,8 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
         for g in opt.param_groups:
             g["lr"] = lr
         rng = random.Random(seed * 1_000_003 + step)
-        x, y = make_batch(enc, [tasks.pretrain_example(rng, exclude, preset.pack) for _ in range(preset.pretrain_batch)], device)
+        x, y = make_batch(enc, [tasks.pretrain_row(rng, enc, preset.row_tokens, exclude, preset.calibration, preset.pack)
+                                for _ in range(preset.pretrain_batch)], device)
         with autocast(device):
             logits = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
