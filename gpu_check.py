@@ -305,8 +305,8 @@ def bench_pretrain_step():
     enc = tasks.build_tokenizer(seed=0)
     rng = random.Random(0)
     t0 = time.perf_counter()
-    batches = [pretrain.make_batch(enc, [tasks.pretrain_example(rng, tasks.UNSEEN_RULES, p.pack)
-                                      for _ in range(p.pretrain_batch)], DEV) for _ in range(8)]
+    row = lambda: tasks.pretrain_row(rng, enc, p.row_tokens, tasks.UNSEEN_RULES, p.calibration, p.pack)
+    batches = [pretrain.make_batch(enc, [row() for _ in range(p.pretrain_batch)], DEV) for _ in range(8)]
     make_batch_ms = (time.perf_counter() - t0) / 8 * 1e3
     cfg = GPTConfig(vocab_size=(enc.n_vocab + 63) // 64 * 64, block_size=p.block_size, n_layer=p.n_layer,
                     n_head=p.n_head, n_embd=p.n_embd)

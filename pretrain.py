@@ -5,7 +5,7 @@ pretrain.py: the base model, and the bookkeeping every training loop of fastslow
     metrics = pretrain(PRESETS["tiny"], "runs/tiny/base", "cpu", seed=0)   # or: python train.py pretrain
 
 Pretraining is plain supervised next-token training on the world's pretraining distribution
-(tasks.pretrain_example): a context (mostly an instruction), problems, and their answers, loss on the
+(tasks.pretrain_row): a context (mostly an instruction), problems, and their answers, loss on the
 answer tokens only, so all capacity goes into *executing rules stated in context*: the "pretrained
 LLM" of the paper, a general instruction follower. Greedy exact match is measured with one
 teacher-forced forward pass: greedy decoding reproduces the answer exactly iff the argmax at every
@@ -213,7 +213,8 @@ def pretrain_lr(preset, step):
 def pretrain_batch(enc, preset, seed, step, device):
     """The batch of one step, a function of (seed, step): a resumed run sees what an uninterrupted one would."""
     rng = random.Random(seed * preset.data_seed_stride + step)
-    examples = [tasks.pretrain_example(rng, tasks.UNSEEN_RULES, preset.pack) for _ in range(preset.pretrain_batch)]
+    examples = [tasks.pretrain_row(rng, enc, preset.row_tokens, tasks.UNSEEN_RULES, preset.calibration, preset.pack)
+                for _ in range(preset.pretrain_batch)]
     return make_batch(enc, examples, device)
 
 

@@ -145,7 +145,7 @@ def parse_rule(text):
 # -----------------------------------------------------------------------------
 # problems, contexts and sequences
 
-SEED_PROMPT = "rule: ?"  # the task-agnostic seed context: never seen in pretraining
+SEED_PROMPT = "rule: ?"  # the task-agnostic seed context; in pretraining only over random rules (pretrain_row)
 
 
 @dataclass(frozen=True)
@@ -277,6 +277,40 @@ def pretrain_example(rng, exclude=(), n_problems=1):
         demos = demo_context([make_problem(rule, rng, *LIST_LEN) for _ in range(2)])
         ctx = demos if u < 0.95 else instruction(rule) + "\n" + demos
     return ctx, ps
+
+
+def _more_ids(enc, p):
+    """Token ids of a further problem in a row: `\nin: ..\nout:` + answer + <|eos|>."""
+    return enc.encode_ordinary(f"\nin: {digits_text(p.inputs)}\nout:") + encode_answer(enc, p)
+
+
+def encode_row(enc, context, problems):
+    """Token ids of one pretraining row: <|bos|>, the context, then each problem with its answer and
+    <|eos|>. The first problem follows the context exactly as in a downstream sequence."""
+    ids = encode_prompt(enc, context, problems[0]) + encode_answer(enc, problems[0])
+    for p in problems[1:]:
+        ids += _more_ids(enc, p)
+    return ids
+
+
+def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
+    """-> (context, [Problem]): one packed pretraining row.
+
+    A context (as pretrain_example draws it) and as many of `draw` problems of its rule as fit in `budget`
+    tokens of encode_row (the first problem is always kept), so short rules carry more answers per row.
+    With probability `calibration` the context is the task-agnostic SEED_PROMPT over a random rule
+    instead: the first answer of such a row cannot be known from its context, so the model learns to
+    spread its guesses under an uninformative context rather than collapse onto one default (what lets
+    RL explore from the seed prompt). The rng is consumed the same way whatever the budget."""
+    calib = rng.random() < calibration
+    ctx, ps = pretrain_example(rng, exclude, draw)
+    if calib:
+        ctx = SEED_PROMPT
+    n, keep = len(encode_row(enc, ctx, ps[:1])), 1
+    while keep < len(ps) and n + len(_more_ids(enc, ps[keep])) <= budget:
+        n += len(_more_ids(enc, ps[keep]))
+        keep += 1
+    return ctx, ps[:keep]
 
 
 def general_eval_set(n=256, seed=1234, exclude=()):

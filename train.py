@@ -70,12 +70,14 @@ class Preset:
     block_size: int = 256
     # pretraining
     pretrain_steps: int = 2200
-    pretrain_batch: int = 64      # sequences per step (x pack problems each)
-    pretrain_lr: float = 3e-3
+    pretrain_batch: int = 64      # rows per step
+    pretrain_lr: float = 1.5e-3
     pretrain_warmup: int = 100
     pretrain_betas: tuple = (0.9, 0.95)
     pretrain_eval_every: int = 100000  # no mid-run eval: it costs wall time the budget lacks
-    pack: int = 3                 # problems per pretraining sequence (they share one context)
+    pack: int = 10                # problems drawn per pretraining row (they share one context) ...
+    row_tokens: int = 78          # ... of which a row keeps as many as fit this many tokens (tasks.pretrain_row)
+    calibration: float = 0.05     # share of rows whose context is the seed prompt over a random rule
     threads: int = 2
     # RL (slow weights)
     steps: int = 150              # RL steps per run (per stage for schedules)

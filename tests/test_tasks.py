@@ -466,3 +466,66 @@ def test_hidden_rule_is_not_a_single_op_in_disguise():
     old = parse_rule("swap then rotate 2")
     short = [[rng.randrange(10) for _ in range(L)] for L in (3, 4) for _ in range(100)]
     assert all(apply_rule(old, xs) == apply_rule((Op("reverse"),), xs) for xs in short)
+
+
+# -----------------------------------------------------------------------------
+# packed pretraining rows
+
+def test_pretrain_row_respects_the_budget_and_keeps_the_downstream_format(enc):
+    rng = random.Random(0)
+    counts = []
+    for budget in (20, 50, 78, 200):
+        for _ in range(200):
+            state = rng.getstate()
+            ctx, ps = tasks.pretrain_row(rng, enc, budget, UNSEEN_RULES)
+            rng_all = random.Random()
+            rng_all.setstate(state)
+            _, drawn = tasks.pretrain_row(rng_all, enc, 10 ** 6, UNSEEN_RULES)  # the same row, nothing cut
+            ids = tasks.encode_row(enc, ctx, ps)
+            single = tasks.encode_row(enc, ctx, ps[:1])
+            assert len(ps) >= 1
+            assert len(ids) <= budget or len(ps) == 1                # only a lone first problem may overflow
+            # the first problem is the downstream sequence: <|bos|> context \nin: .. \nout: answer <|eos|>
+            assert ids[:len(single)] == single == tasks.encode_prompt(enc, ctx, ps[0]) + tasks.encode_answer(enc, ps[0])
+            assert ps == drawn[:len(ps)]
+            if len(ps) < len(drawn):                                  # greedy: the next drawn problem would not fit
+                assert len(tasks.encode_row(enc, ctx, drawn[:len(ps) + 1])) > budget
+            counts.append(len(ps))
+    assert min(counts) == 1 and max(counts) == 10                    # tight and loose budgets both bite
+
+
+def test_pretrain_row_matches_the_training_batch(enc):
+    import train  # the batch builder pays exactly the tokens the packer counted
+    rng = random.Random(1)
+    rows = [tasks.pretrain_row(rng, enc, 78, UNSEEN_RULES) for _ in range(32)]
+    x, y = train.make_batch(enc, rows, "cpu")
+    pad = enc.encode_single_token("<|pad|>")
+    assert x.shape[1] == max(len(tasks.encode_row(enc, c, ps)) for c, ps in rows) - 1 <= 77
+    assert [int((r != pad).sum()) + 1 for r in x] == [len(tasks.encode_row(enc, c, ps)) for c, ps in rows]
+
+
+def test_pretrain_row_is_deterministic_per_rng(enc):
+    a = [tasks.pretrain_row(random.Random(7), enc, 78, UNSEEN_RULES, 0.3) for _ in range(3)]
+    assert a[0] == a[1] == a[2]
+    rng1, rng2 = random.Random(8), random.Random(8)
+    # the budget changes only how many problems are kept, never which rule or stream is drawn
+    for _ in range(50):
+        (c1, p1), (c2, p2) = tasks.pretrain_row(rng1, enc, 30, UNSEEN_RULES), tasks.pretrain_row(rng2, enc, 200, UNSEEN_RULES)
+        assert c1 == c2 and p1 == p2[:len(p1)]
+    assert rng1.random() == rng2.random()
+
+
+def test_calibration_rows_use_the_seed_prompt(enc):
+    rng = random.Random(3)
+    rows = [tasks.pretrain_row(rng, enc, 78, UNSEEN_RULES, calibration=0.25) for _ in range(2000)]
+    calib = [(c, ps) for c, ps in rows if c == SEED_PROMPT]
+    assert 400 < len(calib) < 600                                    # about the asked share
+    assert all(not c.startswith("rule: ?") for c, _ in rows if c != SEED_PROMPT)
+    for _, ps in calib:  # answers follow a trained rule: every problem of a row the same one
+        assert all(LIST_LEN[0] <= len(p.inputs) <= LIST_LEN[1] for p in ps)
+    # ... a random one per row: under the one context, many different functions (here: sorted, reversed, neither)
+    firsts = [ps[0] for _, ps in calib if len(set(ps[0].inputs)) == len(ps[0].inputs)]
+    n_sort = sum(list(p.answer) == sorted(p.inputs) for p in firsts)
+    n_rev = sum(list(p.answer) == list(p.inputs)[::-1] for p in firsts)
+    assert 0 < n_sort < len(firsts) / 2 and 0 < n_rev < len(firsts) / 2
+    assert not any(c == SEED_PROMPT for c, _ in [tasks.pretrain_row(random.Random(i), enc, 78, UNSEEN_RULES) for i in range(500)])
