@@ -36,7 +36,7 @@ pre-tokenizer splits them), op words become single tokens after a few merges.
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import tiktoken
 

@@ -495,10 +495,10 @@ def test_pretrain_row_respects_the_budget_and_keeps_the_downstream_format(enc):
 
 
 def test_pretrain_row_matches_the_training_batch(enc):
-    import train  # the batch builder pays exactly the tokens the packer counted
+    import pretrain  # the batch builder pays exactly the tokens the packer counted
     rng = random.Random(1)
     rows = [tasks.pretrain_row(rng, enc, 78, UNSEEN_RULES) for _ in range(32)]
-    x, y = train.make_batch(enc, rows, "cpu")
+    x, y = pretrain.make_batch(enc, rows, "cpu")
     pad = enc.encode_single_token("<|pad|>")
     assert x.shape[1] == max(len(tasks.encode_row(enc, c, ps)) for c, ps in rows) - 1 <= 77
     assert [int((r != pad).sum()) + 1 for r in x] == [len(tasks.encode_row(enc, c, ps)) for c, ps in rows]
