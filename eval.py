@@ -124,8 +124,27 @@ def area_and_threshold(rows, threshold):
     return {"auc": float(np.mean(ys)), "steps_to_threshold": first_reach(xs, ys, threshold), "final": ys[-1]}
 
 
+def bootstrap_ci(values, reps=2000, seed=0):
+    """95% percentile bootstrap interval of the mean: resample the values (one per base x seed) with
+    replacement `reps` times -> [lo, hi]. One value gives [v, v]: no interval without replicates."""
+    vals = np.asarray(values, float)
+    means = vals[np.random.default_rng(seed).integers(0, len(vals), (reps, len(vals)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
 def mean_std(values):
+    """Aggregate of one number over replicates -> {mean, std, ci95, n} (non-finite and missing values dropped)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
+        return {"mean": None, "std": None, "ci95": None, "n": 0}
+    return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "ci95": bootstrap_ci(vals), "n": len(vals)}
+
+
+def compare(a, b):
+    """Paired comparison of two methods over the same replicates (lists aligned by seed): the mean of a - b
+    with its bootstrap interval, and a verdict: 'higher' / 'lower' when the interval excludes 0."""
+    diff = mean_std([x - y for x, y in zip(a, b)])
+    if diff["n"] < 2:
+        return dict(diff, verdict="inconclusive")
+    lo, hi = diff["ci95"]
+    return dict(diff, verdict="higher" if lo > 0 else "lower" if hi < 0 else "inconclusive")

@@ -16,13 +16,14 @@ import numpy as np
 
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
-from eval import (area_and_threshold, curve, general_accuracy, kl_at_matched_reward, mean_std,
+from eval import (area_and_threshold, compare, curve, general_accuracy, kl_at_matched_reward, mean_std,
                   sample_efficiency, sigmoid_fit, task_accuracy)
 from model import load_checkpoint, write_atomic
 
 SUITE_TASKS = ["hidden-rule", "cipher", "long-lists"]
 PLASTICITY_TASK = "hidden-rule-2"                       # fresh RL on a second hidden rule, from three inits
 CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, task-agnostic seed prompt
+SUITE_METHODS = ["rl", "context", "fst", "instructed", "sequential"]  # the last two: controls for interleaving
 
 
 def run_dir(root, task, method, seed):
@@ -103,14 +104,19 @@ def write_report(root, seeds, suite_wall_s, device="cpu", suite_tasks=SUITE_TASK
     seed_list = list(range(seeds))
     res = {"preset": preset["name"], "seeds": seed_list, "wall_s": suite_wall_s,
            "c1_sample_efficiency": {}, "c2_asymptote": {}, "c3_kl_at_matched_reward": {}, "c4_forgetting": {},
-           "c5_plasticity": {}, "c6_continual": {}, "c7_channels": {}, "runs": {}}
+           "c5_plasticity": {}, "c6_continual": {}, "c7_channels": {}, "runs": {}, "controls": {}}
     plots = []
     for t in suite_tasks:
-        runs = {m: dict(_runs(root, t, m)) for m in ("rl", "context", "fst")}
+        runs = {m: dict(_runs(root, t, m)) for m in SUITE_METHODS}
+        runs = {m: v for m, v in runs.items() if v}  # suites made before the controls existed lack them
         res["runs"][t] = {m: {"rollouts": mean_std([r[-1]["rollouts"] for r in v.values()]),
                               "wall_s": mean_std([r[-1]["wall_s"] for r in v.values()]),
                               "final_val_acc": mean_std([curve(r)[1][-1] for r in v.values()])}
                           for m, v in runs.items()}
+        final = {m: [curve(v[s])[1][-1] for s in seed_list] for m, v in runs.items()}
+        res["controls"][t] = {m: {"final_val_acc": mean_std(final[m]),
+                                  "fst_minus_this": compare(final["fst"], final[m])}
+                              for m in runs if m != "fst"}
         res["c1_sample_efficiency"][t] = _agg([sample_efficiency(runs["rl"][s], runs["fst"][s]) for s in seed_list])
         res["c3_kl_at_matched_reward"][t] = _agg([kl_at_matched_reward(runs["rl"][s], runs["fst"][s]) for s in seed_list])
         res["c2_asymptote"][t] = {}
@@ -188,11 +194,12 @@ def _finish_plot(fig, ax, path, title):
 
 
 def _m(x, digits=3):
-    """Format an aggregated {mean, std, n} leaf (or a plain number)."""
+    """Format an aggregated {mean, ci95, n} leaf (or a plain number): mean [95% interval]."""
     if isinstance(x, dict) and "mean" in x:
         if x["mean"] is None:
             return "n/a"
-        return f"{x['mean']:.{digits}f}" + (f" ± {x['std']:.{digits}f}" if x["n"] > 1 else "")
+        lo, hi = x.get("ci95") or (None, None)
+        return f"{x['mean']:.{digits}f}" + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if x["n"] > 1 else "")
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
@@ -205,11 +212,18 @@ def render_report(res, plots, suite_tasks, continual):
          f"Seeds {res['seeds']}; suite wall time {res['wall_s']:.0f} s (pretraining and every run, each on its own "
          "clock, summed). Accuracy = exact match on the val split, "
          "mean@4 at the training temperature, with each method's deployed prompt (RL: the seed prompt; FST and "
-         "context-only: the frontier candidate with the best mean on D_p). Values are mean ± std over seeds.", ""]
+         "context-only: the frontier candidate with the best mean on D_p). Values are mean [95% bootstrap interval] "
+         "over seeds.", ""]
     L += ["## Runs", "", "| task | method | final val acc | rollouts (all) | wall s |", "|---|---|---|---|---|"]
     for t, d in res["runs"].items():
         for m, v in d.items():
             L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(v['rollouts'], 0)} | {_m(v['wall_s'], 0)} |")
+    L += ["", "## Controls: does interleaving matter? (final val acc; FST minus the control, paired by seed)", "",
+          "| task | control | its final val acc | FST - control | verdict |", "|---|---|---|---|---|"]
+    for t, d in res["controls"].items():
+        for m, v in d.items():
+            diff = v["fst_minus_this"]
+            L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(diff)} | FST {diff['verdict']} |")
     verdict = lambda ok: "**yes**" if ok else "**no**"
     L += ["", "## C1 sample efficiency: steps for FST to reach RL-only's peak", "",
           "| task | RL peak | RL steps to peak | FST steps to RL peak | ratio (steps) | ratio (rollouts) | trend (ratio ≥ 2) |",

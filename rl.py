@@ -20,10 +20,11 @@ Design choices, and why:
   of the group ("group"), of the whole batch ("batch", Lite-PPO) or not at all ("none", Dr. GRPO).
   A group whose rewards are all equal (or of size 1) gets exactly 0, tested with max == min rather
   than std == 0, because the float mean of equal numbers need not equal them bit for bit.
-- With one inner step on fresh rollouts (old_logp = logp.detach()) the ratio is exactly 1, no clip
-  is ever active, and grpo / dapo / cispo all reduce to the gradient of -A * logp; they differ only
-  in the normalizer (per-sequence token mean, global token count, ...). The clipping matters only
-  when old_logp comes from a stale policy (several inner steps, or off-policy samples).
+- On-policy (old_logp equal to logp) the ratio is exactly 1, no clip is ever active, and grpo / dapo /
+  cispo all reduce to the gradient of -A * logp; they differ only in the normalizer (per-sequence token
+  mean, global token count, ...). The clipping matters when old_logp comes from another policy: the
+  trainer (train.update_policy) takes old_logp from the sampler and makes several optimizer steps per
+  batch of rollouts, so from the second step on the ratio differs from 1 and CISPO's cap can act.
 - num_tokens (dapo, cispo) is the token count of the whole optimizer step, computed once by the
   caller: then every token weighs the same no matter how the batch is split into micro-batches, and
   the micro-batch losses simply add up to the full-batch loss (a per-micro-batch mean would not).

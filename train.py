@@ -10,14 +10,15 @@ train.py: the training side of fastslow: pretraining, the FST loop and its basel
 
 Pretraining and the bookkeeping runs share with it (checkpoints, guarded steps) live in pretrain.py.
 
-The FST step (`fst_step`, one screen) is the whole method; `rl` and `context` are the same step with one
-channel switched off (the flags `uses_context`, `trains_weights`):
+The FST step (`fst_step`, one screen) is the whole method; `rl`, `context` and the controls `instructed`
+and `sequential` are the same step with switches (METHODS):
   1. every T steps, a GEPA round with the current weights (fast_context.run_round)
   2. m prompts per problem drawn from GEPA's frontier, weighted by the instances each covers (draw_prompts)
   3. the problem's G rollouts split over its prompts, sampled and scored (episodes.sample_rollouts)
   4. ONE advantage baseline per problem across all its rollouts, whatever prompt they used
      (rl.group_advantages)
-  5. the CISPO update, each rollout conditioned on the prompt it actually used (update_policy)
+  5. the CISPO update over minibatches, each rollout conditioned on the prompt it actually used, old
+     log-probs from the sampler (update_policy)
 Evaluation deploys the frontier prompt with the best D_p mean. Every run logs one JSON line per step
 (log.jsonl), a summary.json and its final model.pt. `rollouts` counts every generated rollout, GEPA's
 evaluations included (evaluation on val is not counted).
@@ -88,7 +89,8 @@ class Preset:
     grad_clip: float = 1.0        # max global grad norm (pretraining and RL)
     temperature: float = 1.0
     max_new_tokens: int = 12
-    inner_steps: int = 1
+    inner_steps: int = 1          # passes over one batch of rollouts
+    minibatches: int = 2          # optimizer steps per pass (row chunks): from the 2nd one, ratio != 1
     loss_type: str = "cispo"
     adv_scale: str = "group"
     beta: float = 0.0             # optional k3 KL penalty to the initial weights (0: measured, not optimized)
@@ -124,7 +126,17 @@ PRESETS = {
                     gepa_every=2, gepa_proposals=2, context_budget=60, n_val=8, n_pareto=4,
                     max_new_tokens=8),
 }
-METHODS = {"rl": (False, True), "context": (True, False), "fst": (True, True)}  # uses_context, trains_weights
+# the methods, as switches of the one FST step: a frontier of prompts in the RL groups (uses_context), GEPA
+# rounds interleaved with RL (gepa_rounds), RL updates (trains_weights), the task's true instruction as the
+# fixed prompt (instructed). sequential = GEPA on the frozen base to its budget first, then RL over that
+# frozen frontier (as in BetterTogether); instructed = RL with the fast channel's ceiling handed over free.
+METHODS = {
+    "rl":         dict(uses_context=False, gepa_rounds=False, trains_weights=True, instructed=False),
+    "context":    dict(uses_context=True, gepa_rounds=True, trains_weights=False, instructed=False),
+    "fst":        dict(uses_context=True, gepa_rounds=True, trains_weights=True, instructed=False),
+    "instructed": dict(uses_context=False, gepa_rounds=False, trains_weights=True, instructed=True),
+    "sequential": dict(uses_context=True, gepa_rounds=False, trains_weights=True, instructed=False),
+}
 
 
 def pick_device(flag):
@@ -179,8 +191,10 @@ class RunState:
     ref: object                # the KL-penalty reference (initial weights) when preset.beta > 0, else None
     rng: random.Random         # problem and prompt draws
     seed: int
-    uses_context: bool         # GEPA rounds (fast weights)
+    uses_context: bool         # a frontier of prompts (fast weights) in the RL groups
+    gepa_rounds: bool          # GEPA rounds with the current weights (every T steps, or every step)
     trains_weights: bool       # RL updates (slow weights)
+    instructed: bool           # the fixed prompt is the task's true instruction, not its seed prompt
     policy: object             # make_policy(...): GEPA's evaluate
     reflect: object            # the reflector (fast_context's reflection step)
     gepa: object               # fast_context.GEPAState, or None for rl
@@ -198,12 +212,17 @@ def gepa_round(s, preset, rescore):
     return row
 
 
+def fixed_prompt(s):
+    """The prompt of a method without fast weights: the seed prompt, or the true instruction (instructed)."""
+    return s.task.instruction if s.instructed else s.task.seed_prompt
+
+
 def draw_prompts(s, problems, preset):
     """m frontier prompts per problem, weighted by the instances each covers; the problem's G rollouts are
     split among them. Without GEPA: the seed prompt, G rollouts. -> per prompt: contexts, sizes, problem ids."""
     if s.gepa is None:
         n = len(problems)
-        return [s.task.seed_prompt] * n, [preset.group_size] * n, list(range(n))
+        return [fixed_prompt(s)] * n, [preset.group_size] * n, list(range(n))
     front = fc.frontier_prompts(s.gepa)
     m = preset.prompts_per_problem
     split = [preset.group_size // m + (j < preset.group_size % m) for j in range(m)]
@@ -217,28 +236,40 @@ def draw_prompts(s, problems, preset):
 
 
 def update_policy(s, ro, adv, preset):
-    """Slow weights: preset.inner_steps optimizer steps of the policy loss (CISPO by default) on one batch
-    of rollouts, each conditioned on the prompt it was sampled with -> log fields."""
+    """Slow weights: the batch of rollouts is cut into preset.minibatches row chunks, one optimizer step each
+    (and preset.inner_steps passes over them). Each rollout is re-scored conditioned on the prompt it was
+    sampled with; the old log-probs are the sampler's, as an inference engine would return them, so from
+    the second optimizer step on the importance ratio differs from 1 and CISPO's cap can act. -> log fields."""
     s.model.train()
-    num_tokens = ro.mask.sum()  # the whole optimizer step's token count, computed once
-    old_logp = None
+    old_logp = ro.logp  # (R, L) the sampler's log-probs: the behaviour policy
+    chunks = [idx.tolist() for idx in torch.arange(len(ro)).chunk(preset.minibatches)]
+    stats, reason, gap = [], "", None
     for _ in range(preset.inner_steps):
-        logp = rollout.completion_logprobs(s.model, ro.prompts, ro.tokens, ro.mask, preset.temperature)  # (R, L)
-        if old_logp is None:
-            old_logp = logp.detach()  # fresh rollouts: ratio exactly 1 on the first inner step
-        loss, metrics = rl.policy_loss(logp, old_logp, adv, ro.mask, preset.loss_type, num_tokens=num_tokens)
-        if s.ref is not None:
-            ref_logp = rollout.completion_logprobs(s.ref, ro.prompts, ro.tokens, ro.mask, preset.temperature)
-            loss = loss + preset.beta * rl.masked_mean(rl.kl_k3(logp, ref_logp.detach(), ro.mask), ro.mask)
-        grad_norm, reason = guarded_step(s.model, s.opt, loss, preset.grad_clip)  # non-finite: skipped
+        for rows in chunks:
+            prompts, tokens, mask = [ro.prompts[r] for r in rows], ro.tokens[rows], ro.mask[rows]
+            logp = rollout.completion_logprobs(s.model, prompts, tokens, mask, preset.temperature)  # (r, L)
+            if gap is None:  # sampler vs trainer, before any update: numerics only
+                gap = float(((logp.detach() - old_logp[rows]).abs() * mask).sum() / mask.sum())
+            # token normalization once per optimizer step: this chunk's token count
+            loss, m = rl.policy_loss(logp, old_logp[rows], adv[rows], mask, preset.loss_type)
+            if s.ref is not None:
+                ref_logp = rollout.completion_logprobs(s.ref, prompts, tokens, mask, preset.temperature)
+                loss = loss + preset.beta * rl.masked_mean(rl.kl_k3(logp, ref_logp.detach(), mask), mask)
+            grad_norm, reason = guarded_step(s.model, s.opt, loss, preset.grad_clip)  # non-finite: skipped
+            stats.append((loss.item() if torch.isfinite(loss) else None, grad_norm, m))  # no NaN in JSON
+            if reason:
+                break
         if reason:
             break
     rewards, group, mask = torch.tensor(ro.rewards), torch.tensor(ro.group), ro.mask
+    mean = lambda xs: sum(xs) / len(xs) if xs and None not in xs else None
     row = {"skipped": reason} if reason else {}
-    row.update(reward=float(rewards.mean()), loss=loss.item() if torch.isfinite(loss) else None,  # no NaN in JSON
-               clip_frac=metrics["clip_frac"], entropy=float(-(ro.logp * mask).sum() / mask.sum()),
-               grad_norm=grad_norm, zero_std=rl.zero_std_fraction(rewards, group),
-               logp_gap=float(((old_logp - ro.logp.to(mask.device)).abs() * mask).sum() / mask.sum()))
+    row.update(reward=float(rewards.mean()), loss=mean([l for l, _, _ in stats]),
+               clip_frac=mean([m["clip_frac"] for _, _, m in stats]),
+               capped_frac=mean([m["clip_high_frac"] for _, _, m in stats]),  # CISPO: weight hit the cap
+               ratio_mean=mean([m["ratio_mean"] for _, _, m in stats]),
+               entropy=float(-(ro.logp * mask).sum() / mask.sum()), grad_norm=mean([g for _, g, _ in stats]),
+               zero_std=rl.zero_std_fraction(rewards, group), logp_gap=gap)
     return row
 
 
@@ -246,7 +277,7 @@ def fst_step(s, step, preset, fresh):
     """One step of Fast-Slow Training -> log fields. `fresh`: the frontier was just scored with these weights."""
     row = {}
     # 1. fast weights: a GEPA round with the current policy (every T steps; every step for context-only)
-    if s.uses_context and (not s.trains_weights or step % preset.gepa_every == 0):
+    if s.gepa_rounds and (not s.trains_weights or step % preset.gepa_every == 0):
         row.update(gepa_round(s, preset, rescore=step > 0 and s.trains_weights and not fresh))
     if not s.trains_weights:
         return row
@@ -279,7 +310,7 @@ def next_stage(s, task):
 
 def evaluate_step(s, base_model, preset, step, last, row):
     """Val accuracy and KL to the base with the deployed prompt, every eval_every steps and at the end."""
-    deployed = fc.best_prompt(s.gepa) if s.gepa is not None else s.task.seed_prompt
+    deployed = fc.best_prompt(s.gepa) if s.gepa is not None else fixed_prompt(s)
     if step % preset.eval_every == 0 or last:
         val = s.task.val
         acc, greedy = ev.task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples, preset.temperature,
@@ -320,12 +351,12 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
         raise UserError(f"{init} and the base {base} differ in tokenizer or model shape; KL needs the base "
                         "this run started from")
     torch.manual_seed(seed)
-    uses_context, trains_weights = METHODS[method]
+    flags = METHODS[method]
     opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=preset.betas, weight_decay=0.0,
                             fused=model.wte.weight.is_cuda)
     count_tokens = lambda text: len(enc.encode_ordinary(text))
     s = RunState(model=model, enc=enc, opt=opt, ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
-                 rng=random.Random(seed), seed=seed, uses_context=uses_context, trains_weights=trains_weights,
+                 rng=random.Random(seed), seed=seed, **flags,
                  policy=make_policy(model, enc, preset), gepa=None, task=task,
                  reflect=reflectors.make_reflector(reflector, preset.context_tokens, count_tokens, **(llm or {})))
     ck, rows, done = ledger.saved, [], False
@@ -337,12 +368,14 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
         s.rl_rollouts, done = ck["rl_rollouts"], ck["done"]
         with open(os.path.join(os.path.dirname(ledger.path), "log.jsonl")) as f:
             rows = [json.loads(line) for line in f.read().splitlines()[:ck["log_rows"]]]  # drop later rows
-    if uses_context and ck is not None:
+    if flags["uses_context"] and ck is not None:
         s.gepa = fc.load_state_dict(ck["gepa"], s.task.pareto, s.task.train, count_tokens)
-    elif uses_context:
+    elif flags["uses_context"]:
         s.gepa = fc.init_state(s.task.seed_prompt, s.task.pareto, s.task.train, s.policy, seed=seed,
                                minibatch_size=preset.minibatch, max_context_tokens=preset.context_tokens,
                                count_tokens=count_tokens)
+        if not flags["gepa_rounds"]:  # sequential: GEPA on the frozen base to its budget, before any RL
+            fc.optimize(s.gepa, s.policy, s.reflect, preset.context_budget)
     base_model.eval()
     return s, base_model, rows, done
 
@@ -442,7 +475,7 @@ def suite(preset, root, seeds=1, device="auto", log=print):
 
     for seed in range(seeds):
         for task in report.SUITE_TASKS:
-            for method in ("rl", "context", "fst"):
+            for method in report.SUITE_METHODS:
                 stage(method, [(task, preset.steps)], base, report.run_dir(root, task, method, seed), seed,
                       f"{task:12s} {method:8s}")
         for init in ("base", "rl", "fst"):  # C5 plasticity: fresh RL on a new task from three inits
@@ -498,7 +531,8 @@ def build_parser():
     # slow weights
     r.add_argument("--steps", type=positive(int), default=None, help="RL steps (default: the preset's)")
     r.add_argument("--lr", type=positive(float), default=None)
-    r.add_argument("--inner-steps", type=positive(int), default=None, help="optimizer steps per rollout batch")
+    r.add_argument("--inner-steps", type=positive(int), default=None, help="passes over one rollout batch")
+    r.add_argument("--minibatches", type=positive(int), default=None, help="optimizer steps per pass")
     r.add_argument("--loss", default=None, choices=list(rl.LOSS_TYPES))
     r.add_argument("--beta", type=float, default=None, help="k3 KL penalty to the initial weights")
     # fast weights
@@ -519,6 +553,7 @@ def with_overrides(preset, **flags):
 def run_command(args, preset, root, device):
     """`python train.py run ...`: validate every spec before any work, then one run."""
     preset = with_overrides(preset, steps=args.steps, lr=args.lr, inner_steps=args.inner_steps,
+                            minibatches=args.minibatches,
                             loss_type=args.loss, beta=args.beta, gepa_every=args.gepa_every,
                             gepa_proposals=args.proposals, context_budget=args.budget,
                             ckpt_every=args.ckpt_every)

@@ -51,3 +51,20 @@ def test_sigmoid_fit_recovers_its_asymptote():
     R = 0.1 + (0.8 - 0.1) / (1 + (40 / C) ** 2.0)
     fit = ev.sigmoid_fit(C, R)
     assert abs(fit["A"] - 0.8) < 0.03 and abs(fit["R0"] - 0.1) < 0.05
+
+
+def test_bootstrap_interval_and_paired_verdicts():
+    one = ev.mean_std([0.4])
+    assert one["ci95"] == [0.4, 0.4] and one["n"] == 1  # no replicates, no width
+    rng = random.Random(0)
+    small = [0.5 + rng.gauss(0, 0.1) for _ in range(9)]
+    big = [0.5 + rng.gauss(0, 0.1) for _ in range(400)]
+    s, b = ev.mean_std(small), ev.mean_std(big)
+    assert s["ci95"][0] < s["mean"] < s["ci95"][1]
+    assert b["ci95"][1] - b["ci95"][0] < (s["ci95"][1] - s["ci95"][0]) / 3  # ~1/sqrt(n) narrower
+    assert abs(b["mean"] - 0.5) < b["ci95"][1] - b["ci95"][0]  # the true mean is inside (for this draw)
+    assert ev.bootstrap_ci(small) == ev.bootstrap_ci(small)  # seeded: a report rebuilds identically
+    fst, rl = [0.9, 0.8, 0.95, 0.85], [0.5, 0.4, 0.6, 0.45]
+    assert ev.compare(fst, rl)["verdict"] == "higher" and ev.compare(rl, fst)["verdict"] == "lower"
+    assert ev.compare([0.5, 0.7, 0.4], [0.6, 0.5, 0.5])["verdict"] == "inconclusive"  # signs disagree
+    assert ev.compare([0.9], [0.1])["verdict"] == "inconclusive"  # one seed decides nothing

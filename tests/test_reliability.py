@@ -170,7 +170,8 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
         return (loss * float("nan") if policy_loss.calls - 1 in poisoned else loss), m
     policy_loss.calls = 0
     monkeypatch.setattr(rl, "policy_loss", policy_loss)
-    s = train.run("rl", [("cipher", 5)], MICRO, micro_base, str(tmp_path / "r"), log=lambda *a: None)
+    one_step = train.replace(MICRO, minibatches=1)  # one policy_loss call per step
+    s = train.run("rl", [("cipher", 5)], one_step, micro_base, str(tmp_path / "r"), log=lambda *a: None)
     rows = _rows(tmp_path / "r")
     assert [r["step"] for r in rows if r.get("skipped")] == sorted(poisoned)
     assert all(rows[i]["skipped"] == "non-finite loss" and rows[i]["grad_norm"] is None for i in poisoned)
@@ -181,7 +182,7 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
     # every step poisoned (and a high limit): the weights end exactly where they started
     poisoned.update(range(100))
     policy_loss.calls = 0
-    train.run("rl", [("cipher", 4)], train.replace(MICRO, max_bad_steps=10), micro_base, str(tmp_path / "all"),
+    train.run("rl", [("cipher", 4)], train.replace(one_step, max_bad_steps=10), micro_base, str(tmp_path / "all"),
               log=lambda *a: None)
     w0, w1 = _weights(micro_base), _weights(tmp_path / "all" / "model.pt")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
@@ -207,7 +208,8 @@ def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch):
 
 
 def test_many_bad_steps_in_a_row_stop_the_run(micro_base, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(rl, "policy_loss", lambda *a, **kw: (torch.tensor(float("inf")), {"clip_frac": 0.0}))
+    monkeypatch.setattr(rl, "policy_loss", lambda *a, **kw: (torch.tensor(float("inf")),
+                        {"clip_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 1.0}))
     with pytest.raises(UserError) as e:  # library code raises; only main() prints it and exits
         train.run("rl", [("cipher", 20)], train.replace(MICRO, max_bad_steps=3), micro_base, str(tmp_path / "x"),
                   log=lambda *a: None)

@@ -292,3 +292,26 @@ def test_tiny_policy_learns_trivial_reward():
         opt.step()
     assert history[0] < 0.25, history  # starts near chance (1/16)
     assert sum(history[-5:]) / 5 > 0.8, history  # and learns; a flipped advantage sign drives it to ~0
+
+
+def test_cispo_gradient_is_the_importance_weighted_one_until_the_cap_acts():
+    """Off-policy tokens (ratio != 1): below the cap CISPO's gradient equals that of the importance-weighted
+    policy gradient -sum(ratio * A) / N; a token whose ratio exceeds the cap gets weight `cap` instead."""
+    old = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    logp0 = torch.tensor([[-0.3, 0.4, -1.0], [0.2, -0.5, 2.5]], dtype=torch.float64)  # e^2.5 = 12.2 > cap 5
+    adv = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    lp = logp0.clone().requires_grad_(True)
+    loss, m = policy_loss(lp, old, adv, mask, "cispo", cispo_cap=5.0)
+    loss.backward()
+    lp_is = logp0.clone().requires_grad_(True)
+    (-(torch.exp(lp_is - old) * adv[:, None]).sum() / 6).backward()  # importance-weighted PG, no cap
+    capped = torch.zeros(2, 3, dtype=torch.bool)
+    capped[1, 2] = True
+    assert torch.allclose(lp.grad[~capped], lp_is.grad[~capped], atol=1e-12)  # uncapped tokens: equal
+    assert not torch.allclose(lp.grad[capped], lp_is.grad[capped])           # the capped token differs ...
+    assert torch.allclose(lp.grad[1, 2], -5.0 * adv[1] / 6)                 # ... its weight is exactly the cap
+    assert m["clip_high_frac"] == pytest.approx(1 / 6) and m["clip_frac"] == pytest.approx(1 / 6)
+    lp_pg = logp0.clone().requires_grad_(True)
+    (-(adv[:, None] * lp_pg).sum() / 6).backward()  # plain REINFORCE: not the same when ratio != 1
+    assert not torch.allclose(lp.grad, lp_pg.grad)

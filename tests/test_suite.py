@@ -64,7 +64,7 @@ def test_suite_end_to_end(tmp_path):
     # running the suite again skips every finished stage (no log is rewritten) and reports the same numbers
     logs = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
             for d, _, fs in os.walk(root) for f in fs if f == "log.jsonl"}
-    assert len(logs) == 3 * len(report.SUITE_TASKS) + 3 + 2
+    assert len(logs) == len(report.SUITE_METHODS) * len(report.SUITE_TASKS) + 3 + 2
     again = train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     assert {p: os.stat(p).st_mtime_ns for p in logs} == logs
     assert json.loads(json.dumps(again)) == res
