@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+import kernels
 import rollout
 from model import GPT, GPTConfig
 from rollout import (_sample_with_noise, completion_logprobs, expand_prompts, generate, generate_naive,
@@ -98,7 +99,7 @@ def test_triton_noise_is_gumbel_and_matches_explicit_path():
     def noise_kernel(seed_ptr, out_ptr, V, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
-        tl.store(out_ptr + row * V + cols, rollout._philox_gumbel(tl.load(seed_ptr), row, cols), mask=cols < V)
+        tl.store(out_ptr + row * V + cols, kernels._philox_gumbel(tl.load(seed_ptr), row, cols), mask=cols < V)
 
     B, V = 8, 500
     seed = torch.randint(0, 2 ** 31 - 1, (1,), generator=torch.Generator(DEV).manual_seed(5), device=DEV)
