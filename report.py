@@ -273,6 +273,24 @@ def render_report(res, plots, suite_tasks, continual):
     return "\n".join(L) + "\n"
 
 
+def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), trials=100):
+    """First-proposal hit rate of each reflector on each suite task (and the probe's), with the base
+    model's own greedy outputs as the records: {task: {reflector: rate}} (reflectors.first_hit_rate)."""
+    import reflectors
+    from episodes import sample_rollouts
+    base, extra = load_checkpoint(os.path.join(root, "base", "model.pt"), device)
+    enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]
+    evaluate = lambda ctx, problems: sample_rollouts(base.eval(), enc, [ctx] * len(problems), problems, 1, 0.0,
+                                                     0, preset["max_new_tokens"]).results()
+    count = lambda text: len(enc.encode_ordinary(text))
+    out = {}
+    for name in SUITE_TASKS + [PLASTICITY_TASK]:
+        task = tasks.make_task(name, n_pareto=preset["n_pareto"], n_val=preset["n_val"])
+        out[name] = {r: reflectors.first_hit_rate(reflectors.make_reflector(r, preset["context_tokens"], count),
+                                                  task, evaluate, trials=trials) for r in names}
+    return out
+
+
 @exit_on_user_error
 def main(argv=None):
     import torch
@@ -280,16 +298,20 @@ def main(argv=None):
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
     ap.add_argument("--seeds", type=positive(int), default=1)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--hit-rates", action="store_true", help="only: each reflector's first-proposal hit rate")
     args = ap.parse_args(argv)
     root = os.path.join("runs", args.preset)
     if not os.path.exists(os.path.join(root, "base", "model.pt")):
         raise UserError(f"no runs under {root}; run `python train.py --preset {args.preset}` first")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.hit_rates:
+        print(json.dumps(reflector_hit_rates(root, device)))
+        return
     old = os.path.join(root, "results.json")
     wall = float("nan")
     if os.path.exists(old):  # keep the suite's own wall time
         with open(old) as f:
             wall = json.load(f).get("wall_s", wall)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     write_report(root, args.seeds, wall, device=device)
     print(f"wrote {root}/report.md")
 

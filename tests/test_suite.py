@@ -68,3 +68,9 @@ def test_suite_end_to_end(tmp_path):
     again = train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     assert {p: os.stat(p).st_mtime_ns for p in logs} == logs
     assert json.loads(json.dumps(again)) == res
+    # each reflector's first-proposal hit rate, from the base's own outputs: graded strength
+    rates = report.reflector_hit_rates(root, trials=5)
+    assert set(rates) == set(report.SUITE_TASKS) | {report.PLASTICITY_TASK}
+    assert rates["hidden-rule"]["oracle"] == 1.0  # the grammar search writes the 2-op rule from 3 examples
+    assert rates["hidden-rule"]["edit"] == 0.0    # one local edit from `rule: ?` cannot state a 2-op rule
+    assert all(0.0 <= v <= 1.0 for d in rates.values() for v in d.values())
