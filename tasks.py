@@ -370,6 +370,17 @@ class Task:
         return instruction(self.rule)
 
 
+def parse_schedule(spec, steps):
+    """'A@N;B@N' -> [(task_spec, N), ...]; a plain task spec runs `steps` steps."""
+    stages = []
+    for part in spec.split(";"):
+        name, _, n = part.strip().rpartition("@") if "@" in part else (part.strip(), "", str(steps))
+        if not name or not n.isdigit() or int(n) < 1:
+            raise SpecError(f"bad schedule stage '{part}': write TASK@STEPS, stages separated by ';'")
+        stages.append((name, int(n)))
+    return stages
+
+
 # name -> (rule, list lengths, seed prompt or None for the task-agnostic one)
 NAMED_TASKS = {
     "hidden-rule": ("sort then add 2", LIST_LEN, None),         # like CodeIO: both channels matter

@@ -162,17 +162,6 @@ def setup_device(device):
 #   context  GEPA on the frozen weights                   (no weight updates; a step = one GEPA round)
 #   fst      both: a GEPA round every T steps, RL groups drawn over the frontier prompts
 
-def parse_schedule(spec, steps):
-    """'A@N;B@N' -> [(task_spec, N), ...]; a plain task spec runs `steps` steps."""
-    stages = []
-    for part in spec.split(";"):
-        name, _, n = part.strip().rpartition("@") if "@" in part else (part.strip(), "", str(steps))
-        if not name or not n.isdigit() or int(n) < 1:
-            raise tasks.SpecError(f"bad schedule stage '{part}': write TASK@STEPS, stages separated by ';'")
-        stages.append((name, int(n)))
-    return stages
-
-
 def make_policy(model, enc, preset):
     """The policy as GEPA sees it: (context, problems) -> [(reward, output, feedback)], one greedy rollout
     each (deterministic, so a prompt's score does not depend on sampling luck)."""
@@ -557,7 +546,7 @@ def run_command(args, preset, root, device):
                             loss_type=args.loss, beta=args.beta, gepa_every=args.gepa_every,
                             gepa_proposals=args.proposals, context_budget=args.budget,
                             ckpt_every=args.ckpt_every)
-    schedule = parse_schedule(args.schedule or args.task, preset.steps)
+    schedule = tasks.parse_schedule(args.schedule or args.task, preset.steps)
     for spec, _ in schedule:
         tasks.make_task(spec)
     llm = None
