@@ -1,12 +1,13 @@
 """
-cli.py: what every fastslow command shares: one error type for user mistakes, an argparse whose errors
-are one line, and a number parser for flags.
+cli.py: what every fastslow command shares: one error type for user mistakes, an argparse whose
+errors are one line, and a number parser for flags.
 
     from cli import UserError, CLIParser, positive, exit_on_user_error
 
-Library code (train.py, report.py, ...) raises UserError (or tasks.SpecError / model.CheckpointError, which
-their own modules raise); only a script's `main` turns them into the one line `error: ...` and exit code 2
-that users see, via exit_on_user_error. So every function stays usable from a notebook or a test.
+Library code (train.py, report.py, ...) raises UserError (or tasks.SpecError /
+model.CheckpointError, which their own modules raise); only a script's `main` turns them into the
+one line `error: ...` and exit code 2 that users see, via exit_on_user_error. So every function
+stays usable from a notebook or a test.
 """
 
 import argparse
@@ -17,7 +18,7 @@ import tasks
 
 
 class UserError(Exception):
-    """A mistake in what the user asked for (a flag, a folder, a checkpoint): one line, no traceback."""
+    """A mistake in what the user asked for (a flag, a folder, a checkpoint): one line, no trace."""
 
 
 class CLIParser(argparse.ArgumentParser):
@@ -33,7 +34,8 @@ def positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a{'n integer' if kind is int else ' number'}")
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}")
         if not value > 0:
             raise argparse.ArgumentTypeError(f"'{text}' must be > 0")
         return value

@@ -5,15 +5,16 @@ that makes it.
     ro = sample_rollouts(model, enc, contexts, problems, num_samples=8, temperature=1.0, seed=0)
     ro.rewards, ro.texts, ro.feedback          # per row: scored by the world's verifier
     ro.tokens, ro.mask, ro.logp                # (R, L) what the sampler emitted, and its log-probs
-    ro.prompts, ro.group                       # per row: the prompt it was sampled from, its problem's id
+    ro.prompts, ro.group                       # per row: its prompt, its problem's id
 
-Every consumer reads the same record (like GRPO-Zero's Episode): GEPA's evaluate (one greedy rollout per
-problem -> (reward, output, feedback)), the RL step (rewards -> one advantage per problem, tokens + mask
-+ prompts -> the trainer's re-score, logp -> the sampler's log-probs), and the accuracy measurements.
+Every consumer reads the same record (like GRPO-Zero's Episode): GEPA's evaluate (one greedy
+rollout per problem -> (reward, output, feedback)), the RL step (rewards -> one advantage per
+problem, tokens + mask + prompts -> the trainer's re-score, logp -> the sampler's log-probs), and
+the accuracy measurements.
 
 Row order is prompt-major, as rollout.generate lays it out: prompt i owns num_samples[i] consecutive
-rows. `group[r]` is the id of the problem row r answers (by default the prompt's index): an FST step puts
-several prompts of one problem into one group, so one problem may own rows of several prompts.
+rows. `group[r]` is the id of the problem row r answers (by default the prompt's index): an FST step
+puts several prompts of one problem into one group, so one problem may own rows of several prompts.
 """
 
 from dataclasses import dataclass
@@ -51,18 +52,20 @@ def expand(items, sizes):
 
 def sample_rollouts(model, enc, contexts, problems, num_samples=1, temperature=1.0, seed=0,
                     max_new_tokens=12, group=None):
-    """contexts[i] + problems[i] is prompt i; num_samples an int or one int per prompt; group[i] the id of
-    prompt i's problem (default i). Samples, decodes and scores -> Rollouts."""
+    """contexts[i] + problems[i] is prompt i; num_samples an int or one int per prompt; group[i]
+    the id of prompt i's problem (default i). Samples, decodes and scores -> Rollouts."""
     special = tasks.special_ids(enc)
     prompts = [tasks.encode_prompt(enc, c, p) for c, p in zip(contexts, problems)]
     sizes = [num_samples] * len(prompts) if isinstance(num_samples, int) else list(num_samples)
     was_training = model.training
     model.eval()
-    tokens, mask, logp = rollout.generate(model, prompts, num_samples, max_new_tokens, temperature=temperature,
-                                          seed=seed, eos_id=special["<|eos|>"], pad_id=special["<|pad|>"])
+    tokens, mask, logp = rollout.generate(model, prompts, num_samples, max_new_tokens,
+                                          temperature=temperature, seed=seed,
+                                          eos_id=special["<|eos|>"], pad_id=special["<|pad|>"])
     model.train(was_training)
     texts = [tasks.decode_completion(enc, row[m].tolist()) for row, m in zip(tokens, mask)]
     scored = [tasks.score(p, t) for p, t in zip(expand(problems, sizes), texts)]
+    group = group or range(len(prompts))
     return Rollouts(tokens=tokens, mask=mask, logp=logp, prompts=expand(prompts, sizes),
-                    contexts=expand(contexts, sizes), group=expand(group or range(len(prompts)), sizes),
-                    texts=texts, rewards=[r for r, _ in scored], feedback=[f for _, f in scored])
+                    contexts=expand(contexts, sizes), group=expand(group, sizes), texts=texts,
+                    rewards=[r for r, _ in scored], feedback=[f for _, f in scored])
