@@ -69,3 +69,12 @@ def sample_rollouts(model, enc, contexts, problems, num_samples=1, temperature=1
     return Rollouts(tokens=tokens, mask=mask, logp=logp, prompts=expand(prompts, sizes),
                     contexts=expand(contexts, sizes), group=expand(group, sizes), texts=texts,
                     rewards=[r for r, _ in scored], feedback=[f for _, f in scored])
+
+
+def greedy_evaluate(model, enc, max_new_tokens=12):
+    """The policy as GEPA sees it: (context, problems) -> [(reward, output, feedback)], one greedy
+    rollout per problem (deterministic, so a prompt's score does not depend on sampling luck)."""
+    def evaluate(context, problems):
+        return sample_rollouts(model, enc, [context] * len(problems), problems, 1, 0.0, 0,
+                               max_new_tokens).results()
+    return evaluate

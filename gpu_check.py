@@ -60,6 +60,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import rollout  # noqa: E402
 import tasks  # noqa: E402
+import bench  # noqa: E402
 import pretrain  # noqa: E402
 import train  # noqa: E402
 from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
@@ -91,23 +92,9 @@ def record(name, fn):
     return r
 
 
-def sync():
-    if DEV == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, iters=10, warmup=2):
-    """Median seconds per call over `iters` calls, after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds per call over `iters` calls, after `warmup` calls (bench.py's timer)."""
+    return bench.timeit(fn, warmup, iters, torch.device(DEV))
 
 
 def tf32(on):

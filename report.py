@@ -277,11 +277,10 @@ def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), tr
     """First-proposal hit rate of each reflector on each suite task (and the probe's), with the base
     model's own greedy outputs as the records: {task: {reflector: rate}} (reflectors.first_hit_rate)."""
     import reflectors
-    from episodes import sample_rollouts
+    from episodes import greedy_evaluate
     base, extra = load_checkpoint(os.path.join(root, "base", "model.pt"), device)
     enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]
-    evaluate = lambda ctx, problems: sample_rollouts(base.eval(), enc, [ctx] * len(problems), problems, 1, 0.0,
-                                                     0, preset["max_new_tokens"]).results()
+    evaluate = greedy_evaluate(base.eval(), enc, preset["max_new_tokens"])
     count = lambda text: len(enc.encode_ordinary(text))
     out = {}
     for name in SUITE_TASKS + [PLASTICITY_TASK]:

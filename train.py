@@ -53,7 +53,7 @@ import rl
 import rollout
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
-from episodes import sample_rollouts
+from episodes import greedy_evaluate, sample_rollouts
 from model import GPT, save_checkpoint, write_atomic
 from pretrain import Ledger, guarded_step, load_base, pretrain, settings_of
 
@@ -163,12 +163,8 @@ def setup_device(device):
 #   fst      both: a GEPA round every T steps, RL groups drawn over the frontier prompts
 
 def make_policy(model, enc, preset):
-    """The policy as GEPA sees it: (context, problems) -> [(reward, output, feedback)], one greedy rollout
-    each (deterministic, so a prompt's score does not depend on sampling luck)."""
-    def evaluate(context, problems):
-        return sample_rollouts(model, enc, [context] * len(problems), problems, 1, 0.0, 0,
-                               preset.max_new_tokens).results()
-    return evaluate
+    """The policy as GEPA sees it (episodes.greedy_evaluate with the current weights)."""
+    return greedy_evaluate(model, enc, preset.max_new_tokens)
 
 
 @dataclass
