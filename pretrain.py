@@ -128,7 +128,7 @@ class Ledger:
 def make_batch(enc, examples, device):
     """examples: list of (context, [Problem, ...]) -> x (B, T), y (B, T) with -1 outside the answers.
 
-    Several problems may share one context (packing): each is appended as `\nin: ..\nout:` + answer +
+    Several problems may share one context (packing): each is appended as `\n<marker>: ..\nout:` + answer +
     <|eos|>, so the context's tokens are paid once for several answers. A single problem gives exactly
     the sequence the downstream tasks use.
     """
@@ -140,7 +140,7 @@ def make_batch(enc, examples, device):
         tgt = [-1] * len(seq)
         for i, p in enumerate(probs):
             if i:
-                more = enc.encode_ordinary(f"\nin: {tasks.digits_text(p.inputs)}\nout:")
+                more = enc.encode_ordinary(f"\n{tasks.problem_text(p)}\nout:")
                 seq += more
                 tgt += [-1] * len(more)
             ans = tasks.encode_answer(enc, p)

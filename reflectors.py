@@ -65,7 +65,7 @@ from tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, VALID_OPS_TEXT, Op, Problem,
 # -----------------------------------------------------------------------------
 # reading records and contexts
 
-_IN_RE = re.compile(r"in:\s*([0-9 ]+)")
+_IN_RE = re.compile(r"^\s*[a-z]+:\s*([0-9 ]+)")  # any input marker
 _EXPECTED_RE = re.compile(r"expected:\s*([0-9 ]+)")
 
 
@@ -429,7 +429,7 @@ The assistant only understands contexts in this small language, one item per lin
 - an instruction: `rule: OP` or `rule: OP then OP` (1 to 3 ops, applied left to right), with ops \
 from: {ops}. Example: `rule: add 3 then reverse`.
 - demonstrations: `demo: 3 1 2 -> 5 4 6 ; 7 0 1 -> 9 2 3`
-After the context it reads `in: <digits>` and answers with digits.
+After the context it reads a labelled input line such as `in: <digits>` and answers with digits.
 Your task is to write a new context for the assistant. Read the inputs, the generated outputs \
 and the feedback (it holds the expected answers), work out the transformation, and state it with \
 every niche fact (such as a substitution table) in the language above, in at most {max_tokens} \

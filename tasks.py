@@ -148,10 +148,15 @@ def parse_rule(text):
 SEED_PROMPT = "rule: ?"  # the task-agnostic seed context; in pretraining only over random rules (pretrain_row)
 
 
+MARKERS = ("in", "xs", "seq", "row")  # input markers: pretraining draws one per problem, a task keeps one
+
+
 @dataclass(frozen=True)
 class Problem:
     inputs: tuple
     answer: tuple
+    marker: str = "in"        # the input line's label: tasks that must not conflict use different ones
+    exact_only: bool = False  # binary reward (exact match or nothing), no partial credit
 
 
 def digits_text(xs):
@@ -159,12 +164,12 @@ def digits_text(xs):
 
 
 def problem_text(p):
-    return f"in: {digits_text(p.inputs)}"
+    return f"{p.marker}: {digits_text(p.inputs)}"
 
 
 def prompt_text(context, p):
     """What the model is conditioned on; its completion is the answer then <|eos|>."""
-    return f"{context}\nin: {digits_text(p.inputs)}\nout:"
+    return f"{context}\n{problem_text(p)}\nout:"
 
 
 def answer_text(p):
@@ -179,9 +184,9 @@ def demo_context(problems):
     return "demo: " + " ; ".join(f"{digits_text(p.inputs)} -> {digits_text(p.answer)}" for p in problems)
 
 
-def make_problem(rule, rng, lo, hi):
+def make_problem(rule, rng, lo, hi, marker="in", exact_only=False):
     xs = [rng.randrange(10) for _ in range(rng.randint(lo, hi))]
-    return Problem(tuple(xs), tuple(apply_rule(rule, xs)))
+    return Problem(tuple(xs), tuple(apply_rule(rule, xs)), marker, exact_only)
 
 
 # -----------------------------------------------------------------------------
@@ -196,7 +201,8 @@ def parse_digits(text):
 
 
 def score(problem, completion):
-    """-> (reward, feedback). reward = positions right / max(len(expected), len(answer))."""
+    """-> (reward, feedback). reward = positions right / max(len(expected), len(answer)); for an
+    exact_only problem, 1 or 0. The feedback is the same either way."""
     exp = list(problem.answer)
     pred = parse_digits(completion)
     expected = f"expected: {digits_text(exp)}"
@@ -205,7 +211,7 @@ def score(problem, completion):
     if pred == exp:
         return 1.0, f"correct; {expected}"
     right = sum(a == b for a, b in zip(pred, exp))
-    reward = right / max(len(exp), len(pred))
+    reward = 0.0 if problem.exact_only else right / max(len(exp), len(pred))
     wrong = [str(i + 1) for i in range(min(len(pred), len(exp))) if pred[i] != exp[i]]
     parts = []
     if len(pred) != len(exp):
@@ -269,7 +275,7 @@ def random_rule(rng, exclude=()):
 def pretrain_example(rng, exclude=(), n_problems=1):
     """-> (context, [Problem] * n_problems): mostly an instruction; some demonstrations (with or without it)."""
     rule = random_rule(rng, exclude)
-    ps = [make_problem(rule, rng, *LIST_LEN) for _ in range(n_problems)]
+    ps = [make_problem(rule, rng, *LIST_LEN, marker=rng.choice(MARKERS)) for _ in range(n_problems)]
     u = rng.random()
     if u < 0.9:
         ctx = instruction(rule)
@@ -280,8 +286,8 @@ def pretrain_example(rng, exclude=(), n_problems=1):
 
 
 def _more_ids(enc, p):
-    """Token ids of a further problem in a row: `\nin: ..\nout:` + answer + <|eos|>."""
-    return enc.encode_ordinary(f"\nin: {digits_text(p.inputs)}\nout:") + encode_answer(enc, p)
+    """Token ids of a further problem in a row: `\n<marker>: ..\nout:` + answer + <|eos|>."""
+    return enc.encode_ordinary(f"\n{problem_text(p)}\nout:") + encode_answer(enc, p)
 
 
 def encode_row(enc, context, problems):

@@ -70,7 +70,7 @@ class Preset:
     n_embd: int = 128
     block_size: int = 256
     # pretraining
-    pretrain_steps: int = 2200
+    pretrain_steps: int = 1700
     pretrain_batch: int = 64      # rows per step
     pretrain_lr: float = 1.5e-3
     pretrain_warmup: int = 100
