@@ -6,7 +6,7 @@ tasks.py: the small world the reproduction runs in, its verifier, its tasks and 
 A model trained from scratch cannot read English, so the project defines a world where a *context*
 can carry task information the way an instruction does for an LLM:
 
-  problem     in: 3 8 1 5
+  problem     in: 3 8 1 5     (the input's label is one of MARKERS: pretraining draws it, a task keeps one)
   rule        a chain of 1 to 3 ops over digit lists, e.g. `add 3 then reverse` -> 8 4 1 6
   context     an instruction (`rule: add 3 then reverse`), or demonstrations
               (`demo: 3 1 2 -> 5 4 6 ; 7 0 1 -> 0 3 4`), or both on separate lines
@@ -20,8 +20,8 @@ here in 20 CPU-minutes, a 1-3 entry one is), the other ops chain freely (no op t
 
 The pretraining distribution covers every chain *type* the downstream tasks use; a few 2-op types
 (HELDOUT_TYPES) are never shown, to measure compositional generalization. Downstream tasks hide
-the rule behind a task-agnostic seed prompt (`rule: ?`), except `long-lists`, whose seed prompt
-states the rule but whose lists are longer than any seen in pretraining. Hidden rules are ordinary
+the rule behind a task-agnostic seed prompt (`rule: ?`), except `long-chain`, whose seed prompt
+states its 3-op rule, which the base follows only partly. Hidden rules are ordinary
 trained rules (the task hides which one applies); only the cipher's table (UNSEEN_RULES) is kept
 out of pretraining, as a niche fact.
 
@@ -331,8 +331,7 @@ def general_eval_set(n=256, seed=1234, exclude=()):
 
 def _trained_short_rules():
     """Every trained rule of 1 or 2 ops (map excluded: its tables are too many to list)."""
-    singles = [Op(n, a) for n in CHAIN_OPS for a in
-               (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])]
+    singles = [op for (op,) in single_ops()]
     pairs = [(a, b) for a in singles for b in singles if a.name != b.name and (a.name, b.name) not in HELDOUT_TYPES]
     return [(o,) for o in singles] + pairs
 
@@ -387,50 +386,104 @@ def parse_schedule(spec, steps):
     return stages
 
 
-# name -> (rule, list lengths, seed prompt or None for the task-agnostic one)
+@dataclass(frozen=True)
+class TaskDef:
+    rule: str
+    kind: str                 # which selection criteria it meets (CRITERIA)
+    marker: str               # its input marker (MARKERS): tasks that run in one model never conflict
+    told: bool = False        # the seed prompt states the rule (otherwise the task-agnostic SEED_PROMPT)
+    exact_only: bool = False  # binary reward
+    lens: tuple = LIST_LEN
+
+
 NAMED_TASKS = {
-    "hidden-rule": ("sort then add 2", LIST_LEN, None),         # like CodeIO: both channels matter
-    "cipher": ("map 2>7 5>1 8>3", LIST_LEN, None),             # like HoVer: a niche fact (a table)
-    "long-lists": ("add 1", (6, 6), "rule"),                   # like Math: rule given, lists longer
-    "hidden-rule-2": ("rotate 2 then reverse", LIST_LEN, None),  # a second hidden rule (plasticity probe)
+    "hidden-rule": TaskDef("sort then add 2", "hidden", "in"),       # like CodeIO: both channels matter
+    "cipher": TaskDef("map 2>7 5>1 8>3", "fact", "xs"),              # like HoVer: a niche fact (a table)
+    "long-chain": TaskDef("swap then add 3 then sort", "told", "row", told=True),  # like Math
+    "hidden-rule-2": TaskDef("add 1 then rotate 1", "hidden", "seq"),   # the plasticity probe's task
+    "sparse": TaskDef("reverse then add 1 then swap", "zero", "row", exact_only=True),  # C8: zero reward
 }
-# hidden-rule was chosen by a scan of every trained 2-op rule on three pretraining seeds: followed
-# partly when told (0.69-0.92 greedy with its instruction), never under the seed prompt (0.00), and no
-# single op in disguise. hidden-rule-2 is the plasticity probe's task, so RL must be able to learn it
-# from the seed prompt: on 3- and 4-digit lists it coincides with `swap` (a foothold for exploration),
-# on 5-digit lists it does not.
-# Kept out of pretraining: only the cipher's table, the "niche fact" no base has seen. The hidden rules
-# are ordinary trained rules that the base follows (partly) when told; what a task hides is *which*
-# rule applies, as the paper's LLM could solve CodeIO if told how. (A hidden function excluded from
-# pretraining was followed at 0.00 even with its instruction: the base does not interpolate to an
-# unseen instance of a trained chain type, so the context had nothing to carry.)
-UNSEEN_RULES = {signature(parse_rule(NAMED_TASKS["cipher"][0]))}
+# Kept out of pretraining: only the cipher's table, the "niche fact" no base has seen. The other rules
+# are ordinary trained rules; what a task hides is *which* rule applies, as the paper's LLM could
+# solve CodeIO if told how. (A hidden function excluded from pretraining was followed at 0.00 even
+# with its instruction: the base does not interpolate to an unseen instance of a trained chain type.)
+# The probe (hidden-rule then hidden-rule-2) and the continual schedule (hidden-rule, cipher,
+# hidden-rule-2) use three different markers, so no two of their tasks ask for different answers to
+# the same (prompt, input): what C5 and C6 measure is plasticity, not a contradiction.
+UNSEEN_RULES = {signature(parse_rule(NAMED_TASKS["cipher"].rule))}
+
+# Task selection, measured on the bases alone before any RL or FST run (select_tasks.py). Accuracy is
+# exact-match mean@4 at temperature 1 on the task's val split, with the seed prompt (`seed`) and with
+# the true instruction (`told`); a rule must pass on every base, and be no single op in disguise.
+CRITERIA = {
+    "hidden": dict(seed=(0.0, 0.05), told=(0.7, 1.0)),   # the context can tell it, the weights must find it
+    "fact": dict(seed=(0.0, 0.3), told=(0.5, 1.0)),      # an unseen table: followed once stated
+    "told": dict(seed=(0.15, 0.6), told=(0.15, 0.6)),    # stated, followed partly: headroom for the weights
+    "zero": dict(seed=(0.0, 0.0), told=(0.3, 1.0)),      # exactly zero reward unless a context unlocks it
+}
 
 
-def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=64):
-    """A named task ('hidden-rule', 'cipher', 'long-lists', ...) or a custom 'rule:rotate 2,add 3'."""
+def passes(kind, seed_acc, told_acc):
+    """Whether accuracies measured on one base meet the criteria of a task kind."""
+    (s_lo, s_hi), (t_lo, t_hi) = CRITERIA[kind]["seed"], CRITERIA[kind]["told"]
+    return s_lo - 1e-9 <= seed_acc <= s_hi + 1e-9 and t_lo - 1e-9 <= told_acc <= t_hi + 1e-9
+
+
+def single_ops():
+    """Every trained single op but map (whose tables are too many to list; see in_disguise)."""
+    return [(Op(n, a),) for n in CHAIN_OPS
+            for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])]
+
+
+def in_disguise(rule, n=300, seed=0):
+    """-> the trained length (3..5) at which `rule` computes exactly what one single op does, else None.
+    A map is a single op in disguise when each output digit is a fixed function of the input digit at
+    the same position that changes at most MAX_MAP digits."""
+    rng = random.Random(seed)
+    for length in range(LIST_LEN[0], LIST_LEN[1] + 1):
+        lists = [[rng.randrange(10) for _ in range(length)] for _ in range(n)]
+        outs = [apply_rule(rule, xs) for xs in lists]
+        if any(all(apply_rule(op, xs) == o for xs, o in zip(lists, outs)) for op in single_ops()):
+            return length
+        table = {}
+        if all(table.setdefault(a, b) == b for xs, o in zip(lists, outs) for a, b in zip(xs, o)) \
+                and sum(a != b for a, b in table.items()) <= MAX_MAP:
+            return length
+    return None
+
+
+def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=256):
+    """A named task ('hidden-rule', 'cipher', 'long-chain', ...) or a custom 'rule:rotate 2,add 3'."""
     if spec in NAMED_TASKS:
-        text, lens, seed_kind = NAMED_TASKS[spec]
-        rule = parse_rule(text)
+        d = NAMED_TASKS[spec]
     elif spec.startswith("rule:"):
-        rule, lens, seed_kind = parse_rule(spec[len("rule:"):]), LIST_LEN, None
+        d = TaskDef(spec[len("rule:"):], "custom", "in")
     else:
         raise SpecError(f"unknown task '{spec}'; use one of {', '.join(NAMED_TASKS)} or 'rule:OP[,OP...]' "
                         f"with ops: {VALID_OPS_TEXT}")
-    seed_prompt = instruction(rule) if seed_kind == "rule" else SEED_PROMPT
+    return build_task(spec, d, seed, n_train, n_pareto, n_val)
+
+
+def build_task(spec, d, seed=0, n_train=2048, n_pareto=16, n_val=256):
+    """The Task a TaskDef poses under the name `spec` (which seeds its splits' inputs)."""
+    rule = parse_rule(d.rule)
+    seed_prompt = instruction(rule) if d.told else SEED_PROMPT
     rng = random.Random(f"{spec}/{seed}")  # str seeds are deterministic across runs
-    seen, splits = set(), []
+    seen, per_len, splits = set(), Counter(), []
     for n in (n_val, n_pareto, n_train):  # val first: it is the same for every n_train
         split = []
         while len(split) < n:
-            p = make_problem(rule, rng, *lens)
-            n_len = sum(len(x) == len(p.inputs) for x in seen)
-            if p.inputs not in seen or n_len > 10 ** len(p.inputs) // 2:  # disjoint splits while the length allows
-                seen.add(p.inputs)
+            p = make_problem(rule, rng, *d.lens, marker=d.marker, exact_only=d.exact_only)
+            if splits and p.inputs in val_inputs:
+                continue  # val is held out: no train or D_p problem repeats one of its inputs
+            if p.inputs not in seen or per_len[len(p.inputs)] > 10 ** len(p.inputs) // 2:
+                per_len[len(p.inputs)] += p.inputs not in seen
+                seen.add(p.inputs)  # disjoint splits while the length allows, then repeats in train
                 split.append(p)
         splits.append(split)
+        val_inputs = {q.inputs for q in splits[0]}
     val, pareto, train = splits
-    return Task(spec, rule, seed_prompt, train, pareto, val, lens, spec)
+    return Task(spec, rule, seed_prompt, train, pareto, val, d.lens, spec)
 
 
 # -----------------------------------------------------------------------------

@@ -213,11 +213,13 @@ def inputs_of(split):
 @pytest.mark.parametrize("name", list(NAMED_TASKS))
 def test_named_task_builds(name):
     t = make_task(name, n_train=256)
-    text, lens, _ = NAMED_TASKS[name]
-    assert t.name == name and t.rule == parse_rule(text) and t.list_len == lens
-    assert (len(t.train), len(t.pareto), len(t.val)) == (256, 16, 64)
+    d = NAMED_TASKS[name]
+    lens = d.lens
+    assert t.name == name and t.rule == parse_rule(d.rule) and t.list_len == lens
+    assert (len(t.train), len(t.pareto), len(t.val)) == (256, 16, 256)
     for p in t.train + t.pareto + t.val:
         assert list(p.answer) == apply_rule(t.rule, list(p.inputs))
+        assert p.marker == d.marker and p.exact_only == d.exact_only
         assert lens[0] <= len(p.inputs) <= lens[1]
         assert all(0 <= x <= 9 for x in p.inputs)
     # disjoint inputs across splits (the space is large enough at this size)
@@ -226,11 +228,13 @@ def test_named_task_builds(name):
     assert t.instruction == "rule: " + rule_text(t.rule)
 
 
-def test_long_lists_splits_disjoint_at_default_size():
-    t = make_task("long-lists")
-    assert len(t.train) == 2048
+@pytest.mark.parametrize("name", list(NAMED_TASKS))
+def test_val_is_held_out_at_default_size(name):
+    # 3-digit lists have 1000 inputs, so a 2048-problem train split repeats some; never a val input
+    t = make_task(name)
+    assert len(t.train) == 2048 and len(t.val) == 256
     tr, pa, va = inputs_of(t.train), inputs_of(t.pareto), inputs_of(t.val)
-    assert not tr & va and not tr & pa and not pa & va
+    assert not tr & va and not pa & va and len(va) == 256
 
 
 def test_tiny_space_still_fills_splits():
@@ -248,7 +252,7 @@ def test_make_task_is_deterministic_and_seeded():
     assert make_task("cipher", n_train=32).val == make_task("cipher", n_train=128).val
 
 
-@pytest.mark.parametrize("name", ["hidden-rule", "cipher", "hidden-rule-2"])
+@pytest.mark.parametrize("name", ["hidden-rule", "cipher", "hidden-rule-2", "sparse"])
 def test_hidden_tasks_use_the_task_agnostic_seed_prompt(name):
     t = make_task(name, n_train=8)
     assert t.seed_prompt == SEED_PROMPT
@@ -257,10 +261,60 @@ def test_hidden_tasks_use_the_task_agnostic_seed_prompt(name):
         assert o.text() not in t.seed_prompt and o.name not in t.seed_prompt
 
 
-def test_long_lists_states_its_rule_and_has_longer_lists():
-    t = make_task("long-lists", n_train=64)
-    assert t.seed_prompt == "rule: " + rule_text(t.rule) == "rule: " + NAMED_TASKS["long-lists"][0]
-    assert all(len(p.inputs) > LIST_LEN[1] for p in t.train + t.pareto + t.val)
+def test_long_chain_states_its_rule():
+    t = make_task("long-chain", n_train=64)
+    assert t.seed_prompt == "rule: " + rule_text(t.rule) == "rule: " + NAMED_TASKS["long-chain"].rule
+    assert len(t.rule) == 3
+
+
+def _answers(task):
+    """(marker, inputs) -> answer over every split: what the task asks for each (seed prompt, input)."""
+    return {(p.marker, p.inputs): p.answer for p in task.train + task.pareto + task.val}
+
+
+@pytest.mark.parametrize("names", [["hidden-rule", "hidden-rule-2"],           # the plasticity probe
+                                   ["hidden-rule", "cipher", "hidden-rule-2"]])  # the continual schedule
+def test_tasks_that_follow_each_other_never_conflict(names):
+    # one model meets these tasks in turn under the same seed prompt: no (prompt, input) may ask for two
+    # different answers, or C5/C6 would measure a contradiction instead of plasticity
+    ts = [make_task(n) for n in names]
+    assert len({t.seed_prompt for t in ts}) == 1
+    for i, a in enumerate(ts):
+        for b in ts[i + 1:]:
+            qa, qb = _answers(a), _answers(b)
+            shared = set(qa) & set(qb)
+            assert all(qa[k] == qb[k] for k in shared), (a.name, b.name)
+            assert not shared  # in fact: their input markers differ
+            # and without the markers they would conflict: the property is not an accident of the draw
+            bare = {i_: ans for (_, i_), ans in qa.items()}
+            assert any(bare.get(i_) not in (None, ans) for (_, i_), ans in qb.items())
+
+
+def test_markers_reach_the_prompt_and_pretraining_draws_them_all():
+    t = make_task("cipher", n_train=8)
+    assert tasks.prompt_text("rule: ?", t.val[0]).split("\n")[1].startswith("xs: ")
+    rng = random.Random(0)
+    seen = {p.marker for _ in range(200) for p in tasks.pretrain_example(rng, n_problems=2)[1]}
+    assert seen == set(tasks.MARKERS)
+
+
+def test_exact_only_reward_is_binary_with_the_same_feedback():
+    p = Problem((3, 8, 1, 5), (8, 6, 4, 1))
+    q = Problem((3, 8, 1, 5), (8, 6, 4, 1), exact_only=True)
+    assert score(p, " 8 6 4 0")[0] == 0.75 and score(q, " 8 6 4 0")[0] == 0.0
+    assert score(p, " 8 6 4 0")[1] == score(q, " 8 6 4 0")[1]
+    assert score(q, " 8 6 4 1")[0] == 1.0
+
+
+def test_selection_criteria_and_disguised_single_ops():
+    assert tasks.in_disguise(parse_rule("rotate 2 then reverse")) == 3  # = swap on 3 and 4 digits
+    assert tasks.in_disguise(parse_rule("add 1 then add 2")) == 3       # = add 3
+    assert tasks.in_disguise(parse_rule("map 1>2")) == 3                # a map is a single op
+    for name, d in NAMED_TASKS.items():
+        if d.kind != "fact":
+            assert tasks.in_disguise(parse_rule(d.rule)) is None, name
+    assert tasks.passes("zero", 0.0, 0.5) and not tasks.passes("zero", 0.004, 0.5)
+    assert tasks.passes("hidden", 0.02, 0.8) and not tasks.passes("hidden", 0.02, 0.5)
 
 
 def test_custom_rule_task():
@@ -276,9 +330,9 @@ def test_custom_rule_task():
 # pretraining distribution and eval sets
 
 def test_only_the_cipher_table_is_unseen():
-    assert UNSEEN_RULES == {tasks.signature(parse_rule(NAMED_TASKS["cipher"][0]))}
+    assert UNSEEN_RULES == {tasks.signature(parse_rule(NAMED_TASKS["cipher"].rule))}
     # hidden rules are ordinary trained rules: the pretraining distribution can draw them
-    assert tasks.signature(parse_rule(NAMED_TASKS["hidden-rule"][0])) not in UNSEEN_RULES
+    assert tasks.signature(parse_rule(NAMED_TASKS["hidden-rule"].rule)) not in UNSEEN_RULES
     # equivalent rules under other names are excluded too (same function = same signature)
     assert tasks.signature(parse_rule("map 8>3 2>7 5>1")) in UNSEEN_RULES                # cipher, table reordered
     assert tasks.signature(parse_rule("add 1 then add 3 then add 3")) not in UNSEEN_RULES  # a different function
@@ -302,7 +356,7 @@ def test_pretraining_never_shows_heldout_types_or_task_rules():
     assert names_seen == set(OPS) and lens_seen == {1, 2, 3}
     # the hidden rule is an ordinary pretraining rule (the task hides which rule applies, not the rule)
     rng = random.Random(0)
-    assert any(rule_text(tasks.random_rule(rng, UNSEEN_RULES)) == NAMED_TASKS["hidden-rule"][0] for _ in range(20000))
+    assert any(rule_text(tasks.random_rule(rng, UNSEEN_RULES)) == NAMED_TASKS["hidden-rule"].rule for _ in range(20000))
     # an excluded function never comes up, though it does without the exclusion (the check is not vacuous)
     sort = {tasks.signature(parse_rule("sort"))}
     assert not any(tasks.signature(tasks.random_rule(rng, sort)) in sort for _ in range(3000))
@@ -456,7 +510,7 @@ def test_hidden_rule_is_not_a_single_op_in_disguise():
     # shortcut: `swap then rotate 2` is `reverse` on 3- and 4-digit lists. 300 random lists per length.
     singles = [(Op(n, a),) for n in tasks.CHAIN_OPS
                for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])] + [()]
-    rule = parse_rule(NAMED_TASKS["hidden-rule"][0])
+    rule = parse_rule(NAMED_TASKS["hidden-rule"].rule)
     rng = random.Random(0)
     for L in range(LIST_LEN[0], LIST_LEN[1] + 1):
         xs_all = [[rng.randrange(10) for _ in range(L)] for _ in range(300)]
