@@ -24,13 +24,15 @@ from episodes import sample_rollouts
 
 
 @torch.no_grad()
-def task_accuracy(model, enc, context, problems, samples=4, temperature=1.0, seed=0, max_new_tokens=12):
-    """-> (mean@samples exact match, greedy exact match) of `model` with `context` on `problems`."""
+def task_accuracy(model, enc, context, problems, samples=4, temperature=1.0, seed=0, max_new_tokens=12,
+                  greedy=True):
+    """-> (mean@samples exact match, greedy exact match or None) of `model` with `context` on `problems`."""
     contexts = [context] * len(problems)
-    sampled = sample_rollouts(model, enc, contexts, problems, samples, temperature, seed, max_new_tokens)
-    greedy = sample_rollouts(model, enc, contexts, problems, 1, 0.0, seed, max_new_tokens)
     exact = lambda ro: sum(r == 1.0 for r in ro.rewards) / len(ro)
-    return exact(sampled), exact(greedy)
+    sampled = sample_rollouts(model, enc, contexts, problems, samples, temperature, seed, max_new_tokens)
+    if not greedy:
+        return exact(sampled), None
+    return exact(sampled), exact(sample_rollouts(model, enc, contexts, problems, 1, 0.0, seed, max_new_tokens))
 
 
 @torch.no_grad()

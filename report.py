@@ -1,12 +1,17 @@
 """
 report.py: the reproduction's report. Reads the suite's runs (the folder layout is defined here, once),
-computes the claims C1-C7 with eval.py's measurements, and writes report.md, PNG plots and results.json.
+computes the claims C1-C8 with eval.py's measurements over every replicate (pretraining seed x run
+seed), and writes report.md, PNG plots and results.json.
 
-    python report.py --preset tiny          # rebuild runs/tiny/report.md, plots and results.json
-    python report.py --preset tiny --seeds 3
+    python report.py --preset tiny                              # rebuild runs/tiny/{report.md, ...}
+    python report.py --preset tiny --bases 3 --seeds 3 --out results/tiny   # the grid, copied out
+    python report.py --preset tiny --hit-rates                  # each reflector's first-proposal hit rate
 
-The suite (train.py) writes every run under run_dir(root, task, method, seed); the report reads the same
-folders back. Nothing here trains.
+Layout: root/b<base seed>/base/model.pt is a base; its runs sit in
+run_dir(base_root(root, b), task, method, seed). Every aggregate in results.json is {mean, std, ci95, n}
+over replicates (bootstrap 95% interval of the mean), and every claim per task carries a `verdict`:
+`reproduced` (the interval excludes no effect, in the paper's direction), `not reproduced` (it excludes
+no effect the other way) or `inconclusive`. Nothing here trains.
 """
 
 import json
@@ -14,172 +19,353 @@ import os
 
 import numpy as np
 
+import eval as ev
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
-from eval import (area_and_threshold, compare, curve, general_accuracy, kl_at_matched_reward, mean_std,
-                  sample_efficiency, sigmoid_fit, task_accuracy)
 from model import load_checkpoint, write_atomic
 
-SUITE_TASKS = ["hidden-rule", "cipher", "long-lists"]
-PLASTICITY_TASK = "hidden-rule-2"                       # fresh RL on a second hidden rule, from three inits
-CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, task-agnostic seed prompt
-SUITE_METHODS = ["rl", "context", "fst", "instructed", "sequential"]  # the last two: controls for interleaving
+SUITE_TASKS = ["hidden-rule", "cipher", "long-chain"]   # like CodeIO, HoVer, Math
+PRIOR_TASK = "hidden-rule"                              # the plasticity probe starts from its weights ...
+PLASTICITY_TASK = "hidden-rule-2"                       # ... and learns this one (another input marker)
+CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three markers, untold switches
+EXPLORATION_TASK = "sparse"                             # C8: zero reward under the seed prompt
+SUITE_METHODS = ["rl", "context", "fst", "instructed", "sequential"]  # the last two: controls
+SWEEP_REFLECTORS = ["oracle", "demo"]                   # FST with these too (`--sweep`, first base)
+
+
+def base_root(root, b):
+    """Where base `b` (pretraining seed b) and every run from it live."""
+    return os.path.join(root, f"b{b}")
 
 
 def run_dir(root, task, method, seed):
-    """Where the suite keeps one run: root/<task or 'plasticity' or 'continual'>/<method or init>/s<seed>."""
+    """One run: <base root>/<task or 'plasticity' or 'continual'>/<method or init>/s<seed>."""
     return os.path.join(root, task, method, f"s{seed}")
 
 
-def read_log(run_dir):
-    with open(os.path.join(run_dir, "log.jsonl")) as f:
+def read_log(folder):
+    with open(os.path.join(folder, "log.jsonl")) as f:
         return [json.loads(line) for line in f]
 
 
-def _runs(root, *parts):
-    """All seed folders of one configuration, e.g. _runs(root, 'cipher', 'fst') -> [(seed, rows)]."""
-    d = os.path.join(root, *parts)
-    if not os.path.isdir(d):
-        return []
-    return [(int(s[1:]), read_log(os.path.join(d, s))) for s in sorted(os.listdir(d))
-            if s.startswith("s") and os.path.exists(os.path.join(d, s, "log.jsonl"))]  # s<seed>: see run_dir
-
-
-def _final_model(folder, device):
-    model, extra = load_checkpoint(os.path.join(folder, "model.pt"), device)
-    return model.eval(), extra
-
-
-def channels_and_forgetting(root, task_name, seed, base, enc, n_val, samples=4):
-    """C4 and C7 for one task and seed: general skills and seed-prompt accuracy of base / rl / fst, and the
-    2x2 table {base, fst weights} x {seed, fst prompt}."""
-    task = tasks.make_task(task_name, n_val=n_val)
-    out = {"c4": {}, "c7": {}}
-    models = {"base": (base, None)}
-    for m in ("rl", "fst"):
-        models[m] = _final_model(run_dir(root, task_name, m, seed), base.wte.weight.device)
-    for name, (model, extra) in models.items():
-        out["c4"][name] = {"general_acc": general_accuracy(model, enc),
-                           "no_prompt_acc": task_accuracy(model, enc, task.seed_prompt, task.val, samples)[0]}
-    fst_model, fst_extra = models["fst"]
-    fst_prompt = fst_extra["deployed_prompt"]
-    for wname, mname in (("base_weights", "base"), ("fst_weights", "fst")):  # seed-prompt column = C4's no_prompt_acc
-        out["c7"][wname] = {"seed_prompt": out["c4"][mname]["no_prompt_acc"],
-                            "fst_prompt": task_accuracy(models[mname][0], enc, fst_prompt, task.val, samples)[0]}
-    out["c7"]["fst_prompt_text"] = fst_prompt
+def replicates(root, reps, task, method):
+    """{(base, seed): log rows} of one configuration, for the replicates whose run finished."""
+    out = {}
+    for b, s in reps:
+        folder = run_dir(base_root(root, b), task, method, s)
+        if os.path.exists(os.path.join(folder, "summary.json")):
+            out[(b, s)] = read_log(folder)
     return out
 
 
 def _agg(dicts):
-    """Average a list of same-shaped nested dicts of numbers -> same shape with {mean, std, n} leaves."""
+    """Average same-shaped nested dicts of numbers -> the same shape with {mean, std, ci95, n} leaves."""
     first = dicts[0]
     if isinstance(first, dict):
         return {k: _agg([d[k] for d in dicts]) for k in first}
     if isinstance(first, (int, float)) or first is None:
-        return mean_std(dicts)
+        return ev.mean_std(dicts)
     return first
 
 
-def plot_curves(path, series, xlabel, title, vlines=()):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, (xs, ys) in series.items():
-        ax.plot(xs, ys, label=label, marker=".", ms=3)
-    for v in vlines:
-        ax.axvline(v, color="gray", ls="--", lw=0.8)
-    ax.set(xlabel=xlabel, ylabel="val exact match (mean@4)", ylim=(-0.02, 1.02))
-    _finish_plot(fig, ax, path, title)
+def _paired(a, b, direction):
+    """a - b over the same replicates, with the claim's verdict (direction +1: the paper says a > b)."""
+    diff = ev.compare(a, b)
+    return dict(diff, verdict=ev.verdict(diff, direction))
 
 
-def write_report(root, seeds, suite_wall_s, device="cpu", suite_tasks=SUITE_TASKS,
-                 plasticity_task=PLASTICITY_TASK, continual=CONTINUAL):
-    """Compute C1-C7 from the runs under `root` on `device`; write results.json, report.md and PNG plots there.
-    The preset's name and val size are read from the base model's metrics (the runs were made with them)."""
-    base, extra = load_checkpoint(os.path.join(root, "base", "model.pt"), device)
-    preset = extra["metrics"]["preset"]
-    base.eval()
-    enc = tasks.tokenizer_from_state(extra["tokenizer"])
-    seed_list = list(range(seeds))
-    res = {"preset": preset["name"], "seeds": seed_list, "wall_s": suite_wall_s,
-           "c1_sample_efficiency": {}, "c2_asymptote": {}, "c3_kl_at_matched_reward": {}, "c4_forgetting": {},
-           "c5_plasticity": {}, "c6_continual": {}, "c7_channels": {}, "runs": {}, "controls": {}}
-    plots = []
-    for t in suite_tasks:
-        runs = {m: dict(_runs(root, t, m)) for m in SUITE_METHODS}
-        runs = {m: v for m, v in runs.items() if v}  # suites made before the controls existed lack them
-        res["runs"][t] = {m: {"rollouts": mean_std([r[-1]["rollouts"] for r in v.values()]),
-                              "wall_s": mean_std([r[-1]["wall_s"] for r in v.values()]),
-                              "final_val_acc": mean_std([curve(r)[1][-1] for r in v.values()])}
-                          for m, v in runs.items()}
-        final = {m: [curve(v[s])[1][-1] for s in seed_list] for m, v in runs.items()}
-        res["controls"][t] = {m: {"final_val_acc": mean_std(final[m]),
-                                  "fst_minus_this": compare(final["fst"], final[m])}
-                              for m in runs if m != "fst"}
-        res["c1_sample_efficiency"][t] = _agg([sample_efficiency(runs["rl"][s], runs["fst"][s]) for s in seed_list])
-        res["c3_kl_at_matched_reward"][t] = _agg([kl_at_matched_reward(runs["rl"][s], runs["fst"][s]) for s in seed_list])
-        res["c2_asymptote"][t] = {}
-        for x in ("step", "rollouts"):
-            series = {}
-            for m, v in runs.items():
-                xs, _ = curve(v[0], x)
-                ys = np.mean([curve(v[s], x)[1][:len(xs)] for s in seed_list if len(curve(v[s], x)[1]) >= len(xs)], 0)
-                series[m] = (xs, list(ys))
-                if x == "step" and m != "context":
-                    res["c2_asymptote"][t][m] = sigmoid_fit(xs, ys)
-            name = f"{t}_acc_vs_{'steps' if x == 'step' else 'rollouts'}.png"
-            plot_curves(os.path.join(root, name), series, "RL steps" if x == "step" else "rollouts generated (all)",
-                        f"{t}: val accuracy (mean over {seeds} seed(s))")
-            plots.append(name)
-        name = f"{t}_kl_vs_acc.png"
-        kl_series = {m: ([r["val_acc"] for r in runs[m][0] if "kl" in r], [r["kl"] for r in runs[m][0] if "kl" in r])
-                     for m in ("rl", "fst")}
-        _plot_kl(os.path.join(root, name), kl_series, t)
+def mean_band(curves):
+    """[(xs, ys)] of replicates -> (xs, mean, lo, hi) on the first curve's xs (curves cut to the shortest);
+    the band is the 95% interval of the mean (normal approximation) over replicates."""
+    n = min(len(c[1]) for c in curves)
+    ys = np.array([c[1][:n] for c in curves], float)  # (reps, n)
+    m = ys.mean(0)
+    half = 1.96 * ys.std(0, ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else np.zeros(n)
+    return list(curves[0][0][:n]), m, m - half, m + half
+
+
+def on_grid(rows, grid):
+    """Running val accuracy as a step function of rollouts, read at `grid` (rollouts axis of a band)."""
+    xs, ys = ev.curve(rows, "rollouts")
+    idx = np.searchsorted(xs, grid, side="right") - 1
+    return [ys[i] if i >= 0 else np.nan for i in idx]
+
+
+# -----------------------------------------------------------------------------
+# per-task claims
+
+def task_claims(root, reps, t, base_models, enc, preset, res, plots):
+    runs = {m: replicates(root, reps, t, m) for m in SUITE_METHODS}
+    keys = [r for r in reps if all(r in runs[m] for m in ("rl", "fst"))]
+    final = {m: [ev.curve(v[r])[1][-1] for r in keys if r in v] for m, v in runs.items()}
+    res["runs"][t] = {m: {"final_val_acc": ev.mean_std(final[m]),
+                          "rollouts": ev.mean_std([v[r][-1]["rollouts"] for r in v]),
+                          "wall_s": ev.mean_std([v[r][-1]["wall_s"] for r in v])}
+                      for m, v in runs.items() if v}
+    res["controls"][t] = {m: {"final_val_acc": ev.mean_std(final[m]),
+                              "fst_minus_this": _paired(final["fst"], final[m], +1)}
+                          for m in SUITE_METHODS if m != "fst" and len(final[m]) == len(keys)}
+    res["c1_sample_efficiency"][t] = c1(runs["rl"], runs["fst"], keys)
+    ceiling = [max(ev.curve(runs["context"][r])[1]) for r in keys if r in runs["context"]]
+    floor = float(np.mean(ceiling)) if ceiling else None  # the context-only ceiling
+    res["c3_kl_at_matched_reward"][t] = {k: c3(runs["rl"], runs["fst"], keys, floor, k)
+                                         for k in ("kl", "kl_common")}
+    res["c2_asymptote"][t] = c2(runs["rl"], runs["fst"], keys)
+    for x in ("step", "rollouts"):
+        series = {}
+        for m, v in runs.items():
+            if not v:
+                continue
+            if x == "step":
+                series[m] = mean_band([ev.curve(v[r]) for r in keys if r in v])
+            else:
+                grid = np.linspace(0, min(rows[-1]["rollouts"] for rows in v.values()), 60)
+                series[m] = mean_band([(grid, on_grid(v[r], grid)) for r in keys if r in v])
+        name = f"{t}_acc_vs_{'steps' if x == 'step' else 'rollouts'}.png"
+        plot_bands(os.path.join(res["_out"], name), series,
+                   "RL steps" if x == "step" else "rollouts generated (all)",
+                   f"{t}: val accuracy, mean and 95% band over {len(keys)} replicates")
         plots.append(name)
-        per_seed = [channels_and_forgetting(root, t, s, base, enc, preset["n_val"]) for s in seed_list]
-        res["c4_forgetting"][t] = _agg([p["c4"] for p in per_seed])
-        res["c7_channels"][t] = _agg([p["c7"] for p in per_seed])
-    # C5 plasticity: fresh RL on a new task from three inits
-    pl = {init: dict(_runs(root, "plasticity", init)) for init in ("base", "rl", "fst")}
-    res["c5_plasticity"] = {"task": plasticity_task, "threshold": 0.5}
+    name = f"{t}_kl_vs_acc.png"
+    _plot_kl(os.path.join(res["_out"], name), {m: [ev.kl_curve(runs[m][r]) for r in keys]
+                                               for m in ("rl", "fst", "instructed") if runs[m]}, t)
+    plots.append(name)
+    per = [channels_and_forgetting(root, t, r, base_models[r[0]], enc, preset) for r in keys]
+    if per:
+        c4 = _agg([p["c4"] for p in per])
+        c4["fst_minus_rl_general"] = _paired([p["c4"]["fst"]["general_acc"] for p in per],
+                                             [p["c4"]["rl"]["general_acc"] for p in per], +1)
+        res["c4_forgetting"][t] = c4
+        c7 = _agg([p["c7"] for p in per])
+        both = [p["c7"]["fst_weights"]["fst_prompt"] for p in per]
+        c7["weights_gain"] = _paired(both, [p["c7"]["base_weights"]["fst_prompt"] for p in per], +1)
+        c7["prompt_gain"] = _paired(both, [p["c7"]["fst_weights"]["seed_prompt"] for p in per], +1)
+        res["c7_channels"][t] = c7
+
+
+def c1(rl, fst, keys):
+    per = [ev.sample_efficiency(rl[r], fst[r]) for r in keys]
+    out = {"per_replicate": per}
+    for axis in ("ratio", "ratio_rollouts"):
+        out[axis] = ev.censored_summary(per, axis)
+        out[axis]["verdict"] = ev.ratio_verdict(per, axis, +1)
+    out["verdict"] = out["ratio"]["verdict"]
+    return out
+
+
+def c2(rl, fst, keys, reps=200, seed=0):
+    """Asymptote A of the bounded sigmoid fit on the mean curve of each method; the paired difference's
+    interval resamples replicates (both methods together). Not identifiable -> inconclusive."""
+    if not keys:
+        return {}
+    curves = {m: np.array([ev.curve(v[r])[1] for r in keys]) for m, v in (("rl", rl), ("fst", fst))}
+    xs = np.array(ev.curve(rl[keys[0]])[0], float)
+    out = {m: ev.asymptote(xs, c.mean(0)) for m, c in curves.items()}
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(reps if len(keys) > 1 else 0):
+        idx = rng.integers(0, len(keys), len(keys))
+        a = {m: ev.sigmoid_fit(xs, c[idx].mean(0))["A"] for m, c in curves.items()}
+        diffs.append(a["fst"] - a["rl"])
+    diff = {"mean": out["fst"]["A"] - out["rl"]["A"], "n": len(keys),
+            "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))] if diffs else None}
+    ok = out["rl"]["identifiable"] and out["fst"]["identifiable"]
+    out["fst_minus_rl"] = dict(diff, verdict=ev.verdict(diff, +1) if ok else "inconclusive")
+    out["verdict"] = out["fst_minus_rl"]["verdict"] if ok else "not identifiable"
+    return out
+
+
+def c3(rl, fst, keys, floor, key):
+    per = [ev.kl_at_matched_reward(rl[r], fst[r], floor=floor, key=key) for r in keys]
+    per = [p for p in per if p["ratio"] is not None]
+    if not per:
+        return {"n": 0, "verdict": "inconclusive"}
+    out = _agg([{k: p[k] for k in ("reward", "rl_kl", "fst_kl")} for p in per])
+    out["ratio"] = ev.mean_std([p["ratio"] for p in per])
+    out["above_floor"] = sum(bool(p["above_floor"]) for p in per)
+    out["verdict"] = ev.ratio_verdict(per, "ratio", -1)
+    return out
+
+
+def channels_and_forgetting(root, task_name, rep, base, enc, preset, samples=4):
+    """C4 and C7 for one task and replicate: general skills and seed-prompt accuracy of base / rl / fst,
+    and the 2x2 table {base, fst weights} x {seed, fst prompt}."""
+    task = tasks.make_task(task_name, n_val=preset["n_val"])
+    broot, device = base_root(root, rep[0]), base.wte.weight.device
+    models = {"base": (base, None)}
+    for m in ("rl", "fst"):
+        model, extra = load_checkpoint(os.path.join(run_dir(broot, task_name, m, rep[1]), "model.pt"), device)
+        models[m] = (model.eval(), extra)
+    out = {"c4": {}, "c7": {}}
+    for name, (model, _) in models.items():
+        out["c4"][name] = {"general_acc": ev.general_accuracy(model, enc),
+                           "no_prompt_acc": ev.task_accuracy(model, enc, task.seed_prompt, task.val, samples,
+                                                             greedy=False)[0]}
+    fst_prompt = models["fst"][1]["deployed_prompt"]
+    for wname, mname in (("base_weights", "base"), ("fst_weights", "fst")):
+        out["c7"][wname] = {"seed_prompt": out["c4"][mname]["no_prompt_acc"],
+                            "fst_prompt": ev.task_accuracy(models[mname][0], enc, fst_prompt, task.val,
+                                                           samples, greedy=False)[0]}
+    return out
+
+
+# -----------------------------------------------------------------------------
+# C5, C6, C8 and the reflector sweep
+
+def plasticity(root, reps, res, plots):
+    """C5: fresh RL on PLASTICITY_TASK from the base and from the final weights of RL and FST on the prior
+    task. A prior run counts as learned when its final val accuracy is >= 0.5."""
+    pl = {i: replicates(root, reps, "plasticity", i) for i in ("base", "rl", "fst")}
+    keys = [r for r in reps if all(r in v for v in pl.values())]
+    out = {"task": PLASTICITY_TASK, "prior_task": PRIOR_TASK, "threshold": 0.5}
     for init, v in pl.items():
-        res["c5_plasticity"][f"from_{init}"] = _agg([area_and_threshold(v[s], 0.5) for s in seed_list])
-    plot_curves(os.path.join(root, "plasticity.png"), {f"RL from {k}-init": curve(v[0]) for k, v in pl.items()},
-                "RL steps", f"plasticity: fresh RL on {plasticity_task}")
-    plots.append("plasticity.png")
-    # C6 continual: per-stage peak and mean accuracy, normalized by the best method's peak in that stage
-    cont = {m: dict(_runs(root, "continual", m)) for m in ("rl", "fst")}
+        out[f"from_{init}"] = _agg([ev.area_and_threshold(v[r], 0.5) for r in keys]) if keys else {}
+        if init != "base":
+            prior = replicates(root, keys, PRIOR_TASK, init)
+            out[f"from_{init}"]["prior_learned"] = sum(ev.curve(prior[r])[1][-1] >= 0.5 for r in prior)
+    if keys:
+        auc = {i: [ev.area_and_threshold(pl[i][r], 0.5)["auc"] for r in keys] for i in pl}
+        out["fst_minus_rl_auc"] = _paired(auc["fst"], auc["rl"], +1)
+        out["verdict"] = out["fst_minus_rl_auc"]["verdict"]
+        plot_bands(os.path.join(res["_out"], "plasticity.png"),
+                   {f"RL from {i}-init": mean_band([ev.curve(v[r]) for r in keys]) for i, v in pl.items()},
+                   "RL steps", f"plasticity: RL on {PLASTICITY_TASK} after {PRIOR_TASK}")
+        plots.append("plasticity.png")
+    res["c5_plasticity"] = out
+
+
+def continual(root, reps, res, plots):
+    """C6: per-stage peak and mean val accuracy, normalized by the better method's peak in that stage."""
+    cont = {m: replicates(root, reps, "continual", m) for m in ("rl", "fst")}
+    keys = [r for r in reps if all(r in v for v in cont.values())]
     stages = {}
-    for s in seed_list:
-        per = {}
-        for m in ("rl", "fst"):
-            rows = cont[m][s]
-            per[m] = [[r["val_acc"] for r in rows if "val_acc" in r and r["task"] == name] for name in continual]
-        for i, name in enumerate(continual):
+    for r in keys:
+        per = {m: [[row["val_acc"] for row in cont[m][r] if "val_acc" in row and row["task"] == name]
+                   for name in CONTINUAL] for m in cont}
+        for i, name in enumerate(CONTINUAL):
             best = max(max(per[m][i]) for m in per) or 1.0
             for m in per:
                 stages.setdefault(f"stage{i + 1}_{name}", {}).setdefault(m, []).append(
                     {"peak_norm": max(per[m][i]) / best, "mean_norm": float(np.mean(per[m][i])) / best,
-                     "peak": max(per[m][i])})
-    res["c6_continual"] = {k: {m: _agg(v) for m, v in d.items()} for k, d in stages.items()}
-    bounds = np.cumsum([sum(r["task"] == name for r in cont["rl"][0]) for name in continual])[:-1]  # stage switches
-    plot_curves(os.path.join(root, "continual.png"), {m: curve(v[0]) for m, v in cont.items()}, "RL steps",
-                "continual: " + " -> ".join(continual), vlines=bounds)
-    plots.append("continual.png")
-    write_atomic(os.path.join(root, "results.json"), json.dumps(res, indent=2))
-    write_atomic(os.path.join(root, "report.md"), render_report(res, plots, suite_tasks, continual))
+                     "peak": max(per[m][i]), "mean": float(np.mean(per[m][i]))})
+    out = {}
+    for k, d in stages.items():
+        out[k] = {m: _agg(v) for m, v in d.items()}
+        out[k]["fst_minus_rl_mean"] = _paired([x["mean"] for x in d["fst"]], [x["mean"] for x in d["rl"]], +1)
+        out[k]["verdict"] = out[k]["fst_minus_rl_mean"]["verdict"]
+    res["c6_continual"] = out
+    if keys:
+        rows = cont["rl"][keys[0]]
+        bounds = np.cumsum([sum(r["task"] == name for r in rows) for name in CONTINUAL])[:-1]
+        plot_bands(os.path.join(res["_out"], "continual.png"),
+                   {m: mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()}, "RL steps",
+                   "continual: " + " -> ".join(CONTINUAL), vlines=bounds)
+        plots.append("continual.png")
+
+
+def leave_zero(rows):
+    """C8: the first step whose RL rollouts earned any reward (binary reward), or None (censored)."""
+    return next((r["step"] for r in rows if r.get("reward", 0) > 0), None)
+
+
+def exploration(root, reps, res):
+    runs = {m: replicates(root, reps, EXPLORATION_TASK, m) for m in ("rl", "fst")}
+    keys = [r for r in reps if all(r in v for v in runs.values())]
+    out = {"task": EXPLORATION_TASK}
+    steps = {}
+    for m, v in runs.items():
+        found = [leave_zero(v[r]) for r in keys]
+        n_steps = [v[r][-1]["step"] + 1 for r in keys]
+        # censored runs enter at their length: a lower bound on the steps they would need
+        steps[m] = [f if f is not None else n for f, n in zip(found, n_steps)]
+        out[m] = {"steps_to_leave_zero": ev.mean_std(steps[m]), "censored": found.count(None),
+                  "final_val_acc": ev.mean_std([ev.curve(v[r])[1][-1] for r in keys])}
+    out["rl_minus_fst_steps"] = _paired(steps["rl"], steps["fst"], +1) if keys else {}
+    out["verdict"] = out["rl_minus_fst_steps"].get("verdict", "inconclusive")
+    res["c8_exploration"] = out
+
+
+def reflector_sweep(root, seeds, res, hit_rates):
+    """C1 and C3 of FST with each reflector on the first base (the default's runs included)."""
+    reps = [(0, s) for s in seeds]
+    out = {}
+    for name, method in [("edit", "fst")] + [(n, f"fst-{n}") for n in SWEEP_REFLECTORS]:
+        out[name] = {}
+        for t in SUITE_TASKS:
+            rl, fst = replicates(root, reps, t, "rl"), replicates(root, reps, t, method)
+            keys = [r for r in reps if r in rl and r in fst]
+            if not keys:
+                continue
+            out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name), "c1": c1(rl, fst, keys),
+                            "c3": c3(rl, fst, keys, None, "kl"), "n": len(keys)}
+            out[name][t]["c1"].pop("per_replicate")
+    res["reflector_sweep"] = {k: v for k, v in out.items() if v}
+
+
+# -----------------------------------------------------------------------------
+# the report
+
+def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_rates=None):
+    """Compute C1-C8 from the runs under `root` (bases 0..bases-1 x seeds 0..seeds-1) on `device`; write
+    results.json, report.md and PNG plots to `out` (default root)."""
+    out = out or root
+    os.makedirs(out, exist_ok=True)
+    reps = [(b, s) for b in range(bases) for s in range(seeds)]
+    base_models, metrics = {}, {}
+    for b in range(bases):
+        model, extra = load_checkpoint(os.path.join(base_root(root, b), "base", "model.pt"), device)
+        base_models[b], metrics[b] = model.eval(), extra["metrics"]
+    preset = metrics[0]["preset"]
+    enc = tasks.tokenizer_from_state(extra["tokenizer"])
+    res = {"preset": preset["name"], "bases": list(range(bases)), "seeds": list(range(seeds)),
+           "replicates": len(reps), "wall_s": suite_wall_s, "_out": out,
+           "base_quality": {b: {"general_acc": m["general_acc"], "min_op_acc": min(m["acc_by_op"].values()),
+                                "acc_by_op": m["acc_by_op"], "wall_s": m["wall_s"]} for b, m in metrics.items()},
+           "runs": {}, "controls": {}, "c1_sample_efficiency": {}, "c2_asymptote": {},
+           "c3_kl_at_matched_reward": {}, "c4_forgetting": {}, "c7_channels": {}}
+    plots = []
+    for t in SUITE_TASKS:
+        task_claims(root, reps, t, base_models, enc, preset, res, plots)
+    plasticity(root, reps, res, plots)
+    continual(root, reps, res, plots)
+    exploration(root, reps, res)
+    if hit_rates is None and os.path.exists(os.path.join(root, "hit_rates.json")):
+        with open(os.path.join(root, "hit_rates.json")) as f:
+            hit_rates = json.load(f)
+    reflector_sweep(root, range(seeds), res, hit_rates or {})
+    res["reflector_first_hit_rate"] = hit_rates
+    del res["_out"]
+    write_atomic(os.path.join(out, "results.json"), json.dumps(res, indent=1))
+    write_atomic(os.path.join(out, "report.md"), render_report(res, plots))
     return res
 
 
-def _plot_kl(path, series, task):
+def plot_bands(path, series, xlabel, title, vlines=()):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for m, (acc, kl) in series.items():
-        ax.plot(acc, kl, marker="o", ms=3, lw=0.8, label=m)
-    ax.set(xlabel="val exact match (mean@4)", ylabel="KL(pi_theta || pi_base) per token")
+    for label, (xs, m, lo, hi) in series.items():
+        line, = ax.plot(xs, m, label=label, lw=1.2)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    for v in vlines:
+        ax.axvline(v, color="gray", ls="--", lw=0.8)
+    ax.set(xlabel=xlabel, ylabel="val exact match", ylim=(-0.02, 1.02))
+    _finish_plot(fig, ax, path, title)
+
+
+def _plot_kl(path, series, task):
+    """KL to the base against val accuracy at the KL evals, one thin line per replicate."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m, curves in series.items():
+        color = None
+        for i, (acc, kl) in enumerate(curves):
+            line, = ax.plot(acc, kl, marker="o", ms=2, lw=0.6, color=color, label=m if i == 0 else None)
+            color = line.get_color()
+    ax.set(xlabel="val exact match", ylabel="KL(pi_theta || pi_base) per token")
     _finish_plot(fig, ax, path, f"{task}: drift from the base vs accuracy")
 
 
@@ -194,96 +380,106 @@ def _finish_plot(fig, ax, path, title):
 
 
 def _m(x, digits=3):
-    """Format an aggregated {mean, ci95, n} leaf (or a plain number): mean [95% interval]."""
+    """Format an aggregate {mean, ci95, n} (or a plain number): mean [95% interval]."""
     if isinstance(x, dict) and "mean" in x:
         if x["mean"] is None:
             return "n/a"
-        lo, hi = x.get("ci95") or (None, None)
-        return f"{x['mean']:.{digits}f}" + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if x["n"] > 1 else "")
+        ci = x.get("ci95")
+        return f"{x['mean']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+                                             if ci and x.get("n", 0) > 1 else "")
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _mean(x):
-    return x["mean"] if isinstance(x, dict) else x
-
-
-def render_report(res, plots, suite_tasks, continual):
+def render_report(res, plots):
+    n = res["replicates"]
     L = [f"# fastslow report: preset `{res['preset']}`", "",
-         f"Seeds {res['seeds']}; suite wall time {res['wall_s']:.0f} s (pretraining and every run, each on its own "
-         "clock, summed). Accuracy = exact match on the val split, "
-         "mean@4 at the training temperature, with each method's deployed prompt (RL: the seed prompt; FST and "
-         "context-only: the frontier candidate with the best mean on D_p). Values are mean [95% bootstrap interval] "
-         "over seeds.", ""]
-    L += ["## Runs", "", "| task | method | final val acc | rollouts (all) | wall s |", "|---|---|---|---|---|"]
+         f"Bases (pretraining seeds) {res['bases']} x run seeds {res['seeds']} = {n} replicates; wall time "
+         f"{res['wall_s']:.0f} s (pretraining and every run, each on its own clock, summed). Accuracy = exact "
+         "match on the 256-problem val split at the training temperature, with each method's deployed prompt. "
+         "Values: mean [95% bootstrap interval] over replicates. Verdict: `reproduced` when the interval "
+         "excludes no effect in the paper's direction, `not reproduced` when it excludes it the other way, "
+         "else `inconclusive`.", "", "## Bases", "", "| base | general acc | weakest op | wall s |",
+         "|---|---|---|---|"]
+    for b, q in res["base_quality"].items():
+        L.append(f"| {b} | {q['general_acc']:.3f} | {q['min_op_acc']:.3f} | {q['wall_s']:.0f} |")
+    L += ["", "## Claims", "", "| claim | task | measure | value | verdict |", "|---|---|---|---|---|"]
+    for t, d in res["c1_sample_efficiency"].items():
+        for axis, label in (("ratio", "steps"), ("ratio_rollouts", "rollouts")):
+            s = d[axis]
+            L.append(f"| C1 faster | {t} | RL {label} to its peak / FST {label} (geo. mean; censored "
+                     f"{s.get('censored_high', 0)} high, {s.get('censored_low', 0)} low) | {_m(s, 2)} | "
+                     f"{s['verdict']} |")
+    for t, d in res["c2_asymptote"].items():
+        if d:
+            L.append(f"| C2 higher ceiling | {t} | A(FST) - A(RL) (A: {d['rl']['A']:.2f} vs {d['fst']['A']:.2f}) "
+                     f"| {_m(d['fst_minus_rl'])} | {d['verdict']} |")
+    for t, d in res["c3_kl_at_matched_reward"].items():
+        for k, label in (("kl", "deployed prompts"), ("kl_common", "common seed prompt")):
+            v = d[k]
+            if v.get("n", 1):
+                L.append(f"| C3 less drift | {t} | KL ratio FST/RL at matched reward {_m(v['reward'], 2)}, "
+                         f"{label} | {_m(v['ratio'], 2)} | {v['verdict']} |")
+    for t, d in res["c4_forgetting"].items():
+        v = d["fst_minus_rl_general"]
+        L.append(f"| C4 forgets less | {t} | general acc FST - RL (base {_m(d['base']['general_acc'])}) | "
+                 f"{_m(v)} | {v['verdict']} |")
+    p = res["c5_plasticity"]
+    if "verdict" in p:
+        L.append(f"| C5 stays plastic | {p['task']} | area, RL from FST-init - from RL-init | "
+                 f"{_m(p['fst_minus_rl_auc'])} | {p['verdict']} |")
+    for k, d in res["c6_continual"].items():
+        if not k.startswith("stage1"):
+            L.append(f"| C6 keeps learning | {k} | mean val acc FST - RL | {_m(d['fst_minus_rl_mean'])} | "
+                     f"{d['verdict']} |")
+    for t, d in res["c7_channels"].items():
+        L.append(f"| C7 channels | {t} | weights' gain (FST weights vs base, FST prompt) | "
+                 f"{_m(d['weights_gain'])} | {d['weights_gain']['verdict']} |")
+        L.append(f"| C7 channels | {t} | prompt's gain (FST prompt vs seed, FST weights) | "
+                 f"{_m(d['prompt_gain'])} | {d['prompt_gain']['verdict']} |")
+    e = res["c8_exploration"]
+    if e.get("rl_minus_fst_steps"):
+        L.append(f"| C8 leaves zero sooner | {e['task']} | steps to first reward RL - FST (RL "
+                 f"{_m(e['rl']['steps_to_leave_zero'], 0)}, {e['rl']['censored']} never; FST "
+                 f"{_m(e['fst']['steps_to_leave_zero'], 0)}, {e['fst']['censored']} never) | "
+                 f"{_m(e['rl_minus_fst_steps'], 1)} | {e['verdict']} |")
+    L += ["", "## Runs and controls (final val acc; FST minus the control, paired by replicate)", "",
+          "| task | method | final val acc | FST - it | verdict (FST higher) | rollouts | wall s |",
+          "|---|---|---|---|---|---|---|"]
     for t, d in res["runs"].items():
         for m, v in d.items():
-            L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(v['rollouts'], 0)} | {_m(v['wall_s'], 0)} |")
-    L += ["", "## Controls: does interleaving matter? (final val acc; FST minus the control, paired by seed)", "",
-          "| task | control | its final val acc | FST - control | verdict |", "|---|---|---|---|---|"]
-    for t, d in res["controls"].items():
-        for m, v in d.items():
-            diff = v["fst_minus_this"]
-            L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(diff)} | FST {diff['verdict']} |")
-    verdict = lambda ok: "**yes**" if ok else "**no**"
-    L += ["", "## C1 sample efficiency: steps for FST to reach RL-only's peak", "",
-          "| task | RL peak | RL steps to peak | FST steps to RL peak | ratio (steps) | ratio (rollouts) | trend (ratio ≥ 2) |",
-          "|---|---|---|---|---|---|---|"]
-    for t, d in res["c1_sample_efficiency"].items():
-        r = _mean(d["ratio"])
-        L.append(f"| {t} | {_m(d['rl_peak'])} | {_m(d['rl_steps_to_peak'], 0)} | {_m(d['fst_steps_to_rl_peak'], 0)} | "
-                 f"{_m(d['ratio'], 2)} | {_m(d['ratio_rollouts'], 2)} | {verdict(r is not None and r >= 2)} |")
-    L += ["", "## C2 asymptote: sigmoid fit R = R0 + (A - R0) / (1 + (Cmid/C)^B) of accuracy vs steps", "",
-          "| task | A (RL) | A (FST) | trend (FST > RL) |", "|---|---|---|---|"]
-    for t, d in res["c2_asymptote"].items():
-        L.append(f"| {t} | {d['rl']['A']:.3f} | {d['fst']['A']:.3f} | {verdict(d['fst']['A'] > d['rl']['A'])} |")
-    L += ["", "## C3 drift: KL(pi_theta || pi_base) per token at matched reward", "",
-          "| task | reward level | RL KL | FST KL | ratio FST/RL | trend (≤ 0.5) |", "|---|---|---|---|---|---|"]
-    for t, d in res["c3_kl_at_matched_reward"].items():
-        r = _mean(d["ratio"])
-        L.append(f"| {t} | {_m(d['reward'])} | {_m(d['rl_kl'], 4)} | {_m(d['fst_kl'], 4)} | {_m(d['ratio'], 2)} | "
-                 f"{verdict(r is not None and r <= 0.5)} |")
-    L += ["", "## C4 forgetting: general skills (own instruction in context) and the task with the seed prompt", "",
-          "| task | base general | RL general | FST general | base no-prompt | RL no-prompt | FST no-prompt | trend (FST general ≥ RL) |",
-          "|---|---|---|---|---|---|---|---|"]
-    for t, d in res["c4_forgetting"].items():
-        ok = _mean(d["fst"]["general_acc"]) >= _mean(d["rl"]["general_acc"])
-        L.append(f"| {t} | {_m(d['base']['general_acc'])} | {_m(d['rl']['general_acc'])} | {_m(d['fst']['general_acc'])} | "
-                 f"{_m(d['base']['no_prompt_acc'])} | {_m(d['rl']['no_prompt_acc'])} | {_m(d['fst']['no_prompt_acc'])} | {verdict(ok)} |")
-    p = res["c5_plasticity"]
-    L += ["", f"## C5 plasticity: fresh RL (seed prompt) on `{p['task']}` from three inits", "",
-          f"| init | area under the accuracy curve | steps to {p['threshold']} | final |", "|---|---|---|---|"]
-    for k in ("from_base", "from_rl", "from_fst"):
-        L.append(f"| {k} | {_m(p[k]['auc'])} | {_m(p[k]['steps_to_threshold'], 0)} | {_m(p[k]['final'])} |")
-    ok = _mean(p["from_fst"]["auc"]) > _mean(p["from_rl"]["auc"])
-    L.append(f"\nTrend (FST-init learns faster than RL-init, by area): {verdict(ok)}")
-    L += ["", "## C6 continual: " + " -> ".join(continual), "",
-          "| stage | RL peak (norm.) | FST peak (norm.) | RL mean (norm.) | FST mean (norm.) |", "|---|---|---|---|---|"]
-    for k, d in res["c6_continual"].items():
-        L.append(f"| {k} | {_m(d['rl']['peak_norm'])} | {_m(d['fst']['peak_norm'])} | {_m(d['rl']['mean_norm'])} | {_m(d['fst']['mean_norm'])} |")
-    later = list(res["c6_continual"].values())[1:]
-    ok = all(_mean(d["fst"]["mean_norm"]) > _mean(d["rl"]["mean_norm"]) for d in later)
-    L.append(f"\nTrend (FST beats RL in stages 2 and 3, normalized mean accuracy): {verdict(ok)}")
-    L += ["", "## C7 which channel carries the gain: {base, FST weights} x {seed, FST prompt}", "",
-          "| task | base + seed | base + FST prompt | FST weights + seed | FST weights + FST prompt | FST prompt |",
-          "|---|---|---|---|---|---|"]
+            c = res["controls"][t].get(m)
+            diff = (_m(c["fst_minus_this"]), c["fst_minus_this"]["verdict"]) if c else ("", "")
+            L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {diff[0]} | {diff[1]} | "
+                     f"{_m(v['rollouts'], 0)} | {_m(v['wall_s'], 0)} |")
+    L += ["", "## C7: {base, FST weights} x {seed, FST prompt}", "",
+          "| task | base + seed | base + FST prompt | FST weights + seed | FST weights + FST prompt |",
+          "|---|---|---|---|---|"]
     for t, d in res["c7_channels"].items():
         L.append(f"| {t} | {_m(d['base_weights']['seed_prompt'])} | {_m(d['base_weights']['fst_prompt'])} | "
-                 f"{_m(d['fst_weights']['seed_prompt'])} | {_m(d['fst_weights']['fst_prompt'])} | `{d['fst_prompt_text']}` |")
+                 f"{_m(d['fst_weights']['seed_prompt'])} | {_m(d['fst_weights']['fst_prompt'])} |")
+    if res.get("reflector_sweep"):
+        L += ["", "## Reflector sweep (first base): how much of FST's gain depends on the reflector", "",
+              "| reflector | task | first-proposal hit rate | C1 ratio (steps) | C3 KL ratio | n |",
+              "|---|---|---|---|---|---|"]
+        for name, d in res["reflector_sweep"].items():
+            for t, v in d.items():
+                L.append(f"| {name} | {t} | {_m(v['first_hit_rate'], 2)} | {_m(v['c1']['ratio'], 2)} | "
+                         f"{_m(v['c3'].get('ratio'), 2)} | {v['n']} |")
     L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(L) + "\n"
 
 
 def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), trials=100):
-    """First-proposal hit rate of each reflector on each suite task (and the probe's), with the base
-    model's own greedy outputs as the records: {task: {reflector: rate}} (reflectors.first_hit_rate)."""
+    """First-proposal hit rate of each reflector on each suite task (and the probe's), with the first
+    base's own greedy outputs as the records: {task: {reflector: rate}} (reflectors.first_hit_rate)."""
     import reflectors
     from episodes import greedy_evaluate
-    base, extra = load_checkpoint(os.path.join(root, "base", "model.pt"), device)
+    base, extra = load_checkpoint(os.path.join(base_root(root, 0), "base", "model.pt"), device)
     enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]
     evaluate = greedy_evaluate(base.eval(), enc, preset["max_new_tokens"])
     count = lambda text: len(enc.encode_ordinary(text))
     out = {}
-    for name in SUITE_TASKS + [PLASTICITY_TASK]:
+    for name in SUITE_TASKS + [PLASTICITY_TASK, EXPLORATION_TASK]:
         task = tasks.make_task(name, n_pareto=preset["n_pareto"], n_val=preset["n_val"])
         out[name] = {r: reflectors.first_hit_rate(reflectors.make_reflector(r, preset["context_tokens"], count),
                                                   task, evaluate, trials=trials) for r in names}
@@ -295,24 +491,29 @@ def main(argv=None):
     import torch
     ap = CLIParser(prog="report.py", description="rebuild report.md, plots and results.json from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
+    ap.add_argument("--bases", type=positive(int), default=1)
     ap.add_argument("--seeds", type=positive(int), default=1)
+    ap.add_argument("--out", default=None, help="write the report here (default runs/<preset>)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--hit-rates", action="store_true", help="only: each reflector's first-proposal hit rate")
+    ap.add_argument("--hit-rates", action="store_true",
+                    help="only: each reflector's first-proposal hit rate (-> runs/<preset>/hit_rates.json)")
     args = ap.parse_args(argv)
     root = os.path.join("runs", args.preset)
-    if not os.path.exists(os.path.join(root, "base", "model.pt")):
+    if not os.path.exists(os.path.join(base_root(root, 0), "base", "model.pt")):
         raise UserError(f"no runs under {root}; run `python train.py --preset {args.preset}` first")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.hit_rates:
-        print(json.dumps(reflector_hit_rates(root, device)))
+        rates = reflector_hit_rates(root, device)
+        write_atomic(os.path.join(root, "hit_rates.json"), json.dumps(rates, indent=1))
+        print(json.dumps(rates))
         return
-    old = os.path.join(root, "results.json")
     wall = float("nan")
-    if os.path.exists(old):  # keep the suite's own wall time
-        with open(old) as f:
+    if os.path.exists(os.path.join(root, "results.json")):  # keep the suite's own wall time
+        with open(os.path.join(root, "results.json")) as f:
             wall = json.load(f).get("wall_s", wall)
-    write_report(root, args.seeds, wall, device=device)
-    print(f"wrote {root}/report.md")
+    out = args.out or root
+    write_report(root, args.bases, args.seeds, wall, device=device, out=out)
+    print(f"wrote {out}/report.md")
 
 
 if __name__ == "__main__":

@@ -95,9 +95,10 @@ class Preset:
     adv_scale: str = "group"
     beta: float = 0.0             # optional k3 KL penalty to the initial weights (0: measured, not optimized)
     eval_every: int = 5
-    eval_samples: int = 4         # mean@4 on the val split
-    kl_problems: int = 32         # KL to the base during a run: the first kl_problems val problems ...
-    kl_samples: int = 2           # ... x kl_samples completions each
+    eval_samples: int = 2         # mean@2 on the val split (greedy exact match at the last eval only)
+    kl_every: int = 25            # KL to the base every kl_every steps and at the end, on ...
+    kl_problems: int = 128        # ... the first kl_problems val problems ...
+    kl_samples: int = 4           # ... x kl_samples completions, under the deployed and the seed prompt
     # GEPA (fast weights)
     gepa_every: int = 6           # T: a GEPA round every T RL steps
     gepa_proposals: int = 4       # K proposals per round
@@ -105,8 +106,10 @@ class Preset:
     minibatch: int = 3
     context_tokens: int = 48      # token budget of a context
     context_budget: int = 600     # rollouts for the context-only baseline
-    n_val: int = 64               # val problems per task
+    n_val: int = 256              # val problems per task
     n_pareto: int = 16            # |D_p|, GEPA's Pareto set
+    window: int = 64              # schedules: GEPA's data is the last `window` problems of the stream
+    continual_steps: int = 100    # steps per stage of the suite's continual schedule (not a multiple of T)
     # random streams: pretraining batch = f(seed * data_seed_stride + step), rollouts of a step likewise
     data_seed_stride: int = 1_000_003
     rollout_seed_stride: int = 100_003
@@ -123,8 +126,8 @@ PRESETS = {
     # micro: the end-to-end smoke test's preset (seconds, not minutes; its numbers mean nothing)
     "micro": Preset("micro", n_layer=2, n_head=2, n_embd=64, pretrain_steps=30, pretrain_batch=16,
                     pretrain_eval_every=1000, steps=4, batch_problems=4, group_size=4, eval_every=2,
-                    gepa_every=2, gepa_proposals=2, context_budget=60, n_val=8, n_pareto=4,
-                    max_new_tokens=8),
+                    kl_every=2, gepa_every=2, gepa_proposals=2, context_budget=60, n_val=8, n_pareto=4,
+                    window=8, continual_steps=3, max_new_tokens=8),
 }
 # the methods, as switches of the one FST step: a frontier of prompts in the RL groups (uses_context), GEPA
 # rounds interleaved with RL (gepa_rounds), RL updates (trains_weights), the task's true instruction as the
@@ -184,6 +187,7 @@ class RunState:
     reflect: object            # the reflector (fast_context's reflection step)
     gepa: object               # fast_context.GEPAState, or None for rl
     task: tasks.Task           # the task of the current stage
+    window: list = None        # schedules: the stream's last problems, GEPA's data (else None)
     rl_rollouts: int = 0
 
 
@@ -258,17 +262,20 @@ def update_policy(s, ro, adv, preset):
     return row
 
 
-def fst_step(s, step, preset, fresh):
-    """One step of Fast-Slow Training -> log fields. `fresh`: the frontier was just scored with these weights."""
+def fst_step(s, step, preset):
+    """One step of Fast-Slow Training -> log fields."""
     row = {}
+    problems = s.rng.sample(s.task.train, preset.batch_problems)  # this step's slice of the data stream
     # 1. fast weights: a GEPA round with the current policy (every T steps; every step for context-only)
     if s.gepa_rounds and (not s.trains_weights or step % preset.gepa_every == 0):
-        row.update(gepa_round(s, preset, rescore=step > 0 and s.trains_weights and not fresh))
+        slid = step > 0 and slide_window(s, preset)
+        row.update(gepa_round(s, preset, rescore=step > 0 and (s.trains_weights or slid)))
+    if s.window is not None:
+        s.window = (s.window + problems)[-preset.window:]
     if not s.trains_weights:
         return row
-    # 2. this step's problems, and m frontier prompts for each (the seed prompt alone without GEPA)
+    # 2. m frontier prompts for each problem (the fixed prompt alone without GEPA)
     s.model.train()
-    problems = s.rng.sample(s.task.train, preset.batch_problems)
     contexts, sizes, group = draw_prompts(s, problems, preset)
     # 3. sample the groups: G rollouts per problem, split over its prompts, scored by the verifier
     ro = sample_rollouts(s.model, s.enc, contexts, [problems[i] for i in group], sizes, preset.temperature,
@@ -282,27 +289,46 @@ def fst_step(s, step, preset, fresh):
     return row
 
 
-def next_stage(s, task):
-    """The data stream moves to the next stage: nobody tells the learner, only its data changes. GEPA's
-    data now comes from the new stream, so its frontier is re-scored on it. -> True if re-scored."""
-    s.task = task
-    if s.gepa is None:
+def slide_window(s, preset):
+    """Schedules: before a round, GEPA's D_p becomes the stream's last n_pareto problems and its
+    minibatches come from the rest of the window. Nobody tells GEPA about a task switch: its data
+    simply moves with the stream. -> True if its data moved (the frontier must be re-scored)."""
+    if s.window is None or len(s.window) <= preset.n_pareto:
         return False
-    s.gepa.pareto, s.gepa.train, s.gepa.order, s.gepa.pos = list(task.pareto), list(task.train), [], 0
-    fc.rescore_frontier(s.gepa, s.policy)
+    s.gepa.pareto, s.gepa.train = s.window[-preset.n_pareto:], s.window[:-preset.n_pareto]
+    s.gepa.order, s.gepa.pos = [], 0
     return True
 
 
 def evaluate_step(s, base_model, preset, step, last, row):
-    """Val accuracy and KL to the base with the deployed prompt, every eval_every steps and at the end."""
+    """Val accuracy with the deployed prompt every eval_every steps and at the end (greedy exact match at
+    the end only); at every kl_every-th of those steps and at the end, KL to the base under the deployed
+    prompt and under the task's seed prompt, which every method shares (`kl_common`)."""
+    if not (step % preset.eval_every == 0 or last):
+        return
     deployed = fc.best_prompt(s.gepa) if s.gepa is not None else fixed_prompt(s)
-    if step % preset.eval_every == 0 or last:
-        val = s.task.val
-        acc, greedy = ev.task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples, preset.temperature,
-                                       seed=step, max_new_tokens=preset.max_new_tokens)
-        kl = ev.kl_to_base(s.model, base_model, s.enc, deployed, val[:preset.kl_problems], preset.kl_samples,
-                           preset.temperature, seed=step, max_new_tokens=preset.max_new_tokens)
-        row.update(val_acc=acc, val_greedy=greedy, kl=kl, prompt=deployed)
+    val = s.task.val
+    acc, greedy = ev.task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples, preset.temperature,
+                                   seed=step, max_new_tokens=preset.max_new_tokens, greedy=last)
+    row.update(val_acc=acc, prompt=deployed)
+    if last:
+        row["val_greedy"] = greedy
+    if step % preset.kl_every == 0 or last:
+        def kl(context):
+            return ev.kl_to_base(s.model, base_model, s.enc, context, val[:preset.kl_problems],
+                                 preset.kl_samples, preset.temperature, seed=step,
+                                 max_new_tokens=preset.max_new_tokens)
+        row["kl"] = kl(deployed)
+        row["kl_common"] = row["kl"] if deployed == s.task.seed_prompt else kl(s.task.seed_prompt)
+
+
+def problems_state(problems):
+    """Problems -> plain lists for a checkpoint (and back: problems_from)."""
+    return [[list(p.inputs), list(p.answer), p.marker, p.exact_only] for p in problems]
+
+
+def problems_from(state):
+    return [tasks.Problem(tuple(i), tuple(a), m, e) for i, a, m, e in state]
 
 
 def holds_run(out_dir):
@@ -326,7 +352,7 @@ def finished_summary(out_dir, settings, resume, log):
     return None
 
 
-def start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger):
+def start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger, windowed=False):
     """Models, optimizer, reflector and GEPA state of a run, restored from ledger.saved when resuming.
     -> (RunState, base model, log rows so far, done flag)."""
     model, enc = load_base(init, pick_device(device))
@@ -353,8 +379,14 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
         s.rl_rollouts, done = ck["rl_rollouts"], ck["done"]
         with open(os.path.join(os.path.dirname(ledger.path), "log.jsonl")) as f:
             rows = [json.loads(line) for line in f.read().splitlines()[:ck["log_rows"]]]  # drop later rows
+    if windowed:  # a schedule: GEPA's data follows the stream (slide_window)
+        s.window = []
+    if ck is not None and ck["window"] is not None:
+        s.window, pareto, train = [problems_from(x) for x in ck["window"]]
+    else:
+        pareto, train = s.task.pareto, s.task.train
     if flags["uses_context"] and ck is not None:
-        s.gepa = fc.load_state_dict(ck["gepa"], s.task.pareto, s.task.train, count_tokens)
+        s.gepa = fc.load_state_dict(ck["gepa"], pareto, train, count_tokens)
     elif flags["uses_context"]:
         s.gepa = fc.init_state(s.task.seed_prompt, s.task.pareto, s.task.train, s.policy, seed=seed,
                                minibatch_size=preset.minibatch, max_context_tokens=preset.context_tokens,
@@ -382,7 +414,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
     stage_at = [k for k, (_, n) in enumerate(stages) for _ in range(n)]  # step -> index of its stage
     start = ledger.saved["step"] if ledger.saved else 0
     task = stages[stage_at[max(start - 1, 0)]][0]  # the stage of the last step done
-    s, base_model, rows, done = start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger)
+    s, base_model, rows, done = start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger,
+                                          windowed=len(stages) > 1)
     if ledger.saved:
         log(f"{out_dir}: resuming at step {start}")
     os.makedirs(out_dir, exist_ok=True)
@@ -392,10 +425,9 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
     pbar = tqdm(range(start, len(stage_at) if not done else start), desc=f"{method} {stages[0][0].name}", leave=False)
     for step in pbar:
         row = {"step": step}
-        switched = step > 0 and stage_at[step] != stage_at[step - 1]
-        fresh = next_stage(s, stages[stage_at[step]][0]) if switched else False  # frontier just re-scored
+        s.task = stages[stage_at[step]][0]  # a switch changes the data stream; nobody tells the learner
         row["task"] = s.task.name
-        row.update(fst_step(s, step, preset, fresh))
+        row.update(fst_step(s, step, preset))
         if s.trains_weights:
             ledger.count(row.get("skipped", ""), f"step {step}", log)
         row["rollouts"] = s.rl_rollouts + (s.gepa.rollouts if s.gepa is not None else 0)
@@ -412,7 +444,9 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
         if last or (step + 1) % preset.ckpt_every == 0:
             ledger.save(step + 1, done=last, model=s.model.state_dict(), opt=s.opt.state_dict(),
                         rng=list(s.rng.getstate()), torch_rng=torch.get_rng_state(), rl_rollouts=s.rl_rollouts,
-                        gepa=fc.state_dict(s.gepa) if s.gepa is not None else None, log_rows=len(rows))
+                        gepa=fc.state_dict(s.gepa) if s.gepa is not None else None, log_rows=len(rows),
+                        window=None if s.window is None else [problems_state(x) for x in (
+                            s.window, s.gepa.pareto if s.gepa else [], s.gepa.train if s.gepa else [])])
         if last:
             break  # the context-only baseline stops at its rollout budget
     logf.close()
@@ -440,38 +474,77 @@ def finish_run(s, method, stages, rows, settings, seed, init, reflector, preset,
 # -----------------------------------------------------------------------------
 # the reproduction suite: every run the report needs, then the report (folders: report.run_dir)
 
-def suite(preset, root, seeds=1, device="auto", log=print):
-    """Every run the report needs, then the report. Re-running it skips finished stages and resumes an
-    interrupted one from its checkpoint. The report's wall time is the sum of the stages' own wall times
-    (pretraining included, time before an interruption included); the last log line adds the report's."""
-    t0, walls = time.time(), []
-    base = os.path.join(root, "base", "model.pt")
-    if not os.path.exists(base):
-        log("pretraining the base model")
-        pretrain(preset, os.path.dirname(base), pick_device(device), log=log, resume=True)
-    with open(os.path.join(root, "base", "metrics.json")) as f:
-        walls.append(json.load(f)["wall_s"])
+def suite_jobs(preset, root, bases=1, seeds=1, sweep=False):
+    """Every run of the suite as (wave, folder, run kwargs), in the order --jobs 1 runs them. A wave's runs
+    depend only on earlier waves: 1 = from the base, 2 = the plasticity probe from wave-1 weights."""
+    jobs = []
+    for b in range(bases):
+        broot = report.base_root(root, b)
+        base = os.path.join(broot, "base", "model.pt")
 
-    def stage(method, schedule, init, folder, seed, label):
-        s = run(method, schedule, preset, init, folder, seed, base=base, device=device, log=log, resume=True)
-        walls.append(s["wall_s"])
-        log(f"{label} seed {seed}: final val {s['final_val_acc']:.3f} best {s['best_val_acc']:.3f} "
-            f"rollouts {s['rollouts']} {s['wall_s']:.0f}s prompt={s['deployed_prompt']!r}")
+        def add(wave, method, schedule, folder, seed, init=base, reflector="edit"):
+            jobs.append((wave, folder, dict(method=method, schedule=schedule, init=init, seed=seed, base=base,
+                                            reflector=reflector)))
+        for seed in range(seeds):
+            for task in report.SUITE_TASKS:
+                for method in report.SUITE_METHODS:
+                    add(1, method, [(task, preset.steps)], report.run_dir(broot, task, method, seed), seed)
+            for method in ("rl", "fst"):  # C8: exploration from zero reward
+                add(1, method, [(report.EXPLORATION_TASK, preset.steps)],
+                    report.run_dir(broot, report.EXPLORATION_TASK, method, seed), seed)
+            for method in ("rl", "fst"):  # C6 continual: untold task switches
+                add(1, method, [(t, preset.continual_steps) for t in report.CONTINUAL],
+                    report.run_dir(broot, "continual", method, seed), seed)
+            if sweep and b == 0:  # FST with the other reflectors, on the first base
+                for name in report.SWEEP_REFLECTORS:
+                    for task in report.SUITE_TASKS:
+                        add(1, "fst", [(task, preset.steps)], report.run_dir(broot, task, f"fst-{name}", seed),
+                            seed, reflector=name)
+            for init in ("base", "rl", "fst"):  # C5 plasticity: RL on a new task from the prior task's weights
+                path = base if init == "base" else os.path.join(
+                    report.run_dir(broot, report.PRIOR_TASK, init, seed), "model.pt")
+                add(2, "rl", [(report.PLASTICITY_TASK, preset.steps)], report.run_dir(broot, "plasticity", init, seed),
+                    seed, init=path)
+    return jobs
 
-    for seed in range(seeds):
-        for task in report.SUITE_TASKS:
-            for method in report.SUITE_METHODS:
-                stage(method, [(task, preset.steps)], base, report.run_dir(root, task, method, seed), seed,
-                      f"{task:12s} {method:8s}")
-        for init in ("base", "rl", "fst"):  # C5 plasticity: fresh RL on a new task from three inits
-            path = base if init == "base" else os.path.join(
-                report.run_dir(root, report.SUITE_TASKS[0], init, seed), "model.pt")
-            stage("rl", [(report.PLASTICITY_TASK, preset.steps)], path,
-                  report.run_dir(root, "plasticity", init, seed), seed, f"plasticity from {init:4s}")
-        for method in ("rl", "fst"):  # C6 continual: untold task switches
-            stage(method, [(t, preset.steps) for t in report.CONTINUAL], base,
-                  report.run_dir(root, "continual", method, seed), seed, f"continual {method:4s}")
-    results = report.write_report(root, seeds, sum(walls), device=pick_device(device))
+
+def _run_job(preset, folder, kwargs, device, threads):
+    """One suite run in a worker process (--jobs N): its own thread count, no progress bars."""
+    torch.set_num_threads(threads)
+    setup_device(device)
+    return folder, run(preset=preset, out_dir=folder, device=device, log=lambda *a: None, resume=True, **kwargs)
+
+
+def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False, jobs=1):
+    """Every run the report needs, for pretraining seeds 0..bases-1 x run seeds 0..seeds-1, then one report.
+    Re-running it skips finished stages and resumes an interrupted one from its checkpoint. jobs > 1 runs
+    independent stages in that many processes (threads split among them); every run is a deterministic
+    function of its settings, so the results are those of jobs = 1. The report's wall time is the sum of
+    the stages' own wall times (pretraining included); the last log line adds the invocation's."""
+    t0, walls, device = time.time(), [], pick_device(device)
+    for b in range(bases):  # the bases, one per pretraining seed
+        out = os.path.join(report.base_root(root, b), "base")
+        if not os.path.exists(os.path.join(out, "model.pt")):
+            log(f"pretraining base {b}")
+            pretrain(preset, out, device, seed=b, log=log, resume=True)
+        with open(os.path.join(out, "metrics.json")) as f:
+            walls.append(json.load(f)["wall_s"])
+    todo = suite_jobs(preset, root, bases, seeds, sweep)
+    for wave in (1, 2):
+        batch = [(folder, kw) for w, folder, kw in todo if w == wave]
+        if jobs == 1:
+            done = [(f, run(preset=preset, out_dir=f, device=device, log=log, resume=True, **kw)) for f, kw in batch]
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+            threads = max(1, torch.get_num_threads() // jobs)
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+                done = list(pool.map(_run_job, *zip(*[(preset, f, kw, device, threads) for f, kw in batch])))
+        for folder, s in done:
+            walls.append(s["wall_s"])
+            log(f"{os.path.relpath(folder, root):34s} final val {s['final_val_acc']:.3f} best {s['best_val_acc']:.3f} "
+                f"rollouts {s['rollouts']} {s['wall_s']:.0f}s prompt={s['deployed_prompt']!r}")
+    results = report.write_report(root, bases, seeds, sum(walls), device=device)
     log(f"report: {os.path.join(root, 'report.md')} (stages {sum(walls):.0f}s, "
         f"this invocation {time.time() - t0:.0f}s)")
     return results
@@ -490,6 +563,12 @@ def build_parser():
         parser.add_argument("--device", default=default("auto"), choices=["auto", "cpu", "cuda"])
         parser.add_argument("--seeds", type=positive(int), default=default(1),
                             help="suite: repeat every run with seeds 0..N-1")
+        parser.add_argument("--bases", type=positive(int), default=default(1),
+                            help="suite: one base per pretraining seed 0..N-1, every run on each")
+        parser.add_argument("--jobs", type=positive(int), default=default(1),
+                            help="suite: run independent stages in N processes")
+        parser.add_argument("--sweep", action="store_true", default=default(False),
+                            help="suite: also FST with the oracle and demo reflectors (first base)")
     common(ap, lambda d: d)
     sub = ap.add_subparsers(dest="cmd", parser_class=CLIParser)
     p = sub.add_parser("pretrain", help="train the base model")
@@ -573,7 +652,7 @@ def main(argv=None):
     torch.set_num_threads(preset.threads if device == "cpu" else torch.get_num_threads())
     root = os.path.join("runs", name)
     if args.cmd is None:
-        suite(preset, root, seeds=args.seeds, device=device)
+        suite(preset, root, bases=args.bases, seeds=args.seeds, device=device, sweep=args.sweep, jobs=args.jobs)
     elif args.cmd == "pretrain":
         preset = with_overrides(preset, pretrain_steps=args.steps, pretrain_ckpt_every=args.ckpt_every)
         m = pretrain(preset, args.out or os.path.join(root, "base"), device, seed=args.seed, resume=args.resume)

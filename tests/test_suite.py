@@ -9,8 +9,13 @@ and the report and its plots exist. The micro model is too small for its numbers
 import json
 import math
 import os
+import random
+import shutil
+from dataclasses import replace
 
+import fast_context as fc
 import report
+import tasks
 import train
 
 
@@ -28,21 +33,27 @@ def test_suite_end_to_end(tmp_path):
     train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     with open(os.path.join(root, "results.json")) as f:
         res = json.load(f)
-    for key in ("preset", "seeds", "wall_s", "c1_sample_efficiency", "c2_asymptote", "c3_kl_at_matched_reward",
-                "c4_forgetting", "c5_plasticity", "c6_continual", "c7_channels"):
+    for key in ("preset", "bases", "seeds", "replicates", "wall_s", "base_quality", "c1_sample_efficiency",
+                "c2_asymptote", "c3_kl_at_matched_reward", "c4_forgetting", "c5_plasticity", "c6_continual",
+                "c7_channels", "c8_exploration", "controls"):
         assert key in res, key
+    verdicts = {"reproduced", "not reproduced", "inconclusive", "not identifiable"}
     for task in report.SUITE_TASKS:
         c1 = res["c1_sample_efficiency"][task]
-        for k in ("rl_peak", "rl_steps_to_peak", "fst_steps_to_rl_peak", "ratio", "ratio_rollouts"):
-            assert k in c1
-        assert set(res["c3_kl_at_matched_reward"][task]) >= {"reward", "rl_kl", "fst_kl", "ratio"}
-        assert set(res["c4_forgetting"][task]) == {"base", "rl", "fst"}
+        assert {"ratio", "ratio_rollouts", "verdict"} <= set(c1) and c1["verdict"] in verdicts
+        for k in ("kl", "kl_common"):
+            assert res["c3_kl_at_matched_reward"][task][k]["verdict"] in verdicts
+        assert {"base", "rl", "fst", "fst_minus_rl_general"} <= set(res["c4_forgetting"][task])
         for m in ("base", "rl", "fst"):
             assert set(res["c4_forgetting"][task][m]) == {"general_acc", "no_prompt_acc"}
-        assert {"base_weights", "fst_weights"} <= set(res["c7_channels"][task])
-        assert {"rl", "fst"} <= set(res["c2_asymptote"][task])
-    assert {"from_base", "from_rl", "from_fst"} <= set(res["c5_plasticity"])
+        assert {"base_weights", "fst_weights", "weights_gain", "prompt_gain"} <= set(res["c7_channels"][task])
+        assert res["c2_asymptote"][task]["verdict"] in verdicts
+        assert set(res["controls"][task]) == {"rl", "context", "instructed", "sequential"}
+        for v in res["controls"][task].values():
+            assert {"mean", "ci95", "n"} <= set(v["final_val_acc"]) and v["fst_minus_this"]["verdict"] in verdicts
+    assert {"from_base", "from_rl", "from_fst", "verdict"} <= set(res["c5_plasticity"])
     assert len(res["c6_continual"]) == len(report.CONTINUAL)
+    assert {"rl", "fst", "verdict"} <= set(res["c8_exploration"])
     leaves = list(_finite_leaves(res))
     assert len(leaves) > 50
     for path, v in leaves:
@@ -55,22 +66,63 @@ def test_suite_end_to_end(tmp_path):
     pngs = [f for f in os.listdir(root) if f.endswith(".png")]
     assert len(pngs) == 3 * len(report.SUITE_TASKS) + 2, pngs
     # every run logged the keys the design asks for
-    with open(os.path.join(root, "cipher", "fst", "s0", "log.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    for k in ("step", "rollouts", "reward", "loss", "clip_frac", "entropy", "grad_norm", "wall_s"):
+    b0 = report.base_root(root, 0)
+    rows = report.read_log(report.run_dir(b0, "cipher", "fst", 0))
+    for k in ("step", "rollouts", "reward", "loss", "clip_frac", "capped_frac", "entropy", "grad_norm",
+              "wall_s"):
         assert k in rows[0], k
-    assert any("val_acc" in r and "val_greedy" in r for r in rows)
+    assert "val_greedy" in rows[-1] and {"kl", "kl_common"} <= set(rows[-1])
     assert all(b["rollouts"] > a["rollouts"] for a, b in zip(rows, rows[1:]))  # every step generates
+    sparse = report.read_log(report.run_dir(b0, report.EXPLORATION_TASK, "rl", 0))
+    assert all(r["reward"] in (0.0, 1.0) or 0 < r["reward"] < 1 for r in sparse)
     # running the suite again skips every finished stage (no log is rewritten) and reports the same numbers
     logs = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
             for d, _, fs in os.walk(root) for f in fs if f == "log.jsonl"}
-    assert len(logs) == len(report.SUITE_METHODS) * len(report.SUITE_TASKS) + 3 + 2
+    assert len(logs) == len(report.SUITE_METHODS) * len(report.SUITE_TASKS) + 2 + 3 + 2
     again = train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     assert {p: os.stat(p).st_mtime_ns for p in logs} == logs
     assert json.loads(json.dumps(again)) == res
+    # --jobs 2 on a copy of the same base gives the same results.json
+    other = str(tmp_path / "jobs")
+    shutil.copytree(os.path.join(b0, "base"), os.path.join(report.base_root(other, 0), "base"))
+    train.suite(train.PRESETS["micro"], other, seeds=1, log=lambda *a: None, jobs=2)
+    with open(os.path.join(other, "results.json")) as f:
+        par = json.load(f)
+    assert {k: v for k, v in par.items() if k != "wall_s"} == {k: v for k, v in res.items() if k != "wall_s"}
     # each reflector's first-proposal hit rate, from the base's own outputs: graded strength
     rates = report.reflector_hit_rates(root, trials=5)
-    assert set(rates) == set(report.SUITE_TASKS) | {report.PLASTICITY_TASK}
+    assert set(rates) == set(report.SUITE_TASKS) | {report.PLASTICITY_TASK, report.EXPLORATION_TASK}
     assert rates["hidden-rule"]["oracle"] == 1.0  # the grammar search writes the 2-op rule from 3 examples
     assert rates["hidden-rule"]["edit"] == 0.0    # one local edit from `rule: ?` cannot state a 2-op rule
     assert all(0.0 <= v <= 1.0 for d in rates.values() for v in d.values())
+
+
+def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
+    # a schedule's GEPA is never told of a switch: before each round its D_p becomes the last n_pareto
+    # problems of the stream, and rounds fall every T steps whatever the stage boundaries
+    preset = replace(train.PRESETS["micro"], gepa_every=2, n_pareto=4, window=8, batch_problems=4)
+    base = str(tmp_path / "base")
+    train.pretrain(preset, base, "cpu", log=lambda *a: None)
+    seen, rounds = [], []
+    real_sample = random.Random.sample
+
+    def spy_sample(self, population, k):
+        out = real_sample(self, population, k)
+        if k == preset.batch_problems and population and isinstance(population[0], tasks.Problem):
+            seen.append(list(out))
+        return out
+
+    def spy_round(state, evaluate, num_proposals, reflector, rescore=True):
+        rounds.append((len(seen), list(state.pareto), rescore))
+        return real_round(state, evaluate, num_proposals, reflector, rescore)
+    real_round = fc.run_round
+    monkeypatch.setattr(random.Random, "sample", spy_sample)
+    monkeypatch.setattr(fc, "run_round", spy_round)
+    train.run("fst", [("hidden-rule", 5), ("cipher", 5)], preset, os.path.join(base, "model.pt"),
+              str(tmp_path / "run"), log=lambda *a: None)
+    assert [r[0] - 1 for r in rounds] == [0, 2, 4, 6, 8]  # steps with a round: every T, not at the switch
+    for n_seen, pareto, rescore in rounds[1:]:
+        stream = [p for batch in seen[:n_seen - 1] for p in batch]  # before this step's batch
+        assert pareto == stream[-preset.n_pareto:] and rescore
+    markers = [{p.marker for p in pareto} for _, pareto, _ in rounds]
+    assert markers[0] == markers[1] == {"in"} and markers[-1] == {"xs"}  # the data moved, GEPA was not told
