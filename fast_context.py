@@ -33,20 +33,23 @@ The algorithm (GEPA, Agrawal et al. 2025, in its default configuration, without 
 Cost: 2b rollouts per iteration (+|D_p| if accepted, only b if skipped or invalid).
 
 Design choices and why:
-- Rounds (FST): scores measured under older weights go stale, so run_round first re-scores the frontier
-  candidates with the current policy (|frontier| x |D_p|) and rebuilds the fronts from candidates scored
-  this round only; older off-frontier candidates stay in the pool as history but no longer compete.
-  rescore=False skips this for a round right after init_state (same weights, nothing stale).
+- Rounds (FST): scores measured under older weights go stale, so run_round first re-scores the
+  frontier candidates with the current policy (|frontier| x |D_p|) and rebuilds the fronts from
+  candidates scored this round only; older off-frontier candidates stay in the pool as history but
+  no longer compete. rescore=False skips this for a round right after init_state (same weights,
+  nothing stale).
 - Dominance: y is dominated if another candidate's set of instance fronts strictly contains y's
-  (pruned one at a time, weakest mean first, as GEPA iterates). GEPA's own rule also drops y when its
-  fronts are covered jointly by several others, or by a twin; keeping those = more prompt diversity.
+  (pruned one at a time, weakest mean first, as GEPA iterates). GEPA's own rule also drops y when
+  its fronts are covered jointly by several others, or by a twin; keeping those = more prompt
+  diversity.
 - Acceptance: child sum > parent sum + 1e-9 (float round-off is no gain). A proposal equal to a
   candidate already scored this round is rejected before any child rollout.
 - optimize() checks the budget at the top of each iteration (like GEPA), so it overshoots
   max_rollouts by at most one iteration: 2b + |D_p| - 1 rollouts.
 - best_prompt(): best mean on D_p among frontier candidates; ties: fewest tokens, then earliest.
 - Minibatches: one shuffle per epoch, padded to a multiple of b with that epoch's first ids.
-- count_tokens: whitespace words by default; pass `lambda t: len(enc.encode_ordinary(t))` for real tokens.
+- count_tokens: whitespace words by default; pass `lambda t: len(enc.encode_ordinary(t))` for real
+  tokens.
 """
 
 import copy
@@ -67,15 +70,20 @@ def word_count(text):
 
 @dataclass
 class GEPAState:
-    pareto: list                                     # D_p: Problems every accepted candidate is scored on
+    # D_p: Problems every accepted candidate is scored on
+    pareto: list
     train: list                                      # Problems the minibatches are drawn from
     candidates: list = field(default_factory=list)   # prompt texts; index 0 is the seed
     parents: list = field(default_factory=list)      # parents[k] = [parent index] ([] for the seed)
-    scores: list = field(default_factory=list)       # scores[k][v] = reward of candidate k on pareto[v]
+    # scores[k][v] = reward of candidate k on pareto[v]
+    scores: list = field(default_factory=list)
     score_round: list = field(default_factory=list)  # round in which scores[k] was measured
-    front_score: list = field(default_factory=list)  # front_score[v] = best score on instance v (this round)
-    front_sets: list = field(default_factory=list)   # front_sets[v] = set of candidates reaching it (ties kept)
-    round: int = 0                                   # policy version: +1 per run_round that re-scores
+    # front_score[v] = best score on instance v (this round)
+    front_score: list = field(default_factory=list)
+    # front_sets[v] = set of candidates reaching it (ties kept)
+    front_sets: list = field(default_factory=list)
+    # policy version: +1 per run_round that re-scores
+    round: int = 0
     iteration: int = 0                               # gepa_iteration calls so far
     minibatch_size: int = 3
     order: list = field(default_factory=list)        # this epoch's shuffled train ids
@@ -85,7 +93,8 @@ class GEPAState:
     max_context_tokens: int = 48
     count_tokens: object = word_count                # text -> int
     rng: random.Random = field(default_factory=random.Random)
-    events: list = field(default_factory=list)       # dicts: accepted / rejected / skipped / invalid / rescore
+    # dicts: accepted / rejected / skipped / invalid / rescore
+    events: list = field(default_factory=list)
 
 
 def _evaluate(state, evaluate, context, problems):
@@ -105,7 +114,8 @@ def make_records(problems, results):
 
 
 def rebuild_frontier(state):
-    """Per-instance fronts over the candidates scored in the current round (stale ones don't compete)."""
+    """Per-instance fronts over the candidates scored in the current round (stale ones don't
+    compete)."""
     live = [k for k in range(len(state.candidates)) if state.score_round[k] == state.round]
     state.front_score, state.front_sets = [], []
     for v in range(len(state.pareto)):
@@ -115,7 +125,8 @@ def rebuild_frontier(state):
 
 
 def add_candidate(state, evaluate, prompt, parents):
-    """Score `prompt` on D_p (|D_p| rollouts), append it to the pool, update the fronts -> its index."""
+    """Score `prompt` on D_p (|D_p| rollouts), append it to the pool, update the fronts -> its
+    index."""
     rewards, _ = _evaluate(state, evaluate, prompt, state.pareto)
     state.candidates.append(prompt)
     state.parents.append(list(parents))
@@ -125,14 +136,16 @@ def add_candidate(state, evaluate, prompt, parents):
     return len(state.candidates) - 1
 
 
-def init_state(seed_prompt, pareto, train, evaluate, seed=0, minibatch_size=3, max_context_tokens=48,
-               count_tokens=None):
-    """A fresh pool holding the seed prompt, scored on D_p with the current policy (|D_p| rollouts)."""
+def init_state(seed_prompt, pareto, train, evaluate, seed=0, minibatch_size=3,
+               max_context_tokens=48, count_tokens=None):
+    """A fresh pool holding the seed prompt, scored on D_p with the current policy (|D_p|
+    rollouts)."""
     if not pareto or not train or minibatch_size < 1:
-        raise ValueError(f"need non-empty pareto and train sets and minibatch_size >= 1 (got {minibatch_size})")
+        raise ValueError(f"need non-empty pareto and train sets and minibatch_size >= 1 "
+                         f"(got {minibatch_size})")
     state = GEPAState(pareto=list(pareto), train=list(train), minibatch_size=minibatch_size,
-                      max_context_tokens=max_context_tokens, count_tokens=count_tokens or word_count,
-                      rng=random.Random(seed))
+                      max_context_tokens=max_context_tokens,
+                      count_tokens=count_tokens or word_count, rng=random.Random(seed))
     add_candidate(state, evaluate, seed_prompt, [])
     return state
 
@@ -147,7 +160,8 @@ def nondominated(state):
     for v, s in enumerate(state.front_sets):
         for k in s:
             fronts.setdefault(k, set()).add(v)
-    alive = sorted(fronts, key=lambda k: (_mean(state.scores[k]), k))  # GEPA visits the weakest first
+    # GEPA visits the weakest first
+    alive = sorted(fronts, key=lambda k: (_mean(state.scores[k]), k))
     removed = True
     while removed:  # remove one dominated candidate at a time until none is left
         removed = False
@@ -210,7 +224,8 @@ def _proposal_problem(state, parent, text):
 
 
 def gepa_iteration(state, evaluate, reflector):
-    """One reflective mutation (select, minibatch, reflect, accept). Returns the logged event dict."""
+    """One reflective mutation (select, minibatch, reflect, accept). Returns the logged event
+    dict."""
     parent = select_parent(state)
     batch = next_minibatch(state)
     event = {"iter": state.iteration, "round": state.round, "parent": parent, "child": None}
@@ -237,7 +252,8 @@ def gepa_iteration(state, evaluate, reflector):
 
 
 def rescore_frontier(state, evaluate):
-    """New weights: re-score every candidate on some instance front on D_p, then rebuild the fronts."""
+    """New weights: re-score every candidate on some instance front on D_p, then rebuild the
+    fronts."""
     on_front = sorted(set().union(*state.front_sets))
     state.round += 1
     for k in on_front:
@@ -257,14 +273,15 @@ def run_round(state, evaluate, num_proposals, reflector, rescore=True):
     best = best_candidate(state)
     return {"round": state.round, "proposals": num_proposals,
             "accepted": sum(e["kind"] == "accepted" for e in events),
-            "invalid": [e["reason"] for e in events if e["kind"] == "invalid"],  # rejected unevaluated
+            # rejected unevaluated
+            "invalid": [e["reason"] for e in events if e["kind"] == "invalid"],
             "rollouts": state.rollouts - start, "frontier": len(nondominated(state)),
             "best_mean": _mean(state.scores[best]), "best_prompt": state.candidates[best]}
 
 
 def optimize(state, evaluate, reflector, max_rollouts):
-    """Context-only baseline: iterate until state.rollouts >= max_rollouts (the check is at the top of
-    each iteration, so the last one may overshoot by at most 2b + |D_p| rollouts)."""
+    """Context-only baseline: iterate until state.rollouts >= max_rollouts (the check is at the top
+    of each iteration, so the last one may overshoot by at most 2b + |D_p| rollouts)."""
     while state.rollouts < max_rollouts:
         gepa_iteration(state, evaluate, reflector)
     return state
@@ -277,7 +294,8 @@ def frontier_prompts(state):
 
 def best_candidate(state):
     on_front = set().union(*state.front_sets)
-    return min(on_front, key=lambda k: (-_mean(state.scores[k]), state.count_tokens(state.candidates[k]), k))
+    return min(on_front, key=lambda k: (-_mean(state.scores[k]),
+                                        state.count_tokens(state.candidates[k]), k))
 
 
 def best_prompt(state):
@@ -287,16 +305,18 @@ def best_prompt(state):
 
 def state_dict(state):
     """Plain python (lists, str, numbers) for checkpoints; the Problems are not stored."""
-    keys = ("candidates", "parents", "scores", "score_round", "round", "iteration", "minibatch_size", "order",
-            "pos", "epoch", "rollouts", "max_context_tokens", "events")
+    keys = ("candidates", "parents", "scores", "score_round", "round", "iteration",
+            "minibatch_size", "order", "pos", "epoch", "rollouts", "max_context_tokens", "events")
     d = {k: copy.deepcopy(getattr(state, k)) for k in keys}  # a snapshot, not live references
     version, internal, gauss = state.rng.getstate()
     return {**d, "rng": [version, list(internal), gauss]}
 
 
 def load_state_dict(d, pareto, train, count_tokens=None):
-    """Inverse of state_dict, given the same Problems (task.pareto, task.train); fronts are recomputed."""
-    state = GEPAState(pareto=list(pareto), train=list(train), count_tokens=count_tokens or word_count)
+    """Inverse of state_dict, given the same Problems (task.pareto, task.train); fronts are
+    recomputed."""
+    state = GEPAState(pareto=list(pareto), train=list(train),
+                      count_tokens=count_tokens or word_count)
     for k, v in d.items():
         if k != "rng":
             setattr(state, k, v)

@@ -1,24 +1,28 @@
 """
-gpu_check.py: one command that proves fastslow's GPU path on the machine it runs on, and measures it.
+gpu_check.py: one command that proves fastslow's GPU path on the machine it runs on, and measures
+it.
 
     python gpu_check.py --out DIR          # on a CUDA machine (about 4-6 minutes on one H100)
-    python gpu_check.py --smoke --out DIR  # on a CPU: tiny sizes, Triton's interpreter, the micro preset
+    # on a CPU: tiny sizes, Triton's interpreter, the micro preset
+    python gpu_check.py --smoke --out DIR
 
-Stages (each records its numbers and a pass flag; an exception in one is recorded and the rest go on):
+Stages (each records its numbers and a pass flag; an exception in one is recorded and the rest go
+on):
   env          torch / triton / GPU versions, and that the kernels are compiled (not interpreted)
-  kernels      the Triton sampler against the exact truncated softmax (chi-square, log-probs), Triton and
-               torch given the same noise (same tokens), the fused log-prob kernel against float64 (value
-               and gradient)
-  model        on the device: KV-cache decoding against a full forward, cached greedy generation against
-               the no-cache reference, the sampler's log-probs against the trainer's re-score, same seed ->
-               same rollout
-  bench        copy bandwidth (the roofline of a kernel that reads each logit once) and the sampler's GB/s;
-               decode tokens/s at 128 and 1024 rows against the no-cache loop; a gpu-preset pretraining
-               step in fp32/TF32 and bf16 autocast: tokens/s and MFU
-  runs         a short gpu-preset pretraining and fst run through the command line (the user's path); RL
-               step time from its log
-  determinism  the same pretraining twice and the same fst run twice give bit-identical weights and logs;
-               an fst run killed with SIGKILL and resumed logs what the uninterrupted one logged
+  kernels      the Triton sampler against the exact truncated softmax (chi-square, log-probs),
+               Triton and torch given the same noise (same tokens), the fused log-prob kernel
+               against float64 (value and gradient)
+  model        on the device: KV-cache decoding against a full forward, cached greedy generation
+               against the no-cache reference, the sampler's log-probs against the trainer's
+               re-score, same seed -> same rollout
+  bench        copy bandwidth (the roofline of a kernel that reads each logit once) and the
+               sampler's GB/s; decode tokens/s at 128 and 1024 rows against the no-cache loop; a
+               gpu-preset pretraining step in fp32/TF32 and bf16 autocast: tokens/s and MFU
+  runs         a short gpu-preset pretraining and fst run through the command line (the user's
+               path); RL step time from its log
+  determinism  the same pretraining twice and the same fst run twice give bit-identical weights and
+               logs; an fst run killed with SIGKILL and resumed logs what the uninterrupted one
+               logged
   pytest       (GPU only) tests/test_rollout.py, test_model.py, test_rl.py with compiled kernels
 The summary is printed as a compact table and written to DIR/gpu_check.json (after every stage, so a
 check cut short still leaves what it measured). Exit code 1 when any check failed.
@@ -42,17 +46,21 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args():
-    ap = argparse.ArgumentParser(description="validate and measure fastslow on a GPU (or a CPU smoke run)")
-    ap.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_check", help="folder for the JSON")
+    ap = argparse.ArgumentParser(
+        description="validate and measure fastslow on a GPU (or a CPU smoke run)")
+    ap.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_check",
+                    help="folder for the JSON")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks the check itself")
-    ap.add_argument("--pretrain-steps", type=int, default=400, help="steps of the short gpu-preset pretraining")
+    ap.add_argument("--pretrain-steps", type=int, default=400,
+                    help="steps of the short gpu-preset pretraining")
     ap.add_argument("--fst-steps", type=int, default=12, help="steps of the short fst run")
     return ap.parse_args()
 
 
 ARGS = parse_args()
 if ARGS.smoke:
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import (in rollout)
+    # must precede the first triton import (in rollout)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402
@@ -82,13 +90,14 @@ def record(name, fn):
     try:
         r = fn()
     except Exception as e:  # one broken check must not hide the others
-        r = {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+        r = {"ok": False, "error": f"{type(e).__name__}: {e}",
+             "trace": traceback.format_exc()[-2000:]}
     r["seconds"] = round(time.time() - t0, 1)
     RESULTS[name] = r
     save()
     brief = {k: v for k, v in r.items() if k not in ("trace", "seconds")}
-    print(f"[{'ok  ' if r.get('ok', True) else 'FAIL'}] {name} ({r['seconds']}s) {json.dumps(brief)[:900]}",
-          flush=True)
+    print(f"[{'ok  ' if r.get('ok', True) else 'FAIL'}] {name} ({r['seconds']}s) "
+          f"{json.dumps(brief)[:900]}", flush=True)
     return r
 
 
@@ -106,7 +115,8 @@ def tf32(on):
 # kernels
 
 def exact_probs(row, T, k, p):
-    """The distribution sample_tokens draws from, in float64: z = logits/T, top-k then top-p, ties kept."""
+    """The distribution sample_tokens draws from, in float64: z = logits/T, top-k then top-p, ties
+    kept."""
     z = row.double().cpu() * rollout._inv_temp(T)
     V = z.numel()
     keep = torch.ones(V, dtype=torch.bool)
@@ -139,7 +149,8 @@ def check_distribution(V, n, configs):
     for i, (T, k, p) in enumerate(configs):
         probs = exact_probs(row[0], T, k, p)
         gen = torch.Generator(DEV).manual_seed(100 + i)
-        tok, lp = rollout.sample_tokens(row.to(DEV).expand(n, V), T, k, p, generator=gen, backend="triton")
+        tok, lp = rollout.sample_tokens(row.to(DEV).expand(n, V), T, k, p, generator=gen,
+                                        backend="triton")
         tok, lp = tok.cpu(), lp.cpu()
         counts = torch.bincount(tok, minlength=V).double()
         r = dict(T=T, k=k, p=p, chi2_p=round(chi_square_p(counts, probs, n), 5),
@@ -174,18 +185,21 @@ def check_logprobs(B, T, V, temp):
     values, grads = {}, {}
     for backend in ("torch", "triton"):
         leaf = base.clone().requires_grad_(True)
-        lp = rollout.token_logprobs(leaf[:, 1:T + 1], targets, temp, backend=backend)  # strided view
+        # strided view
+        lp = rollout.token_logprobs(leaf[:, 1:T + 1], targets, temp, backend=backend)
         (lp * w).sum().backward()
         values[backend], grads[backend] = lp.detach(), leaf.grad
     z = base[:, 1:T + 1].double() * rollout._inv_temp(temp)
     ref = torch.log_softmax(z, -1).gather(-1, targets[..., None])[..., 0]
-    gref = w.double()[..., None] * (F.one_hot(targets, V).double() - z.softmax(-1)) * rollout._inv_temp(temp)
+    gref = (w.double()[..., None] * (F.one_hot(targets, V).double() - z.softmax(-1))
+            * rollout._inv_temp(temp))
     r = dict(B=B, T=T, V=V, temperature=temp,
              fwd_err_vs_f64=float((values["triton"].double() - ref).abs().max()),
              grad_err_vs_f64=float((grads["triton"][:, 1:T + 1].double() - gref).abs().max()),
              grad_err_vs_torch=float((grads["triton"] - grads["torch"]).abs().max()),
              grad_outside_view=float(grads["triton"][:, [0, T + 1]].abs().max()))
-    r["ok"] = r["fwd_err_vs_f64"] < 1e-4 and r["grad_err_vs_torch"] < 1e-5 and r["grad_outside_view"] == 0
+    r["ok"] = (r["fwd_err_vs_f64"] < 1e-4 and r["grad_err_vs_torch"] < 1e-5
+               and r["grad_outside_view"] == 0)
     return r
 
 
@@ -193,9 +207,11 @@ def check_logprobs(B, T, V, temp):
 # model, KV cache and generation on the device
 
 def random_model(vocab=320, n_layer=2, n_head=2, n_embd=64, seed=0, gain=2.0):
-    """Random weights scaled up so logits are spread out (near-ties would make greedy comparisons flaky)."""
+    """Random weights scaled up so logits are spread out (near-ties would make greedy comparisons
+    flaky)."""
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab, block_size=128, n_layer=n_layer, n_head=n_head, n_embd=n_embd))
+    model = GPT(GPTConfig(vocab_size=vocab, block_size=128, n_layer=n_layer, n_head=n_head,
+                          n_embd=n_embd))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, gain / p.shape[-1] ** 0.5)
@@ -214,13 +230,15 @@ def check_model():
     with torch.no_grad():
         full = model(idx)
         cache = model.new_cache(4, 40)
-        steps = [model(idx[:, :20], cache=cache)] + [model(idx[:, t:t + 1], cache=cache) for t in range(20, 40)]
+        steps = ([model(idx[:, :20], cache=cache)]
+                 + [model(idx[:, t:t + 1], cache=cache) for t in range(20, 40)])
     out["kv_cache_vs_full_max_err"] = float((torch.cat(steps, 1) - full).abs().max())
     prompts = random_prompts([5, 9, 3, 12, 30, 1], 320)
     a = rollout.generate(model, prompts, num_samples=2, max_new_tokens=16, temperature=0)[0]
     b = rollout.generate_naive(model, prompts, num_samples=2, max_new_tokens=16, temperature=0)[0]
     out["greedy_cached_eq_naive"] = bool(torch.equal(a, b))
-    cpu = rollout.generate(random_model().cpu(), prompts, num_samples=2, max_new_tokens=16, temperature=0)[0]
+    cpu = rollout.generate(random_model().cpu(), prompts, num_samples=2, max_new_tokens=16,
+                           temperature=0)[0]
     out["greedy_device_eq_cpu_frac"] = float((a.cpu() == cpu).float().mean())
     small = random_model(vocab=16, gain=1.0, seed=3)
     prompts = random_prompts([3, 8, 5, 12, 6], 16, seed=2)
@@ -233,7 +251,8 @@ def check_model():
     out["rows_stopped_at_eos"] = int(((tok == 0) & mask).any(1).sum())
     out["ok"] = (out["kv_cache_vs_full_max_err"] < 1e-3 and out["greedy_cached_eq_naive"]
                  and out["greedy_device_eq_cpu_frac"] >= 0.99
-                 and out["sampler_vs_trainer_logprob_max_err"] < 1e-4 and out["same_seed_same_rollout"]
+                 and out["sampler_vs_trainer_logprob_max_err"] < 1e-4
+                 and out["same_seed_same_rollout"]
                  and out["rows_stopped_at_eos"] > 0)
     return out
 
@@ -267,18 +286,20 @@ def bench_bandwidth():
 def bench_decode():
     p = train.PRESETS["gpu"]
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=320, block_size=p.block_size, n_layer=p.n_layer, n_head=p.n_head,
-                          n_embd=p.n_embd)).to(DEV).eval()
+    model = GPT(GPTConfig(vocab_size=320, block_size=p.block_size, n_layer=p.n_layer,
+                          n_head=p.n_head, n_embd=p.n_embd)).to(DEV).eval()
     out = {"params": model.num_params(), "rows": []}
     new = 24
     for R in ((128, 1024) if DEV == "cuda" else (16,)):
         prompts = random_prompts([40] * (R // 8), 320)
         run = lambda: rollout.generate(model, prompts, 8, new, 1.0, seed=0, eos_id=-1)
         t = timed(run, iters=5, warmup=1)
-        out["rows"].append(dict(rows=R, tokens_per_s=round(R * new / t), ms_per_token_step=round(t / new * 1e3, 2)))
+        out["rows"].append(dict(rows=R, tokens_per_s=round(R * new / t),
+                                ms_per_token_step=round(t / new * 1e3, 2)))
     R = out["rows"][0]["rows"]
     prompts = random_prompts([40] * (R // 8), 320)
-    t = timed(lambda: rollout.generate_naive(model, prompts, 8, new, 1.0, seed=0, eos_id=-1), iters=1, warmup=1)
+    t = timed(lambda: rollout.generate_naive(model, prompts, 8, new, 1.0, seed=0, eos_id=-1),
+              iters=1, warmup=1)
     out["naive_tokens_per_s"] = round(R * new / t)
     out["cached_over_naive"] = round(out["rows"][0]["tokens_per_s"] / out["naive_tokens_per_s"], 1)
     out["ok"] = True
@@ -292,14 +313,17 @@ def bench_pretrain_step():
     enc = tasks.build_tokenizer(seed=0)
     rng = random.Random(0)
     t0 = time.perf_counter()
-    row = lambda: tasks.pretrain_row(rng, enc, p.row_tokens, tasks.UNSEEN_RULES, p.calibration, p.pack)
-    batches = [pretrain.make_batch(enc, [row() for _ in range(p.pretrain_batch)], DEV) for _ in range(8)]
+    row = lambda: tasks.pretrain_row(rng, enc, p.row_tokens, tasks.UNSEEN_RULES, p.calibration,
+                                     p.pack)
+    batches = [pretrain.make_batch(enc, [row() for _ in range(p.pretrain_batch)], DEV)
+               for _ in range(8)]
     make_batch_ms = (time.perf_counter() - t0) / 8 * 1e3
-    cfg = GPTConfig(vocab_size=(enc.n_vocab + 63) // 64 * 64, block_size=p.block_size, n_layer=p.n_layer,
-                    n_head=p.n_head, n_embd=p.n_embd)
+    cfg = GPTConfig(vocab_size=(enc.n_vocab + 63) // 64 * 64, block_size=p.block_size,
+                    n_layer=p.n_layer, n_head=p.n_head, n_embd=p.n_embd)
     name = torch.cuda.get_device_name() if DEV == "cuda" else "cpu"
     peaks = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-    out = {"batch_shape": list(batches[0][0].shape), "make_batch_ms": round(make_batch_ms, 1), "modes": {}}
+    out = {"batch_shape": list(batches[0][0].shape), "make_batch_ms": round(make_batch_ms, 1),
+           "modes": {}}
     for mode in ("tf32", "bf16"):
         torch.manual_seed(0)
         model = GPT(cfg).to(DEV)
@@ -310,15 +334,19 @@ def bench_pretrain_step():
         def step():
             x, y = batches[i[0] % len(batches)]
             i[0] += 1
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=mode == "bf16" and DEV == "cuda"):
+            with torch.autocast("cuda", dtype=torch.bfloat16,
+                                enabled=mode == "bf16" and DEV == "cuda"):
                 logits = model(x)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                                   ignore_index=-1)
             pretrain.guarded_step(model, opt, loss)
         t = timed(step, iters=20, warmup=3)
         tokens = sum(x.numel() for x, _ in batches) / len(batches)
-        n_matmul = model.num_params() - cfg.vocab_size * cfg.n_embd  # the tied head is counted below
+        # the tied head is counted below
+        n_matmul = model.num_params() - cfg.vocab_size * cfg.n_embd
         T = batches[0][0].shape[1]
-        flops_per_token = 6 * (n_matmul + cfg.vocab_size * cfg.n_embd) + 12 * cfg.n_layer * cfg.n_embd * T
+        flops_per_token = (6 * (n_matmul + cfg.vocab_size * cfg.n_embd)
+                           + 12 * cfg.n_layer * cfg.n_embd * T)
         r = dict(ms_per_step=round(t * 1e3, 2), tokens_per_s=round(tokens / t),
                  tflops=round(flops_per_token * tokens / t / 1e12, 2))
         if peaks:
@@ -333,10 +361,11 @@ def bench_pretrain_step():
 # runs through the command line, and determinism
 
 def cli(args, timeout=300):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, capture_output=True,
-                       text=True, timeout=timeout)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT,
+                       capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
-        raise RuntimeError(f"train.py {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-800:]}")
+        raise RuntimeError(f"train.py {' '.join(args)} exited {p.returncode}: "
+                           f"{p.stderr.strip()[-800:]}")
     return p.stdout
 
 
@@ -360,7 +389,8 @@ PRESET = "micro" if ARGS.smoke else "gpu"
 
 def fst_args(out):
     return ["run", "--preset", PRESET, "--device", DEV, "--method", "fst", "--task", "hidden-rule",
-            "--steps", str(ARGS.fst_steps), "--init", os.path.join(WORK, "base", "model.pt"), "--out", out]
+            "--steps", str(ARGS.fst_steps), "--init", os.path.join(WORK, "base", "model.pt"),
+            "--out", out]
 
 
 def check_runs():
@@ -370,13 +400,15 @@ def check_runs():
                  "--out", os.path.join(WORK, "base")]).strip().splitlines()
     m = json.loads(lines[-2])
     out = {"pretrain": dict(steps=steps, general_acc=round(m["general_acc"], 3), params=m["params"],
-                            tokens_per_s=round(m["tokens"] / m["wall_s"]), wall_s=round(m["wall_s"], 1),
-                            process_s=round(time.time() - t0, 1), acc_by_op=m["acc_by_op"])}
+                            tokens_per_s=round(m["tokens"] / m["wall_s"]),
+                            wall_s=round(m["wall_s"], 1), process_s=round(time.time() - t0, 1),
+                            acc_by_op=m["acc_by_op"])}
     t0 = time.time()
     summary = json.loads(cli(fst_args(os.path.join(WORK, "fst_a"))).strip().splitlines()[-1])
     rows = rows_of(os.path.join(WORK, "fst_a"))
     walls = [0.0] + [r["wall_s"] for r in rows]
-    plain = [walls[i + 1] - walls[i] for i, r in enumerate(rows) if "val_acc" not in r and "frontier" not in r]
+    plain = [walls[i + 1] - walls[i] for i, r in enumerate(rows)
+             if "val_acc" not in r and "frontier" not in r]
     out["fst"] = dict(steps=summary["steps"], final_val_acc=summary["final_val_acc"],
                       rollouts=summary["rollouts"], wall_s=round(summary["wall_s"], 1),
                       process_s=round(time.time() - t0, 1),
@@ -390,13 +422,15 @@ def check_determinism():
     out = {}
     steps = "20" if ARGS.smoke else "100"
     for name in ("p1", "p2"):
-        cli(["pretrain", "--preset", PRESET, "--device", DEV, "--steps", steps, "--out", os.path.join(WORK, name)])
+        cli(["pretrain", "--preset", PRESET, "--device", DEV, "--steps", steps,
+             "--out", os.path.join(WORK, name)])
     out["pretrain_twice_same_weights"] = same_weights(os.path.join(WORK, "p1", "model.pt"),
                                                       os.path.join(WORK, "p2", "model.pt"))
     a, b, c = (os.path.join(WORK, n) for n in ("fst_a", "fst_b", "fst_c"))
     cli(fst_args(b))
     out["fst_twice_same_log"] = without_wall(rows_of(a)) == without_wall(rows_of(b))
-    out["fst_twice_same_weights"] = same_weights(os.path.join(a, "model.pt"), os.path.join(b, "model.pt"))
+    out["fst_twice_same_weights"] = same_weights(os.path.join(a, "model.pt"),
+                                                 os.path.join(b, "model.pt"))
     # killed without warning once a checkpoint exists, then resumed
     cmd = [sys.executable, os.path.join(ROOT, "train.py")] + fst_args(c) + ["--ckpt-every", "4"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -410,7 +444,8 @@ def check_determinism():
     out["killed_mid_run"] = not os.path.exists(os.path.join(c, "summary.json"))
     cli(fst_args(c) + ["--ckpt-every", "4", "--resume"])
     out["resumed_same_log"] = without_wall(rows_of(a)) == without_wall(rows_of(c))
-    out["resumed_same_weights"] = same_weights(os.path.join(a, "model.pt"), os.path.join(c, "model.pt"))
+    out["resumed_same_weights"] = same_weights(os.path.join(a, "model.pt"),
+                                               os.path.join(c, "model.pt"))
     if not out["fst_twice_same_log"]:
         ra, rb = without_wall(rows_of(a)), without_wall(rows_of(b))
         first = next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), None)
@@ -420,10 +455,11 @@ def check_determinism():
 
 
 def check_pytest():
-    """The repository's own device tests (kernels compiled, generation and the KV cache on the device)."""
+    """The repository's own device tests (kernels compiled, generation and the KV cache on the
+    device)."""
     files = ["tests/test_rollout.py", "tests/test_model.py", "tests/test_rl.py"]
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + files, cwd=ROOT,
-                       capture_output=True, text=True, timeout=240)
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + files,
+                       cwd=ROOT, capture_output=True, text=True, timeout=240)
     tail = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.stderr[-300:]
     return {"files": files, "summary": tail, "ok": p.returncode == 0,
             "failures": [l for l in p.stdout.splitlines() if l.startswith("FAILED")][:10]}
@@ -434,8 +470,9 @@ def check_pytest():
 def main():
     os.makedirs(WORK, exist_ok=True)
     import rollout as r
-    env = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": DEV, "has_triton": r.HAS_TRITON,
-           "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"), "smoke": ARGS.smoke}
+    env = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": DEV,
+           "has_triton": r.HAS_TRITON, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+           "smoke": ARGS.smoke}
     if DEV == "cuda":
         import triton
         env.update(triton=triton.__version__, gpu=torch.cuda.get_device_name())
@@ -443,17 +480,23 @@ def main():
                                                    and os.environ.get("TRITON_INTERPRET") != "1"))
     record("env", lambda: env)
     if not env["ok"] and not ARGS.smoke:
-        print("error: needs a CUDA GPU and compiled Triton (TRITON_INTERPRET unset); try --smoke", file=sys.stderr)
+        print("error: needs a CUDA GPU and compiled Triton (TRITON_INTERPRET unset); try --smoke",
+              file=sys.stderr)
         return 2
     tf32(False)
     big = DEV == "cuda"
     configs = [(1.0, 0, 1.0), (0.7, 50, 1.0), (1.0, 0, 0.9), (1.3, 20, 0.8)]
-    record("kernels/distribution_V320",  # the interpreter runs one program per draw: few draws on a CPU
-           lambda: check_distribution(320, 1 << 20 if big else 512, configs if big else configs[:2]))
+    # the interpreter runs one program per draw: few draws on a CPU
+    record("kernels/distribution_V320",
+           lambda: check_distribution(320, 1 << 20 if big else 512,
+                                      configs if big else configs[:2]))
     if big:
-        record("kernels/distribution_V32768", lambda: check_distribution(32768, 1 << 16, configs[:3]))
-    record("kernels/same_noise_fp32", lambda: check_same_noise(4096 if big else 32, 320, torch.float32))
-    record("kernels/same_noise_bf16", lambda: check_same_noise(4096 if big else 32, 320, torch.bfloat16))
+        record("kernels/distribution_V32768",
+               lambda: check_distribution(32768, 1 << 16, configs[:3]))
+    record("kernels/same_noise_fp32",
+           lambda: check_same_noise(4096 if big else 32, 320, torch.float32))
+    record("kernels/same_noise_bf16",
+           lambda: check_same_noise(4096 if big else 32, 320, torch.bfloat16))
     if big:
         record("kernels/same_noise_V32768", lambda: check_same_noise(1024, 32768, torch.float32))
     record("kernels/logprobs_V320", lambda: check_logprobs(64 if big else 4, 12, 320, 1.0))

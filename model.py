@@ -16,8 +16,8 @@ The KV cache is a plain pair of tensors per layer plus a fill pointer. Generatio
 prefills it once per prompt, repeats its rows for the samples of a group and decodes one token per
 step. Nothing here knows about tasks, tokens' meaning or RL.
 
-Checkpoints hold the config, the weights, and an opaque `extra` dict (the tokenizer's ranks go there),
-so one file is enough to rebuild the model and its vocabulary.
+Checkpoints hold the config, the weights, and an opaque `extra` dict (the tokenizer's ranks go
+there), so one file is enough to rebuild the model and its vocabulary.
 """
 
 import math
@@ -43,7 +43,8 @@ class CheckpointError(ValueError):
 
 
 def rms_norm(x):
-    return F.rms_norm(x, (x.size(-1),))  # no learned gain: fewer parameters, same quality at this size
+    # no learned gain: fewer parameters, same quality at this size
+    return F.rms_norm(x, (x.size(-1),))
 
 
 def rope_tables(seq_len, head_dim, base=10000.0):
@@ -55,7 +56,8 @@ def rope_tables(seq_len, head_dim, base=10000.0):
 def apply_rope(x, cos, sin):
     # x: (B, H, T, D); cos/sin: (B, 1, T, D/2), already gathered at each token's position
     x1, x2 = x[..., ::2], x[..., 1::2]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # rotate each (even, odd) pair
+    # rotate each (even, odd) pair
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return out.flatten(-2)
 
 
@@ -67,8 +69,10 @@ class KVCache:
     """
 
     def __init__(self, n_layer, B, n_head, max_len, head_dim, device, dtype):
-        self.k = [torch.zeros(B, n_head, max_len, head_dim, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(B, n_head, max_len, head_dim, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.k = [torch.zeros(B, n_head, max_len, head_dim, device=device, dtype=dtype)
+                  for _ in range(n_layer)]
+        self.v = [torch.zeros(B, n_head, max_len, head_dim, device=device, dtype=dtype)
+                  for _ in range(n_layer)]
         self.pos = 0
 
     def repeat_rows(self, n):
@@ -87,9 +91,11 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, layer, cache, attn_mask):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        # (B, H, T, D)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:  # write this chunk into the cache, attend over everything written so far
+        # write this chunk into the cache, attend over everything written so far
+        if cache is not None:
             p = cache.pos
             cache.k[layer][:, :, p:p + T] = k
             cache.v[layer][:, :, p:p + T] = v
@@ -147,7 +153,8 @@ class GPT(nn.Module):
     def new_cache(self, B, max_len, device=None, dtype=None):
         c = self.cfg
         w = self.wte.weight
-        return KVCache(c.n_layer, B, c.n_head, max_len, c.n_embd // c.n_head, device or w.device, dtype or w.dtype)
+        return KVCache(c.n_layer, B, c.n_head, max_len, c.n_embd // c.n_head, device or w.device,
+                       dtype or w.dtype)
 
     def forward(self, idx, positions=None, cache=None, key_mask=None):
         """idx (B, T) -> logits (B, T, V).
@@ -161,25 +168,30 @@ class GPT(nn.Module):
         p0 = cache.pos if cache is not None else 0
         if positions is None:
             positions = torch.arange(p0, p0 + T, device=idx.device).expand(B, T)
-        # bounds: decode steps check the cache's slot pointer (a python int, so no host sync on GPU; a slot
-        # index is never below its token's position), everything else checks the positions themselves
+        # bounds: decode steps check the cache's slot pointer (a python int, so no host sync on GPU;
+        # a slot index is never below its token's position), everything else checks the positions
+        # themselves
         if (p0 + T > self.cfg.block_size) if (cache is not None and T == 1) else \
                 (positions.max() >= self.cfg.block_size or positions.min() < 0):
             raise ValueError(f"positions must lie in [0, block_size={self.cfg.block_size}), got "
                              f"[{int(positions.min())}, {int(positions.max())}]")
         if cache is not None and p0 + T > cache.k[0].shape[2]:
-            raise ValueError(f"KV cache holds {cache.k[0].shape[2]} positions; writing {T} at {p0} overflows it")
-        cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
+            raise ValueError(f"KV cache holds {cache.k[0].shape[2]} positions; writing {T} at {p0} "
+                             "overflows it")
+        # (B, 1, T, D/2)
+        cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
         attn_mask = None
         if key_mask is not None or (cache is not None and p0 > 0):
             Tk = p0 + T
             q_slot = torch.arange(p0, p0 + T, device=idx.device)
-            attn_mask = torch.arange(Tk, device=idx.device)[None, :] <= q_slot[:, None]  # (T, Tk) causal by slot
-            attn_mask = attn_mask[None, None]                                           # (1, 1, T, Tk)
+            # (T, Tk) causal by slot
+            attn_mask = torch.arange(Tk, device=idx.device)[None, :] <= q_slot[:, None]
+            attn_mask = attn_mask[None, None]                                   # (1, 1, T, Tk)
             if key_mask is not None:
-                attn_mask = attn_mask & key_mask[:, None, None, :Tk]                    # (B, 1, T, Tk)
-                diag = torch.arange(Tk, device=idx.device)[None, :] == q_slot[:, None]  # a pad query still sees itself,
-                attn_mask = attn_mask | diag                                            # so no row is all -inf (NaN)
+                attn_mask = attn_mask & key_mask[:, None, None, :Tk]            # (B, 1, T, Tk)
+                # a pad query still sees itself, so no row is all -inf (NaN)
+                diag = torch.arange(Tk, device=idx.device)[None, :] == q_slot[:, None]
+                attn_mask = attn_mask | diag
         x = self.wte(idx)  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, i, cache, attn_mask)
@@ -192,8 +204,8 @@ class GPT(nn.Module):
 # checkpoints
 
 def write_atomic(path, data):
-    """Text, or anything torch.save takes, written to a temp file and then renamed over `path`: a run
-    killed at any moment leaves the old file or the new one, never half of one."""
+    """Text, or anything torch.save takes, written to a temp file and then renamed over `path`: a
+    run killed at any moment leaves the old file or the new one, never half of one."""
     tmp = str(path) + ".tmp"
     if isinstance(data, str):
         with open(tmp, "w") as f:
@@ -204,7 +216,8 @@ def write_atomic(path, data):
 
 
 def save_checkpoint(path, model, extra=None):
-    """Write config + weights + an opaque `extra` dict (tokenizer ranks, metrics, step...), atomically."""
+    """Write config + weights + an opaque `extra` dict (tokenizer ranks, metrics, step...),
+    atomically."""
     write_atomic(path, {"format": "fastslow-gpt-1", "config": asdict(model.cfg),
                         "state_dict": model.state_dict(), "extra": extra or {}})
 
@@ -212,16 +225,19 @@ def save_checkpoint(path, model, extra=None):
 def load_checkpoint(path, device="cpu"):
     """-> (model, extra). Raises CheckpointError with one clear line when the file is unusable."""
     if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint not found: {path} (run `python train.py pretrain` first or pass a valid path)")
+        raise CheckpointError(f"checkpoint not found: {path} (run `python train.py pretrain` first "
+                              "or pass a valid path)")
     try:
         ck = torch.load(path, map_location=device, weights_only=True)  # no pickled code runs
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); delete it and re-create it")
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); "
+                              "delete it and re-create it")
     if not isinstance(ck, dict) or ck.get("format") != "fastslow-gpt-1":
         raise CheckpointError(f"{path} is not a fastslow checkpoint (missing format tag)")
     try:
         model = GPT(GPTConfig(**ck["config"]))
         model.load_state_dict(ck["state_dict"])
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} does not match the model code ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+        raise CheckpointError(f"checkpoint {path} does not match the model code "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:120]})")
     return model.to(device), ck.get("extra", {})

@@ -6,11 +6,14 @@ knows about models, tokenizers or tasks.
 How the trainer uses it, once per optimizer step:
 
     adv = group_advantages(rewards, group_ids, scale="group")          # (B,) one scalar per rollout
-    num_tokens = mask.sum().clamp(min=1)                               # over ALL micro-batches of the step
+    # over ALL micro-batches of the step
+    num_tokens = mask.sum().clamp(min=1)
     for mb in micro_batches:
         logp = token_logprobs(model, mb)                               # (b, T), with grad
-        loss, metrics = policy_loss(logp, mb.old_logp, adv[mb.rows], mb.mask, "cispo", num_tokens=num_tokens)
-        if beta > 0:                                                   # optional KL penalty (beta=0 by default)
+        loss, metrics = policy_loss(logp, mb.old_logp, adv[mb.rows], mb.mask, "cispo",
+                                    num_tokens=num_tokens)
+        # optional KL penalty (beta=0 by default)
+        if beta > 0:
             loss = loss + beta * masked_mean(kl_k3(logp, mb.ref_logp, mb.mask), mb.mask)
         loss.backward()
     opt.step()
@@ -20,11 +23,12 @@ Design choices, and why:
   of the group ("group"), of the whole batch ("batch", Lite-PPO) or not at all ("none", Dr. GRPO).
   A group whose rewards are all equal (or of size 1) gets exactly 0, tested with max == min rather
   than std == 0, because the float mean of equal numbers need not equal them bit for bit.
-- On-policy (old_logp equal to logp) the ratio is exactly 1, no clip is ever active, and grpo / dapo /
-  cispo all reduce to the gradient of -A * logp; they differ only in the normalizer (per-sequence token
-  mean, global token count, ...). The clipping matters when old_logp comes from another policy: the
-  trainer (train.update_policy) takes old_logp from the sampler and makes several optimizer steps per
-  batch of rollouts, so from the second step on the ratio differs from 1 and CISPO's cap can act.
+- On-policy (old_logp equal to logp) the ratio is exactly 1, no clip is ever active, and grpo /
+  dapo / cispo all reduce to the gradient of -A * logp; they differ only in the normalizer
+  (per-sequence token mean, global token count, ...). The clipping matters when old_logp comes from
+  another policy: the trainer (train.update_policy) takes old_logp from the sampler and makes
+  several optimizer steps per batch of rollouts, so from the second step on the ratio differs from
+  1 and CISPO's cap can act.
 - num_tokens (dapo, cispo) is the token count of the whole optimizer step, computed once by the
   caller: then every token weighs the same no matter how the batch is split into micro-batches, and
   the micro-batch losses simply add up to the full-batch loss (a per-micro-batch mean would not).
@@ -70,7 +74,8 @@ def group_advantages(rewards, group_ids, scale="group"):
     adv = r - mean[inv]  # (B,)
     if scale == "group":
         var = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, adv ** 2)
-        std = (var / (counts - 1).clamp(min=1)).sqrt()  # Bessel; size-1 groups are zeroed below anyway
+        # Bessel; size-1 groups are zeroed below anyway
+        std = (var / (counts - 1).clamp(min=1)).sqrt()
         adv = adv / (std[inv] + 1e-4)
     elif scale == "batch":
         std = r.std() if r.numel() > 1 else r.new_zeros(())  # torch.std is unbiased by default
@@ -80,7 +85,8 @@ def group_advantages(rewards, group_ids, scale="group"):
 
 
 def zero_std_fraction(rewards, group_ids):
-    """Fraction of groups whose rewards are all equal (they carry no gradient), as a python float."""
+    """Fraction of groups whose rewards are all equal (they carry no gradient), as a python
+    float."""
     r = rewards.float() if not rewards.is_floating_point() else rewards
     inv, counts = _group_index(group_ids)
     return _constant_groups(r, inv, counts.numel()).float().mean().item()
@@ -91,7 +97,8 @@ def policy_loss(logp, old_logp, advantages, mask, loss_type, eps_low=0.2, eps_hi
     """Policy-gradient loss to minimize -> (loss scalar, metrics dict of python floats).
 
     logp (B, T) with grad; old_logp (B, T) treated as a constant; advantages (B,); mask (B, T) bool
-    or 0/1 float. loss_type in LOSS_TYPES (see the module docstring and the README's Algorithm section).
+    or 0/1 float. loss_type in LOSS_TYPES (see the module docstring and the README's Algorithm
+    section).
     num_tokens: masked-token count of the whole optimizer step (dapo, cispo); default: this batch's.
     metrics: clip_frac, clip_low_frac, clip_high_frac (fractions of masked tokens), ratio_mean
     (masked mean of the ratio), frac_zero_adv (fraction of sequences with advantage exactly 0).
@@ -101,20 +108,23 @@ def policy_loss(logp, old_logp, advantages, mask, loss_type, eps_low=0.2, eps_hi
     mask = mask.bool()  # (B, T)
     B, T = logp.shape
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
-    log_ratio = torch.where(mask, logp - old_logp.detach(), zero).clamp(-20.0, 20.0)  # (B, T), 0 where masked
+    # (B, T), 0 where masked
+    log_ratio = torch.where(mask, logp - old_logp.detach(), zero).clamp(-20.0, 20.0)
     ratio = torch.exp(log_ratio)  # (B, T), exactly 1 where masked
     A = advantages.to(logp.dtype)[:, None]  # (B, 1), same advantage for every token of a sequence
 
     if loss_type == "cispo":
         weight = ratio.clamp(max=cispo_cap).detach()  # IS weight, capped, no gradient through it
-        per_tok = -weight * A * logp  # (B, T); NaN/inf at masked slots is discarded by the where below
+        # (B, T); NaN/inf at masked slots is discarded by the where below
+        per_tok = -weight * A * logp
         clip_low = torch.zeros_like(mask)
         clip_high = mask & (ratio > cispo_cap)
     else:
         hi = 1.0 + (eps_high if loss_type == "dapo" else eps_low)  # clip-higher only for dapo
         lo = 1.0 - eps_low
         per_tok = -torch.min(ratio * A, ratio.clamp(lo, hi) * A)  # (B, T) PPO clipped surrogate
-        clip_low = mask & (A < 0) & (ratio < lo)  # where the min picks the clipped term (no gradient)
+        # where the min picks the clipped term (no gradient)
+        clip_low = mask & (A < 0) & (ratio < lo)
         clip_high = mask & (A > 0) & (ratio > hi)
     per_tok = torch.where(mask, per_tok, zero)  # (B, T)
 
@@ -140,17 +150,20 @@ def policy_loss(logp, old_logp, advantages, mask, loss_type, eps_low=0.2, eps_hi
 
 
 def kl_k3(logp, ref_logp, mask):
-    """Per-token k3 estimate of KL(pi || ref) (B, T): exp(d) - d - 1 with d = ref - logp; 0 where masked.
+    """Per-token k3 estimate of KL(pi || ref) (B, T): exp(d) - d - 1 with d = ref - logp; 0 where
+    masked.
 
     Unbiased and >= 0. Add it to the loss as `beta * masked_mean(kl_k3(...), mask)`.
     """
     mask = mask.bool()
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
-    d = torch.where(mask, ref_logp.detach() - logp, zero).clamp(-20.0, 20.0)  # (B, T), clamp: no overflow
+    # (B, T), clamp: no overflow
+    d = torch.where(mask, ref_logp.detach() - logp, zero).clamp(-20.0, 20.0)
     return torch.where(mask, torch.exp(d) - d - 1, zero)
 
 
 def masked_mean(x, mask):
     """Mean of x (B, T) over the masked positions (0 when there are none)."""
     mask = mask.bool()
-    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / mask.sum().clamp(min=1)
+    return (torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum()
+            / mask.sum().clamp(min=1))

@@ -2,54 +2,67 @@
 rollout.py: sampling and batched generation for the RL side of Fast-Slow Training.
 
     from rollout import generate, completion_logprobs
-    tokens, mask, logps = generate(model, prompts, num_samples=8, max_new_tokens=24, temperature=1.0, eos_id=eos)
+    tokens, mask, logps = generate(model, prompts, num_samples=8, max_new_tokens=24,
+                                   temperature=1.0, eos_id=eos)
     new_logps = completion_logprobs(model, prompts, tokens, mask)   # (rows, L), differentiable
 
-    python -m pytest tests/test_rollout.py     # kernels (Triton interpreter on CPU), sampler statistics, generation
-    python bench.py rollout | sample           # speed against a naive loop, Hugging Face and a sort-based sampler
+    # kernels (Triton interpreter on CPU), sampler statistics, generation
+    python -m pytest tests/test_rollout.py
+    # speed against a naive loop, Hugging Face and a sort-based sampler
+    python bench.py rollout | sample
 
 What is here:
-  sample_tokens        one token per row from (B, V) logits, with temperature / top-k / top-p, plus its log-prob
-  token_logprobs       log-probs of given targets under (B, T, V) logits, differentiable, no (B, T, V) log-softmax
-  generate             P prompts x G samples: left-pad + prefill once, repeat the KV cache rows, decode all rows together
+  sample_tokens        one token per row from (B, V) logits, with temperature / top-k / top-p, plus
+                       its log-prob
+  token_logprobs       log-probs of given targets under (B, T, V) logits, differentiable, no
+                       (B, T, V) log-softmax
+  generate             P prompts x G samples: left-pad + prefill once, repeat the KV cache rows,
+                       decode all rows together
   completion_logits    the (rows, L, V) logits behind generated tokens (one right-padded forward)
   completion_logprobs  the trainer's differentiable re-score of generated tokens
-  generate_naive       reference generator that re-runs the whole prefix every step (tests and bench)
-The fast paths (the Triton sampler and log-prob kernels, and the top-k / top-p window search that training
-never uses) live in kernels.py; this file keeps the plain torch paths they are tested against.
+  generate_naive       reference generator that re-runs the whole prefix every step (tests and
+                       bench)
+The fast paths (the Triton sampler and log-prob kernels, and the top-k / top-p window search that
+training never uses) live in kernels.py; this file keeps the plain torch paths they are tested
+against.
 
 Design choices and why:
-  * Sampling is Gumbel-max: token = argmax over the kept set of z + g, z = logits * fp32(1/T), g ~ Gumbel(0, 1)
-    drawn per element. It needs no normalized probabilities, no cumsum and no multinomial, so a row is read
-    once. The noise g = -log(E), E = -log1p(-u) ~ Exp(1), with u strictly inside (0, 1) (u = (k + 1/2) 2^-24
-    in torch, (r + 1/2) 2^-32 in Triton): the winners are the small E, which log1p keeps exact, and u never
-    hits 0 or 1, so g is always finite (no +inf winner, no NaN).
-  * Truncation is a threshold, never a sort. Top-k keeps every z >= the k-th largest z; top-p (applied after
-    top-k, on the renormalized kept distribution) keeps every z >= the smallest z of the shortest head of the
-    distribution whose mass reaches top_p. Ties at a threshold are all kept (so more than k tokens may survive
-    when the k-th value is tied, e.g. in bf16 logits); that rule is what makes a sort-free search exact.
-    The Triton kernel finds each threshold by bisection over the order-preserving int32 view of fp32 (<= 32
-    reductions over a row held in registers, exact: the answer is always a row element). The torch path uses
-    torch.topk (a selection, not a sort) on a window of the largest logits that holds the kept set: k + 1
-    wide for top-k; for top-p alone, sized by one 256-bin histogram of the mass (a radix-select step). The
-    window grows only if a tie reaches past it. On CPU this beats 32 bisection passes over the row.
-  * log-probs are those of the distribution actually sampled from: z_tok - logsumexp(z over the kept set).
-    temperature = 0 is greedy (argmax of the raw logits, first index on ties) and reports log-prob 0.0.
-  * Backends: "auto" uses the Triton kernels for CUDA tensors when triton imports, torch otherwise; "triton"
-    forces them (CPU tensors work under TRITON_INTERPRET=1, which the tests use). Given the same noise both
-    give the same tokens (see _sample_with_noise); their random streams differ (torch.Generator vs Philox
-    seeded from it), so with a generator each is reproducible on its own device only. The torch path may read
-    a flag back to the host (window checks); the Triton path never does.
-  * generate keeps one shared cache pointer for all rows: prompts are left-padded, pad slots are excluded by
-    key_mask and RoPE positions start at 0 at each prompt's first token, so a padded row computes exactly what
-    it would alone. The cache is sized prompt_len + max_new_tokens once; the only host sync per step is the
-    "all rows done?" check.
-  * Row order everywhere is prompt-major: row i*G + j is sample j of prompt i (with num_samples a list,
-    prompt i owns num_samples[i] consecutive rows). completion_logprobs takes one prompt per row (or one per
-    group, expanded the same way), so a trainer may put different prompts in one group.
-  * generate runs under torch.no_grad and does not touch model.training (the GPT has no dropout). Finished
-    rows keep decoding (their outputs are discarded) so the batch keeps its shape; pad_id is only written to
-    the output and need not be a valid token id.
+  * Sampling is Gumbel-max: token = argmax over the kept set of z + g, z = logits * fp32(1/T),
+    g ~ Gumbel(0, 1) drawn per element. It needs no normalized probabilities, no cumsum and no
+    multinomial, so a row is read once. The noise g = -log(E), E = -log1p(-u) ~ Exp(1), with u
+    strictly inside (0, 1) (u = (k + 1/2) 2^-24 in torch, (r + 1/2) 2^-32 in Triton): the winners
+    are the small E, which log1p keeps exact, and u never hits 0 or 1, so g is always finite
+    (no +inf winner, no NaN).
+  * Truncation is a threshold, never a sort. Top-k keeps every z >= the k-th largest z; top-p
+    (applied after top-k, on the renormalized kept distribution) keeps every z >= the smallest z of
+    the shortest head of the distribution whose mass reaches top_p. Ties at a threshold are all kept
+    (so more than k tokens may survive when the k-th value is tied, e.g. in bf16 logits); that rule
+    is what makes a sort-free search exact. The Triton kernel finds each threshold by bisection over
+    the order-preserving int32 view of fp32 (<= 32 reductions over a row held in registers, exact:
+    the answer is always a row element). The torch path uses torch.topk (a selection, not a sort) on
+    a window of the largest logits that holds the kept set: k + 1 wide for top-k; for top-p alone,
+    sized by one 256-bin histogram of the mass (a radix-select step). The window grows only if a tie
+    reaches past it. On CPU this beats 32 bisection passes over the row.
+  * log-probs are those of the distribution actually sampled from: z_tok - logsumexp(z over the kept
+    set). temperature = 0 is greedy (argmax of the raw logits, first index on ties) and reports
+    log-prob 0.0.
+  * Backends: "auto" uses the Triton kernels for CUDA tensors when triton imports, torch otherwise;
+    "triton" forces them (CPU tensors work under TRITON_INTERPRET=1, which the tests use). Given the
+    same noise both give the same tokens (see _sample_with_noise); their random streams differ
+    (torch.Generator vs Philox seeded from it), so with a generator each is reproducible on its own
+    device only. The torch path may read a flag back to the host (window checks); the Triton path
+    never does.
+  * generate keeps one shared cache pointer for all rows: prompts are left-padded, pad slots are
+    excluded by key_mask and RoPE positions start at 0 at each prompt's first token, so a padded row
+    computes exactly what it would alone. The cache is sized prompt_len + max_new_tokens once; the
+    only host sync per step is the "all rows done?" check.
+  * Row order everywhere is prompt-major: row i*G + j is sample j of prompt i (with num_samples a
+    list, prompt i owns num_samples[i] consecutive rows). completion_logprobs takes one prompt per
+    row (or one per group, expanded the same way), so a trainer may put different prompts in one
+    group.
+  * generate runs under torch.no_grad and does not touch model.training (the GPT has no dropout).
+    Finished rows keep decoding (their outputs are discarded) so the batch keeps its shape; pad_id
+    is only written to the output and need not be a valid token id.
 """
 
 import os
@@ -57,7 +70,8 @@ import os
 import torch
 
 import kernels
-from kernels import HAS_TRITON  # noqa: F401  (re-exported: the tests and gpu_check ask rollout for it)
+# (re-exported: the tests and gpu_check ask rollout for it)
+from kernels import HAS_TRITON  # noqa: F401
 
 _NEG_INF = float("-inf")
 
@@ -86,7 +100,8 @@ def _use_triton(x, backend):
         if not HAS_TRITON:
             raise RuntimeError("backend='triton' but triton is not importable")
         if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported")
+            raise RuntimeError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set "
+                               "before triton is imported")
         return True
     if backend == "auto":
         return HAS_TRITON and x.is_cuda
@@ -98,28 +113,38 @@ def _use_triton(x, backend):
 
 def gumbel_noise(shape, generator=None, device="cpu"):
     """Gumbel(0, 1) noise in fp32, always finite (see the module docstring)."""
-    u = torch.empty(shape, device=device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24, generator=generator)  # ~(k + 1/2) 2^-24
-    return u.neg_().log1p_().neg_().log_().neg_()  # -log(E), E = -log1p(-u) ~ Exp(1); in place: no extra buffers
+    # ~(k + 1/2) 2^-24
+    u = torch.empty(shape, device=device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24,
+                                                   generator=generator)
+    # -log(E), E = -log1p(-u) ~ Exp(1); in place: no extra buffers
+    return u.neg_().log1p_().neg_().log_().neg_()
 
 
 def _sample_torch(logits, temperature, top_k, top_p, generator, noise):
     B, V = logits.shape
     inv_t = _inv_temp(temperature)
     if not (0 < top_k < V) and top_p >= 1:  # plain temperature: full-row Gumbel-max
-        z = logits if logits.dtype == torch.float32 and inv_t == 1.0 else logits.float() * inv_t  # (B, V)
-        if noise is None:  # one scratch buffer for noise, scores and exp: fresh big buffers cost page faults
-            s = torch.empty(B, V, device=z.device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24, generator=generator)
-            torch.sub(z, s.neg_().log1p_().neg_().log_(), out=s)  # z + g, g = -log(E) as in gumbel_noise
+        # (B, V)
+        z = logits if logits.dtype == torch.float32 and inv_t == 1.0 else logits.float() * inv_t
+        # one scratch buffer for noise, scores and exp: fresh big buffers cost page faults
+        if noise is None:
+            s = torch.empty(B, V, device=z.device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24,
+                                                            generator=generator)
+            # z + g, g = -log(E) as in gumbel_noise
+            torch.sub(z, s.neg_().log1p_().neg_().log_(), out=s)
         else:
             s = z + noise
         tok = s.argmax(-1)
         zmax = z.max(-1, keepdim=True).values
         lse = torch.sub(z, zmax, out=s).exp_().sum(-1).log_() + zmax[:, 0]
         return tok, z.gather(1, tok[:, None]).squeeze(1) - lse
-    vals, idx, keep = kernels.truncate_torch(logits, inv_t, top_k, top_p)  # (B, c): noise is only needed on the window
-    g = noise.gather(1, idx) if noise is not None else gumbel_noise(vals.shape, generator, logits.device)
+    # (B, c): noise is only needed on the window
+    vals, idx, keep = kernels.truncate_torch(logits, inv_t, top_k, top_p)
+    g = (noise.gather(1, idx) if noise is not None
+         else gumbel_noise(vals.shape, generator, logits.device))
     j = (vals + g).masked_fill(~keep, _NEG_INF).argmax(-1, keepdim=True)  # (B, 1)
-    zmax = vals[:, 0]                                                      # the row max is always kept
+    # the row max is always kept
+    zmax = vals[:, 0]
     lse = zmax + ((vals - zmax[:, None]).exp() * keep).sum(-1).log()
     return idx.gather(1, j).squeeze(1), vals.gather(1, j).squeeze(1) - lse
 
@@ -132,23 +157,27 @@ def _sample(logits, temperature, top_k, top_p, generator, noise, backend):
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
     if temperature == 0:  # greedy: the kept set always holds the argmax, and it has probability 1
-        return logits.argmax(-1), torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
+        return logits.argmax(-1), torch.zeros(logits.shape[0], dtype=torch.float32,
+                                              device=logits.device)
     if _use_triton(logits, backend) and logits.shape[1] <= kernels.SAMPLE_MAX_V:
         return kernels.sample_triton(logits, _inv_temp(temperature), top_k, top_p, generator, noise)
     return _sample_torch(logits, temperature, top_k, top_p, generator, noise)
 
 
 def sample_tokens(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, backend="auto"):
-    """logits (B, V), any float dtype, rows may be a strided view -> (tokens (B,) long, logprobs (B,) float32).
+    """logits (B, V), any float dtype, rows may be a strided view -> (tokens (B,) long,
+    logprobs (B,) float32).
 
-    logprobs are under the distribution sampled from (after temperature, top-k, top-p, renormalization);
-    temperature=0 is greedy with logprob 0.0. top_k=0 and top_p=1 mean off. backend: auto | torch | triton.
+    logprobs are under the distribution sampled from (after temperature, top-k, top-p,
+    renormalization); temperature=0 is greedy with logprob 0.0. top_k=0 and top_p=1 mean off.
+    backend: auto | torch | triton.
     """
     return _sample(logits, temperature, top_k, top_p, generator, None, backend)
 
 
 def _sample_with_noise(logits, noise, temperature=1.0, top_k=0, top_p=1.0, backend="auto"):
-    """sample_tokens with explicit Gumbel noise (B, V) fp32: both backends must return the same tokens."""
+    """sample_tokens with explicit Gumbel noise (B, V) fp32: both backends must return the same
+    tokens."""
     return _sample(logits, temperature, top_k, top_p, None, noise, backend)
 
 
@@ -156,16 +185,19 @@ def _sample_with_noise(logits, noise, temperature=1.0, top_k=0, top_p=1.0, backe
 # log-probs of given tokens
 
 def token_logprobs(logits, targets, temperature=1.0, backend="auto"):
-    """logits (B, T, V), targets (B, T) long -> (B, T) float32 log softmax(logits / T)[targets], differentiable.
+    """logits (B, T, V), targets (B, T) long -> (B, T) float32 log softmax(logits / T)[targets],
+    differentiable.
 
-    torch path: gather minus logsumexp. Triton path: a fused kernel streams each row once (online max / sum,
-    fp32) and the backward writes g * (onehot - softmax) / T directly; no (B, T, V) log-softmax is stored.
-    Targets must lie in [0, V) (the Triton path does not check, to stay sync-free).
+    torch path: gather minus logsumexp. Triton path: a fused kernel streams each row once (online
+    max / sum, fp32) and the backward writes g * (onehot - softmax) / T directly; no (B, T, V)
+    log-softmax is stored. Targets must lie in [0, V) (the Triton path does not check, to stay
+    sync-free).
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(f"expected logits (B, T, V) and targets (B, T), got {tuple(logits.shape)} and {tuple(targets.shape)}")
+        raise ValueError(f"expected logits (B, T, V) and targets (B, T), got {tuple(logits.shape)} "
+                         f"and {tuple(targets.shape)}")
     inv_t = _inv_temp(temperature)
     if _use_triton(logits, backend):
         if logits.stride(-1) != 1:
@@ -185,32 +217,37 @@ def _group_sizes(prompts, num_samples):
         raise ValueError("prompts is empty")
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
-    sizes = [num_samples] * len(prompts) if isinstance(num_samples, int) else [int(n) for n in num_samples]
+    sizes = ([num_samples] * len(prompts) if isinstance(num_samples, int)
+             else [int(n) for n in num_samples])
     if len(sizes) != len(prompts) or min(sizes) < 1:
-        raise ValueError(f"num_samples must be an int >= 1 or one such int per prompt, got {num_samples}")
+        raise ValueError("num_samples must be an int >= 1 or one such int per prompt, "
+                         f"got {num_samples}")
     return sizes
 
 
 def _check_len(model, prompts, max_new_tokens):
     need = max(len(p) for p in prompts) + max_new_tokens
     if max_new_tokens < 1 or need > model.cfg.block_size:
-        raise ValueError(f"longest prompt + max_new_tokens = {need} must be <= block_size {model.cfg.block_size} (and max_new_tokens >= 1)")
+        raise ValueError(f"longest prompt + max_new_tokens = {need} must be <= block_size "
+                         f"{model.cfg.block_size} (and max_new_tokens >= 1)")
 
 
 def expand_prompts(prompts, num_samples):
-    """The per-row prompt list that matches generate's row order (prompt i repeated num_samples[i] times)."""
+    """The per-row prompt list that matches generate's row order (prompt i repeated num_samples[i]
+    times)."""
     return [p for p, n in zip(prompts, _group_sizes(prompts, num_samples)) for _ in range(n)]
 
 
 @torch.no_grad()
-def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0, seed=0,
-             eos_id=None, pad_id=0, backend="auto"):
+def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0,
+             seed=0, eos_id=None, pad_id=0, backend="auto"):
     """Sample num_samples completions for each prompt (lists of token ids, any lengths).
 
-    num_samples: an int, or one int per prompt. Returns (tokens long, mask bool, logprobs float32), each
-    (rows, L) with rows = sum of the group sizes, row order prompt-major, L <= max_new_tokens the longest
-    completion. A row stops at its first eos_id (kept, mask True); after it tokens are pad_id, mask False,
-    logprobs 0. eos_id=None: every row runs max_new_tokens. logprobs are the sampler's (see sample_tokens).
+    num_samples: an int, or one int per prompt. Returns (tokens long, mask bool, logprobs float32),
+    each (rows, L) with rows = sum of the group sizes, row order prompt-major, L <= max_new_tokens
+    the longest completion. A row stops at its first eos_id (kept, mask True); after it tokens are
+    pad_id, mask False, logprobs 0. eos_id=None: every row runs max_new_tokens. logprobs are the
+    sampler's (see sample_tokens).
     """
     _check_options(temperature, top_k, top_p)
     sizes = _group_sizes(prompts, num_samples)
@@ -218,20 +255,26 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
     device = model.wte.weight.device
     P, Lp = len(prompts), max(len(p) for p in prompts)
     lens = torch.tensor([len(p) for p in prompts], device=device)        # (P,)
-    idx = torch.zeros(P, Lp, dtype=torch.long)  # pad slots hold token 0: masked out, any valid id works
+    # pad slots hold token 0: masked out, any valid id works
+    idx = torch.zeros(P, Lp, dtype=torch.long)
     for i, p in enumerate(prompts):
-        idx[i, Lp - len(p):] = torch.tensor(p, dtype=torch.long)          # left-pad: every prompt ends at Lp - 1
+        # left-pad: every prompt ends at Lp - 1
+        idx[i, Lp - len(p):] = torch.tensor(p, dtype=torch.long)
     idx = idx.to(device)
     ar = torch.arange(Lp, device=device)
     pad = (Lp - lens)[:, None]                                           # (P, 1) pad slots per row
-    positions = (ar[None, :] - pad).clamp_min(0)                         # (P, Lp) RoPE position 0 at the first real token
+    # (P, Lp) RoPE position 0 at the first real token
+    positions = (ar[None, :] - pad).clamp_min(0)
     key_mask = torch.ones(P, Lp + max_new_tokens, dtype=torch.bool, device=device)
-    key_mask[:, :Lp] = ar[None, :] >= pad                                # pad slots are never attended
-    cache = model.new_cache(P, Lp + max_new_tokens)                      # sized once, for the whole rollout
+    # pad slots are never attended
+    key_mask[:, :Lp] = ar[None, :] >= pad
+    # sized once, for the whole rollout
+    cache = model.new_cache(P, Lp + max_new_tokens)
     logits = model(idx, positions=positions, cache=cache, key_mask=key_mask)[:, -1]  # (P, V)
 
     G = sizes[0] if len(set(sizes)) == 1 else torch.tensor(sizes, device=device)
-    cache.repeat_rows(G)                                                 # prefill once per prompt, not per sample
+    # prefill once per prompt, not per sample
+    cache.repeat_rows(G)
     logits, key_mask, pos = (t.repeat_interleave(G, dim=0) for t in (logits, key_mask, lens))
     R = logits.shape[0]
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -247,27 +290,32 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
         mask[:, t] = ~done
         if eos_id is not None:
             done |= tok == eos_id
-            if t + 1 < max_new_tokens and bool(done.all()):              # the one host sync per step
+            if t + 1 < max_new_tokens and bool(done.all()):             # the one host sync per step
                 L = t + 1
                 break
         if t + 1 < max_new_tokens:
-            # finished rows keep decoding their (ignored) sampled token: pad_id need not be a valid token id
-            logits = model(tok[:, None], positions=(pos + t)[:, None], cache=cache, key_mask=key_mask)[:, -1]
+            # finished rows keep decoding their (ignored) sampled token: pad_id need not be a valid
+            # token id
+            logits = model(tok[:, None], positions=(pos + t)[:, None], cache=cache,
+                           key_mask=key_mask)[:, -1]
     return tokens[:, :L], mask[:, :L], logps[:, :L]
 
 
 def completion_logits(model, prompts, tokens, mask):
-    """(rows, L, V) logits that predicted each generated token, from one right-padded causal forward.
+    """(rows, L, V) logits that predicted each generated token, from one right-padded causal
+    forward.
 
-    prompts: one token list per row (len == rows, rows may mix prompts freely), or one per group when rows is
-    a multiple of len(prompts) (each then covers rows // len(prompts) consecutive rows, as generate lays them
-    out). Each row is built as prompt + completion; pad slots come after every real token, so no mask is
-    needed. Shared by the RL trainer (completion_logprobs) and the KL measurement in eval.py.
+    prompts: one token list per row (len == rows, rows may mix prompts freely), or one per group
+    when rows is a multiple of len(prompts) (each then covers rows // len(prompts) consecutive rows,
+    as generate lays them out). Each row is built as prompt + completion; pad slots come after every
+    real token, so no mask is needed. Shared by the RL trainer (completion_logprobs) and the KL
+    measurement in eval.py.
     """
     R, L = tokens.shape
     if len(prompts) != R:
         if len(prompts) == 0 or R % len(prompts):
-            raise ValueError(f"need one prompt per row ({R}) or per group (a divisor of {R}), got {len(prompts)}")
+            raise ValueError(f"need one prompt per row ({R}) or per group (a divisor of {R}), "
+                             f"got {len(prompts)}")
         prompts = expand_prompts(prompts, R // len(prompts))
     _check_len(model, prompts, L)
     device = tokens.device
@@ -276,28 +324,31 @@ def completion_logits(model, prompts, tokens, mask):
     seq = torch.zeros(R, S, dtype=torch.long, device=device)
     for r, p in enumerate(prompts):
         seq[r, :len(p)] = torch.tensor(p, dtype=torch.long)
-    cols = lens[:, None] + torch.arange(L, device=device)[None, :]       # (R, L) where each completion token sits
+    # (R, L) where each completion token sits
+    cols = lens[:, None] + torch.arange(L, device=device)[None, :]
     seq.scatter_(1, cols, tokens.masked_fill(~mask, 0))
     logits = model(seq)                                                  # (R, S, V)
     rows = torch.arange(R, device=device)[:, None]
-    return logits[rows, cols - 1]                                        # (R, L, V) the logits that predicted them
+    # (R, L, V) the logits that predicted them
+    return logits[rows, cols - 1]
 
 
 def completion_logprobs(model, prompts, tokens, mask, temperature=1.0, backend="auto"):
-    """Differentiable (rows, L) log-probs of generated tokens under model (the RL trainer's re-score).
-    prompts as in completion_logits. Entries where mask is False are 0."""
+    """Differentiable (rows, L) log-probs of generated tokens under model (the RL trainer's
+    re-score). prompts as in completion_logits. Entries where mask is False are 0."""
     pred = completion_logits(model, prompts, tokens, mask)               # (R, L, V)
     lp = token_logprobs(pred, tokens.masked_fill(~mask, 0), temperature, backend=backend)
     return lp.masked_fill(~mask, 0.0)
 
 
 @torch.no_grad()
-def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0, seed=0,
-                   eos_id=None, pad_id=0, backend="auto"):
-    """Reference generator: no KV cache, no padding; each step re-runs the whole prefix of one prompt's rows.
+def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0,
+                   top_p=1.0, seed=0, eos_id=None, pad_id=0, backend="auto"):
+    """Reference generator: no KV cache, no padding; each step re-runs the whole prefix of one
+    prompt's rows.
 
-    Same arguments, sampler and output convention as generate. The generator is consumed per prompt, so
-    sampled tokens differ from generate's; greedy ones must match.
+    Same arguments, sampler and output convention as generate. The generator is consumed per prompt,
+    so sampled tokens differ from generate's; greedy ones must match.
     """
     _check_options(temperature, top_k, top_p)
     sizes = _group_sizes(prompts, num_samples)
@@ -310,7 +361,8 @@ def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature
         done = torch.zeros(n, dtype=torch.bool, device=device)
         toks, masks, lps = [], [], []
         for t in range(max_new_tokens):
-            tok, lp = sample_tokens(model(seq)[:, -1], temperature, top_k, top_p, generator=gen, backend=backend)
+            tok, lp = sample_tokens(model(seq)[:, -1], temperature, top_k, top_p, generator=gen,
+                                    backend=backend)
             toks.append(tok.masked_fill(done, pad_id))
             lps.append(lp.masked_fill(done, 0.0))
             masks.append(~done)
@@ -323,5 +375,6 @@ def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature
         out_m.append(torch.stack(masks, 1))
         out_l.append(torch.stack(lps, 1))
     L = max(t.shape[1] for t in out_t)
-    pad = lambda xs, v: torch.cat([torch.nn.functional.pad(x, (0, L - x.shape[1]), value=v) for x in xs])
+    pad = lambda xs, v: torch.cat([torch.nn.functional.pad(x, (0, L - x.shape[1]), value=v)
+                                   for x in xs])
     return pad(out_t, pad_id), pad(out_m, False), pad(out_l, 0.0)

@@ -1,6 +1,7 @@
-"""Shared pytest setup: repo root on sys.path, a modest thread count (the test machine's cores are shared),
-and Triton's CPU interpreter where there is no GPU (it must be chosen before triton is imported). On a CUDA
-machine the kernels are compiled and tested for real: the interpreter is never forced there."""
+"""Shared pytest setup: repo root on sys.path, a modest thread count (the test machine's cores are
+shared), and Triton's CPU interpreter where there is no GPU (it must be chosen before triton is
+imported). On a CUDA machine the kernels are compiled and tested for real: the interpreter is never
+forced there."""
 import os
 import sys
 

@@ -1,8 +1,8 @@
 """
-tests/test_fast_context.py: the GEPA-style optimizer on hand-built score tables (frontier, dominance,
-parent sampling, acceptance, exact rollout accounting, stale re-scoring across rounds, invalid
-proposals, checkpoint round trip). The reflectors, and searches with them end to end, are tested in
-tests/test_reflectors.py.
+tests/test_fast_context.py: the GEPA-style optimizer on hand-built score tables (frontier,
+dominance, parent sampling, acceptance, exact rollout accounting, stale re-scoring across rounds,
+invalid proposals, checkpoint round trip). The reflectors, and searches with them end to end, are
+tested in tests/test_reflectors.py.
 
 Run: python -m pytest -q tests/test_fast_context.py   (about a second on CPU)
 """
@@ -32,7 +32,8 @@ def problems(n, offset=0):
 
 
 class FakeEval:
-    """evaluate(context, problems) backed by fn(context, problem) -> reward; counts every problem."""
+    """evaluate(context, problems) backed by fn(context, problem) -> reward; counts every
+    problem."""
 
     def __init__(self, fn):
         self.fn, self.calls = fn, 0
@@ -48,8 +49,8 @@ class FakeEval:
 
 
 def table_eval(table, default=0.0):
-    """table: {context: reward or [reward per problem index]} over problems(…) numbered by the first
-    digits; contexts not in the table score `default`."""
+    """table: {context: reward or [reward per problem index]} over problems(…) numbered by the
+    first digits; contexts not in the table score `default`."""
     def fn(context, p):
         v = table.get(context, default)
         return v[int("".join(map(str, p.inputs))) % len(v)] if isinstance(v, list) else v
@@ -63,8 +64,10 @@ def fixed(text):
 def hand_state(score_rows, seed=0):
     """A GEPAState with hand-set scores (all current), candidates named c0, c1, ..."""
     n = len(score_rows[0])
-    st = GEPAState(pareto=problems(n), train=problems(n), candidates=[f"c{k}" for k in range(len(score_rows))],
-                   parents=[[]] + [[0]] * (len(score_rows) - 1), scores=[list(r) for r in score_rows],
+    st = GEPAState(pareto=problems(n), train=problems(n),
+                   candidates=[f"c{k}" for k in range(len(score_rows))],
+                   parents=[[]] + [[0]] * (len(score_rows) - 1),
+                   scores=[list(r) for r in score_rows],
                    score_round=[0] * len(score_rows), rng=random.Random(seed))
     rebuild_frontier(st)
     return st
@@ -87,7 +90,8 @@ def test_frontier_ties_and_dominance():
 
 
 def test_dominance_is_iterated_and_keeps_joint_coverage():
-    # c0 ⊂ c1 ⊂ c2 (a chain): only c2 survives; c3, c4, c5 cover each other only jointly: all kept
+    # c0 ⊂ c1 ⊂ c2 (a chain): only c2 survives;
+    # c3, c4, c5 cover each other only jointly: all kept
     st = hand_state([[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
                      [0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 0, 1], [0, 0, 0, 0, 1, 1]])
     assert nondominated(st) == [2, 3, 4, 5]
@@ -139,7 +143,8 @@ def test_strict_improvement_acceptance_and_budget():
 
 def test_optimize_budget_accounting_is_exact():
     rng = random.Random(0)
-    ev = FakeEval(lambda c, p: 1.0 if (c == "best" and p.inputs[-1] % 2) else (0.6 if c.startswith("p") else 0.3))
+    ev = FakeEval(lambda c, p: 1.0 if (c == "best" and p.inputs[-1] % 2)
+                  else (0.6 if c.startswith("p") else 0.3))
 
     def reflector(prompt, recs):  # a mix of outcomes: accepts, rejects, invalid proposals, crashes
         u = rng.random()
@@ -160,7 +165,8 @@ def test_optimize_budget_accounting_is_exact():
 
 def test_invalid_proposals_are_rejected_and_logged():
     ev = table_eval({"seed": 0.2, "other": 0.5})
-    st = init_state("seed", problems(4), problems(9, 100), ev, minibatch_size=3, max_context_tokens=10)
+    st = init_state("seed", problems(4), problems(9, 100), ev, minibatch_size=3,
+                    max_context_tokens=10)
     assert gepa_iteration(st, ev, fixed("other"))["kind"] == "accepted"
 
     def boom(prompt, recs):
@@ -183,7 +189,8 @@ def test_invalid_proposals_are_rejected_and_logged():
 def test_duplicate_of_current_candidate_is_rejected():
     st = hand_state([[1, 0], [0, 1]])
     ev = FakeEval(lambda c, p: 0.0)
-    e = gepa_iteration(st, ev, lambda prompt, recs: "c1" if prompt == "c0" else "c0")  # the other one
+    # the other one
+    e = gepa_iteration(st, ev, lambda prompt, recs: "c1" if prompt == "c0" else "c0")
     assert e["kind"] == "invalid" and "duplicate of candidate" in e["reason"]
 
 
@@ -206,13 +213,15 @@ def test_run_round_rescores_frontier_with_new_policy():
     assert st.front_sets == [{0, 1}, {0, 1}, {1}, {1}] and nondominated(st) == [1]  # y on no front
     version["v"] = 1  # the RL step changed the weights
     summary = run_round(st, ev, num_proposals=0, reflector=fixed("z"))
-    assert summary["rollouts"] == 2 * 4 and st.rollouts == 12 + 8 == ev.calls  # seed and x re-scored
+    # seed and x re-scored
+    assert summary["rollouts"] == 2 * 4 and st.rollouts == 12 + 8 == ev.calls
     assert st.round == 1 and st.score_round == [1, 1, 0]
     assert st.scores[0] == [1, 1, 1, 1] and st.scores[1] == [0, 0, 0, 0]
     assert st.scores[2] == [0, 0, 0, 0]  # y: stale, untouched, not competing
     assert st.front_sets == [{0}] * 4 and frontier_prompts(st) == [("seed", 4)]
     assert best_prompt(st) == "seed" and st.events[-1]["kind"] == "rescore"
-    # a round with proposals: every proposal is one iteration, skipped ones included (seed is perfect)
+    # a round with proposals: every proposal is one iteration, skipped ones included (seed is
+    # perfect)
     n_events = len(st.events)
     summary = run_round(st, ev, num_proposals=3, reflector=fixed("z"))
     assert summary["rollouts"] == 4 + 3 * 3 and summary["round"] == 2
@@ -234,4 +243,5 @@ def test_state_dict_round_trip_resumes_identically():
     for _ in range(4):
         e1, e2 = gepa_iteration(st, ev, refl), gepa_iteration(st2, ev, refl)
         assert e1 == e2
-    assert st.candidates == st2.candidates and st.front_sets == st2.front_sets and st.rollouts == st2.rollouts
+    assert (st.candidates == st2.candidates and st.front_sets == st2.front_sets
+            and st.rollouts == st2.rollouts)

@@ -1,9 +1,9 @@
 """
-tests/test_model.py: checks model.py on tiny float32 GPTs: the KV cache (prefill + token-by-token decode,
-chunked prefill) reproduces a full forward; a left-padded batch with explicit positions and key_mask gives
-each prompt's own logits and no NaN, including after cache.repeat_rows; checkpoints round-trip config,
-weights and the `extra` dict, and every unusable file raises a one-line CheckpointError; positions
-beyond block_size raise a clear ValueError.
+tests/test_model.py: checks model.py on tiny float32 GPTs: the KV cache (prefill + token-by-token
+decode, chunked prefill) reproduces a full forward; a left-padded batch with explicit positions and
+key_mask gives each prompt's own logits and no NaN, including after cache.repeat_rows; checkpoints
+round-trip config, weights and the `extra` dict, and every unusable file raises a one-line
+CheckpointError; positions beyond block_size raise a clear ValueError.
 
 Run: python -m pytest -q tests/test_model.py   (a few seconds on CPU)
 """
@@ -16,7 +16,8 @@ import torch
 import tasks
 from model import GPT, GPTConfig, CheckpointError, save_checkpoint, load_checkpoint
 
-torch.set_num_threads(1)  # tiny tensors: a second thread only waits on the shared cores (as in test_rl.py)
+# tiny tensors: a second thread only waits on the shared cores (as in test_rl.py)
+torch.set_num_threads(1)
 
 TOL = 1e-4  # float32 throughout
 CFG = dict(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=32)
@@ -24,8 +25,9 @@ PAD = 63
 
 
 def make_model(seed=0, **over):
-    """A tiny GPT whose weights are scaled up from the init so logits are O(1): a masking or cache bug
-    then moves them far beyond TOL (at the 0.02 init every logit is < 1 and differences shrink)."""
+    """A tiny GPT whose weights are scaled up from the init so logits are O(1): a masking or cache
+    bug then moves them far beyond TOL (at the 0.02 init every logit is < 1 and differences
+    shrink)."""
     torch.manual_seed(seed)
     m = GPT(GPTConfig(**{**CFG, **over})).eval()
     with torch.no_grad():
@@ -148,8 +150,10 @@ def test_left_padded_cache_decode_matches_each_prompt_alone(model):
         key_mask[:, T:] = True  # the caller keeps the mask as long as the cache
         outs = [model(idx, positions=pos, cache=cache, key_mask=key_mask)[:, -1:]]
         for s in range(steps):
-            outs.append(model(new[:, s:s + 1], positions=(lens + s)[:, None], cache=cache, key_mask=key_mask))
-        inc = torch.cat(outs, dim=1)  # (B, 1 + steps, V): logits after the prompt and after each new token
+            outs.append(model(new[:, s:s + 1], positions=(lens + s)[:, None], cache=cache,
+                              key_mask=key_mask))
+        # (B, 1 + steps, V): logits after the prompt and after each new token
+        inc = torch.cat(outs, dim=1)
         assert not torch.isnan(inc).any()
         for i, p in enumerate(prompts):
             alone = model(torch.cat([torch.tensor(p), new[i]])[None])[0, len(p) - 1:]
@@ -163,7 +167,8 @@ def test_repeat_rows_matches_batch_built_with_repeated_rows(model):
     B, T = idx.shape
     lens = torch.tensor([len(p) for p in prompts]).repeat_interleave(n)
     g = torch.Generator().manual_seed(7)
-    new = torch.randint(0, PAD, (B * n, steps), generator=g)  # a different continuation for every row
+    # a different continuation for every row
+    new = torch.randint(0, PAD, (B * n, steps), generator=g)
 
     def km(m):
         k = torch.ones(m.shape[0], T + steps, dtype=torch.bool)
@@ -173,7 +178,8 @@ def test_repeat_rows_matches_batch_built_with_repeated_rows(model):
     def decode(cache, key_mask):
         outs = []
         for s in range(steps):
-            outs.append(model(new[:, s:s + 1], positions=(lens + s)[:, None], cache=cache, key_mask=key_mask))
+            outs.append(model(new[:, s:s + 1], positions=(lens + s)[:, None], cache=cache,
+                              key_mask=key_mask))
         return torch.cat(outs, dim=1)
 
     with torch.no_grad():
@@ -186,7 +192,8 @@ def test_repeat_rows_matches_batch_built_with_repeated_rows(model):
         # reference: a batch of B*n rows built with the prompts repeated, prefilled as such
         ref_cache = model.new_cache(B * n, T + steps)
         ref_key_mask = km(mask.repeat_interleave(n, dim=0))
-        ref_first = model(idx.repeat_interleave(n, dim=0), positions=pos.repeat_interleave(n, dim=0),
+        ref_first = model(idx.repeat_interleave(n, dim=0),
+                          positions=pos.repeat_interleave(n, dim=0),
                           cache=ref_cache, key_mask=ref_key_mask)
         ref = decode(ref_cache, ref_key_mask)
         assert not torch.isnan(got).any()
@@ -197,7 +204,8 @@ def test_repeat_rows_matches_batch_built_with_repeated_rows(model):
             p = prompts[r // n]
             alone = model(torch.cat([torch.tensor(p), new[r]])[None])[0, len(p):]
             assert maxdiff(got[r], alone) <= TOL, r
-        # rows of one group got different continuations, so their logits differ (the check is not vacuous)
+        # rows of one group got different continuations, so their logits differ (the check is not
+        # vacuous)
         assert maxdiff(got[0], got[1]) > 1e-2
 
 
@@ -218,7 +226,8 @@ def test_all_pad_row_and_full_mask_have_no_nan(model):
 def test_positions_beyond_block_size_raise(model):
     bs = CFG["block_size"]
     with torch.no_grad():
-        assert model(torch.zeros(1, bs, dtype=torch.long)).shape[1] == bs  # exactly block_size is fine
+        # exactly block_size is fine
+        assert model(torch.zeros(1, bs, dtype=torch.long)).shape[1] == bs
         with pytest.raises(ValueError, match="block_size") as ei:
             model(torch.zeros(1, bs + 1, dtype=torch.long))
         assert str(ei.value).count("\n") == 0 and str(bs) in str(ei.value)
@@ -250,7 +259,8 @@ def test_checkpoint_round_trip(tmp_path):
     extra = {"tokenizer": tasks.tokenizer_state(enc), "step": 17, "metrics": {"loss": 0.25}}
     path = tmp_path / "model.pt"
     save_checkpoint(path, m, extra)
-    assert path.exists() and not (tmp_path / "model.pt.tmp").exists()  # atomic write leaves no temp file
+    # atomic write leaves no temp file
+    assert path.exists() and not (tmp_path / "model.pt.tmp").exists()
     m2, extra2 = load_checkpoint(path)
     assert isinstance(m2, GPT) and m2.cfg == m.cfg
     sd, sd2 = m.state_dict(), m2.state_dict()
@@ -269,11 +279,13 @@ def test_checkpoint_round_trip(tmp_path):
 def test_checkpoint_without_extra_and_overwrite(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, make_model(seed=1))
-    save_checkpoint(str(path), make_model(seed=2))  # str paths work too; the second save replaces the first
+    # str paths work too; the second save replaces the first
+    save_checkpoint(str(path), make_model(seed=2))
     m, extra = load_checkpoint(str(path))
     assert extra == {}
     ref = make_model(seed=2)
-    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(m.state_dict().values(), ref.state_dict().values()))
 
 
 def test_missing_checkpoint(tmp_path):
@@ -299,7 +311,8 @@ def test_truncated_checkpoint(tmp_path):
     one_line_checkpoint_error(path)
 
 
-@pytest.mark.parametrize("obj", [{"a": 1}, [1, 2, 3], {"format": "other", "config": {}, "state_dict": {}}])
+@pytest.mark.parametrize("obj", [{"a": 1}, [1, 2, 3],
+                                 {"format": "other", "config": {}, "state_dict": {}}])
 def test_foreign_torch_file(tmp_path, obj):
     path = tmp_path / "foreign.pt"
     torch.save(obj, path)
@@ -312,7 +325,8 @@ def test_foreign_pickle_file(tmp_path):
     one_line_checkpoint_error(path)
 
 
-@pytest.mark.parametrize("edit", [{"n_embd": 48}, {"n_layer": 3}, {"n_layer": 1}, {"vocab_size": 65}, {"bogus": 1}])
+@pytest.mark.parametrize("edit", [{"n_embd": 48}, {"n_layer": 3}, {"n_layer": 1},
+                                  {"vocab_size": 65}, {"bogus": 1}])
 def test_checkpoint_not_matching_the_model(tmp_path, edit):
     path = tmp_path / "model.pt"
     save_checkpoint(path, make_model())

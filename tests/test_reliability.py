@@ -1,10 +1,11 @@
 """
-Runs that survive: checkpoints and resume, determinism, guarded optimizer steps, clear errors on bad input.
+Runs that survive: checkpoints and resume, determinism, guarded optimizer steps, clear errors on bad
+input.
 
-Everything runs on the `micro` preset (a 2-layer, 64-wide model pretrained for 30 steps): the numbers mean
-nothing, the plumbing is what is tested. The kill test uses a real subprocess and SIGKILL, so a run that
-dies at any instant (even mid-write) must resume from its last checkpoint and end exactly where an
-uninterrupted run with the same seed ends.
+Everything runs on the `micro` preset (a 2-layer, 64-wide model pretrained for 30 steps): the
+numbers mean nothing, the plumbing is what is tested. The kill test uses a real subprocess and
+SIGKILL, so a run that dies at any instant (even mid-write) must resume from its last checkpoint and
+end exactly where an uninterrupted run with the same seed ends.
 """
 
 import hashlib
@@ -40,12 +41,13 @@ def micro_base(tmp_path_factory):
 
 def _cli(args, cwd):
     """Run `python train.py ARGS` to the end -> CompletedProcess (stderr captured)."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=cwd, capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=cwd,
+                          capture_output=True, text=True, timeout=180)
 
 
 def _rows(run_dir):
-    """log.jsonl without the wall clock (the only field allowed to differ between identical runs)."""
+    """log.jsonl without the wall clock (the only field allowed to differ between identical
+    runs)."""
     with open(os.path.join(run_dir, "log.jsonl")) as f:
         return [{k: v for k, v in json.loads(line).items() if k != "wall_s"} for line in f]
 
@@ -61,14 +63,14 @@ def _summary(run_dir):
 # checkpoints, resume, determinism
 
 def test_sigkill_then_resume_matches_uninterrupted_run(micro_base, tmp_path):
-    common = ["run", "--preset", "micro", "--method", "fst", "--task", "cipher", "--steps", "16", "--ckpt-every", "3",
-              "--init", micro_base, "--seed", "3"]
+    common = ["run", "--preset", "micro", "--method", "fst", "--task", "cipher", "--steps", "16",
+              "--ckpt-every", "3", "--init", micro_base, "--seed", "3"]
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     p = _cli(common + ["--out", a], tmp_path)
     assert p.returncode == 0, p.stderr
     # the same run, killed without warning once a few steps are logged
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + common + ["--out", b], cwd=tmp_path,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + common + ["--out", b],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log, t0 = os.path.join(b, "log.jsonl"), time.time()
     while time.time() - t0 < 120:
         if os.path.exists(log) and open(log).read().count("\n") >= 7:
@@ -87,10 +89,12 @@ def test_sigkill_then_resume_matches_uninterrupted_run(micro_base, tmp_path):
     assert p.returncode == 0, p.stderr
     assert _rows(b) == _rows(a)                       # the same logs, step for step
     assert _summary(b) == _summary(a)
-    wa, wb = load_checkpoint(os.path.join(a, "model.pt"))[0], load_checkpoint(os.path.join(b, "model.pt"))[0]
+    wa, wb = (load_checkpoint(os.path.join(a, "model.pt"))[0],
+              load_checkpoint(os.path.join(b, "model.pt"))[0])
     for (k, x), (_, y) in zip(wa.state_dict().items(), wb.state_dict().items()):
         assert torch.equal(x, y), k
-    assert not os.path.exists(os.path.join(b, "ckpt.pt"))  # a finished run keeps model.pt + summary.json only
+    # a finished run keeps model.pt + summary.json only
+    assert not os.path.exists(os.path.join(b, "ckpt.pt"))
     # resuming a finished run does nothing and returns its summary
     p = _cli(common + ["--out", b, "--resume"], tmp_path)
     assert p.returncode == 0 and "finished earlier" in p.stdout + p.stderr
@@ -101,7 +105,8 @@ def test_context_only_resume_matches(micro_base, tmp_path):
     """The context-only run stops at a rollout budget; its GEPA state must survive a resume too."""
     preset = train.replace(MICRO, ckpt_every=2, context_budget=300)
     quiet = lambda *a: None
-    a = train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "a"), seed=1, log=quiet)
+    a = train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "a"), seed=1,
+                  log=quiet)
     # an interrupted copy: stop it by raising from the policy after a few GEPA rounds
     calls, real = {"n": 0}, train.make_policy
 
@@ -116,14 +121,17 @@ def test_context_only_resume_matches(micro_base, tmp_path):
     train.make_policy = flaky_policy
     try:
         with pytest.raises(KeyboardInterrupt):
-            train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "b"), seed=1, log=quiet)
+            train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "b"),
+                      seed=1, log=quiet)
     finally:
         train.make_policy = real
-    assert os.path.exists(tmp_path / "b" / "ckpt.pt") and not os.path.exists(tmp_path / "b" / "summary.json")
-    b = train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "b"), seed=1, log=quiet,
-                  resume=True)
+    assert (os.path.exists(tmp_path / "b" / "ckpt.pt")
+            and not os.path.exists(tmp_path / "b" / "summary.json"))
+    b = train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "b"), seed=1,
+                  log=quiet, resume=True)
     assert _rows(tmp_path / "b") == _rows(tmp_path / "a")
-    assert {k: v for k, v in b.items() if k != "wall_s"} == {k: v for k, v in a.items() if k != "wall_s"}
+    assert ({k: v for k, v in b.items() if k != "wall_s"}
+            == {k: v for k, v in a.items() if k != "wall_s"})
 
 
 def test_pretraining_resume_matches_uninterrupted(tmp_path):
@@ -144,10 +152,12 @@ def test_pretraining_resume_matches_uninterrupted(tmp_path):
     finally:
         pretrain.make_batch = real
     assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["step"] == 5
-    with pytest.raises(UserError):  # an unfinished pretraining is not silently overwritten or resumed
+    # an unfinished pretraining is not silently overwritten or resumed
+    with pytest.raises(UserError):
         train.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet)
     train.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet, resume=True)
-    ma, mb = load_checkpoint(tmp_path / "a" / "model.pt")[0], load_checkpoint(tmp_path / "b" / "model.pt")[0]
+    ma, mb = (load_checkpoint(tmp_path / "a" / "model.pt")[0],
+              load_checkpoint(tmp_path / "b" / "model.pt")[0])
     for (k, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert torch.equal(x, y), k
     assert not os.path.exists(tmp_path / "b" / "ckpt.pt")
@@ -160,7 +170,8 @@ def _weights(path):
     return load_checkpoint(path)[0].state_dict()
 
 
-def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tmp_path, monkeypatch):
+def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tmp_path,
+                                                                   monkeypatch):
     real = rl.policy_loss
     poisoned = {1, 3}  # policy_loss calls (= steps here, one inner step each) that return NaN
 
@@ -171,10 +182,12 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
     policy_loss.calls = 0
     monkeypatch.setattr(rl, "policy_loss", policy_loss)
     one_step = train.replace(MICRO, minibatches=1)  # one policy_loss call per step
-    s = train.run("rl", [("cipher", 5)], one_step, micro_base, str(tmp_path / "r"), log=lambda *a: None)
+    s = train.run("rl", [("cipher", 5)], one_step, micro_base, str(tmp_path / "r"),
+                  log=lambda *a: None)
     rows = _rows(tmp_path / "r")
     assert [r["step"] for r in rows if r.get("skipped")] == sorted(poisoned)
-    assert all(rows[i]["skipped"] == "non-finite loss" and rows[i]["grad_norm"] is None for i in poisoned)
+    assert all(rows[i]["skipped"] == "non-finite loss" and rows[i]["grad_norm"] is None
+               for i in poisoned)
     assert s["skipped_steps"] == len(poisoned)
     for v in _weights(tmp_path / "r" / "model.pt").values():
         assert torch.isfinite(v).all()
@@ -182,14 +195,15 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
     # every step poisoned (and a high limit): the weights end exactly where they started
     poisoned.update(range(100))
     policy_loss.calls = 0
-    train.run("rl", [("cipher", 4)], train.replace(one_step, max_bad_steps=10), micro_base, str(tmp_path / "all"),
-              log=lambda *a: None)
+    train.run("rl", [("cipher", 4)], train.replace(one_step, max_bad_steps=10), micro_base,
+              str(tmp_path / "all"), log=lambda *a: None)
     w0, w1 = _weights(micro_base), _weights(tmp_path / "all" / "model.pt")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
 
 
 def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch):
-    """A finite loss whose gradient is NaN (a hook poisons one parameter's gradient) is skipped too."""
+    """A finite loss whose gradient is NaN (a hook poisons one parameter's gradient) is skipped
+    too."""
     real_step = train.guarded_step
 
     def poisoned_step(model, opt, loss, clip=1.0):
@@ -199,8 +213,8 @@ def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch):
         finally:
             h.remove()
     monkeypatch.setattr(train, "guarded_step", poisoned_step)
-    s = train.run("rl", [("cipher", 3)], train.replace(MICRO, max_bad_steps=10), micro_base, str(tmp_path / "g"),
-                  log=lambda *a: None)
+    s = train.run("rl", [("cipher", 3)], train.replace(MICRO, max_bad_steps=10), micro_base,
+                  str(tmp_path / "g"), log=lambda *a: None)
     assert s["skipped_steps"] == 3
     assert all(r["skipped"] == "non-finite gradient" for r in _rows(tmp_path / "g"))
     w0, w1 = _weights(micro_base), _weights(tmp_path / "g" / "model.pt")
@@ -211,8 +225,8 @@ def test_many_bad_steps_in_a_row_stop_the_run(micro_base, tmp_path, monkeypatch,
     monkeypatch.setattr(rl, "policy_loss", lambda *a, **kw: (torch.tensor(float("inf")),
                         {"clip_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 1.0}))
     with pytest.raises(UserError) as e:  # library code raises; only main() prints it and exits
-        train.run("rl", [("cipher", 20)], train.replace(MICRO, max_bad_steps=3), micro_base, str(tmp_path / "x"),
-                  log=lambda *a: None)
+        train.run("rl", [("cipher", 20)], train.replace(MICRO, max_bad_steps=3), micro_base,
+                  str(tmp_path / "x"), log=lambda *a: None)
     assert "\n" not in str(e.value) and "3 optimizer steps in a row skipped" in str(e.value)
     assert len(_rows(tmp_path / "x")) == 3  # it stopped at the third bad step
 
@@ -230,8 +244,8 @@ def test_bad_reflector_proposals_are_rejected_and_logged(micro_base, tmp_path, m
                 raise a
             return a
     monkeypatch.setattr(reflectors, "make_reflector", lambda *args, **kw: BadReflector())
-    s = train.run("fst", [("cipher", 4)], train.replace(MICRO, gepa_proposals=3, gepa_every=2), micro_base,
-                  str(tmp_path / "f"), log=lambda *a: None)
+    s = train.run("fst", [("cipher", 4)], train.replace(MICRO, gepa_proposals=3, gepa_every=2),
+                  micro_base, str(tmp_path / "f"), log=lambda *a: None)
     reasons = [x for r in _rows(tmp_path / "f") for x in r.get("gepa_invalid", [])]
     assert any(x.startswith("reflector raised RuntimeError") for x in reasons)
     assert "empty proposal" in reasons
@@ -264,7 +278,8 @@ def test_truncated_checkpoint_is_refused_at_any_byte(micro_base, tmp_path):
 
 @pytest.fixture(scope="module")
 def workdir(micro_base, tmp_path_factory):
-    """runs/micro with a base, a finished run, an interrupted one with a truncated checkpoint, and bad files."""
+    """runs/micro with a base, a finished run, an interrupted one with a truncated checkpoint, and
+    bad files."""
     root = tmp_path_factory.mktemp("work")
     os.makedirs(root / "runs" / "micro" / "base")
     for f in ("model.pt", "metrics.json"):
@@ -272,15 +287,20 @@ def workdir(micro_base, tmp_path_factory):
             (root / "runs" / "micro" / "base" / f).write_bytes(src.read())
     base = str(root / "runs" / "micro" / "base" / "model.pt")
     preset = train.replace(MICRO, ckpt_every=1)
-    train.run("rl", [("cipher", 2)], preset, base, str(root / "done"), base=base, log=lambda *a: None)
-    train.run("rl", [("cipher", 2)], preset, base, str(root / "broken"), base=base, log=lambda *a: None)
+    train.run("rl", [("cipher", 2)], preset, base, str(root / "done"), base=base,
+              log=lambda *a: None)
+    train.run("rl", [("cipher", 2)], preset, base, str(root / "broken"), base=base,
+              log=lambda *a: None)
     os.remove(root / "broken" / "summary.json")
     ck = open(root / "done" / "model.pt", "rb").read()
-    (root / "broken" / "ckpt.pt").write_bytes(ck[: len(ck) // 3])       # an interrupted run, its ckpt truncated
+    # an interrupted run, its ckpt truncated
+    (root / "broken" / "ckpt.pt").write_bytes(ck[: len(ck) // 3])
     (root / "trunc.pt").write_bytes(ck[: len(ck) // 2])
     torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")         # a torch file, not ours
-    small = GPT(GPTConfig(vocab_size=load_checkpoint(base)[0].cfg.vocab_size, n_layer=1, n_head=1, n_embd=16))
-    save_checkpoint(str(root / "other_shape.pt"), small, {"tokenizer": load_checkpoint(base)[1]["tokenizer"]})
+    small = GPT(GPTConfig(vocab_size=load_checkpoint(base)[0].cfg.vocab_size, n_layer=1, n_head=1,
+                          n_embd=16))
+    save_checkpoint(str(root / "other_shape.pt"), small,
+                    {"tokenizer": load_checkpoint(base)[1]["tokenizer"]})
     os.makedirs(root / "half_pretrained")
     (root / "half_pretrained" / "ckpt.pt").write_bytes(b"unfinished")
     return root
@@ -294,20 +314,25 @@ BAD = {
     "unknown preset": ["--preset", "huge"],
     "zero seeds": ["--seeds", "0"],
     "bad task spec": ["run", "--preset", "micro", "--task", "rule:frobnicate 3", "--out", "new"],
-    "bad op argument": ["run", "--preset", "micro", "--task", "rule:rotate 2,add 7", "--out", "new"],
-    "bad schedule": ["run", "--preset", "micro", "--schedule", "cipher@x;hidden-rule@5", "--out", "new"],
+    "bad op argument": ["run", "--preset", "micro", "--task", "rule:rotate 2,add 7",
+                        "--out", "new"],
+    "bad schedule": ["run", "--preset", "micro", "--schedule", "cipher@x;hidden-rule@5",
+                     "--out", "new"],
     "missing checkpoint": ["run", "--preset", "micro", "--init", "nowhere.pt", "--out", "new"],
     "truncated checkpoint": ["run", "--preset", "micro", "--init", "trunc.pt", "--out", "new"],
     "foreign checkpoint": ["run", "--preset", "micro", "--init", "foreign.pt", "--out", "new"],
-    "base of another shape": ["run", "--preset", "micro", "--base", "other_shape.pt", "--out", "new"],
-    "folder holds a run": ["run", "--preset", "micro", "--method", "rl", "--task", "cipher", "--out", "done"],
-    "resume, other settings": ["run", "--preset", "micro", "--method", "rl", "--task", "cipher", "--steps", "2",
-                               "--out", "done", "--resume", "--lr", "0.5"],
-    "resume, truncated ckpt": ["run", "--preset", "micro", "--method", "rl", "--task", "cipher", "--steps", "2",
-                               "--out", "broken", "--resume"],
+    "base of another shape": ["run", "--preset", "micro", "--base", "other_shape.pt",
+                              "--out", "new"],
+    "folder holds a run": ["run", "--preset", "micro", "--method", "rl", "--task", "cipher",
+                           "--out", "done"],
+    "resume, other settings": ["run", "--preset", "micro", "--method", "rl", "--task", "cipher",
+                               "--steps", "2", "--out", "done", "--resume", "--lr", "0.5"],
+    "resume, truncated ckpt": ["run", "--preset", "micro", "--method", "rl", "--task", "cipher",
+                               "--steps", "2", "--out", "broken", "--resume"],
     "base exists": ["pretrain", "--preset", "micro"],
     "unfinished pretraining": ["pretrain", "--preset", "micro", "--out", "half_pretrained"],
-    "corrupt pretraining ckpt": ["pretrain", "--preset", "micro", "--out", "half_pretrained", "--resume"],
+    "corrupt pretraining ckpt": ["pretrain", "--preset", "micro", "--out", "half_pretrained",
+                                 "--resume"],
 }
 
 
@@ -324,12 +349,13 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, workdir, capsys,
     assert not os.path.exists(workdir / "new")
 
 
-@pytest.mark.parametrize("cmd", [["train.py", "run", "--init", "trunc.pt", "--out", "new", "--preset", "micro"],
+@pytest.mark.parametrize("cmd", [["train.py", "run", "--init", "trunc.pt", "--out", "new",
+                                  "--preset", "micro"],
                                  ["report.py", "--seeds", "two"],
                                  ["bench.py", "rollout", "--prompts", "-3"]])
 def test_command_lines_print_one_line_not_a_traceback(cmd, workdir):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, cmd[0])] + cmd[1:], cwd=workdir, capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, cmd[0])] + cmd[1:], cwd=workdir,
+                       capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr

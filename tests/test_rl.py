@@ -14,7 +14,8 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rl import group_advantages, zero_std_fraction, policy_loss, kl_k3, masked_mean, LOSS_TYPES  # noqa: E402
+from rl import (group_advantages, zero_std_fraction, policy_loss, kl_k3, masked_mean,  # noqa: E402
+                LOSS_TYPES)
 
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
 
@@ -44,7 +45,8 @@ def ref_advantages(rewards, group_ids, scale):
     return torch.tensor(out, dtype=torch.float64)
 
 
-def ref_loss(logp, old_logp, adv, mask, loss_type, eps_low=0.2, eps_high=0.28, cap=5.0, num_tokens=None):
+def ref_loss(logp, old_logp, adv, mask, loss_type, eps_low=0.2, eps_high=0.28, cap=5.0,
+             num_tokens=None):
     B, T = logp.shape
     total_tokens = sum(int(mask[i, t]) for i in range(B) for t in range(T))
     seq_losses, total = [], 0.0
@@ -53,14 +55,16 @@ def ref_loss(logp, old_logp, adv, mask, loss_type, eps_low=0.2, eps_high=0.28, c
         for t in range(T):
             if not mask[i, t]:
                 continue
-            lr = min(max(logp[i, t] - old_logp[i, t], torch.tensor(-20.0, dtype=logp.dtype)), torch.tensor(20.0, dtype=logp.dtype))
+            lr = min(max(logp[i, t] - old_logp[i, t], torch.tensor(-20.0, dtype=logp.dtype)),
+                     torch.tensor(20.0, dtype=logp.dtype))
             ratio = torch.exp(lr)
             if loss_type == "cispo":
                 w = min(ratio.item(), cap)  # a python float: no gradient through the weight
                 l = -w * adv[i] * logp[i, t]
             else:
                 hi = 1 + (eps_high if loss_type == "dapo" else eps_low)
-                clipped = min(max(ratio, torch.tensor(1 - eps_low, dtype=logp.dtype)), torch.tensor(hi, dtype=logp.dtype))
+                clipped = min(max(ratio, torch.tensor(1 - eps_low, dtype=logp.dtype)),
+                              torch.tensor(hi, dtype=logp.dtype))
                 l = -min(ratio * adv[i], clipped * adv[i])
             seq_sum = seq_sum + l
             n_i += 1
@@ -80,7 +84,8 @@ def ref_k3(logp, ref_logp, mask):
         row = []
         for t in range(T):
             if mask[i, t]:
-                d = min(max(ref_logp[i, t] - logp[i, t], torch.tensor(-20.0, dtype=logp.dtype)), torch.tensor(20.0, dtype=logp.dtype))
+                d = min(max(ref_logp[i, t] - logp[i, t], torch.tensor(-20.0, dtype=logp.dtype)),
+                        torch.tensor(20.0, dtype=logp.dtype))
                 row.append(torch.exp(d) - d - 1)
             else:
                 row.append(torch.zeros((), dtype=logp.dtype))
@@ -91,7 +96,8 @@ def ref_k3(logp, ref_logp, mask):
 def random_batch(B=6, T=7, seed=0, spread=0.5):
     g = torch.Generator().manual_seed(seed)
     logp = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
-    old_logp = logp + torch.randn(B, T, generator=g, dtype=torch.float64) * spread  # ratios both sides of the clip
+    # ratios both sides of the clip
+    old_logp = logp + torch.randn(B, T, generator=g, dtype=torch.float64) * spread
     adv = torch.randn(B, generator=g, dtype=torch.float64)
     adv[1] = 0.0
     mask = torch.rand(B, T, generator=g) < 0.7
@@ -107,7 +113,8 @@ def random_batch(B=6, T=7, seed=0, spread=0.5):
 def test_advantages_match_reference(scale):
     g = torch.Generator().manual_seed(1)
     rewards = torch.rand(20, generator=g, dtype=torch.float64)
-    ids = torch.tensor([42, 7, 7, 42, 1000, 3, 3, 3, 42, 7, 1000, 1000, 5, 5, 5, 5, 9, 3, 7, 42])  # scrambled, sparse
+    # scrambled, sparse
+    ids = torch.tensor([42, 7, 7, 42, 1000, 3, 3, 3, 42, 7, 1000, 1000, 5, 5, 5, 5, 9, 3, 7, 42])
     rewards[ids == 5] = 0.25  # a constant group
     rewards[ids == 9] = 0.9   # a group of size 1
     got = group_advantages(rewards, ids, scale)
@@ -117,12 +124,14 @@ def test_advantages_match_reference(scale):
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
 def test_zero_std_groups_get_exact_zero(scale):
-    rewards = torch.tensor([0.1, 0.1, 0.1, 1.0, 1.0, 0.0, 1.0, 0.3])  # 0.1*3/3 != 0.1 in float: must still be 0
+    # 0.1*3/3 != 0.1 in float: must still be 0
+    rewards = torch.tensor([0.1, 0.1, 0.1, 1.0, 1.0, 0.0, 1.0, 0.3])
     ids = torch.tensor([11, 11, 11, 4, 4, -2, -2, 99])
     adv = group_advantages(rewards, ids, scale)
     assert (adv[:5] == 0).all() and (adv[7] == 0)
     assert adv[5] < 0 < adv[6]
-    assert zero_std_fraction(rewards, ids) == pytest.approx(3 / 4)  # groups 11, 4, 99 of {11, 4, -2, 99}
+    # groups 11, 4, 99 of {11, 4, -2, 99}
+    assert zero_std_fraction(rewards, ids) == pytest.approx(3 / 4)
 
 
 def test_unbiased_std_hand_example():
@@ -136,7 +145,8 @@ def test_unbiased_std_hand_example():
     std_b = torch.std(rewards)
     expected_b = torch.tensor([-2 / 3, 1 / 3, 1 / 3, -2.0, 0.0, 2.0]) / (std_b + 1e-4)
     assert torch.allclose(group_advantages(rewards, ids, "batch"), expected_b, atol=1e-6)
-    assert torch.allclose(group_advantages(rewards, ids, "none"), torch.tensor([-2 / 3, 1 / 3, 1 / 3, -2.0, 0.0, 2.0]))
+    assert torch.allclose(group_advantages(rewards, ids, "none"),
+                          torch.tensor([-2 / 3, 1 / 3, 1 / 3, -2.0, 0.0, 2.0]))
 
 
 def test_unknown_names_raise():
@@ -154,7 +164,8 @@ def test_unknown_names_raise():
 def test_loss_and_grad_match_reference(loss_type, float_mask):
     logp, old_logp, adv, mask = random_batch()
     lp1 = logp.clone().requires_grad_(True)
-    loss, metrics = policy_loss(lp1, old_logp, adv, mask.double() if float_mask else mask, loss_type)
+    loss, metrics = policy_loss(lp1, old_logp, adv, mask.double() if float_mask else mask,
+                                loss_type)
     loss.backward()
     lp2 = logp.clone().requires_grad_(True)
     ref = ref_loss(lp2, old_logp, adv, mask, loss_type)
@@ -162,7 +173,8 @@ def test_loss_and_grad_match_reference(loss_type, float_mask):
     assert torch.allclose(loss, ref, atol=1e-5)
     assert torch.allclose(lp1.grad, lp2.grad, atol=1e-5)
     assert (lp1.grad[~mask] == 0).all()
-    assert 0 < metrics["clip_frac"] < 1 or loss_type == "cispo"  # spread 0.5 puts some ratios outside the band
+    # spread 0.5 puts some ratios outside the band
+    assert 0 < metrics["clip_frac"] < 1 or loss_type == "cispo"
     assert metrics["frac_zero_adv"] == pytest.approx(1 / 6)
     ratio = torch.exp(logp - old_logp)[mask]
     assert metrics["ratio_mean"] == pytest.approx(ratio.mean().item())
@@ -175,9 +187,11 @@ def test_clip_metrics_by_hand():
     adv = torch.tensor([1.0, -1.0])
     mask = torch.ones(2, 2, dtype=torch.bool)
     _, m = policy_loss(logp, old, adv, mask, "dapo")
-    # clip active only where it matters: A>0 & ratio>1.28 (row 0, tok 0); A<0 & ratio<0.8 (row 1, tok 1)
+    # clip active only where it matters: A>0 & ratio>1.28 (row 0, tok 0); A<0 & ratio<0.8
+    # (row 1, tok 1)
     assert (m["clip_frac"], m["clip_high_frac"], m["clip_low_frac"]) == (0.5, 0.25, 0.25)
-    _, m = policy_loss(torch.tensor([[2.0, 1.0]]), torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2), "cispo")
+    _, m = policy_loss(torch.tensor([[2.0, 1.0]]), torch.zeros(1, 2), torch.ones(1),
+                       torch.ones(1, 2), "cispo")
     assert m["clip_frac"] == 0.5  # e^2 = 7.4 > 5 is capped, e^1 = 2.7 is not
 
 
@@ -283,7 +297,8 @@ def test_tiny_policy_learns_trivial_reward():
         rewards = (completion == 7).float().mean(-1)                        # (B,)
         history.append(rewards.mean().item())
         adv = group_advantages(rewards, torch.arange(P).repeat_interleave(G), "group")
-        logits = model(seq[:, :-1])[:, 1:]                                  # (B, L, V) predicting the completion
+        # (B, L, V) predicting the completion
+        logits = model(seq[:, :-1])[:, 1:]
         logp = torch.log_softmax(logits, -1).gather(-1, completion[..., None]).squeeze(-1)  # (B, L)
         mask = torch.ones_like(logp, dtype=torch.bool)
         loss, _ = policy_loss(logp, logp.detach(), adv, mask, "cispo")
@@ -291,26 +306,33 @@ def test_tiny_policy_learns_trivial_reward():
         loss.backward()
         opt.step()
     assert history[0] < 0.25, history  # starts near chance (1/16)
-    assert sum(history[-5:]) / 5 > 0.8, history  # and learns; a flipped advantage sign drives it to ~0
+    # and learns; a flipped advantage sign drives it to ~0
+    assert sum(history[-5:]) / 5 > 0.8, history
 
 
 def test_cispo_gradient_is_the_importance_weighted_one_until_the_cap_acts():
-    """Off-policy tokens (ratio != 1): below the cap CISPO's gradient equals that of the importance-weighted
-    policy gradient -sum(ratio * A) / N; a token whose ratio exceeds the cap gets weight `cap` instead."""
+    """Off-policy tokens (ratio != 1): below the cap CISPO's gradient equals that of the
+    importance-weighted policy gradient -sum(ratio * A) / N; a token whose ratio exceeds the cap
+    gets weight `cap` instead."""
     old = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
-    logp0 = torch.tensor([[-0.3, 0.4, -1.0], [0.2, -0.5, 2.5]], dtype=torch.float64)  # e^2.5 = 12.2 > cap 5
+    # e^2.5 = 12.2 > cap 5
+    logp0 = torch.tensor([[-0.3, 0.4, -1.0], [0.2, -0.5, 2.5]], dtype=torch.float64)
     adv = torch.tensor([0.7, -1.3], dtype=torch.float64)
     mask = torch.ones(2, 3, dtype=torch.bool)
     lp = logp0.clone().requires_grad_(True)
     loss, m = policy_loss(lp, old, adv, mask, "cispo", cispo_cap=5.0)
     loss.backward()
     lp_is = logp0.clone().requires_grad_(True)
-    (-(torch.exp(lp_is - old) * adv[:, None]).sum() / 6).backward()  # importance-weighted PG, no cap
+    # importance-weighted PG, no cap
+    (-(torch.exp(lp_is - old) * adv[:, None]).sum() / 6).backward()
     capped = torch.zeros(2, 3, dtype=torch.bool)
     capped[1, 2] = True
-    assert torch.allclose(lp.grad[~capped], lp_is.grad[~capped], atol=1e-12)  # uncapped tokens: equal
-    assert not torch.allclose(lp.grad[capped], lp_is.grad[capped])           # the capped token differs ...
-    assert torch.allclose(lp.grad[1, 2], -5.0 * adv[1] / 6)                 # ... its weight is exactly the cap
+    # uncapped tokens: equal
+    assert torch.allclose(lp.grad[~capped], lp_is.grad[~capped], atol=1e-12)
+    # the capped token differs ...
+    assert not torch.allclose(lp.grad[capped], lp_is.grad[capped])
+    # ... its weight is exactly the cap
+    assert torch.allclose(lp.grad[1, 2], -5.0 * adv[1] / 6)
     assert m["clip_high_frac"] == pytest.approx(1 / 6) and m["clip_frac"] == pytest.approx(1 / 6)
     lp_pg = logp0.clone().requires_grad_(True)
     (-(adv[:, None] * lp_pg).sum() / 6).backward()  # plain REINFORCE: not the same when ratio != 1

@@ -1,5 +1,6 @@
-"""Tests for rollout.py: Triton kernels (interpreter on CPU) against the torch path, sampler statistics against
-the exact truncated softmax, and cached batched generation against a full-recompute reference."""
+"""Tests for rollout.py: Triton kernels (interpreter on CPU) against the torch path, sampler
+statistics against the exact truncated softmax, and cached batched generation against a
+full-recompute reference."""
 import math
 import os
 
@@ -9,23 +10,26 @@ import torch
 import kernels
 import rollout
 from model import GPT, GPTConfig
-from rollout import (_sample_with_noise, completion_logprobs, expand_prompts, generate, generate_naive,
-                     gumbel_noise, sample_tokens, token_logprobs)
+from rollout import (_sample_with_noise, completion_logprobs, expand_prompts, generate,
+                     generate_naive, gumbel_noise, sample_tokens, token_logprobs)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # generation runs on each one present
+# generation runs on each one present
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 needs_triton = pytest.mark.skipif(
     not rollout.HAS_TRITON or (DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1"),
     reason="needs triton (and TRITON_INTERPRET=1 set before import when there is no GPU)")
 
 
 def ref_probs(logits, T, k, p):
-    """Exact sampled distribution per row (float64), straight from the definition, with a full sort."""
+    """Exact sampled distribution per row (float64), straight from the definition, with a full
+    sort."""
     z = (logits.float() * rollout._inv_temp(T)).double()  # (B, V) the same fp32 z the samplers use
     B, V = z.shape
     keep = torch.ones_like(z, dtype=torch.bool)
     if 0 < k < V:
-        keep &= z >= z.sort(-1, descending=True).values[:, k - 1:k]  # ties with the k-th value are kept
+        # ties with the k-th value are kept
+        keep &= z >= z.sort(-1, descending=True).values[:, k - 1:k]
     if p < 1:
         e = torch.where(keep, (z - z.max(-1, keepdim=True).values).exp(), 0.0)
         es, order = e.sort(-1, descending=True)
@@ -36,8 +40,8 @@ def ref_probs(logits, T, k, p):
 
 
 def rigged_model(vocab=512, gain=2.0, seed=0, emb=1.0):
-    """Random tiny GPT with large weights: peaked, context-dependent greedy choices (big top-1 gaps), so a padding
-    or cache bug changes tokens instead of hiding in near-uniform logits."""
+    """Random tiny GPT with large weights: peaked, context-dependent greedy choices (big top-1
+    gaps), so a padding or cache bug changes tokens instead of hiding in near-uniform logits."""
     torch.manual_seed(seed)
     m = GPT(GPTConfig(vocab_size=vocab, block_size=64, n_layer=2, n_head=2, n_embd=32))
     with torch.no_grad():
@@ -55,20 +59,25 @@ def rand_prompts(lens, vocab, seed=0):
 # -----------------------------------------------------------------------------
 # sampler: Triton vs torch, given the same noise
 
-CONFIGS = [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.0, 0, 0.8), (0.7, 20, 0.9), (1.3, 3, 0.5), (1.0, 0, 0.95)]
+CONFIGS = [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.0, 0, 0.8), (0.7, 20, 0.9), (1.3, 3, 0.5),
+           (1.0, 0, 0.95)]
 
 
 def sampler_inputs(dtype, scale, seed=0):
     g = torch.Generator().manual_seed(seed)
     big = (torch.randn(8, 3, 300, generator=g) * scale).to(dtype)
-    return big[:, 1].to(DEV), gumbel_noise((8, 300), torch.Generator().manual_seed(seed + 1)).to(DEV)  # strided rows
+    # strided rows
+    return (big[:, 1].to(DEV),
+            gumbel_noise((8, 300), torch.Generator().manual_seed(seed + 1)).to(DEV))
 
 
 @needs_triton
 @pytest.mark.parametrize("T,k,p", CONFIGS)
-@pytest.mark.parametrize("dtype,scale", [(torch.float32, 3.0), (torch.bfloat16, 3.0), (torch.float32, 0.3)])
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 3.0), (torch.bfloat16, 3.0),
+                                         (torch.float32, 0.3)])
 def test_sampler_backends_agree_given_noise(T, k, p, dtype, scale):
-    logits, noise = sampler_inputs(dtype, scale)  # bf16 rows have many ties; scale 0.3 is flat (top-p window grows)
+    # bf16 rows have many ties; scale 0.3 is flat (top-p window grows)
+    logits, noise = sampler_inputs(dtype, scale)
     tok_a, lp_a = _sample_with_noise(logits, noise, T, k, p, backend="torch")
     tok_b, lp_b = _sample_with_noise(logits, noise, T, k, p, backend="triton")
     assert torch.equal(tok_a.cpu(), tok_b.cpu())
@@ -80,10 +89,12 @@ def test_sampler_backends_agree_given_noise(T, k, p, dtype, scale):
 
 
 def test_sampler_greedy_and_tie_rule():
-    logits = torch.tensor([[0.0, 2.0, 1.0, 1.0, 1.0, -1.0, 0.5]]).expand(3000, 7)  # expanded: stride-0 rows
+    # expanded: stride-0 rows
+    logits = torch.tensor([[0.0, 2.0, 1.0, 1.0, 1.0, -1.0, 0.5]]).expand(3000, 7)
     tok, lp = sample_tokens(logits, temperature=0)
     assert (tok == 1).all() and (lp == 0).all()
-    tok, lp = sample_tokens(logits, top_k=2, generator=torch.Generator().manual_seed(0))  # 2nd value tied x3
+    # 2nd value tied x3
+    tok, lp = sample_tokens(logits, top_k=2, generator=torch.Generator().manual_seed(0))
     counts = torch.bincount(tok, minlength=7)
     assert counts[[0, 5, 6]].sum() == 0 and (counts[[1, 2, 3, 4]] > 100).all(), counts
     z = math.log(math.exp(2) + 3 * math.exp(1))
@@ -99,10 +110,12 @@ def test_triton_noise_is_gumbel_and_matches_explicit_path():
     def noise_kernel(seed_ptr, out_ptr, V, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
-        tl.store(out_ptr + row * V + cols, kernels._philox_gumbel(tl.load(seed_ptr), row, cols), mask=cols < V)
+        tl.store(out_ptr + row * V + cols, kernels._philox_gumbel(tl.load(seed_ptr), row, cols),
+                 mask=cols < V)
 
     B, V = 8, 500
-    seed = torch.randint(0, 2 ** 31 - 1, (1,), generator=torch.Generator(DEV).manual_seed(5), device=DEV)
+    seed = torch.randint(0, 2 ** 31 - 1, (1,), generator=torch.Generator(DEV).manual_seed(5),
+                         device=DEV)
     g = torch.empty(B, V, device=DEV)
     noise_kernel[(B,)](seed, g, V, BLOCK=512)
     x = g.flatten().double().sort().values.cpu()
@@ -110,8 +123,10 @@ def test_triton_noise_is_gumbel_and_matches_explicit_path():
     ks = ((torch.arange(1, x.numel() + 1) / x.numel()) - torch.exp(-torch.exp(-x))).abs().max()
     assert ks < 1.95 / math.sqrt(x.numel()), f"KS distance {ks:.4f} from Gumbel(0, 1)"  # p ~ 0.001
     logits = torch.randn(B, V, generator=torch.Generator().manual_seed(0)).to(DEV)
-    for opts in [dict(temperature=0.8), dict(top_k=10, top_p=0.9)]:  # generator path == explicit noise path
-        tok, lp = sample_tokens(logits, generator=torch.Generator(DEV).manual_seed(5), backend="triton", **opts)
+    # generator path == explicit noise path
+    for opts in [dict(temperature=0.8), dict(top_k=10, top_p=0.9)]:
+        tok, lp = sample_tokens(logits, generator=torch.Generator(DEV).manual_seed(5),
+                                backend="triton", **opts)
         tok2, lp2 = _sample_with_noise(logits, g, backend="triton", **opts)
         assert torch.equal(tok, tok2) and torch.equal(lp, lp2)
 
@@ -119,27 +134,31 @@ def test_triton_noise_is_gumbel_and_matches_explicit_path():
 # -----------------------------------------------------------------------------
 # sampler statistics (torch path; the Triton path is tied to it above)
 
-@pytest.mark.parametrize("T,k,p", [(1.0, 0, 1.0), (0.5, 0, 1.0), (2.0, 0, 1.0), (1.0, 4, 1.0), (0.7, 0, 0.8),
-                                   (1.3, 6, 0.7), (1.0, 3, 0.9)])
+@pytest.mark.parametrize("T,k,p", [(1.0, 0, 1.0), (0.5, 0, 1.0), (2.0, 0, 1.0), (1.0, 4, 1.0),
+                                   (0.7, 0, 0.8), (1.3, 6, 0.7), (1.0, 3, 0.9)])
 def test_sampler_chi_square(T, k, p):
     V, N = 12, 6000
-    logits = torch.tensor([[1.9, -0.3, 0.8, 2.6, -1.2, 0.1, 1.2, -2.0, 0.5, 2.2, -0.7, 1.5]])  # no near-boundary cases
+    # no near-boundary cases
+    logits = torch.tensor([[1.9, -0.3, 0.8, 2.6, -1.2, 0.1, 1.2, -2.0, 0.5, 2.2, -0.7, 1.5]])
     probs = ref_probs(logits, T, k, p)[0]
-    tok, lp = sample_tokens(logits.expand(N, V), T, k, p, generator=torch.Generator().manual_seed(1234))
+    tok, lp = sample_tokens(logits.expand(N, V), T, k, p,
+                            generator=torch.Generator().manual_seed(1234))
     counts = torch.bincount(tok, minlength=V).double()
     kept = probs > 0
     assert counts[~kept].sum() == 0, "sampled a truncated token"
     exp = N * probs[kept]
     stat = ((counts[kept] - exp) ** 2 / exp).sum()
     df = int(kept.sum()) - 1
-    pval = torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), stat / 2) if df else 1.0
+    pval = (torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), stat / 2)
+            if df else 1.0)
     assert pval > 1e-3, f"chi2={stat:.1f} df={df} p={pval:.2e}"
     torch.testing.assert_close(lp.double(), probs[tok].log(), atol=1e-5, rtol=0)
 
 
 def test_sampler_argument_errors():
     x = torch.randn(2, 10)
-    for kw in [dict(temperature=-1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1), dict(backend="cuda")]:
+    for kw in [dict(temperature=-1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1),
+               dict(backend="cuda")]:
         with pytest.raises(ValueError):
             sample_tokens(x, **kw)
 
@@ -150,7 +169,8 @@ def test_sampler_argument_errors():
 @needs_triton
 @pytest.mark.parametrize("T", [1.0, 0.7])
 def test_token_logprobs_triton_matches_torch(T):
-    B, Tn, V = 2, 3, 5000  # V > the kernel's chunk: the online max/sum crosses chunks and a ragged tail
+    # V > the kernel's chunk: the online max/sum crosses chunks and a ragged tail
+    B, Tn, V = 2, 3, 5000
     g = torch.Generator().manual_seed(0)
     base = (torch.randn(B, 5, V, generator=g) * 4).to(DEV)
     targets = torch.randint(0, V, (B, Tn), generator=g).to(DEV)
@@ -162,13 +182,16 @@ def test_token_logprobs_triton_matches_torch(T):
         (lp * w).sum().backward()
         out.append(lp.detach())
         grads.append(leaf.grad)
-    ref = torch.log_softmax(base[:, 1:4].double() * rollout._inv_temp(T), -1).gather(-1, targets[..., None]).squeeze(-1)
+    ref = (torch.log_softmax(base[:, 1:4].double() * rollout._inv_temp(T), -1)
+           .gather(-1, targets[..., None]).squeeze(-1))
     torch.testing.assert_close(out[0].double(), ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(out[1], out[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=0)
     assert grads[1][:, [0, 4]].abs().max() == 0  # rows outside the view get no gradient
-    bf = token_logprobs(base[:, 1:4].bfloat16(), targets, T, backend="triton")  # low-precision input, fp32 math
-    torch.testing.assert_close(bf, token_logprobs(base[:, 1:4].bfloat16(), targets, T, backend="torch"), atol=1e-5, rtol=0)
+    # low-precision input, fp32 math
+    bf = token_logprobs(base[:, 1:4].bfloat16(), targets, T, backend="triton")
+    torch.testing.assert_close(bf, token_logprobs(base[:, 1:4].bfloat16(), targets, T,
+                                                  backend="torch"), atol=1e-5, rtol=0)
 
 
 # -----------------------------------------------------------------------------
@@ -181,11 +204,13 @@ def test_greedy_generate_matches_naive_and_alone(dev):
     tok, mask, lp = generate(m, prompts, num_samples=2, max_new_tokens=10, temperature=0)
     ref = generate_naive(m, prompts, num_samples=2, max_new_tokens=10, temperature=0)
     assert torch.equal(tok, ref[0]) and torch.equal(mask, ref[1]) and mask.all() and (lp == 0).all()
-    assert len({tuple(r) for r in tok.tolist()}) >= 4 and len(set(tok[0].tolist())) > 2  # a test that can fail
+    # a test that can fail
+    assert len({tuple(r) for r in tok.tolist()}) >= 4 and len(set(tok[0].tolist())) > 2
     for i, p in enumerate(prompts):  # a row of a padded batch == that prompt alone
         alone = generate(m, [p], num_samples=1, max_new_tokens=10, temperature=0)[0]
         assert torch.equal(alone[0], tok[2 * i])
-    tok3 = generate(m, prompts, num_samples=[1, 3, 1, 2], max_new_tokens=10, temperature=0)[0]  # groups per prompt
+    # groups per prompt
+    tok3 = generate(m, prompts, num_samples=[1, 3, 1, 2], max_new_tokens=10, temperature=0)[0]
     assert torch.equal(tok3, tok[[0, 2, 2, 2, 4, 6, 6]])
 
 
@@ -195,7 +220,8 @@ def test_eos_stops_rows_and_trims(dev):
     prompts = rand_prompts([4, 11, 7], 512, seed=1)
     full = generate(m, prompts, num_samples=1, max_new_tokens=12, temperature=0)[0]
     eos = int(full[1, 3])  # a token row 1 emits at step 3 (maybe earlier too)
-    tok, mask, lp = generate(m, prompts, num_samples=1, max_new_tokens=12, temperature=0, eos_id=eos, pad_id=-5)
+    tok, mask, lp = generate(m, prompts, num_samples=1, max_new_tokens=12, temperature=0,
+                             eos_id=eos, pad_id=-5)
     stops = [(r.tolist() + [eos]).index(eos) for r in full]  # first eos per row (len 12 = never)
     assert tok.shape[1] == min(12, max(stops) + 1)
     for r, s in enumerate(stops):
@@ -209,9 +235,11 @@ def test_eos_stops_rows_and_trims(dev):
 @pytest.mark.parametrize("dev", DEVICES)
 @pytest.mark.parametrize("T", [1.0, 0.7])
 def test_sampled_rollout_logprobs_match_trainer_and_masks(T, dev):
-    m = rigged_model(vocab=16, gain=1.0, seed=3, emb=0.1).to(dev)  # 16 tokens, soft logits: eos (token 0) ends some rows, not all
+    # 16 tokens, soft logits: eos (token 0) ends some rows, not all
+    m = rigged_model(vocab=16, gain=1.0, seed=3, emb=0.1).to(dev)
     prompts = rand_prompts([3, 8, 5, 12, 6], 16, seed=2)
-    tok, mask, lp = generate(m, prompts, num_samples=4, max_new_tokens=20, temperature=T, seed=7, eos_id=0, pad_id=15)
+    tok, mask, lp = generate(m, prompts, num_samples=4, max_new_tokens=20, temperature=T, seed=7,
+                             eos_id=0, pad_id=15)
     R, L = tok.shape
     assert R == 20 and L <= 20
     ended = (tok == 0) & mask
@@ -220,15 +248,18 @@ def test_sampled_rollout_logprobs_match_trainer_and_masks(T, dev):
         n = int(mask[r].sum())
         assert mask[r, :n].all() and not mask[r, n:].any()  # the mask is a prefix
         assert (tok[r, n:] == 15).all() and (lp[r, n:] == 0).all()
-        assert (tok[r, :n - 1] != 0).all() and (n == L or tok[r, n - 1] == 0)  # stops right at its first eos
+        # stops right at its first eos
+        assert (tok[r, :n - 1] != 0).all() and (n == L or tok[r, n - 1] == 0)
     assert (lp[mask] < 0).all() and torch.isfinite(lp).all()
     new = completion_logprobs(m, prompts, tok, mask, temperature=T)  # one prompt per group
     torch.testing.assert_close(new.detach(), lp, atol=1e-4, rtol=0)
-    new_rows = completion_logprobs(m, expand_prompts(prompts, 4), tok, mask, temperature=T)  # one per row
+    # one per row
+    new_rows = completion_logprobs(m, expand_prompts(prompts, 4), tok, mask, temperature=T)
     torch.testing.assert_close(new_rows, new, atol=1e-6, rtol=0)
     new.sum().backward()
     assert m.wte.weight.grad.abs().sum() > 0
-    same = generate(m, prompts, num_samples=4, max_new_tokens=20, temperature=T, seed=7, eos_id=0, pad_id=15)
+    same = generate(m, prompts, num_samples=4, max_new_tokens=20, temperature=T, seed=7, eos_id=0,
+                    pad_id=15)
     assert all(torch.equal(a, b) for a, b in zip(same, (tok, mask, lp)))  # same seed, same rollout
 
 
@@ -238,7 +269,8 @@ def test_trainer_rows_may_mix_prompts(dev):
     pa, pb = rand_prompts([4, 9], 16, seed=5)
     a = generate(m, [pa], num_samples=3, max_new_tokens=6, temperature=1.0, seed=1)
     b = generate(m, [pb], num_samples=2, max_new_tokens=6, temperature=1.0, seed=2)
-    tok, mask, lp = (torch.cat([x, y]) for x, y in zip(a, b))  # one RL group, two prompts (equal L: no eos)
+    # one RL group, two prompts (equal L: no eos)
+    tok, mask, lp = (torch.cat([x, y]) for x, y in zip(a, b))
     new = completion_logprobs(m, [pa] * 3 + [pb] * 2, tok, mask)
     torch.testing.assert_close(new.detach(), lp, atol=1e-4, rtol=0)
 
