@@ -144,11 +144,15 @@ def task_claims(root, reps, t, base_models, enc, preset, res, plots):
 
 
 def c1(rl, fst, keys):
+    """RL's steps (rollouts) to its peak over FST's to reach it, per replicate; censored replicates
+    (FST never got there: an upper bound; FST there at its first eval: a lower bound) are kept."""
     per = [ev.sample_efficiency(rl[r], fst[r]) for r in keys]
+    low, high = [p["censored_low"] for p in per], [p["censored"] for p in per]
     out = {"per_replicate": per}
     for axis in ("ratio", "ratio_rollouts"):
-        out[axis] = ev.censored_summary(per, axis)
-        out[axis]["verdict"] = ev.ratio_verdict(per, axis, +1)
+        vals = [p[axis] for p in per]
+        out[axis] = dict(ev.censored_summary(vals, low, high), test=ev.ratio_verdict(vals, +1, low, high))
+        out[axis]["verdict"] = out[axis]["test"]["verdict"]
     out["verdict"] = out["ratio"]["verdict"]
     return out
 
@@ -181,9 +185,9 @@ def c3(rl, fst, keys, floor, key):
     if not per:
         return {"n": 0, "verdict": "inconclusive"}
     out = _agg([{k: p[k] for k in ("reward", "rl_kl", "fst_kl")} for p in per])
-    out["ratio"] = ev.mean_std([p["ratio"] for p in per])
+    out["ratio"] = ev.ratio_verdict([p["ratio"] for p in per], -1)  # geometric mean, interval, verdict
     out["above_floor"] = sum(bool(p["above_floor"]) for p in per)
-    out["verdict"] = ev.ratio_verdict(per, "ratio", -1)
+    out["verdict"] = out["ratio"]["verdict"]
     return out
 
 
@@ -390,6 +394,14 @@ def _m(x, digits=3):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _ratio(d):
+    """A ratio_verdict dict: geometric mean [interval]."""
+    if not d or d.get("geo_mean") is None:
+        return "n/a"
+    ci = d["ci95"]
+    return f"{d['geo_mean']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if d["n"] > 1 else "")
+
+
 def render_report(res, plots):
     n = res["replicates"]
     L = [f"# fastslow report: preset `{res['preset']}`", "",
@@ -406,9 +418,8 @@ def render_report(res, plots):
     for t, d in res["c1_sample_efficiency"].items():
         for axis, label in (("ratio", "steps"), ("ratio_rollouts", "rollouts")):
             s = d[axis]
-            L.append(f"| C1 faster | {t} | RL {label} to its peak / FST {label} (geo. mean; censored "
-                     f"{s.get('censored_high', 0)} high, {s.get('censored_low', 0)} low) | {_m(s, 2)} | "
-                     f"{s['verdict']} |")
+            L.append(f"| C1 faster | {t} | RL {label} to its running peak / FST {label} to reach it | "
+                     f"{s['text']} | {s['verdict']} |")
     for t, d in res["c2_asymptote"].items():
         if d:
             L.append(f"| C2 higher ceiling | {t} | A(FST) - A(RL) (A: {d['rl']['A']:.2f} vs {d['fst']['A']:.2f}) "
@@ -418,7 +429,8 @@ def render_report(res, plots):
             v = d[k]
             if v.get("n", 1):
                 L.append(f"| C3 less drift | {t} | KL ratio FST/RL at matched reward {_m(v['reward'], 2)}, "
-                         f"{label} | {_m(v['ratio'], 2)} | {v['verdict']} |")
+                         f"{label} ({v['above_floor']} of {v['ratio']['n']} above the context-only "
+                         f"ceiling) | {_ratio(v['ratio'])} | {v['verdict']} |")
     for t, d in res["c4_forgetting"].items():
         v = d["fst_minus_rl_general"]
         L.append(f"| C4 forgets less | {t} | general acc FST - RL (base {_m(d['base']['general_acc'])}) | "
@@ -463,8 +475,8 @@ def render_report(res, plots):
               "|---|---|---|---|---|---|"]
         for name, d in res["reflector_sweep"].items():
             for t, v in d.items():
-                L.append(f"| {name} | {t} | {_m(v['first_hit_rate'], 2)} | {_m(v['c1']['ratio'], 2)} | "
-                         f"{_m(v['c3'].get('ratio'), 2)} | {v['n']} |")
+                L.append(f"| {name} | {t} | {_m(v['first_hit_rate'], 2)} | {v['c1']['ratio']['text']} | "
+                         f"{_ratio(v['c3'].get('ratio'))} | {v['n']} |")
     L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(L) + "\n"
 
