@@ -2,7 +2,8 @@
 pretrain.py: the base model, and the bookkeeping every training loop of fastslow shares.
 
     from pretrain import pretrain
-    metrics = pretrain(PRESETS["tiny"], "runs/tiny/base", "cpu", seed=0)   # or: python train.py pretrain
+    # or: python train.py pretrain
+    metrics = pretrain(PRESETS["tiny"], "runs/tiny/b0/base", "cpu", seed=0)
 
 Pretraining is plain supervised next-token training on the world's pretraining distribution
 (tasks.pretrain_row): a context (mostly an instruction), problems, and their answers, loss on the
@@ -11,11 +12,11 @@ LLM" of the paper, a general instruction follower. Greedy exact match is measure
 teacher-forced forward pass: greedy decoding reproduces the answer exactly iff the argmax at every
 answer position (eos included) equals the answer token given the correct prefix.
 
-The bookkeeping (`Ledger`, `guarded_step`) is shared with train.py's runs: ckpt.pt written atomically
-every few steps (weights, optimizer, counters) for --resume, the wall clock across interruptions, and
-optimizer steps skipped when the loss or the gradient is non-finite (`max_bad_steps` in a row stop the
-work with a UserError). The batch of a step is a function of (seed, step), so a resumed pretraining
-sees exactly the batches an uninterrupted one would.
+The bookkeeping (`Ledger`, `guarded_step`) is shared with train.py's runs: ckpt.pt written
+atomically every few steps (weights, optimizer, counters) for --resume, the wall clock across
+interruptions, and optimizer steps skipped when the loss or the gradient is non-finite
+(`max_bad_steps` in a row stop the work with a UserError). The batch of a step is a function of
+(seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would.
 """
 
 import json
@@ -36,8 +37,8 @@ from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpo
 
 
 def autocast(device):
-    """bf16 autocast for pretraining forwards on CUDA (the matmuls run on tensor cores; the loss and the
-    weights stay fp32); a no-op context on CPU, where bf16 is slower than fp32."""
+    """bf16 autocast for pretraining forwards on CUDA (the matmuls run on tensor cores; the loss and
+    the weights stay fp32); a no-op context on CPU, where bf16 is slower than fp32."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda"))
 
 
@@ -45,17 +46,19 @@ def autocast(device):
 # bookkeeping shared by pretraining and runs: checkpoints, the wall clock, guarded optimizer steps
 
 def settings_of(preset, **kw):
-    """What a checkpoint must match to be resumed, as plain JSON values: the run's own settings and the
-    preset's numbers that shape its result (checkpoint cadence and the guard limit do not)."""
+    """What a checkpoint must match to be resumed, as plain JSON values: the run's own settings and
+    the preset's numbers that shape its result (checkpoint cadence and the guard limit do not)."""
     skip = ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps")
     p = {k: v for k, v in asdict(preset).items() if k not in skip}
     return json.loads(json.dumps(dict(kw, preset=p)))
 
 
 def load_state(path, kind, settings):
-    """-> the checkpoint dict; UserError (one line) if it is corrupt, foreign or made with other settings."""
+    """-> the checkpoint dict; UserError (one line) if it is corrupt, foreign or made with
+    other settings."""
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
+        # tensors and plain values only
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"checkpoint {path} is unreadable or truncated ({type(e).__name__}); "
                         "delete it to start that run over")
@@ -85,14 +88,17 @@ def guarded_step(model, opt, loss, clip=1.0):
 
 
 class Ledger:
-    """What a training loop keeps besides its model: the checkpoint file (ckpt.pt, for --resume), the wall
-    clock across interruptions, and the count of skipped optimizer steps (the guard)."""
+    """What a training loop keeps besides its model: the checkpoint file (ckpt.pt, for --resume),
+    the wall clock across interruptions, and the count of skipped optimizer steps (the guard)."""
 
     def __init__(self, out_dir, kind, settings, resume, max_bad_steps):
-        self.path, self.kind, self.settings, self.max_bad = os.path.join(out_dir, "ckpt.pt"), kind, settings, max_bad_steps
-        self.saved = load_state(self.path, kind, settings) if resume and os.path.exists(self.path) else None
+        self.path, self.kind, self.settings, self.max_bad = (
+            os.path.join(out_dir, "ckpt.pt"), kind, settings, max_bad_steps)
+        self.saved = (load_state(self.path, kind, settings)
+                      if resume and os.path.exists(self.path) else None)
         old = self.saved or {}
-        self.skipped, self.bad_run, self.wall0 = old.get("skipped", 0), old.get("bad_run", 0), old.get("wall_s", 0.0)
+        self.skipped, self.bad_run, self.wall0 = (old.get("skipped", 0), old.get("bad_run", 0),
+                                                  old.get("wall_s", 0.0))
         self.start_clock()
 
     def start_clock(self):
@@ -110,13 +116,14 @@ class Ledger:
 
     def check(self, step, reason):
         if self.bad_run >= self.max_bad:
-            raise UserError(f"{self.bad_run} optimizer steps in a row skipped ({reason}, last at step {step}); "
-                            f"the weights are still the last good ones (checkpoint {self.path}): lower the "
-                            "learning rate and start a new run")
+            raise UserError(f"{self.bad_run} optimizer steps in a row skipped ({reason}, last at "
+                            f"step {step}); the weights are still the last good ones (checkpoint "
+                            f"{self.path}): lower the learning rate and start a new run")
 
     def save(self, step, **state):
-        write_atomic(self.path, dict(format=self.kind, settings=self.settings, step=step, wall_s=self.wall(),
-                                     skipped=self.skipped, bad_run=self.bad_run, **state))
+        write_atomic(self.path, dict(format=self.kind, settings=self.settings, step=step,
+                                     wall_s=self.wall(), skipped=self.skipped, bad_run=self.bad_run,
+                                     **state))
 
     def finish(self):
         os.remove(self.path)  # model.pt / summary.json now mark the work as finished
@@ -126,16 +133,18 @@ class Ledger:
 # batches: contexts + problems -> padded token tensors with an answer-only loss mask
 
 def make_batch(enc, examples, device):
-    """examples: list of (context, [Problem, ...]) -> x (B, T), y (B, T) with -1 outside the answers.
+    """examples: list of (context, [Problem, ...]) -> x (B, T), y (B, T) with -1 outside the
+    answers.
 
-    Several problems may share one context (packing): each is appended as `\n<marker>: ..\nout:` + answer +
-    <|eos|>, so the context's tokens are paid once for several answers. A single problem gives exactly
-    the sequence the downstream tasks use.
+    Several problems may share one context (packing): each is appended as `\n<marker>: ..\nout:` +
+    answer + <|eos|>, so the context's tokens are paid once for several answers. A single problem
+    gives exactly the sequence the downstream tasks use.
     """
     pad = enc.encode_single_token("<|pad|>")
     seqs, targets = [], []
     for ctx, probs in examples:
-        probs = probs if isinstance(probs, (list, tuple)) and not isinstance(probs, tasks.Problem) else [probs]
+        probs = (probs if isinstance(probs, (list, tuple)) and not isinstance(probs, tasks.Problem)
+                 else [probs])
         seq = tasks.encode_prompt(enc, ctx, probs[0])
         tgt = [-1] * len(seq)
         for i, p in enumerate(probs):
@@ -159,7 +168,8 @@ def make_batch(enc, examples, device):
 
 @torch.no_grad()
 def greedy_exact(model, enc, examples, device, batch=256):
-    """Per-example greedy exact match (teacher-forced argmax check, see the docstring at the top)."""
+    """Per-example greedy exact match (teacher-forced argmax check, see the docstring at
+    the top)."""
     out = []
     for i in range(0, len(examples), batch):
         x, y = make_batch(enc, examples[i:i + batch], device)
@@ -170,7 +180,8 @@ def greedy_exact(model, enc, examples, device, batch=256):
 
 
 def eval_base(model, enc, device, exclude):
-    """general_acc, per-op and per-chain-length accuracy, held-out chain accuracy, tasks with/without rule."""
+    """general_acc, per-op and per-chain-length accuracy, held-out chain accuracy, tasks
+    with/without rule."""
     model.eval()
     general = tasks.general_eval_set(exclude=exclude)
     ok = greedy_exact(model, enc, [(c, p) for c, p, _ in general], device)
@@ -190,7 +201,8 @@ def eval_base(model, enc, device, exclude):
         t = tasks.make_task(name)
         seed_ok = greedy_exact(model, enc, [(t.seed_prompt, p) for p in t.val], device)
         rule_ok = greedy_exact(model, enc, [(t.instruction, p) for p in t.val], device)
-        m["tasks"][name] = {"seed_prompt_acc": sum(seed_ok) / len(seed_ok), "instruction_acc": sum(rule_ok) / len(rule_ok)}
+        m["tasks"][name] = {"seed_prompt_acc": sum(seed_ok) / len(seed_ok),
+                            "instruction_acc": sum(rule_ok) / len(rule_ok)}
     model.train()
     return m
 
@@ -199,39 +211,45 @@ def eval_base(model, enc, device, exclude):
 # pretraining
 
 def base_config(enc, preset):
-    vocab = (enc.n_vocab + 63) // 64 * 64  # round up: a friendlier matmul shape, unused rows cost nothing
+    # round up: a friendlier matmul shape, unused rows cost nothing
+    vocab = (enc.n_vocab + 63) // 64 * 64
     return GPTConfig(vocab_size=vocab, block_size=preset.block_size, n_layer=preset.n_layer,
                      n_head=preset.n_head, n_embd=preset.n_embd)
 
 
 def pretrain_lr(preset, step):
-    lr = preset.pretrain_lr * min(1.0, (step + 1) / preset.pretrain_warmup)  # warmup, then cosine to 10%
+    # warmup, then cosine to 10%
+    lr = preset.pretrain_lr * min(1.0, (step + 1) / preset.pretrain_warmup)
     lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / preset.pretrain_steps))
     return lr
 
 
 def pretrain_batch(enc, preset, seed, step, device):
-    """The batch of one step, a function of (seed, step): a resumed run sees what an uninterrupted one would."""
+    """The batch of one step, a function of (seed, step): a resumed run sees what an uninterrupted
+    one would."""
     rng = random.Random(seed * preset.data_seed_stride + step)
-    examples = [tasks.pretrain_row(rng, enc, preset.row_tokens, tasks.UNSEEN_RULES, preset.calibration, preset.pack)
+    examples = [tasks.pretrain_row(rng, enc, preset.row_tokens, tasks.UNSEEN_RULES,
+                                   preset.calibration, preset.pack)
                 for _ in range(preset.pretrain_batch)]
     return make_batch(enc, examples, device)
 
 
 def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
-    """Train the base model -> metrics dict. Checkpoints out_dir/ckpt.pt every preset.pretrain_ckpt_every
-    steps; resume=True continues from it."""
+    """Train the base model -> metrics dict. Checkpoints out_dir/ckpt.pt every
+    preset.pretrain_ckpt_every steps; resume=True continues from it."""
     if os.path.exists(os.path.join(out_dir, "model.pt")):  # check before touching any file
         raise UserError(f"{out_dir} already holds a base model; delete it or pass another --out")
     if os.path.exists(os.path.join(out_dir, "ckpt.pt")) and not resume:
-        raise UserError(f"{out_dir} holds an unfinished pretraining; add --resume to continue it, or delete "
-                        f"{os.path.join(out_dir, 'ckpt.pt')}")
-    ledger = Ledger(out_dir, "fastslow-pretrain-1", settings_of(preset, seed=seed), resume, preset.max_bad_steps)
+        raise UserError(f"{out_dir} holds an unfinished pretraining; add --resume to continue it, "
+                        f"or delete {os.path.join(out_dir, 'ckpt.pt')}")
+    ledger = Ledger(out_dir, "fastslow-pretrain-1", settings_of(preset, seed=seed), resume,
+                    preset.max_bad_steps)
     torch.manual_seed(seed)
     enc = tasks.build_tokenizer(seed=seed)
     model = GPT(base_config(enc, preset)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=preset.pretrain_lr, betas=preset.pretrain_betas,
-                            weight_decay=0.0, fused=str(device).startswith("cuda"))  # one kernel on CUDA
+                            weight_decay=0.0,
+                            fused=str(device).startswith("cuda"))  # one kernel on CUDA
     start, tokens = 0, 0
     if ledger.saved is not None:  # resume: weights, optimizer, counters
         model.load_state_dict(ledger.saved["model"])
@@ -241,20 +259,24 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     os.makedirs(out_dir, exist_ok=True)
     ledger.start_clock()
     model.train()
-    pbar = tqdm(range(start, preset.pretrain_steps), desc="pretrain", initial=start, total=preset.pretrain_steps)
+    pbar = tqdm(range(start, preset.pretrain_steps), desc="pretrain", initial=start,
+                total=preset.pretrain_steps)
     for step in pbar:
         for group in opt.param_groups:
             group["lr"] = pretrain_lr(preset, step)
         x, y = pretrain_batch(enc, preset, seed, step, device)
         with autocast(device):
             logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
-        _, reason = guarded_step(model, opt, loss, preset.grad_clip)  # non-finite: never reaches the weights
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                               ignore_index=-1)
+        # non-finite: never reaches the weights
+        _, reason = guarded_step(model, opt, loss, preset.grad_clip)
         ledger.count(reason, f"pretrain step {step}", log)
         ledger.check(step, reason)
         tokens += x.numel()
         if step % 20 == 0:
-            pbar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / max(ledger.wall(), 1e-9):.0f}")
+            pbar.set_postfix(loss=f"{loss.item():.3f}",
+                             tok_s=f"{tokens / max(ledger.wall(), 1e-9):.0f}")
         if (step + 1) % preset.pretrain_eval_every == 0 and step + 1 < preset.pretrain_steps:
             m = eval_base(model, enc, device, tasks.UNSEEN_RULES)
             log(f"step {step + 1} loss {loss.item():.3f} general_acc {m['general_acc']:.3f} "
@@ -262,9 +284,10 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
         if (step + 1) % preset.pretrain_ckpt_every == 0 or step + 1 == preset.pretrain_steps:
             ledger.save(step + 1, model=model.state_dict(), opt=opt.state_dict(), tokens=tokens)
     m = eval_base(model, enc, device, tasks.UNSEEN_RULES)
-    m.update(params=model.num_params(), tokens=tokens, steps=preset.pretrain_steps, wall_s=ledger.wall(),
-             preset=asdict(preset), seed=seed, skipped_steps=ledger.skipped)
-    save_checkpoint(os.path.join(out_dir, "model.pt"), model, {"tokenizer": tasks.tokenizer_state(enc), "metrics": m})
+    m.update(params=model.num_params(), tokens=tokens, steps=preset.pretrain_steps,
+             wall_s=ledger.wall(), preset=asdict(preset), seed=seed, skipped_steps=ledger.skipped)
+    save_checkpoint(os.path.join(out_dir, "model.pt"), model,
+                    {"tokenizer": tasks.tokenizer_state(enc), "metrics": m})
     write_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(m, indent=2))
     ledger.finish()
     return m
@@ -274,5 +297,6 @@ def load_base(path, device):
     """-> (model, tokenizer) from a checkpoint; CheckpointError (one line) if unusable."""
     model, extra = load_checkpoint(path, device)
     if "tokenizer" not in extra:
-        raise CheckpointError(f"{path} has no tokenizer inside; re-create it with `python train.py pretrain`")
+        raise CheckpointError(f"{path} has no tokenizer inside; re-create it with "
+                              "`python train.py pretrain`")
     return model, tasks.tokenizer_from_state(extra["tokenizer"])

@@ -1,19 +1,21 @@
 """
-select_tasks.py: choose the downstream tasks by criteria measured on the base models alone, before any
-RL or FST run (so no task is picked by looking at how a method does on it).
+select_tasks.py: choose the downstream tasks by criteria measured on the base models alone, before
+any RL or FST run (so no task is picked by looking at how a method does on it).
 
-    python select_tasks.py --preset tiny --bases 3      # -> runs/tiny/task_selection.json, and a summary
+    python select_tasks.py --preset tiny --bases 3  # -> runs/tiny/task_selection.json,
+                                                    #    and a summary
 
 For every candidate rule and every base (runs/<preset>/b<k>/base/model.pt) it measures exact-match
-mean@4 at temperature 1 with the task's seed prompt and with the true instruction, and keeps the rules
-that meet tasks.CRITERIA for their kind on every base and are no single op in disguise
+mean@4 at temperature 1 with the task's seed prompt and with the true instruction, and keeps the
+rules that meet tasks.CRITERIA for their kind on every base and are no single op in disguise
 (tasks.in_disguise). Candidates:
   hidden   every trained 2-op rule                 (hidden-rule-2, the plasticity probe's task)
-  told     48 random trained 3-op rules, seed prompt = the instruction          (long-chain, like Math)
-  zero     the same 48 rules, seed prompt `rule: ?`, binary reward               (sparse, C8)
-Screening uses the first `screen` val problems; the rules that pass are confirmed on the full val split,
-in the order of a seeded shuffle, and the first one confirmed is the task's rule. hidden-rule and cipher
-are fixed (the CodeIO and HoVer analogues): their criteria are measured and reported, not drawn.
+  told     48 random trained 3-op rules, seed prompt = the instruction  (long-chain, like Math)
+  zero     the same 48 rules, seed prompt `rule: ?`, binary reward       (sparse, C8)
+Screening uses the first `screen` val problems; the rules that pass are confirmed on the full val
+split, in the order of a seeded shuffle, and the first one confirmed is the task's rule. hidden-rule
+and cipher are fixed (the CodeIO and HoVer analogues): their criteria are measured and reported, not
+drawn.
 """
 
 import json
@@ -27,7 +29,8 @@ from cli import CLIParser, UserError, exit_on_user_error, positive
 from eval import task_accuracy
 from model import load_checkpoint, write_atomic
 
-DRAWN = {"hidden-rule-2": "hidden", "long-chain": "told", "sparse": "zero"}  # task -> kind it is drawn for
+# task -> kind it is drawn for
+DRAWN = {"hidden-rule-2": "hidden", "long-chain": "told", "sparse": "zero"}
 
 
 def candidates(kind, n3=48, seed=0):
@@ -50,9 +53,12 @@ def candidates(kind, n3=48, seed=0):
 def measure(models, enc, name, rule_text, kind, n_val):
     """-> per base [seed-prompt acc, instruction acc] of a rule as task `name` would pose it."""
     d = tasks.NAMED_TASKS[name]
-    t = tasks.build_task(name, tasks.TaskDef(rule_text, kind, d.marker, told=d.told, exact_only=d.exact_only),
-                         n_train=1, n_pareto=1, n_val=n_val)  # posed exactly as the named task would be
-    return [[task_accuracy(m, enc, t.seed_prompt, t.val)[0], task_accuracy(m, enc, t.instruction, t.val)[0]]
+    # posed exactly as the named task would be
+    t = tasks.build_task(name, tasks.TaskDef(rule_text, kind, d.marker, told=d.told,
+                                             exact_only=d.exact_only),
+                         n_train=1, n_pareto=1, n_val=n_val)
+    return [[task_accuracy(m, enc, t.seed_prompt, t.val)[0],
+             task_accuracy(m, enc, t.instruction, t.val)[0]]
             for m in models]
 
 
@@ -70,7 +76,8 @@ def select(models, enc, screen=64, n_val=256, log=print):
             if kind == "hidden" and r == tasks.NAMED_TASKS["hidden-rule"].rule:
                 continue  # the probe needs a second rule
             screened[r] = measure(models, enc, name, r, kind, screen)
-        passing = sorted(r for r, accs in screened.items() if all(tasks.passes(kind, s, t) for s, t in accs))
+        passing = sorted(r for r, accs in screened.items()
+                         if all(tasks.passes(kind, s, t) for s, t in accs))
         random.Random(f"select/{name}").shuffle(passing)
         chosen, confirmed = None, {}
         for r in passing:
@@ -87,7 +94,8 @@ def select(models, enc, screen=64, n_val=256, log=print):
 
 @exit_on_user_error
 def main(argv=None):
-    ap = CLIParser(prog="select_tasks.py", description="measure the task selection criteria on the bases")
+    ap = CLIParser(prog="select_tasks.py",
+                   description="measure the task selection criteria on the bases")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--bases", type=positive(int), default=3)
     ap.add_argument("--screen", type=positive(int), default=64, help="val problems used to screen")
@@ -97,7 +105,8 @@ def main(argv=None):
     paths = [os.path.join(root, f"b{k}", "base", "model.pt") for k in range(args.bases)]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
-        raise UserError(f"no base at {missing[0]}; run `python train.py pretrain --seed K --out ...` first")
+        raise UserError(f"no base at {missing[0]}; "
+                        "run `python train.py pretrain --seed K --out ...` first")
     loaded = [load_checkpoint(p, "cpu") for p in paths]
     enc = tasks.tokenizer_from_state(loaded[0][1]["tokenizer"])
     out = select([m.eval() for m, _ in loaded], enc, screen=args.screen)

@@ -6,7 +6,8 @@ tasks.py: the small world the reproduction runs in, its verifier, its tasks and 
 A model trained from scratch cannot read English, so the project defines a world where a *context*
 can carry task information the way an instruction does for an LLM:
 
-  problem     in: 3 8 1 5     (the input's label is one of MARKERS: pretraining draws it, a task keeps one)
+  problem     in: 3 8 1 5     (the input's label is one of MARKERS: pretraining draws it, a task
+                               keeps one)
   rule        a chain of 1 to 3 ops over digit lists, e.g. `add 3 then reverse` -> 8 4 1 6
   context     an instruction (`rule: add 3 then reverse`), or demonstrations
               (`demo: 3 1 2 -> 5 4 6 ; 7 0 1 -> 0 3 4`), or both on separate lines
@@ -46,7 +47,8 @@ import tiktoken
 OPS = ["reverse", "sort", "swap", "rotate", "add", "map"]
 PARAM_RANGE = {"rotate": (1, 2), "add": (1, 3)}  # inclusive ranges of the integer parameter
 MAX_MAP = 3                                       # at most 3 entries in a substitution table
-VALID_OPS_TEXT = "reverse, sort, swap, rotate K (K=1..2), add K (K=1..3), map A>B [C>D ...] (1-3 pairs of digits)"
+VALID_OPS_TEXT = ("reverse, sort, swap, rotate K (K=1..2), add K (K=1..3), "
+                  "map A>B [C>D ...] (1-3 pairs of digits)")
 
 
 class SpecError(ValueError):
@@ -114,18 +116,21 @@ def parse_op(text):
     if name in PARAM_RANGE:
         lo, hi = PARAM_RANGE[name]
         if len(args) != 1 or not re.fullmatch(r"[0-9]", args[0]) or not lo <= int(args[0]) <= hi:
-            raise SpecError(f"'{text.strip()}': {name} takes one integer in {lo}..{hi}; valid ops: {VALID_OPS_TEXT}")
+            raise SpecError(f"'{text.strip()}': {name} takes one integer in {lo}..{hi}; "
+                            f"valid ops: {VALID_OPS_TEXT}")
         return Op(name, int(args[0]))
     if name == "map":
         pairs = []
         for a in args:
             m = re.fullmatch(r"(\d)>(\d)", a)
             if not m:
-                raise SpecError(f"'{text.strip()}': map entries look like 3>7; valid ops: {VALID_OPS_TEXT}")
+                raise SpecError(f"'{text.strip()}': map entries look like 3>7; "
+                                f"valid ops: {VALID_OPS_TEXT}")
             pairs.append((int(m.group(1)), int(m.group(2))))
         keys = [a for a, _ in pairs]
         if not 1 <= len(pairs) <= MAX_MAP or len(set(keys)) != len(keys):
-            raise SpecError(f"'{text.strip()}': map takes 1..{MAX_MAP} pairs with distinct sources; valid ops: {VALID_OPS_TEXT}")
+            raise SpecError(f"'{text.strip()}': map takes 1..{MAX_MAP} pairs with distinct "
+                            f"sources; valid ops: {VALID_OPS_TEXT}")
         return Op("map", tuple(sorted(pairs)))
     if args:
         raise SpecError(f"'{text.strip()}': {name} takes no parameter; valid ops: {VALID_OPS_TEXT}")
@@ -133,29 +138,34 @@ def parse_op(text):
 
 
 def parse_rule(text):
-    """'add 3 then reverse' or 'add 3, reverse' -> Rule. Raises SpecError with a one-line message."""
+    """'add 3 then reverse' or 'add 3, reverse' -> Rule.
+    Raises SpecError with a one-line message."""
     parts = [p for p in re.split(r",| then ", text.strip())]
     if not text.strip() or any(not p.strip() for p in parts):
         raise SpecError(f"empty op in rule '{text}'; valid ops: {VALID_OPS_TEXT}")
     if len(parts) > 3:
-        raise SpecError(f"rule '{text}' has {len(parts)} ops; rules chain 1 to 3 ops from: {VALID_OPS_TEXT}")
+        raise SpecError(f"rule '{text}' has {len(parts)} ops; rules chain 1 to 3 ops from: "
+                        f"{VALID_OPS_TEXT}")
     return tuple(parse_op(p) for p in parts)
 
 
 # -----------------------------------------------------------------------------
 # problems, contexts and sequences
 
-SEED_PROMPT = "rule: ?"  # the task-agnostic seed context; in pretraining only over random rules (pretrain_row)
+# the task-agnostic seed context; in pretraining only over random rules (pretrain_row)
+SEED_PROMPT = "rule: ?"
 
 
-MARKERS = ("in", "xs", "seq", "row")  # input markers: pretraining draws one per problem, a task keeps one
+# input markers: pretraining draws one per problem, a task keeps one
+MARKERS = ("in", "xs", "seq", "row")
 
 
 @dataclass(frozen=True)
 class Problem:
     inputs: tuple
     answer: tuple
-    marker: str = "in"        # the input line's label: tasks that must not conflict use different ones
+    marker: str = "in"        # the input line's label: tasks that must not conflict use
+                              # different ones
     exact_only: bool = False  # binary reward (exact match or nothing), no partial credit
 
 
@@ -181,7 +191,8 @@ def instruction(rule):
 
 
 def demo_context(problems):
-    return "demo: " + " ; ".join(f"{digits_text(p.inputs)} -> {digits_text(p.answer)}" for p in problems)
+    return "demo: " + " ; ".join(f"{digits_text(p.inputs)} -> {digits_text(p.answer)}"
+                                 for p in problems)
 
 
 def make_problem(rule, rng, lo, hi, marker="in", exact_only=False):
@@ -226,7 +237,8 @@ def score(problem, completion):
 
 LIST_LEN = (3, 5)                                   # pretraining list lengths (inclusive)
 CHAIN_LEN_WEIGHTS = {1: 0.6, 2: 0.35, 3: 0.05}      # share of 1-, 2- and 3-op rules
-HELDOUT_TYPES = {("sort", "swap"), ("reverse", "rotate"), ("swap", "reverse")}  # never trained: compositional probe
+# never trained: compositional probe
+HELDOUT_TYPES = {("sort", "swap"), ("reverse", "rotate"), ("swap", "reverse")}
 CHAIN_OPS = ["reverse", "sort", "swap", "rotate", "add"]  # ops that chain (map stays alone)
 
 
@@ -236,7 +248,8 @@ def random_op(name, rng):
     if name == "map":
         n = rng.randint(1, MAX_MAP)
         keys = rng.sample(range(10), n)
-        return Op("map", tuple(sorted((a, rng.choice([d for d in range(10) if d != a])) for a in keys)))
+        return Op("map", tuple(sorted((a, rng.choice([d for d in range(10) if d != a]))
+                                      for a in keys)))
     return Op(name)
 
 
@@ -244,23 +257,27 @@ def random_type(rng, n_ops):
     while True:
         names = [rng.choice(CHAIN_OPS)]
         while len(names) < n_ops:
-            names.append(rng.choice([o for o in CHAIN_OPS if o != names[-1]]))  # no op twice in a row
+            # no op twice in a row
+            names.append(rng.choice([o for o in CHAIN_OPS if o != names[-1]]))
         if not any(tuple(names[i:i + 2]) in HELDOUT_TYPES for i in range(n_ops - 1)):
             return tuple(names)
 
 
 _rng = random.Random(2024)
-_PROBE = [[_rng.randrange(10) for _ in range(3 + i % 6)] for i in range(24)]  # fixed random lists, lengths 3..8
+# fixed random lists, lengths 3..8
+_PROBE = [[_rng.randrange(10) for _ in range(3 + i % 6)] for i in range(24)]
 
 
 def signature(rule):
-    """What a rule computes, on fixed probe lists: equal signatures = the same function (in practice)."""
+    """What a rule computes, on fixed probe lists: equal signatures = the same function
+    (in practice)."""
     return tuple(tuple(apply_rule(rule, xs)) for xs in _PROBE)
 
 
 def random_rule(rng, exclude=()):
-    """A rule from the pretraining distribution; `exclude` = signatures (functions) never to produce,
-    so an unseen rule cannot leak into pretraining under another name (e.g. the cipher's table reordered)."""
+    """A rule from the pretraining distribution; `exclude` = signatures (functions) never to
+    produce, so an unseen rule cannot leak into pretraining under another name (e.g. the cipher's
+    table reordered)."""
     while True:
         n = rng.choices(list(CHAIN_LEN_WEIGHTS), weights=list(CHAIN_LEN_WEIGHTS.values()))[0]
         if n == 1:
@@ -273,7 +290,8 @@ def random_rule(rng, exclude=()):
 
 
 def pretrain_example(rng, exclude=(), n_problems=1):
-    """-> (context, [Problem] * n_problems): mostly an instruction; some demonstrations (with or without it)."""
+    """-> (context, [Problem] * n_problems): mostly an instruction; some demonstrations (with or
+    without it)."""
     rule = random_rule(rng, exclude)
     ps = [make_problem(rule, rng, *LIST_LEN, marker=rng.choice(MARKERS)) for _ in range(n_problems)]
     u = rng.random()
@@ -302,12 +320,13 @@ def encode_row(enc, context, problems):
 def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
     """-> (context, [Problem]): one packed pretraining row.
 
-    A context (as pretrain_example draws it) and as many of `draw` problems of its rule as fit in `budget`
-    tokens of encode_row (the first problem is always kept), so short rules carry more answers per row.
-    With probability `calibration` the context is the task-agnostic SEED_PROMPT over a random rule
-    instead: the first answer of such a row cannot be known from its context, so the model learns to
-    spread its guesses under an uninformative context rather than collapse onto one default (what lets
-    RL explore from the seed prompt). The rng is consumed the same way whatever the budget."""
+    A context (as pretrain_example draws it) and as many of `draw` problems of its rule as fit in
+    `budget` tokens of encode_row (the first problem is always kept), so short rules carry more
+    answers per row. With probability `calibration` the context is the task-agnostic SEED_PROMPT
+    over a random rule instead: the first answer of such a row cannot be known from its context, so
+    the model learns to spread its guesses under an uninformative context rather than collapse onto
+    one default (what lets RL explore from the seed prompt). The rng is consumed the same way
+    whatever the budget."""
     calib = rng.random() < calibration
     ctx, ps = pretrain_example(rng, exclude, draw)
     if calib:
@@ -320,7 +339,8 @@ def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
 
 
 def general_eval_set(n=256, seed=1234, exclude=()):
-    """General skills: fresh problems of the pretraining distribution, each with its own instruction."""
+    """General skills: fresh problems of the pretraining distribution, each with its own
+    instruction."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -332,7 +352,8 @@ def general_eval_set(n=256, seed=1234, exclude=()):
 def _trained_short_rules():
     """Every trained rule of 1 or 2 ops (map excluded: its tables are too many to list)."""
     singles = [op for (op,) in single_ops()]
-    pairs = [(a, b) for a in singles for b in singles if a.name != b.name and (a.name, b.name) not in HELDOUT_TYPES]
+    pairs = [(a, b) for a in singles for b in singles
+             if a.name != b.name and (a.name, b.name) not in HELDOUT_TYPES]
     return [(o,) for o in singles] + pairs
 
 
@@ -381,7 +402,8 @@ def parse_schedule(spec, steps):
     for part in spec.split(";"):
         name, _, n = part.strip().rpartition("@") if "@" in part else (part.strip(), "", str(steps))
         if not name or not n.isdigit() or int(n) < 1:
-            raise SpecError(f"bad schedule stage '{part}': write TASK@STEPS, stages separated by ';'")
+            raise SpecError(f"bad schedule stage '{part}': write TASK@STEPS, "
+                            "stages separated by ';'")
         stages.append((name, int(n)))
     return stages
 
@@ -390,36 +412,48 @@ def parse_schedule(spec, steps):
 class TaskDef:
     rule: str
     kind: str                 # which selection criteria it meets (CRITERIA)
-    marker: str               # its input marker (MARKERS): tasks that run in one model never conflict
-    told: bool = False        # the seed prompt states the rule (otherwise the task-agnostic SEED_PROMPT)
+    marker: str               # its input marker (MARKERS): tasks that run in one model never
+                              # conflict
+    told: bool = False        # the seed prompt states the rule (otherwise the task-agnostic
+                              # SEED_PROMPT)
     exact_only: bool = False  # binary reward
     lens: tuple = LIST_LEN
 
 
 NAMED_TASKS = {
-    "hidden-rule": TaskDef("sort then add 2", "hidden", "in"),       # like CodeIO: both channels matter
-    "cipher": TaskDef("map 2>7 5>1 8>3", "fact", "xs"),              # like HoVer: a niche fact (a table)
-    "long-chain": TaskDef("swap then add 3 then sort", "told", "row", told=True),  # like Math
-    "hidden-rule-2": TaskDef("add 1 then rotate 1", "hidden", "seq"),   # the plasticity probe's task
-    "sparse": TaskDef("reverse then add 1 then swap", "zero", "row", exact_only=True),  # C8: zero reward
+    # like CodeIO: both channels matter
+    "hidden-rule": TaskDef("sort then add 2", "hidden", "in"),
+    # like HoVer: a niche fact (a table)
+    "cipher": TaskDef("map 2>7 5>1 8>3", "fact", "xs"),
+    # like Math
+    "long-chain": TaskDef("swap then add 3 then sort", "told", "row", told=True),
+    # the plasticity probe's task
+    "hidden-rule-2": TaskDef("add 1 then rotate 1", "hidden", "seq"),
+    # C8: zero reward
+    "sparse": TaskDef("reverse then add 1 then swap", "zero", "row", exact_only=True),
 }
-# Kept out of pretraining: only the cipher's table, the "niche fact" no base has seen. The other rules
-# are ordinary trained rules; what a task hides is *which* rule applies, as the paper's LLM could
-# solve CodeIO if told how. (A hidden function excluded from pretraining was followed at 0.00 even
-# with its instruction: the base does not interpolate to an unseen instance of a trained chain type.)
-# The probe (hidden-rule then hidden-rule-2) and the continual schedule (hidden-rule, cipher,
+# Kept out of pretraining: only the cipher's table, the "niche fact" no base has seen. The other
+# rules are ordinary trained rules; what a task hides is *which* rule applies, as the paper's LLM
+# could solve CodeIO if told how. (A hidden function excluded from pretraining was followed at 0.00
+# even with its instruction: the base does not interpolate to an unseen instance of a trained chain
+# type.) The probe (hidden-rule then hidden-rule-2) and the continual schedule (hidden-rule, cipher,
 # hidden-rule-2) use three different markers, so no two of their tasks ask for different answers to
 # the same (prompt, input): what C5 and C6 measure is plasticity, not a contradiction.
 UNSEEN_RULES = {signature(parse_rule(NAMED_TASKS["cipher"].rule))}
 
-# Task selection, measured on the bases alone before any RL or FST run (select_tasks.py). Accuracy is
-# exact-match mean@4 at temperature 1 on the task's val split, with the seed prompt (`seed`) and with
-# the true instruction (`told`); a rule must pass on every base, and be no single op in disguise.
+# Task selection, measured on the bases alone before any RL or FST run (select_tasks.py). Accuracy
+# is exact-match mean@4 at temperature 1 on the task's val split, with the seed prompt (`seed`) and
+# with the true instruction (`told`); a rule must pass on every base, and be no single op in
+# disguise.
 CRITERIA = {
-    "hidden": dict(seed=(0.0, 0.05), told=(0.7, 1.0)),   # the context can tell it, the weights must find it
-    "fact": dict(seed=(0.0, 0.3), told=(0.5, 1.0)),      # an unseen table: followed once stated
-    "told": dict(seed=(0.15, 0.6), told=(0.15, 0.6)),    # stated, followed partly: headroom for the weights
-    "zero": dict(seed=(0.0, 0.0), told=(0.3, 1.0)),      # exactly zero reward unless a context unlocks it
+    # the context can tell it, the weights must find it
+    "hidden": dict(seed=(0.0, 0.05), told=(0.7, 1.0)),
+    # an unseen table: followed once stated
+    "fact": dict(seed=(0.0, 0.3), told=(0.5, 1.0)),
+    # stated, followed partly: headroom for the weights
+    "told": dict(seed=(0.15, 0.6), told=(0.15, 0.6)),
+    # exactly zero reward unless a context unlocks it
+    "zero": dict(seed=(0.0, 0.0), told=(0.3, 1.0)),
 }
 
 
@@ -432,13 +466,14 @@ def passes(kind, seed_acc, told_acc):
 def single_ops():
     """Every trained single op but map (whose tables are too many to list; see in_disguise)."""
     return [(Op(n, a),) for n in CHAIN_OPS
-            for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])]
+            for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE
+                      else [None])]
 
 
 def in_disguise(rule, n=300, seed=0):
-    """-> the trained length (3..5) at which `rule` computes exactly what one single op does, else None.
-    A map is a single op in disguise when each output digit is a fixed function of the input digit at
-    the same position that changes at most MAX_MAP digits."""
+    """-> the trained length (3..5) at which `rule` computes exactly what one single op does, else
+    None. A map is a single op in disguise when each output digit is a fixed function of the input
+    digit at the same position that changes at most MAX_MAP digits."""
     rng = random.Random(seed)
     for length in range(LIST_LEN[0], LIST_LEN[1] + 1):
         lists = [[rng.randrange(10) for _ in range(length)] for _ in range(n)]
@@ -453,14 +488,15 @@ def in_disguise(rule, n=300, seed=0):
 
 
 def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=256):
-    """A named task ('hidden-rule', 'cipher', 'long-chain', ...) or a custom 'rule:rotate 2,add 3'."""
+    """A named task ('hidden-rule', 'cipher', 'long-chain', ...) or a custom
+    'rule:rotate 2,add 3'."""
     if spec in NAMED_TASKS:
         d = NAMED_TASKS[spec]
     elif spec.startswith("rule:"):
         d = TaskDef(spec[len("rule:"):], "custom", "in")
     else:
-        raise SpecError(f"unknown task '{spec}'; use one of {', '.join(NAMED_TASKS)} or 'rule:OP[,OP...]' "
-                        f"with ops: {VALID_OPS_TEXT}")
+        raise SpecError(f"unknown task '{spec}'; use one of {', '.join(NAMED_TASKS)} or "
+                        f"'rule:OP[,OP...]' with ops: {VALID_OPS_TEXT}")
     return build_task(spec, d, seed, n_train, n_pareto, n_val)
 
 
@@ -489,7 +525,8 @@ def build_task(spec, d, seed=0, n_train=2048, n_pareto=16, n_val=256):
 # -----------------------------------------------------------------------------
 # tokenizer: byte-level BPE trained on the world's text, wrapped in a tiktoken.Encoding
 
-PAT_STR = r"\n| ?[a-z]+| ?[0-9]| ?[^\sa-z0-9]+| +|\s"  # digits always split: every digit is its own token
+# digits always split: every digit is its own token
+PAT_STR = r"\n| ?[a-z]+| ?[0-9]| ?[^\sa-z0-9]+| +|\s"
 SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>"]
 
 
@@ -538,7 +575,8 @@ def train_bpe(text, vocab_size=320):
 
 def tokenizer_from_ranks(ranks):
     specials = {s: len(ranks) + i for i, s in enumerate(SPECIALS)}
-    return tiktoken.Encoding(name="fastslow", pat_str=PAT_STR, mergeable_ranks=dict(ranks), special_tokens=specials)
+    return tiktoken.Encoding(name="fastslow", pat_str=PAT_STR, mergeable_ranks=dict(ranks),
+                             special_tokens=specials)
 
 
 def build_tokenizer(vocab_size=320, seed=0):
@@ -547,7 +585,8 @@ def build_tokenizer(vocab_size=320, seed=0):
 
 def tokenizer_state(enc):
     """What a checkpoint stores: the merges in rank order (plain bytes, no pickled objects)."""
-    return {"pat_str": enc._pat_str, "ranks": sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get)}
+    return {"pat_str": enc._pat_str,
+            "ranks": sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get)}
 
 
 def tokenizer_from_state(state):
@@ -587,4 +626,5 @@ if __name__ == "__main__":
     print("vocab", enc.n_vocab)
     for name in NAMED_TASKS:
         t = make_task(name)
-        print(f"{name:14s} seed='{t.seed_prompt}' rule='{rule_text(t.rule)}' val[0]={problem_text(t.val[0])} -> {digits_text(t.val[0].answer)}")
+        print(f"{name:14s} seed='{t.seed_prompt}' rule='{rule_text(t.rule)}' "
+              f"val[0]={problem_text(t.val[0])} -> {digits_text(t.val[0].answer)}")

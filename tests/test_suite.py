@@ -1,9 +1,10 @@
 """
-End-to-end smoke test: the whole reproduction suite (pretraining, rl / context / fst on every task, the
-plasticity probe, the continual run, the report) on the `micro` preset, in a temporary folder.
+End-to-end smoke test: the whole reproduction suite (pretraining, rl / context / fst on every task,
+the plasticity probe, the continual run, the report) on the `micro` preset, in a temporary folder.
 
-It checks plumbing, not trends: every key of results.json is present and finite where a number is due,
-and the report and its plots exist. The micro model is too small for its numbers to mean anything.
+It checks plumbing, not trends: every key of results.json is present and finite where a number is
+due, and the report and its plots exist. The micro model is too small for its numbers to mean
+anything.
 """
 
 import json
@@ -39,9 +40,9 @@ def test_suite_end_to_end(tmp_path):
     train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     with open(os.path.join(root, "results.json")) as f:
         res = json.load(f)
-    for key in ("preset", "bases", "seeds", "replicates", "wall_s", "base_quality", "c1_sample_efficiency",
-                "c2_asymptote", "c3_kl_at_matched_reward", "c4_forgetting", "c5_plasticity", "c6_continual",
-                "c7_channels", "c8_exploration", "controls"):
+    for key in ("preset", "bases", "seeds", "replicates", "wall_s", "base_quality",
+                "c1_sample_efficiency", "c2_asymptote", "c3_kl_at_matched_reward", "c4_forgetting",
+                "c5_plasticity", "c6_continual", "c7_channels", "c8_exploration", "controls"):
         assert key in res, key
     verdicts = {"reproduced", "not reproduced", "inconclusive", "not identifiable"}
     for task in report.SUITE_TASKS:
@@ -52,11 +53,13 @@ def test_suite_end_to_end(tmp_path):
         assert {"base", "rl", "fst", "fst_minus_rl_general"} <= set(res["c4_forgetting"][task])
         for m in ("base", "rl", "fst"):
             assert set(res["c4_forgetting"][task][m]) == {"general_acc", "no_prompt_acc"}
-        assert {"base_weights", "fst_weights", "weights_gain", "prompt_gain"} <= set(res["c7_channels"][task])
+        assert ({"base_weights", "fst_weights", "weights_gain", "prompt_gain"}
+                <= set(res["c7_channels"][task]))
         assert res["c2_asymptote"][task]["verdict"] in verdicts
         assert set(res["controls"][task]) == {"rl", "context", "instructed", "sequential"}
         for v in res["controls"][task].values():
-            assert {"mean", "ci95", "n"} <= set(v["final_val_acc"]) and v["fst_minus_this"]["verdict"] in verdicts
+            assert ({"mean", "ci95", "n"} <= set(v["final_val_acc"])
+                    and v["fst_minus_this"]["verdict"] in verdicts)
     assert {"from_base", "from_rl", "from_fst", "verdict"} <= set(res["c5_plasticity"])
     assert len(res["c6_continual"]) == len(report.CONTINUAL)
     assert {"rl", "fst", "verdict"} <= set(res["c8_exploration"])
@@ -66,7 +69,8 @@ def test_suite_end_to_end(tmp_path):
         assert math.isfinite(v), path
     # every measured accuracy is a fraction
     for path, v in leaves:
-        if path.endswith(("_acc/mean", "/rl_peak/mean", "/fst_peak/mean", "/auc/mean", "/final/mean")):
+        if path.endswith(("_acc/mean", "/rl_peak/mean", "/fst_peak/mean", "/auc/mean",
+                          "/final/mean")):
             assert 0.0 <= v <= 1.0, (path, v)
     assert os.path.getsize(os.path.join(root, "report.md")) > 500
     pngs = [f for f in os.listdir(root) if f.endswith(".png")]
@@ -74,14 +78,16 @@ def test_suite_end_to_end(tmp_path):
     # every run logged the keys the design asks for
     b0 = report.base_root(root, 0)
     rows = report.read_log(report.run_dir(b0, "cipher", "fst", 0))
-    for k in ("step", "rollouts", "reward", "loss", "clip_frac", "capped_frac", "entropy", "grad_norm",
-              "wall_s"):
+    for k in ("step", "rollouts", "reward", "loss", "clip_frac", "capped_frac", "entropy",
+              "grad_norm", "wall_s"):
         assert k in rows[0], k
     assert "val_greedy" in rows[-1] and {"kl", "kl_common"} <= set(rows[-1])
-    assert all(b["rollouts"] > a["rollouts"] for a, b in zip(rows, rows[1:]))  # every step generates
+    # every step generates
+    assert all(b["rollouts"] > a["rollouts"] for a, b in zip(rows, rows[1:]))
     sparse = report.read_log(report.run_dir(b0, report.EXPLORATION_TASK, "rl", 0))
     assert all(r["reward"] in (0.0, 1.0) or 0 < r["reward"] < 1 for r in sparse)
-    # running the suite again skips every finished stage (no log is rewritten) and reports the same numbers
+    # running the suite again skips every finished stage (no log is rewritten)
+    # and reports the same numbers
     logs = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
             for d, _, fs in os.walk(root) for f in fs if f == "log.jsonl"}
     assert len(logs) == len(report.SUITE_METHODS) * len(report.SUITE_TASKS) + 2 + 3 + 2
@@ -98,14 +104,16 @@ def test_suite_end_to_end(tmp_path):
     # each reflector's first-proposal hit rate, from the base's own outputs: graded strength
     rates = report.reflector_hit_rates(root, trials=5)
     assert set(rates) == set(report.SUITE_TASKS) | {report.PLASTICITY_TASK, report.EXPLORATION_TASK}
-    assert rates["hidden-rule"]["oracle"] == 1.0  # the grammar search writes the 2-op rule from 3 examples
-    assert rates["hidden-rule"]["edit"] == 0.0    # one local edit from `rule: ?` cannot state a 2-op rule
+    # the grammar search writes the 2-op rule from 3 examples
+    assert rates["hidden-rule"]["oracle"] == 1.0
+    # one local edit from `rule: ?` cannot state a 2-op rule
+    assert rates["hidden-rule"]["edit"] == 0.0
     assert all(0.0 <= v <= 1.0 for d in rates.values() for v in d.values())
 
 
 def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
-    # a schedule's GEPA is never told of a switch: before each round its D_p becomes the last n_pareto
-    # problems of the stream, and rounds fall every T steps whatever the stage boundaries
+    # a schedule's GEPA is never told of a switch: before each round its D_p becomes the last
+    # n_pareto problems of the stream, and rounds fall every T steps whatever the stage boundaries
     preset = replace(train.PRESETS["micro"], gepa_every=2, n_pareto=4, window=8, batch_problems=4)
     base = str(tmp_path / "base")
     train.pretrain(preset, base, "cpu", log=lambda *a: None)
@@ -126,9 +134,11 @@ def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
     monkeypatch.setattr(fc, "run_round", spy_round)
     train.run("fst", [("hidden-rule", 5), ("cipher", 5)], preset, os.path.join(base, "model.pt"),
               str(tmp_path / "run"), log=lambda *a: None)
-    assert [r[0] - 1 for r in rounds] == [0, 2, 4, 6, 8]  # steps with a round: every T, not at the switch
+    # steps with a round: every T, not at the switch
+    assert [r[0] - 1 for r in rounds] == [0, 2, 4, 6, 8]
     for n_seen, pareto, rescore in rounds[1:]:
         stream = [p for batch in seen[:n_seen - 1] for p in batch]  # before this step's batch
         assert pareto == stream[-preset.n_pareto:] and rescore
     markers = [{p.marker for p in pareto} for _, pareto, _ in rounds]
-    assert markers[0] == markers[1] == {"in"} and markers[-1] == {"xs"}  # the data moved, GEPA was not told
+    # the data moved, GEPA was not told
+    assert markers[0] == markers[1] == {"in"} and markers[-1] == {"xs"}

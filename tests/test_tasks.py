@@ -1,8 +1,8 @@
 """
-tests/test_tasks.py: checks tasks.py, the small world: rule text <-> rule round-trips for every op and
-parameter, op semantics on hand-made lists, the verifier's reward and feedback, one-line SpecErrors
-for bad specs, the named and custom tasks (splits, answers, seed prompts, determinism), the
-pretraining distribution's exclusions (held-out chain types, task rules), and the BPE tokenizer
+tests/test_tasks.py: checks tasks.py, the small world: rule text <-> rule round-trips for every op
+and parameter, op semantics on hand-made lists, the verifier's reward and feedback, one-line
+SpecErrors for bad specs, the named and custom tasks (splits, answers, seed prompts, determinism),
+the pretraining distribution's exclusions (held-out chain types, task rules), and the BPE tokenizer
 wrapped in tiktoken (round-trips, single-token digits, determinism, state, specials, byte fallback).
 
 Run: python -m pytest -q tests/test_tasks.py   (about a second on CPU)
@@ -17,8 +17,9 @@ import sys
 import pytest
 
 import tasks
-from tasks import (NAMED_TASKS, OPS, PARAM_RANGE, MAX_MAP, HELDOUT_TYPES, UNSEEN_RULES, SEED_PROMPT, LIST_LEN,
-                   Op, Problem, SpecError, apply_rule, parse_rule, rule_text, chain_type, score, make_task)
+from tasks import (NAMED_TASKS, OPS, PARAM_RANGE, MAX_MAP, HELDOUT_TYPES, UNSEEN_RULES, SEED_PROMPT,
+                   LIST_LEN, Op, Problem, SpecError, apply_rule, parse_rule, rule_text, chain_type,
+                   score, make_task)
 
 
 # -----------------------------------------------------------------------------
@@ -78,7 +79,8 @@ def test_op_semantics_by_hand():
     assert op("sort").apply(xs) == [1, 3, 5, 8]
     assert op("sort").apply([2, 2, 0, 9, 0]) == [0, 0, 2, 2, 9]
     assert op("swap").apply([1, 2, 3, 4]) == [2, 1, 4, 3]
-    assert op("swap").apply([1, 2, 3, 4, 5]) == [2, 1, 4, 3, 5]  # odd length: the last element stays
+    # odd length: the last element stays
+    assert op("swap").apply([1, 2, 3, 4, 5]) == [2, 1, 4, 3, 5]
     assert op("rotate 1").apply([1, 2, 3, 4, 5]) == [2, 3, 4, 5, 1]  # LEFT rotation
     assert op("rotate 2").apply([1, 2, 3, 4, 5]) == [3, 4, 5, 1, 2]
     assert op("rotate 2").apply([1, 2]) == [1, 2]  # k wraps modulo the length
@@ -135,7 +137,8 @@ def test_score_wrong_length():
     assert "length 8" in fb and "expected 4" in fb
 
 
-@pytest.mark.parametrize("completion", ["", "   ", "\n", "hello", "8641", "8,6,4,1", " 8 6 x 1", " 8 6 -4 1", " 10 6 4 1"])
+@pytest.mark.parametrize("completion", ["", "   ", "\n", "hello", "8641", "8,6,4,1", " 8 6 x 1",
+                                        " 8 6 -4 1", " 10 6 4 1"])
 def test_score_garbage_is_zero(completion):
     r, fb = score(P, completion)
     assert r == 0.0
@@ -181,7 +184,8 @@ def test_bad_rules_raise_one_line_spec_error(text):
     check_spec_error(parse_rule, text)
 
 
-@pytest.mark.parametrize("spec", ["rule:", "rule:add 3,,sort", "rule:add 0", "rule:map 3>x", "rule:jump", "nope", "hidden_rule"])
+@pytest.mark.parametrize("spec", ["rule:", "rule:add 3,,sort", "rule:add 0", "rule:map 3>x",
+                                  "rule:jump", "nope", "hidden_rule"])
 def test_bad_task_specs_raise_one_line_spec_error(spec):
     check_spec_error(make_task, spec)
 
@@ -238,13 +242,15 @@ def test_val_is_held_out_at_default_size(name):
 
 
 def test_tiny_space_still_fills_splits():
-    # lists of length 3 only have 1000 inputs: a big train split must repeat some rather than loop forever
+    # lists of length 3 only have 1000 inputs: a big train split must repeat some
+    # rather than loop forever
     t = make_task("rule:sort", n_train=1500, n_pareto=4, n_val=4)
     assert len(t.train) == 1500
 
 
 def test_make_task_is_deterministic_and_seeded():
-    a, b = make_task("hidden-rule", seed=3, n_train=64), make_task("hidden-rule", seed=3, n_train=64)
+    a, b = (make_task("hidden-rule", seed=3, n_train=64),
+            make_task("hidden-rule", seed=3, n_train=64))
     assert (a.train, a.pareto, a.val) == (b.train, b.pareto, b.val)
     c = make_task("hidden-rule", seed=4, n_train=64)
     assert c.val != a.val
@@ -263,20 +269,23 @@ def test_hidden_tasks_use_the_task_agnostic_seed_prompt(name):
 
 def test_long_chain_states_its_rule():
     t = make_task("long-chain", n_train=64)
-    assert t.seed_prompt == "rule: " + rule_text(t.rule) == "rule: " + NAMED_TASKS["long-chain"].rule
+    assert (t.seed_prompt == "rule: " + rule_text(t.rule)
+            == "rule: " + NAMED_TASKS["long-chain"].rule)
     assert len(t.rule) == 3
 
 
 def _answers(task):
-    """(marker, inputs) -> answer over every split: what the task asks for each (seed prompt, input)."""
+    """(marker, inputs) -> answer over every split: what the task asks for each
+    (seed prompt, input)."""
     return {(p.marker, p.inputs): p.answer for p in task.train + task.pareto + task.val}
 
 
-@pytest.mark.parametrize("names", [["hidden-rule", "hidden-rule-2"],           # the plasticity probe
-                                   ["hidden-rule", "cipher", "hidden-rule-2"]])  # the continual schedule
+@pytest.mark.parametrize("names", [
+    ["hidden-rule", "hidden-rule-2"],             # the plasticity probe
+    ["hidden-rule", "cipher", "hidden-rule-2"]])  # the continual schedule
 def test_tasks_that_follow_each_other_never_conflict(names):
-    # one model meets these tasks in turn under the same seed prompt: no (prompt, input) may ask for two
-    # different answers, or C5/C6 would measure a contradiction instead of plasticity
+    # one model meets these tasks in turn under the same seed prompt: no (prompt, input) may ask for
+    # two different answers, or C5/C6 would measure a contradiction instead of plasticity
     ts = [make_task(n) for n in names]
     assert len({t.seed_prompt for t in ts}) == 1
     for i, a in enumerate(ts):
@@ -285,7 +294,8 @@ def test_tasks_that_follow_each_other_never_conflict(names):
             shared = set(qa) & set(qb)
             assert all(qa[k] == qb[k] for k in shared), (a.name, b.name)
             assert not shared  # in fact: their input markers differ
-            # and without the markers they would conflict: the property is not an accident of the draw
+            # and without the markers they would conflict: the property is not an accident
+            # of the draw
             bare = {i_: ans for (_, i_), ans in qa.items()}
             assert any(bare.get(i_) not in (None, ans) for (_, i_), ans in qb.items())
 
@@ -321,7 +331,8 @@ def test_custom_rule_task():
     t = make_task("rule:rotate 2,add 3", n_train=64)
     assert t.rule == (Op("rotate", 2), Op("add", 3))
     assert t.seed_prompt == SEED_PROMPT and t.spec == "rule:rotate 2,add 3"
-    assert list(t.val[0].answer) == [(x + 3) % 10 for x in (t.val[0].inputs[2:] + t.val[0].inputs[:2])]
+    assert list(t.val[0].answer) == [(x + 3) % 10
+                                     for x in (t.val[0].inputs[2:] + t.val[0].inputs[:2])]
     for p in t.train:
         assert list(p.answer) == apply_rule(t.rule, list(p.inputs))
 
@@ -334,8 +345,10 @@ def test_only_the_cipher_table_is_unseen():
     # hidden rules are ordinary trained rules: the pretraining distribution can draw them
     assert tasks.signature(parse_rule(NAMED_TASKS["hidden-rule"].rule)) not in UNSEEN_RULES
     # equivalent rules under other names are excluded too (same function = same signature)
-    assert tasks.signature(parse_rule("map 8>3 2>7 5>1")) in UNSEEN_RULES                # cipher, table reordered
-    assert tasks.signature(parse_rule("add 1 then add 3 then add 3")) not in UNSEEN_RULES  # a different function
+    # cipher, table reordered
+    assert tasks.signature(parse_rule("map 8>3 2>7 5>1")) in UNSEEN_RULES
+    # a different function
+    assert tasks.signature(parse_rule("add 1 then add 3 then add 3")) not in UNSEEN_RULES
 
 
 
@@ -354,10 +367,13 @@ def test_pretraining_never_shows_heldout_types_or_task_rules():
         assert "map" not in names or len(names) == 1           # map stays alone
         assert parse_rule(rule_text(rule)) == rule
     assert names_seen == set(OPS) and lens_seen == {1, 2, 3}
-    # the hidden rule is an ordinary pretraining rule (the task hides which rule applies, not the rule)
+    # the hidden rule is an ordinary pretraining rule (the task hides which rule applies,
+    # not the rule)
     rng = random.Random(0)
-    assert any(rule_text(tasks.random_rule(rng, UNSEEN_RULES)) == NAMED_TASKS["hidden-rule"].rule for _ in range(20000))
-    # an excluded function never comes up, though it does without the exclusion (the check is not vacuous)
+    assert any(rule_text(tasks.random_rule(rng, UNSEEN_RULES)) == NAMED_TASKS["hidden-rule"].rule
+               for _ in range(20000))
+    # an excluded function never comes up, though it does without the exclusion
+    # (the check is not vacuous)
     sort = {tasks.signature(parse_rule("sort"))}
     assert not any(tasks.signature(tasks.random_rule(rng, sort)) in sort for _ in range(3000))
     assert any(tasks.signature(tasks.random_rule(rng)) in sort for _ in range(3000))
@@ -389,7 +405,8 @@ def test_heldout_eval_set_only_heldout_types():
 def test_general_eval_set_items_carry_their_own_instruction():
     items = tasks.general_eval_set(n=200, exclude=UNSEEN_RULES)
     assert len(items) == 200
-    assert len({ctx for ctx, _, _ in items}) > 50  # many different rules, not one shared instruction
+    # many different rules, not one shared instruction
+    assert len({ctx for ctx, _, _ in items}) > 50
     for ctx, p, rule in items:
         assert ctx == tasks.instruction(rule) and parse_rule(ctx[len("rule: "):]) == rule
         assert list(p.answer) == apply_rule(rule, list(p.inputs))
@@ -419,7 +436,8 @@ def test_round_trip_on_world_text(enc):
     for name in NAMED_TASKS:
         t = make_task(name, n_train=4)
         for ctx in (t.seed_prompt, t.instruction):
-            assert enc.decode(enc.encode_ordinary(tasks.prompt_text(ctx, t.val[0]))) == tasks.prompt_text(ctx, t.val[0])
+            assert (enc.decode(enc.encode_ordinary(tasks.prompt_text(ctx, t.val[0])))
+                    == tasks.prompt_text(ctx, t.val[0]))
 
 
 def test_digits_are_single_tokens(enc):
@@ -437,15 +455,17 @@ def test_tokenizer_is_deterministic(enc):
     again = tasks.build_tokenizer()
     assert tasks.tokenizer_state(again) == tasks.tokenizer_state(enc)
     assert again.n_vocab == enc.n_vocab
-    assert tasks.tokenizer_state(tasks.build_tokenizer(vocab_size=280)) != tasks.tokenizer_state(enc)
+    assert (tasks.tokenizer_state(tasks.build_tokenizer(vocab_size=280))
+            != tasks.tokenizer_state(enc))
 
 
 def test_tokenizer_is_deterministic_across_processes(enc):
     # a fresh interpreter with another hash seed (set/dict-order accidents) builds the same merges
-    code = "import hashlib, tasks; print(hashlib.sha256(repr(tasks.tokenizer_state(tasks.build_tokenizer())).encode()).hexdigest())"
+    code = ("import hashlib, tasks; print(hashlib.sha256(repr(tasks.tokenizer_state("
+            "tasks.build_tokenizer())).encode()).hexdigest())")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.strip()
     assert out == hashlib.sha256(repr(tasks.tokenizer_state(enc)).encode()).hexdigest()
 
 
@@ -477,7 +497,8 @@ def test_special_tokens_and_decode_completion(enc):
     assert score(p, tasks.decode_completion(enc, ans))[0] == 1.0
     junk = enc.encode_ordinary(" 7 7")
     assert tasks.decode_completion(enc, ans + junk) == " 8 6 4 1"            # stops at <|eos|>
-    assert tasks.decode_completion(enc, ans[:2] + [ids["<|pad|>"]] + junk) == " 8 6"  # or any special
+    # or any special
+    assert tasks.decode_completion(enc, ans[:2] + [ids["<|pad|>"]] + junk) == " 8 6"
     assert tasks.decode_completion(enc, [ids["<|eos|>"]] + junk) == ""
     assert tasks.decode_completion(enc, junk + [ids["<|bos|>"]] + junk) == " 7 7"
     assert tasks.decode_completion(enc, junk) == " 7 7"                     # no eos: everything
@@ -486,7 +507,8 @@ def test_special_tokens_and_decode_completion(enc):
 
 
 def test_byte_fallback_for_unseen_characters(enc):
-    for s in ["Héllo, WÖRLD! 世界 🚀 ~`^$€", "ZZZ 123 ### @@", "rule: ?? ünknown op ñ -> ∑"]:
+    for s in ["Héllo, WÖRLD! 世界 🚀 ~`^$€", "ZZZ 123 ### @@",
+              "rule: ?? ünknown op ñ -> ∑"]:
         ids = enc.encode_ordinary(s)
         assert all(0 <= i < enc.n_vocab for i in ids)
         assert enc.decode(ids) == s
@@ -496,7 +518,8 @@ def test_byte_fallback_for_unseen_characters(enc):
 def test_signature_tells_ops_apart():
     # the function-level exclusion is only as good as its probe lists: every single op must differ
     singles = [(tasks.Op(n, a),) for n in tasks.CHAIN_OPS
-               for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])]
+               for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE
+                         else [None])]
     sigs = {tasks.signature(r) for r in singles}
     assert len(sigs) == len(singles)
     # and excluding the task rules keeps every op in the pretraining distribution
@@ -507,15 +530,18 @@ def test_signature_tells_ops_apart():
 
 def test_hidden_rule_is_not_a_single_op_in_disguise():
     # a hidden rule that equals a known op on some trained length hands RL (and the seed prompt) a
-    # shortcut: `swap then rotate 2` is `reverse` on 3- and 4-digit lists. 300 random lists per length.
+    # shortcut: `swap then rotate 2` is `reverse` on 3- and 4-digit lists.
+    # 300 random lists per length.
     singles = [(Op(n, a),) for n in tasks.CHAIN_OPS
-               for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE else [None])] + [()]
+               for a in (range(PARAM_RANGE[n][0], PARAM_RANGE[n][1] + 1) if n in PARAM_RANGE
+                         else [None])] + [()]
     rule = parse_rule(NAMED_TASKS["hidden-rule"].rule)
     rng = random.Random(0)
     for L in range(LIST_LEN[0], LIST_LEN[1] + 1):
         xs_all = [[rng.randrange(10) for _ in range(L)] for _ in range(300)]
         for s in singles:
-            assert any(apply_rule(rule, xs) != apply_rule(s, xs) for xs in xs_all), (L, rule_text(s))
+            assert any(apply_rule(rule, xs) != apply_rule(s, xs)
+                       for xs in xs_all), (L, rule_text(s))
     # the check can fail: the previous rule is caught
     old = parse_rule("swap then rotate 2")
     short = [[rng.randrange(10) for _ in range(L)] for L in (3, 4) for _ in range(100)]
@@ -534,18 +560,24 @@ def test_pretrain_row_respects_the_budget_and_keeps_the_downstream_format(enc):
             ctx, ps = tasks.pretrain_row(rng, enc, budget, UNSEEN_RULES)
             rng_all = random.Random()
             rng_all.setstate(state)
-            _, drawn = tasks.pretrain_row(rng_all, enc, 10 ** 6, UNSEEN_RULES)  # the same row, nothing cut
+            # the same row, nothing cut
+            _, drawn = tasks.pretrain_row(rng_all, enc, 10 ** 6, UNSEEN_RULES)
             ids = tasks.encode_row(enc, ctx, ps)
             single = tasks.encode_row(enc, ctx, ps[:1])
             assert len(ps) >= 1
-            assert len(ids) <= budget or len(ps) == 1                # only a lone first problem may overflow
-            # the first problem is the downstream sequence: <|bos|> context \nin: .. \nout: answer <|eos|>
-            assert ids[:len(single)] == single == tasks.encode_prompt(enc, ctx, ps[0]) + tasks.encode_answer(enc, ps[0])
+            # only a lone first problem may overflow
+            assert len(ids) <= budget or len(ps) == 1
+            # the first problem is the downstream sequence:
+            # <|bos|> context \nin: .. \nout: answer <|eos|>
+            assert ids[:len(single)] == single == (tasks.encode_prompt(enc, ctx, ps[0])
+                                                   + tasks.encode_answer(enc, ps[0]))
             assert ps == drawn[:len(ps)]
-            if len(ps) < len(drawn):                                  # greedy: the next drawn problem would not fit
+            # greedy: the next drawn problem would not fit
+            if len(ps) < len(drawn):
                 assert len(tasks.encode_row(enc, ctx, drawn[:len(ps) + 1])) > budget
             counts.append(len(ps))
-    assert min(counts) == 1 and max(counts) == 10                    # tight and loose budgets both bite
+    # tight and loose budgets both bite
+    assert min(counts) == 1 and max(counts) == 10
 
 
 def test_pretrain_row_matches_the_training_batch(enc):
@@ -555,7 +587,8 @@ def test_pretrain_row_matches_the_training_batch(enc):
     x, y = pretrain.make_batch(enc, rows, "cpu")
     pad = enc.encode_single_token("<|pad|>")
     assert x.shape[1] == max(len(tasks.encode_row(enc, c, ps)) for c, ps in rows) - 1 <= 77
-    assert [int((r != pad).sum()) + 1 for r in x] == [len(tasks.encode_row(enc, c, ps)) for c, ps in rows]
+    assert [int((r != pad).sum()) + 1 for r in x] == [len(tasks.encode_row(enc, c, ps))
+                                                      for c, ps in rows]
 
 
 def test_pretrain_row_is_deterministic_per_rng(enc):
@@ -564,7 +597,8 @@ def test_pretrain_row_is_deterministic_per_rng(enc):
     rng1, rng2 = random.Random(8), random.Random(8)
     # the budget changes only how many problems are kept, never which rule or stream is drawn
     for _ in range(50):
-        (c1, p1), (c2, p2) = tasks.pretrain_row(rng1, enc, 30, UNSEEN_RULES), tasks.pretrain_row(rng2, enc, 200, UNSEEN_RULES)
+        (c1, p1), (c2, p2) = (tasks.pretrain_row(rng1, enc, 30, UNSEEN_RULES),
+                              tasks.pretrain_row(rng2, enc, 200, UNSEEN_RULES))
         assert c1 == c2 and p1 == p2[:len(p1)]
     assert rng1.random() == rng2.random()
 
@@ -577,9 +611,12 @@ def test_calibration_rows_use_the_seed_prompt(enc):
     assert all(not c.startswith("rule: ?") for c, _ in rows if c != SEED_PROMPT)
     for _, ps in calib:  # answers follow a trained rule: every problem of a row the same one
         assert all(LIST_LEN[0] <= len(p.inputs) <= LIST_LEN[1] for p in ps)
-    # ... a random one per row: under the one context, many different functions (here: sorted, reversed, neither)
+    # ... a random one per row: under the one context, many different functions
+    # (here: sorted, reversed, neither)
     firsts = [ps[0] for _, ps in calib if len(set(ps[0].inputs)) == len(ps[0].inputs)]
     n_sort = sum(list(p.answer) == sorted(p.inputs) for p in firsts)
     n_rev = sum(list(p.answer) == list(p.inputs)[::-1] for p in firsts)
     assert 0 < n_sort < len(firsts) / 2 and 0 < n_rev < len(firsts) / 2
-    assert not any(c == SEED_PROMPT for c, _ in [tasks.pretrain_row(random.Random(i), enc, 78, UNSEEN_RULES) for i in range(500)])
+    assert not any(c == SEED_PROMPT
+                   for c, _ in [tasks.pretrain_row(random.Random(i), enc, 78, UNSEEN_RULES)
+                                for i in range(500)])
