@@ -2,10 +2,11 @@
 train.py: the training side of fastslow: pretraining, the FST loop and its baselines, the suite.
 
     python train.py                                          # the whole reproduction (see README), then the report
-    python train.py pretrain --preset tiny                   # base model -> runs/tiny/base/{model.pt,metrics.json}
+    python train.py pretrain --preset tiny --seed 0          # a base -> runs/tiny/b0/base/{model.pt,metrics.json}
     python train.py run --method rl|context|fst --task hidden-rule [--steps N --seed S --out DIR]
     python train.py run --method fst --schedule 'hidden-rule@150;cipher@150'      # task switches, untold
-    python train.py run --method rl --task hidden-rule-2 --init runs/tiny/hidden-rule/fst/s0/model.pt
+    python train.py run --method rl --task hidden-rule-2 --init runs/tiny/b0/hidden-rule/fst/s0/model.pt
+    python train.py --bases 3 --seeds 3 --sweep --jobs 1     # the grid: 3 bases x 3 run seeds, one report
     python train.py run --method fst --task cipher --resume                   # continue an interrupted run
 
 Pretraining and the bookkeeping runs share with it (checkpoints, guarded steps) live in pretrain.py.
@@ -573,7 +574,7 @@ def build_parser():
     sub = ap.add_subparsers(dest="cmd", parser_class=CLIParser)
     p = sub.add_parser("pretrain", help="train the base model")
     common(p, lambda d: argparse.SUPPRESS)  # SUPPRESS: an absent flag keeps the top-level value
-    p.add_argument("--out", default=None, help="output folder (default runs/<preset>/base)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<preset>/b<seed>/base)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=positive(int), default=None, help="pretraining steps (default: the preset's)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted pretraining from --out/ckpt.pt")
@@ -583,9 +584,10 @@ def build_parser():
     # what to learn
     r.add_argument("--method", default="fst", choices=list(METHODS))
     r.add_argument("--task", default="hidden-rule",
-                   help="hidden-rule | cipher | long-lists | hidden-rule-2 | 'rule:OP,OP'")
+                   help="hidden-rule | cipher | long-chain | hidden-rule-2 | sparse | 'rule:OP,OP'")
     r.add_argument("--schedule", default=None, help="continual: 'TASK@STEPS;TASK@STEPS;...' (overrides --task)")
-    r.add_argument("--init", default=None, help="checkpoint to start from (default runs/<preset>/base/model.pt)")
+    r.add_argument("--init", default=None,
+                   help="checkpoint to start from (default runs/<preset>/b0/base/model.pt)")
     r.add_argument("--base", default=None, help="checkpoint KL is measured against (default: the preset's base)")
     r.add_argument("--out", default=None, help="output folder (default runs/<preset>/<task>/<method>/s<seed>)")
     r.add_argument("--seed", type=int, default=0)
@@ -629,7 +631,7 @@ def run_command(args, preset, root, device):
         if not (args.llm_url and args.llm_model):
             raise UserError("--reflector llm needs --llm-url and --llm-model")
         llm = dict(url=args.llm_url, model=args.llm_model, timeout=args.llm_timeout)
-    default_base = os.path.join(root, "base", "model.pt")
+    default_base = os.path.join(report.base_root(root, 0), "base", "model.pt")
     base = args.base or (default_base if os.path.exists(default_base) else None)
     tag = "schedule" if args.schedule else args.task.replace(":", "_").replace(" ", "").replace(",", "+")
     out = args.out or os.path.join(root, tag, args.method, f"s{args.seed}")
@@ -655,7 +657,8 @@ def main(argv=None):
         suite(preset, root, bases=args.bases, seeds=args.seeds, device=device, sweep=args.sweep, jobs=args.jobs)
     elif args.cmd == "pretrain":
         preset = with_overrides(preset, pretrain_steps=args.steps, pretrain_ckpt_every=args.ckpt_every)
-        m = pretrain(preset, args.out or os.path.join(root, "base"), device, seed=args.seed, resume=args.resume)
+        out = args.out or os.path.join(report.base_root(root, args.seed), "base")
+        m = pretrain(preset, out, device, seed=args.seed, resume=args.resume)
         print(json.dumps({k: m[k] for k in ("general_acc", "heldout_chain_acc", "acc_by_op", "acc_by_chain_len",
                                             "params", "tokens", "wall_s")}))
         print(json.dumps(m["tasks"]))
