@@ -16,7 +16,8 @@ The bookkeeping (`Ledger`, `guarded_step`) is shared with train.py's runs: ckpt.
 atomically every few steps (weights, optimizer, counters) for --resume, the wall clock across
 interruptions, and optimizer steps skipped when the loss or the gradient is non-finite
 (`max_bad_steps` in a row stop the work with a UserError). The batch of a step is a function of
-(seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would.
+(seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
+batches built ahead in host processes (`batch_workers`, the gpu preset) are the same batches.
 """
 
 import json
@@ -48,7 +49,7 @@ def autocast(device):
 def settings_of(preset, **kw):
     """What a checkpoint must match to be resumed, as plain JSON values: the run's own settings and
     the preset's numbers that shape its result (checkpoint cadence and the guard limit do not)."""
-    skip = ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps")
+    skip = ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps", "batch_workers")
     p = {k: v for k, v in asdict(preset).items() if k not in skip}
     return json.loads(json.dumps(dict(kw, preset=p)))
 
@@ -225,13 +226,49 @@ def pretrain_lr(preset, step):
 
 
 def pretrain_batch(enc, preset, seed, step, device):
-    """The batch of one step, a function of (seed, step): a resumed run sees what an uninterrupted
-    one would."""
+    """The batch of one step, a function of (seed, step): a resumed run sees what an uninterrupted one
+    would."""
     rng = random.Random(seed * preset.data_seed_stride + step)
-    examples = [tasks.pretrain_row(rng, enc, preset.row_tokens, tasks.UNSEEN_RULES,
-                                   preset.calibration, preset.pack)
+    examples = [tasks.pretrain_row(rng, enc, preset.row_tokens, tasks.UNSEEN_RULES, preset.calibration,
+                                   preset.pack)
                 for _ in range(preset.pretrain_batch)]
     return make_batch(enc, examples, device)
+
+
+_worker_enc = {}
+
+
+def _host_batch(tokenizer, preset, seed, step):
+    """pretrain_batch on the host, in a worker process (the tokenizer is rebuilt once per worker)."""
+    if "enc" not in _worker_enc:
+        _worker_enc["enc"] = tasks.tokenizer_from_state(tokenizer)
+    return pretrain_batch(_worker_enc["enc"], preset, seed, step, "cpu")
+
+
+def batches(enc, preset, seed, start, device):
+    """Yield the batches of steps start, start+1, ... With preset.batch_workers > 0 they are built ahead
+    in that many host processes while the device trains (on a GPU the host's Python is the bottleneck:
+    ~40 ms per batch against a ~6 ms step); the batches are the same either way (pretrain_batch)."""
+    steps = range(start, preset.pretrain_steps)
+    if preset.batch_workers == 0:
+        for step in steps:
+            yield pretrain_batch(enc, preset, seed, step, device)
+        return
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    state, todo, ahead = tasks.tokenizer_state(enc), iter(steps), deque()
+    with ProcessPoolExecutor(preset.batch_workers, mp_context=mp.get_context("spawn")) as pool:
+        while True:
+            while len(ahead) < 2 * preset.batch_workers:  # keep every worker busy, two batches deep
+                step = next(todo, None)
+                if step is None:
+                    break
+                ahead.append(pool.submit(_host_batch, state, preset, seed, step))
+            if not ahead:
+                return
+            x, y = ahead.popleft().result()
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
@@ -261,10 +298,9 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     model.train()
     pbar = tqdm(range(start, preset.pretrain_steps), desc="pretrain", initial=start,
                 total=preset.pretrain_steps)
-    for step in pbar:
+    for step, (x, y) in zip(pbar, batches(enc, preset, seed, start, device)):
         for group in opt.param_groups:
             group["lr"] = pretrain_lr(preset, step)
-        x, y = pretrain_batch(enc, preset, seed, step, device)
         with autocast(device):
             logits = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),

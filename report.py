@@ -322,7 +322,7 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
     for b in range(bases):
         model, extra = load_checkpoint(os.path.join(base_root(root, b), "base", "model.pt"), device)
         base_models[b], metrics[b] = model.eval(), extra["metrics"]
-    preset = metrics[0]["preset"]
+    preset = run_config(root, reps) or metrics[0]["preset"]
     enc = tasks.tokenizer_from_state(extra["tokenizer"])
     res = {"preset": preset["name"], "bases": list(range(bases)), "seeds": list(range(seeds)),
            "replicates": len(reps), "wall_s": suite_wall_s, "_out": out,
@@ -345,6 +345,17 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
     write_atomic(os.path.join(out, "results.json"), json.dumps(res, indent=1))
     write_atomic(os.path.join(out, "report.md"), render_report(res, plots))
     return res
+
+
+def run_config(root, reps):
+    """The preset the runs were made with (from the first finished run's summary), or None."""
+    for b, s in reps:
+        for t in SUITE_TASKS:
+            path = os.path.join(run_dir(base_root(root, b), t, "rl", s), "summary.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    return json.load(f)["config"]
+    return None
 
 
 def plot_bands(path, series, xlabel, title, vlines=()):

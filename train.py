@@ -80,6 +80,7 @@ class Preset:
     pack: int = 10                # problems drawn per pretraining row (they share one context) ...
     row_tokens: int = 78          # ... of which a row keeps as many as fit this many tokens (tasks.pretrain_row)
     calibration: float = 0.05     # share of rows whose context is the seed prompt over a random rule
+    batch_workers: int = 0        # host processes building pretraining batches ahead (0: in the loop)
     threads: int = 2
     # RL (slow weights)
     steps: int = 150              # RL steps per run (per stage for schedules)
@@ -123,7 +124,7 @@ class Preset:
 PRESETS = {
     "tiny": Preset("tiny"),
     "gpu": Preset("gpu", n_layer=6, n_head=6, n_embd=384, pretrain_steps=8000, pretrain_batch=256,
-                  pretrain_lr=1e-3, pretrain_warmup=200, threads=8),
+                  pretrain_lr=1e-3, pretrain_warmup=200, threads=8, batch_workers=4),
     # micro: the end-to-end smoke test's preset (seconds, not minutes; its numbers mean nothing)
     "micro": Preset("micro", n_layer=2, n_head=2, n_embd=64, pretrain_steps=30, pretrain_batch=16,
                     pretrain_eval_every=1000, steps=4, batch_problems=4, group_size=4, eval_every=2,

@@ -134,6 +134,19 @@ def test_context_only_resume_matches(micro_base, tmp_path):
             == {k: v for k, v in a.items() if k != "wall_s"})
 
 
+def test_batches_built_ahead_in_worker_processes_are_the_same():
+    # the gpu preset builds pretraining batches in host processes while the device trains
+    from dataclasses import replace
+    enc = tasks.build_tokenizer()
+    preset = replace(MICRO, pretrain_steps=7)
+    direct = list(pretrain.batches(enc, preset, 3, 2, "cpu"))
+    ahead = list(pretrain.batches(enc, replace(preset, batch_workers=2), 3, 2, "cpu"))
+    assert len(direct) == len(ahead) == 5
+    for (x, y), (x2, y2) in zip(direct, ahead):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(direct[0][0][:, :8], direct[1][0][:, :8])  # the steps differ
+
+
 def test_pretraining_resume_matches_uninterrupted(tmp_path):
     preset = train.replace(MICRO, pretrain_steps=12, pretrain_ckpt_every=5)
     quiet = lambda *a: None
