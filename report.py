@@ -1,17 +1,17 @@
 """
-report.py: the reproduction's report. Reads the suite's runs (the folder layout is defined here, once),
-computes the claims C1-C8 with eval.py's measurements over every replicate (pretraining seed x run
-seed), and writes report.md, PNG plots and results.json.
+report.py: the reproduction's report. Reads the suite's runs (the folder layout is defined here,
+once), computes the claims C1-C8 with eval.py's measurements over every replicate (pretraining seed
+x run seed), and writes report.md, PNG plots and results.json.
 
-    python report.py --preset tiny                              # rebuild runs/tiny/{report.md, ...}
+    python report.py --preset tiny                # rebuild runs/tiny/{report.md, ...}
     python report.py --preset tiny --bases 3 --seeds 3 --out results/tiny   # the grid, copied out
-    python report.py --preset tiny --hit-rates                  # each reflector's first-proposal hit rate
+    python report.py --preset tiny --hit-rates    # each reflector's first-proposal hit rate
 
 Layout: root/b<base seed>/base/model.pt is a base; its runs sit in
-run_dir(base_root(root, b), task, method, seed). Every aggregate in results.json is {mean, std, ci95, n}
-over replicates (bootstrap 95% interval of the mean), and every claim per task carries a `verdict`:
-`reproduced` (the interval excludes no effect, in the paper's direction), `not reproduced` (it excludes
-no effect the other way) or `inconclusive`. Nothing here trains.
+run_dir(base_root(root, b), task, method, seed). Every aggregate in results.json is
+{mean, std, ci95, n} over replicates (bootstrap 95% interval of the mean), and every claim per task
+carries a `verdict`: `reproduced` (the interval excludes no effect, in the paper's direction),
+`not reproduced` (it excludes no effect the other way) or `inconclusive`. Nothing here trains.
 """
 
 import json
@@ -25,9 +25,12 @@ from cli import CLIParser, UserError, exit_on_user_error, positive
 from model import load_checkpoint, write_atomic
 
 SUITE_TASKS = ["hidden-rule", "cipher", "long-chain"]   # like CodeIO, HoVer, Math
-PRIOR_TASK = "hidden-rule"                              # the plasticity probe starts from its weights ...
-PLASTICITY_TASK = "hidden-rule-2"                       # ... and learns this one (another input marker)
-CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three markers, untold switches
+PRIOR_TASK = "hidden-rule"                              # the plasticity probe starts from
+                                                        # its weights ...
+PLASTICITY_TASK = "hidden-rule-2"                       # ... and learns this one
+                                                        # (another input marker)
+CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three markers,
+                                                        # untold switches
 EXPLORATION_TASK = "sparse"                             # C8: zero reward under the seed prompt
 SUITE_METHODS = ["rl", "context", "fst", "instructed", "sequential"]  # the last two: controls
 SWEEP_REFLECTORS = ["oracle", "demo"]                   # FST with these too (`--sweep`, first base)
@@ -59,7 +62,8 @@ def replicates(root, reps, task, method):
 
 
 def _agg(dicts):
-    """Average same-shaped nested dicts of numbers -> the same shape with {mean, std, ci95, n} leaves."""
+    """Average same-shaped nested dicts of numbers
+    -> the same shape with {mean, std, ci95, n} leaves."""
     first = dicts[0]
     if isinstance(first, dict):
         return {k: _agg([d[k] for d in dicts]) for k in first}
@@ -69,14 +73,15 @@ def _agg(dicts):
 
 
 def _paired(a, b, direction):
-    """a - b over the same replicates, with the claim's verdict (direction +1: the paper says a > b)."""
+    """a - b over the same replicates, with the claim's verdict
+    (direction +1: the paper says a > b)."""
     diff = ev.compare(a, b)
     return dict(diff, verdict=ev.verdict(diff, direction))
 
 
 def mean_band(curves):
-    """[(xs, ys)] of replicates -> (xs, mean, lo, hi) on the first curve's xs (curves cut to the shortest);
-    the band is the 95% interval of the mean (normal approximation) over replicates."""
+    """[(xs, ys)] of replicates -> (xs, mean, lo, hi) on the first curve's xs (curves cut to the
+    shortest); the band is the 95% interval of the mean (normal approximation) over replicates."""
     n = min(len(c[1]) for c in curves)
     ys = np.array([c[1][:n] for c in curves], float)  # (reps, n)
     m = ys.mean(0)
@@ -85,7 +90,8 @@ def mean_band(curves):
 
 
 def on_grid(rows, grid):
-    """Running val accuracy as a step function of rollouts, read at `grid` (rollouts axis of a band)."""
+    """Running val accuracy as a step function of rollouts, read at `grid`
+    (rollouts axis of a band)."""
     xs, ys = ev.curve(rows, "rollouts")
     idx = np.searchsorted(xs, grid, side="right") - 1
     return [ys[i] if i >= 0 else np.nan for i in idx]
@@ -154,15 +160,17 @@ def c1(rl, fst, keys):
     out = {"per_replicate": per}
     for axis in ("ratio", "ratio_rollouts"):
         vals = [p[axis] for p in per]
-        out[axis] = dict(ev.censored_summary(vals, low, high), test=ev.ratio_verdict(vals, +1, low, high))
+        out[axis] = dict(ev.censored_summary(vals, low, high),
+                         test=ev.ratio_verdict(vals, +1, low, high))
         out[axis]["verdict"] = out[axis]["test"]["verdict"]
     out["verdict"] = out["ratio"]["verdict"]
     return out
 
 
 def c2(rl, fst, keys, reps=200, seed=0):
-    """Asymptote A of the bounded sigmoid fit on the mean curve of each method; the paired difference's
-    interval resamples replicates (both methods together). Not identifiable -> inconclusive."""
+    """Asymptote A of the bounded sigmoid fit on the mean curve of each method; the paired
+    difference's interval resamples replicates (both methods together). Not identifiable
+    -> inconclusive."""
     if not keys:
         return {}
     curves = {m: np.array([ev.curve(v[r])[1] for r in keys]) for m, v in (("rl", rl), ("fst", fst))}
@@ -175,7 +183,8 @@ def c2(rl, fst, keys, reps=200, seed=0):
         a = {m: ev.sigmoid_fit(xs, c[idx].mean(0))["A"] for m, c in curves.items()}
         diffs.append(a["fst"] - a["rl"])
     diff = {"mean": out["fst"]["A"] - out["rl"]["A"], "n": len(keys),
-            "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))] if diffs else None}
+            "ci95": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
+                     if diffs else None)}
     ok = out["rl"]["identifiable"] and out["fst"]["identifiable"]
     out["fst_minus_rl"] = dict(diff, verdict=ev.verdict(diff, +1) if ok else "inconclusive")
     out["verdict"] = out["fst_minus_rl"]["verdict"] if ok else "not identifiable"
@@ -188,31 +197,33 @@ def c3(rl, fst, keys, floor, key):
     if not per:
         return {"n": 0, "verdict": "inconclusive"}
     out = _agg([{k: p[k] for k in ("reward", "rl_kl", "fst_kl")} for p in per])
-    out["ratio"] = ev.ratio_verdict([p["ratio"] for p in per], -1)  # geometric mean, interval, verdict
+    # geometric mean, interval, verdict
+    out["ratio"] = ev.ratio_verdict([p["ratio"] for p in per], -1)
     out["above_floor"] = sum(bool(p["above_floor"]) for p in per)
     out["verdict"] = out["ratio"]["verdict"]
     return out
 
 
 def channels_and_forgetting(root, task_name, rep, base, enc, preset, samples=4):
-    """C4 and C7 for one task and replicate: general skills and seed-prompt accuracy of base / rl / fst,
-    and the 2x2 table {base, fst weights} x {seed, fst prompt}."""
+    """C4 and C7 for one task and replicate: general skills and seed-prompt accuracy of
+    base / rl / fst, and the 2x2 table {base, fst weights} x {seed, fst prompt}."""
     task = tasks.make_task(task_name, n_val=preset["n_val"])
     broot, device = base_root(root, rep[0]), base.wte.weight.device
     models = {"base": (base, None)}
     for m in ("rl", "fst"):
-        model, extra = load_checkpoint(os.path.join(run_dir(broot, task_name, m, rep[1]), "model.pt"), device)
+        model, extra = load_checkpoint(
+            os.path.join(run_dir(broot, task_name, m, rep[1]), "model.pt"), device)
         models[m] = (model.eval(), extra)
     out = {"c4": {}, "c7": {}}
     for name, (model, _) in models.items():
         out["c4"][name] = {"general_acc": ev.general_accuracy(model, enc),
-                           "no_prompt_acc": ev.task_accuracy(model, enc, task.seed_prompt, task.val, samples,
-                                                             greedy=False)[0]}
+                           "no_prompt_acc": ev.task_accuracy(model, enc, task.seed_prompt, task.val,
+                                                             samples, greedy=False)[0]}
     fst_prompt = models["fst"][1]["deployed_prompt"]
     for wname, mname in (("base_weights", "base"), ("fst_weights", "fst")):
         out["c7"][wname] = {"seed_prompt": out["c4"][mname]["no_prompt_acc"],
-                            "fst_prompt": ev.task_accuracy(models[mname][0], enc, fst_prompt, task.val,
-                                                           samples, greedy=False)[0]}
+                            "fst_prompt": ev.task_accuracy(models[mname][0], enc, fst_prompt,
+                                                           task.val, samples, greedy=False)[0]}
     return out
 
 
@@ -220,8 +231,8 @@ def channels_and_forgetting(root, task_name, rep, base, enc, preset, samples=4):
 # C5, C6, C8 and the reflector sweep
 
 def plasticity(root, reps, res, plots):
-    """C5: fresh RL on PLASTICITY_TASK from the base and from the final weights of RL and FST on the prior
-    task. A prior run counts as learned when its final val accuracy is >= 0.5."""
+    """C5: fresh RL on PLASTICITY_TASK from the base and from the final weights of RL and FST on the
+    prior task. A prior run counts as learned when its final val accuracy is >= 0.5."""
     pl = {i: replicates(root, reps, "plasticity", i) for i in ("base", "rl", "fst")}
     keys = [r for r in reps if all(r in v for v in pl.values())]
     out = {"task": PLASTICITY_TASK, "prior_task": PRIOR_TASK, "threshold": 0.5}
@@ -229,49 +240,56 @@ def plasticity(root, reps, res, plots):
         out[f"from_{init}"] = _agg([ev.area_and_threshold(v[r], 0.5) for r in keys]) if keys else {}
         if init != "base":
             prior = replicates(root, keys, PRIOR_TASK, init)
-            out[f"from_{init}"]["prior_learned"] = sum(ev.curve(prior[r])[1][-1] >= 0.5 for r in prior)
+            out[f"from_{init}"]["prior_learned"] = sum(ev.curve(prior[r])[1][-1] >= 0.5
+                                                       for r in prior)
     if keys:
         auc = {i: [ev.area_and_threshold(pl[i][r], 0.5)["auc"] for r in keys] for i in pl}
         out["fst_minus_rl_auc"] = _paired(auc["fst"], auc["rl"], +1)
         out["verdict"] = out["fst_minus_rl_auc"]["verdict"]
         plot_bands(os.path.join(res["_out"], "plasticity.png"),
-                   {f"RL from {i}-init": mean_band([ev.curve(v[r]) for r in keys]) for i, v in pl.items()},
+                   {f"RL from {i}-init": mean_band([ev.curve(v[r]) for r in keys])
+                    for i, v in pl.items()},
                    "RL steps", f"plasticity: RL on {PLASTICITY_TASK} after {PRIOR_TASK}")
         plots.append("plasticity.png")
     res["c5_plasticity"] = out
 
 
 def continual(root, reps, res, plots):
-    """C6: per-stage peak and mean val accuracy, normalized by the better method's peak in that stage."""
+    """C6: per-stage peak and mean val accuracy, normalized by the better method's peak
+    in that stage."""
     cont = {m: replicates(root, reps, "continual", m) for m in ("rl", "fst")}
     keys = [r for r in reps if all(r in v for v in cont.values())]
     stages = {}
     for r in keys:
-        per = {m: [[row["val_acc"] for row in cont[m][r] if "val_acc" in row and row["task"] == name]
+        per = {m: [[row["val_acc"] for row in cont[m][r]
+                    if "val_acc" in row and row["task"] == name]
                    for name in CONTINUAL] for m in cont}
         for i, name in enumerate(CONTINUAL):
             best = max(max(per[m][i]) for m in per) or 1.0
             for m in per:
                 stages.setdefault(f"stage{i + 1}_{name}", {}).setdefault(m, []).append(
-                    {"peak_norm": max(per[m][i]) / best, "mean_norm": float(np.mean(per[m][i])) / best,
+                    {"peak_norm": max(per[m][i]) / best,
+                     "mean_norm": float(np.mean(per[m][i])) / best,
                      "peak": max(per[m][i]), "mean": float(np.mean(per[m][i]))})
     out = {}
     for k, d in stages.items():
         out[k] = {m: _agg(v) for m, v in d.items()}
-        out[k]["fst_minus_rl_mean"] = _paired([x["mean"] for x in d["fst"]], [x["mean"] for x in d["rl"]], +1)
+        out[k]["fst_minus_rl_mean"] = _paired([x["mean"] for x in d["fst"]],
+                                              [x["mean"] for x in d["rl"]], +1)
         out[k]["verdict"] = out[k]["fst_minus_rl_mean"]["verdict"]
     res["c6_continual"] = out
     if keys:
         rows = cont["rl"][keys[0]]
         bounds = np.cumsum([sum(r["task"] == name for r in rows) for name in CONTINUAL])[:-1]
         plot_bands(os.path.join(res["_out"], "continual.png"),
-                   {m: mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()}, "RL steps",
-                   "continual: " + " -> ".join(CONTINUAL), vlines=bounds)
+                   {m: mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()},
+                   "RL steps", "continual: " + " -> ".join(CONTINUAL), vlines=bounds)
         plots.append("continual.png")
 
 
 def leave_zero(rows):
-    """C8: the first step whose RL rollouts earned any reward (binary reward), or None (censored)."""
+    """C8: the first step whose RL rollouts earned any reward (binary reward), or None
+    (censored)."""
     return next((r["step"] for r in rows if r.get("reward", 0) > 0), None)
 
 
@@ -303,8 +321,9 @@ def reflector_sweep(root, seeds, res, hit_rates):
             keys = [r for r in reps if r in rl and r in fst]
             if not keys:
                 continue
-            out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name), "c1": c1(rl, fst, keys),
-                            "c3": c3(rl, fst, keys, None, "kl"), "n": len(keys)}
+            out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name),
+                            "c1": c1(rl, fst, keys), "c3": c3(rl, fst, keys, None, "kl"),
+                            "n": len(keys)}
             out[name][t]["c1"].pop("per_replicate")
     res["reflector_sweep"] = {k: v for k, v in out.items() if v}
 
@@ -313,8 +332,8 @@ def reflector_sweep(root, seeds, res, hit_rates):
 # the report
 
 def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_rates=None):
-    """Compute C1-C8 from the runs under `root` (bases 0..bases-1 x seeds 0..seeds-1) on `device`; write
-    results.json, report.md and PNG plots to `out` (default root)."""
+    """Compute C1-C8 from the runs under `root` (bases 0..bases-1 x seeds 0..seeds-1) on `device`;
+    write results.json, report.md and PNG plots to `out` (default root)."""
     out = out or root
     os.makedirs(out, exist_ok=True)
     reps = [(b, s) for b in range(bases) for s in range(seeds)]
@@ -326,8 +345,10 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
     enc = tasks.tokenizer_from_state(extra["tokenizer"])
     res = {"preset": preset["name"], "bases": list(range(bases)), "seeds": list(range(seeds)),
            "replicates": len(reps), "wall_s": suite_wall_s, "_out": out,
-           "base_quality": {b: {"general_acc": m["general_acc"], "min_op_acc": min(m["acc_by_op"].values()),
-                                "acc_by_op": m["acc_by_op"], "wall_s": m["wall_s"]} for b, m in metrics.items()},
+           "base_quality": {b: {"general_acc": m["general_acc"],
+                                "min_op_acc": min(m["acc_by_op"].values()),
+                                "acc_by_op": m["acc_by_op"], "wall_s": m["wall_s"]}
+                            for b, m in metrics.items()},
            "runs": {}, "controls": {}, "c1_sample_efficiency": {}, "c2_asymptote": {},
            "c3_kl_at_matched_reward": {}, "c4_forgetting": {}, "c7_channels": {}}
     plots = []
@@ -381,7 +402,8 @@ def _plot_kl(path, series, task):
     for m, curves in series.items():
         color = None
         for i, (acc, kl) in enumerate(curves):
-            line, = ax.plot(acc, kl, marker="o", ms=2, lw=0.6, color=color, label=m if i == 0 else None)
+            line, = ax.plot(acc, kl, marker="o", ms=2, lw=0.6, color=color,
+                            label=m if i == 0 else None)
             color = line.get_color()
     ax.set(xlabel="val exact match", ylabel="KL(pi_theta || pi_base) per token")
     _finish_plot(fig, ax, path, f"{task}: drift from the base vs accuracy")
@@ -419,44 +441,47 @@ def _ratio(d):
 def render_report(res, plots):
     n = res["replicates"]
     L = [f"# fastslow report: preset `{res['preset']}`", "",
-         f"Bases (pretraining seeds) {res['bases']} x run seeds {res['seeds']} = {n} replicates; wall time "
-         f"{res['wall_s']:.0f} s (pretraining and every run, each on its own clock, summed). Accuracy = exact "
-         "match on the 256-problem val split at the training temperature, with each method's deployed prompt. "
-         "Values: mean [95% bootstrap interval] over replicates. Verdict: `reproduced` when the interval "
-         "excludes no effect in the paper's direction, `not reproduced` when it excludes it the other way, "
-         "else `inconclusive`.", "", "## Bases", "", "| base | general acc | weakest op | wall s |",
+         f"Bases (pretraining seeds) {res['bases']} x run seeds {res['seeds']} = {n} replicates; "
+         f"wall time {res['wall_s']:.0f} s (pretraining and every run, each on its own clock, "
+         "summed). Accuracy = exact match on the 256-problem val split at the training "
+         "temperature, with each method's deployed prompt. Values: mean [95% bootstrap interval] "
+         "over replicates. Verdict: `reproduced` when the interval excludes no effect in the "
+         "paper's direction, `not reproduced` when it excludes it the other way, else "
+         "`inconclusive`.", "", "## Bases", "", "| base | general acc | weakest op | wall s |",
          "|---|---|---|---|"]
     for b, q in res["base_quality"].items():
         L.append(f"| {b} | {q['general_acc']:.3f} | {q['min_op_acc']:.3f} | {q['wall_s']:.0f} |")
-    L += ["", "## Claims", "", "| claim | task | measure | value | verdict |", "|---|---|---|---|---|"]
+    L += ["", "## Claims", "", "| claim | task | measure | value | verdict |",
+          "|---|---|---|---|---|"]
     for t, d in res["c1_sample_efficiency"].items():
         for axis, label in (("ratio", "steps"), ("ratio_rollouts", "rollouts")):
             s = d[axis]
-            L.append(f"| C1 faster | {t} | RL {label} to its running peak / FST {label} to reach it | "
-                     f"{s['text']} | {s['verdict']} |")
+            L.append(f"| C1 faster | {t} | RL {label} to its running peak / FST {label} to reach "
+                     f"it | {s['text']} | {s['verdict']} |")
     for t, d in res["c2_asymptote"].items():
         if d:
-            L.append(f"| C2 higher ceiling | {t} | A(FST) - A(RL) (A: {d['rl']['A']:.2f} vs {d['fst']['A']:.2f}) "
-                     f"| {_m(d['fst_minus_rl'])} | {d['verdict']} |")
+            L.append(f"| C2 higher ceiling | {t} | A(FST) - A(RL) (A: {d['rl']['A']:.2f} vs "
+                     f"{d['fst']['A']:.2f}) | {_m(d['fst_minus_rl'])} | {d['verdict']} |")
     for t, d in res["c3_kl_at_matched_reward"].items():
         for k, label in (("kl", "deployed prompts"), ("kl_common", "common seed prompt")):
             v = d[k]
             if v.get("n", 1):
-                L.append(f"| C3 less drift | {t} | KL ratio FST/RL at matched reward {_m(v['reward'], 2)}, "
-                         f"{label} ({v['above_floor']} of {v['ratio']['n']} above the context-only "
-                         f"ceiling) | {_ratio(v['ratio'])} | {v['verdict']} |")
+                L.append(f"| C3 less drift | {t} | KL ratio FST/RL at matched reward "
+                         f"{_m(v['reward'], 2)}, {label} ({v['above_floor']} of "
+                         f"{v['ratio']['n']} above the context-only ceiling) | "
+                         f"{_ratio(v['ratio'])} | {v['verdict']} |")
     for t, d in res["c4_forgetting"].items():
         v = d["fst_minus_rl_general"]
-        L.append(f"| C4 forgets less | {t} | general acc FST - RL (base {_m(d['base']['general_acc'])}) | "
-                 f"{_m(v)} | {v['verdict']} |")
+        L.append(f"| C4 forgets less | {t} | general acc FST - RL "
+                 f"(base {_m(d['base']['general_acc'])}) | {_m(v)} | {v['verdict']} |")
     p = res["c5_plasticity"]
     if "verdict" in p:
         L.append(f"| C5 stays plastic | {p['task']} | area, RL from FST-init - from RL-init | "
                  f"{_m(p['fst_minus_rl_auc'])} | {p['verdict']} |")
     for k, d in res["c6_continual"].items():
         if not k.startswith("stage1"):
-            L.append(f"| C6 keeps learning | {k} | mean val acc FST - RL | {_m(d['fst_minus_rl_mean'])} | "
-                     f"{d['verdict']} |")
+            L.append(f"| C6 keeps learning | {k} | mean val acc FST - RL | "
+                     f"{_m(d['fst_minus_rl_mean'])} | {d['verdict']} |")
     for t, d in res["c7_channels"].items():
         L.append(f"| C7 channels | {t} | weights' gain (FST weights vs base, FST prompt) | "
                  f"{_m(d['weights_gain'])} | {d['weights_gain']['verdict']} |")
@@ -468,38 +493,46 @@ def render_report(res, plots):
                  f"{_m(e['rl']['steps_to_leave_zero'], 0)}, {e['rl']['censored']} never; FST "
                  f"{_m(e['fst']['steps_to_leave_zero'], 0)}, {e['fst']['censored']} never) | "
                  f"{_m(e['rl_minus_fst_steps'], 1)} | {e['verdict']} |")
-    L += ["", "## Runs and controls (final val acc; FST minus the control, paired by replicate)", "",
+    L += ["", "## Runs and controls (final val acc; FST minus the control, paired by replicate)",
+          "",
           "Gain = final minus step-0 val accuracy; its minimum over replicates shows whether every "
           "replicate learned (the fair-test bar for RL only: >= 0.3).", "",
-          "| task | method | final val acc | gain (min) | FST - it | verdict (FST higher) | rollouts | "
-          "wall s |", "|---|---|---|---|---|---|---|---|"]
+          "| task | method | final val acc | gain (min) | FST - it | verdict (FST higher) | "
+          "rollouts | wall s |", "|---|---|---|---|---|---|---|---|"]
     for t, d in res["runs"].items():
         for m, v in d.items():
             c = res["controls"][t].get(m)
             diff = (_m(c["fst_minus_this"]), c["fst_minus_this"]["verdict"]) if c else ("", "")
-            L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(v['gain'], 2)} ({_m(v['min_gain'], 2)})"
-                     f" | {diff[0]} | {diff[1]} | {_m(v['rollouts'], 0)} | {_m(v['wall_s'], 0)} |")
+            L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(v['gain'], 2)} "
+                     f"({_m(v['min_gain'], 2)}) | {diff[0]} | {diff[1]} | "
+                     f"{_m(v['rollouts'], 0)} | {_m(v['wall_s'], 0)} |")
     L += ["", "## C7: {base, FST weights} x {seed, FST prompt}", "",
-          "| task | base + seed | base + FST prompt | FST weights + seed | FST weights + FST prompt |",
+          "| task | base + seed | base + FST prompt | FST weights + seed | "
+          "FST weights + FST prompt |",
           "|---|---|---|---|---|"]
     for t, d in res["c7_channels"].items():
-        L.append(f"| {t} | {_m(d['base_weights']['seed_prompt'])} | {_m(d['base_weights']['fst_prompt'])} | "
+        L.append(f"| {t} | {_m(d['base_weights']['seed_prompt'])} | "
+                 f"{_m(d['base_weights']['fst_prompt'])} | "
                  f"{_m(d['fst_weights']['seed_prompt'])} | {_m(d['fst_weights']['fst_prompt'])} |")
     if res.get("reflector_sweep"):
-        L += ["", "## Reflector sweep (first base): how much of FST's gain depends on the reflector", "",
+        L += ["",
+              "## Reflector sweep (first base): how much of FST's gain depends on the reflector",
+              "",
               "| reflector | task | first-proposal hit rate | C1 ratio (steps) | C3 KL ratio | n |",
               "|---|---|---|---|---|---|"]
         for name, d in res["reflector_sweep"].items():
             for t, v in d.items():
-                L.append(f"| {name} | {t} | {_m(v['first_hit_rate'], 2)} | {v['c1']['ratio']['text']} | "
-                         f"{_ratio(v['c3'].get('ratio'))} | {v['n']} |")
+                L.append(f"| {name} | {t} | {_m(v['first_hit_rate'], 2)} | "
+                         f"{v['c1']['ratio']['text']} | {_ratio(v['c3'].get('ratio'))} | "
+                         f"{v['n']} |")
     L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(L) + "\n"
 
 
 def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), trials=100):
-    """First-proposal hit rate of each reflector on each suite task (and the probe's), with the first
-    base's own greedy outputs as the records: {task: {reflector: rate}} (reflectors.first_hit_rate)."""
+    """First-proposal hit rate of each reflector on each suite task (and the probe's), with the
+    first base's own greedy outputs as the records: {task: {reflector: rate}}
+    (reflectors.first_hit_rate)."""
     import reflectors
     from episodes import greedy_evaluate
     base, extra = load_checkpoint(os.path.join(base_root(root, 0), "base", "model.pt"), device)
@@ -509,27 +542,32 @@ def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), tr
     out = {}
     for name in SUITE_TASKS + [PLASTICITY_TASK, EXPLORATION_TASK]:
         task = tasks.make_task(name, n_pareto=preset["n_pareto"], n_val=preset["n_val"])
-        out[name] = {r: reflectors.first_hit_rate(reflectors.make_reflector(r, preset["context_tokens"], count),
-                                                  task, evaluate, trials=trials) for r in names}
+        out[name] = {r: reflectors.first_hit_rate(
+                         reflectors.make_reflector(r, preset["context_tokens"], count),
+                         task, evaluate, trials=trials)
+                     for r in names}
     return out
 
 
 @exit_on_user_error
 def main(argv=None):
     import torch
-    ap = CLIParser(prog="report.py", description="rebuild report.md, plots and results.json from existing runs")
+    ap = CLIParser(prog="report.py",
+                   description="rebuild report.md, plots and results.json from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
     ap.add_argument("--bases", type=positive(int), default=1)
     ap.add_argument("--seeds", type=positive(int), default=1)
     ap.add_argument("--out", default=None, help="write the report here (default runs/<preset>)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--hit-rates", action="store_true",
-                    help="only: each reflector's first-proposal hit rate (-> runs/<preset>/hit_rates.json)")
+                    help="only: each reflector's first-proposal hit rate "
+                         "(-> runs/<preset>/hit_rates.json)")
     args = ap.parse_args(argv)
     root = os.path.join("runs", args.preset)
     if not os.path.exists(os.path.join(base_root(root, 0), "base", "model.pt")):
         raise UserError(f"no runs under {root}; run `python train.py --preset {args.preset}` first")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = (("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
+              else args.device)
     if args.hit_rates:
         rates = reflector_hit_rates(root, device)
         write_atomic(os.path.join(root, "hit_rates.json"), json.dumps(rates, indent=1))

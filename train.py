@@ -1,36 +1,44 @@
-"""
+r"""
 train.py: the training side of fastslow: pretraining, the FST loop and its baselines, the suite.
 
-    python train.py                                          # the whole reproduction (see README), then the report
-    python train.py pretrain --preset tiny --seed 0          # a base -> runs/tiny/b0/base/{model.pt,metrics.json}
+    # the whole reproduction (see README), then the report
+    python train.py
+    # a base -> runs/tiny/b0/base/{model.pt,metrics.json}
+    python train.py pretrain --preset tiny --seed 0
     python train.py run --method rl|context|fst --task hidden-rule [--steps N --seed S --out DIR]
-    python train.py run --method fst --schedule 'hidden-rule@150;cipher@150'      # task switches, untold
-    python train.py run --method rl --task hidden-rule-2 --init runs/tiny/b0/hidden-rule/fst/s0/model.pt
-    python train.py --bases 3 --seeds 3 --sweep --jobs 1     # the grid: 3 bases x 3 run seeds, one report
-    python train.py run --method fst --task cipher --resume                   # continue an interrupted run
+    # task switches, untold
+    python train.py run --method fst --schedule 'hidden-rule@150;cipher@150'
+    python train.py run --method rl --task hidden-rule-2 \
+        --init runs/tiny/b0/hidden-rule/fst/s0/model.pt
+    # the grid: 3 bases x 3 run seeds, one report
+    python train.py --bases 3 --seeds 3 --sweep --jobs 1
+    # continue an interrupted run
+    python train.py run --method fst --task cipher --resume
 
 Pretraining and the bookkeeping runs share with it (checkpoints, guarded steps) live in pretrain.py.
 
-The FST step (`fst_step`, one screen) is the whole method; `rl`, `context` and the controls `instructed`
-and `sequential` are the same step with switches (METHODS):
+The FST step (`fst_step`, one screen) is the whole method; `rl`, `context` and the controls
+`instructed` and `sequential` are the same step with switches (METHODS):
   1. every T steps, a GEPA round with the current weights (fast_context.run_round)
-  2. m prompts per problem drawn from GEPA's frontier, weighted by the instances each covers (draw_prompts)
+  2. m prompts per problem drawn from GEPA's frontier, weighted by the instances each covers
+     (draw_prompts)
   3. the problem's G rollouts split over its prompts, sampled and scored (episodes.sample_rollouts)
   4. ONE advantage baseline per problem across all its rollouts, whatever prompt they used
      (rl.group_advantages)
   5. the CISPO update over minibatches, each rollout conditioned on the prompt it actually used, old
      log-probs from the sampler (update_policy)
 Evaluation deploys the frontier prompt with the best D_p mean. Every run logs one JSON line per step
-(log.jsonl), a summary.json and its final model.pt. `rollouts` counts every generated rollout, GEPA's
-evaluations included (evaluation on val is not counted).
+(log.jsonl), a summary.json and its final model.pt. `rollouts` counts every generated rollout,
+GEPA's evaluations included (evaluation on val is not counted).
 
-Runs survive interruption (`Ledger`, shared by pretraining and runs): every `ckpt_every` steps and at the
-end, ckpt.pt (weights, optimizer, RNG states, step, rollouts, GEPA state, log position) is written
-atomically. `--resume` continues from it; every random draw comes from a seeded stream that is saved or
-is a function of the step, so a resumed run logs exactly what an uninterrupted one would. A non-finite
-loss or gradient skips the optimizer step (logged, counted); `max_bad_steps` in a row stop the run.
-Library functions raise cli.UserError for a user's mistake (flag, task spec, schedule, checkpoint, a
-folder holding another run), before any file is written; `main` prints it as one line, exit code 2.
+Runs survive interruption (`Ledger`, shared by pretraining and runs): every `ckpt_every` steps and
+at the end, ckpt.pt (weights, optimizer, RNG states, step, rollouts, GEPA state, log position) is
+written atomically. `--resume` continues from it; every random draw comes from a seeded stream that
+is saved or is a function of the step, so a resumed run logs exactly what an uninterrupted one
+would. A non-finite loss or gradient skips the optimizer step (logged, counted); `max_bad_steps` in
+a row stop the run. Library functions raise cli.UserError for a user's mistake (flag, task spec,
+schedule, checkpoint, a folder holding another run), before any file is written; `main` prints it
+as one line, exit code 2.
 
 Presets are dataclass instances in PRESETS: every number a run depends on is there.
 """
@@ -78,9 +86,12 @@ class Preset:
     pretrain_betas: tuple = (0.9, 0.95)
     pretrain_eval_every: int = 100000  # no mid-run eval: it costs wall time the budget lacks
     pack: int = 10                # problems drawn per pretraining row (they share one context) ...
-    row_tokens: int = 78          # ... of which a row keeps as many as fit this many tokens (tasks.pretrain_row)
-    calibration: float = 0.05     # share of rows whose context is the seed prompt over a random rule
-    batch_workers: int = 0        # host processes building pretraining batches ahead (0: in the loop)
+    row_tokens: int = 78          # ... of which a row keeps as many as fit this many tokens
+                                  # (tasks.pretrain_row)
+    calibration: float = 0.05     # share of rows whose context is the seed prompt
+                                  # over a random rule
+    batch_workers: int = 0        # host processes building pretraining batches ahead
+                                  # (0: in the loop)
     threads: int = 2
     # RL (slow weights)
     steps: int = 150              # RL steps per run (per stage for schedules)
@@ -92,15 +103,19 @@ class Preset:
     temperature: float = 1.0
     max_new_tokens: int = 12
     inner_steps: int = 1          # passes over one batch of rollouts
-    minibatches: int = 2          # optimizer steps per pass (row chunks): from the 2nd one, ratio != 1
+    minibatches: int = 2          # optimizer steps per pass (row chunks):
+                                  # from the 2nd one, ratio != 1
     loss_type: str = "cispo"
     adv_scale: str = "group"
-    beta: float = 0.0             # optional k3 KL penalty to the initial weights (0: measured, not optimized)
+    beta: float = 0.0             # optional k3 KL penalty to the initial weights
+                                  # (0: measured, not optimized)
     eval_every: int = 5
-    eval_samples: int = 2         # mean@2 on the val split (greedy exact match at the last eval only)
+    eval_samples: int = 2         # mean@2 on the val split
+                                  # (greedy exact match at the last eval only)
     kl_every: int = 25            # KL to the base every kl_every steps and at the end, on ...
     kl_problems: int = 128        # ... the first kl_problems val problems ...
-    kl_samples: int = 4           # ... x kl_samples completions, under the deployed and the seed prompt
+    kl_samples: int = 4           # ... x kl_samples completions, under the deployed
+                                  # and the seed prompt
     # GEPA (fast weights)
     gepa_every: int = 6           # T: a GEPA round every T RL steps
     gepa_proposals: int = 4       # K proposals per round
@@ -110,15 +125,19 @@ class Preset:
     context_budget: int = 600     # rollouts for the context-only baseline
     n_val: int = 256              # val problems per task
     n_pareto: int = 16            # |D_p|, GEPA's Pareto set
-    window: int = 64              # schedules: GEPA's data is the last `window` problems of the stream
-    continual_steps: int = 100    # steps per stage of the suite's continual schedule (not a multiple of T)
-    # random streams: pretraining batch = f(seed * data_seed_stride + step), rollouts of a step likewise
+    window: int = 64              # schedules: GEPA's data is the last `window` problems
+                                  # of the stream
+    continual_steps: int = 100    # steps per stage of the suite's continual schedule
+                                  # (not a multiple of T)
+    # random streams: pretraining batch = f(seed * data_seed_stride + step),
+    # rollouts of a step likewise
     data_seed_stride: int = 1_000_003
     rollout_seed_stride: int = 100_003
     # reliability
     ckpt_every: int = 25          # run checkpoint (ckpt.pt) every N steps and at the end
     pretrain_ckpt_every: int = 200
-    max_bad_steps: int = 5        # this many skipped (non-finite) optimizer steps in a row stop the run
+    max_bad_steps: int = 5        # this many skipped (non-finite) optimizer steps in a row
+                                  # stop the run
 
 
 PRESETS = {
@@ -128,19 +147,25 @@ PRESETS = {
     # micro: the end-to-end smoke test's preset (seconds, not minutes; its numbers mean nothing)
     "micro": Preset("micro", n_layer=2, n_head=2, n_embd=64, pretrain_steps=30, pretrain_batch=16,
                     pretrain_eval_every=1000, steps=4, batch_problems=4, group_size=4, eval_every=2,
-                    kl_every=2, gepa_every=2, gepa_proposals=2, context_budget=60, n_val=8, n_pareto=4,
-                    window=8, continual_steps=3, max_new_tokens=8),
+                    kl_every=2, gepa_every=2, gepa_proposals=2, context_budget=60, n_val=8,
+                    n_pareto=4, window=8, continual_steps=3, max_new_tokens=8),
 }
-# the methods, as switches of the one FST step: a frontier of prompts in the RL groups (uses_context), GEPA
-# rounds interleaved with RL (gepa_rounds), RL updates (trains_weights), the task's true instruction as the
-# fixed prompt (instructed). sequential = GEPA on the frozen base to its budget first, then RL over that
-# frozen frontier (as in BetterTogether); instructed = RL with the fast channel's ceiling handed over free.
+# the methods, as switches of the one FST step: a frontier of prompts in the RL groups
+# (uses_context), GEPA rounds interleaved with RL (gepa_rounds), RL updates (trains_weights), the
+# task's true instruction as the fixed prompt (instructed). sequential = GEPA on the frozen base to
+# its budget first, then RL over that frozen frontier (as in BetterTogether); instructed = RL with
+# the fast channel's ceiling handed over free.
 METHODS = {
-    "rl":         dict(uses_context=False, gepa_rounds=False, trains_weights=True, instructed=False),
-    "context":    dict(uses_context=True, gepa_rounds=True, trains_weights=False, instructed=False),
-    "fst":        dict(uses_context=True, gepa_rounds=True, trains_weights=True, instructed=False),
-    "instructed": dict(uses_context=False, gepa_rounds=False, trains_weights=True, instructed=True),
-    "sequential": dict(uses_context=True, gepa_rounds=False, trains_weights=True, instructed=False),
+    "rl":
+        dict(uses_context=False, gepa_rounds=False, trains_weights=True, instructed=False),
+    "context":
+        dict(uses_context=True, gepa_rounds=True, trains_weights=False, instructed=False),
+    "fst":
+        dict(uses_context=True, gepa_rounds=True, trains_weights=True, instructed=False),
+    "instructed":
+        dict(uses_context=False, gepa_rounds=False, trains_weights=True, instructed=True),
+    "sequential":
+        dict(uses_context=True, gepa_rounds=False, trains_weights=True, instructed=False),
 }
 
 
@@ -149,12 +174,14 @@ def pick_device(flag):
 
 
 def setup_device(device):
-    """Numerics of a CUDA run, set once per process before any work: deterministic kernels (so a resumed
-    run logs what an uninterrupted one would; the cuBLAS workspace setting must precede the first matmul),
-    TF32 matmuls (10-bit mantissa inputs, fp32 accumulation). CPU runs are deterministic already. -> device"""
+    """Numerics of a CUDA run, set once per process before any work: deterministic kernels (so a
+    resumed run logs what an uninterrupted one would; the cuBLAS workspace setting must precede the
+    first matmul), TF32 matmuls (10-bit mantissa inputs, fp32 accumulation). CPU runs are
+    deterministic already. -> device"""
     if device == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)  # warn, never crash, where no such kernel exists
+        # warn, never crash, where no such kernel exists
+        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -163,8 +190,8 @@ def setup_device(device):
 
 # -----------------------------------------------------------------------------
 # the FST loop and its baselines: one step function, three methods
-#   rl       seed prompt only, weights trained            (no GEPA rounds)
-#   context  GEPA on the frozen weights                   (no weight updates; a step = one GEPA round)
+#   rl       seed prompt only, weights trained  (no GEPA rounds)
+#   context  GEPA on the frozen weights         (no weight updates; a step = one GEPA round)
 #   fst      both: a GEPA round every T steps, RL groups drawn over the frontier prompts
 
 def make_policy(model, enc, preset):
@@ -178,13 +205,15 @@ class RunState:
     model: GPT
     enc: object                # the tokenizer
     opt: torch.optim.Optimizer
-    ref: object                # the KL-penalty reference (initial weights) when preset.beta > 0, else None
+    ref: object                # the KL-penalty reference (initial weights) when preset.beta > 0,
+                               # else None
     rng: random.Random         # problem and prompt draws
     seed: int
     uses_context: bool         # a frontier of prompts (fast weights) in the RL groups
     gepa_rounds: bool          # GEPA rounds with the current weights (every T steps, or every step)
     trains_weights: bool       # RL updates (slow weights)
-    instructed: bool           # the fixed prompt is the task's true instruction, not its seed prompt
+    instructed: bool           # the fixed prompt is the task's true instruction,
+                               # not its seed prompt
     policy: object             # make_policy(...): GEPA's evaluate
     reflect: object            # the reflector (fast_context's reflection step)
     gepa: object               # fast_context.GEPAState, or None for rl
@@ -194,7 +223,8 @@ class RunState:
 
 
 def gepa_round(s, preset, rescore):
-    """Fast weights: one GEPA round of K proposals, evaluated with the current policy -> log fields."""
+    """Fast weights: one GEPA round of K proposals, evaluated with the current policy
+    -> log fields."""
     s.model.eval()
     r = fc.run_round(s.gepa, s.policy, preset.gepa_proposals, s.reflect, rescore=rescore)
     row = dict(gepa_accepted=r["accepted"], frontier=r["frontier"], prompt=r["best_prompt"])
@@ -204,13 +234,15 @@ def gepa_round(s, preset, rescore):
 
 
 def fixed_prompt(s):
-    """The prompt of a method without fast weights: the seed prompt, or the true instruction (instructed)."""
+    """The prompt of a method without fast weights: the seed prompt, or the true instruction
+    (instructed)."""
     return s.task.instruction if s.instructed else s.task.seed_prompt
 
 
 def draw_prompts(s, problems, preset):
-    """m frontier prompts per problem, weighted by the instances each covers; the problem's G rollouts are
-    split among them. Without GEPA: the seed prompt, G rollouts. -> per prompt: contexts, sizes, problem ids."""
+    """m frontier prompts per problem, weighted by the instances each covers; the problem's G
+    rollouts are split among them. Without GEPA: the seed prompt, G rollouts. -> per prompt:
+    contexts, sizes, problem ids."""
     if s.gepa is None:
         n = len(problems)
         return [fixed_prompt(s)] * n, [preset.group_size] * n, list(range(n))
@@ -219,7 +251,8 @@ def draw_prompts(s, problems, preset):
     split = [preset.group_size // m + (j < preset.group_size % m) for j in range(m)]
     contexts, sizes, group = [], [], []
     for i in range(len(problems)):
-        for j, ctx in enumerate(s.rng.choices([p for p, _ in front], weights=[c for _, c in front], k=m)):
+        for j, ctx in enumerate(s.rng.choices([p for p, _ in front],
+                                              weights=[c for _, c in front], k=m)):
             contexts.append(ctx)
             sizes.append(split[j])
             group.append(i)
@@ -227,10 +260,11 @@ def draw_prompts(s, problems, preset):
 
 
 def update_policy(s, ro, adv, preset):
-    """Slow weights: the batch of rollouts is cut into preset.minibatches row chunks, one optimizer step each
-    (and preset.inner_steps passes over them). Each rollout is re-scored conditioned on the prompt it was
-    sampled with; the old log-probs are the sampler's, as an inference engine would return them, so from
-    the second optimizer step on the importance ratio differs from 1 and CISPO's cap can act. -> log fields."""
+    """Slow weights: the batch of rollouts is cut into preset.minibatches row chunks, one optimizer
+    step each (and preset.inner_steps passes over them). Each rollout is re-scored conditioned on
+    the prompt it was sampled with; the old log-probs are the sampler's, as an inference engine
+    would return them, so from the second optimizer step on the importance ratio differs from 1 and
+    CISPO's cap can act. -> log fields."""
     s.model.train()
     old_logp = ro.logp  # (R, L) the sampler's log-probs: the behaviour policy
     chunks = [idx.tolist() for idx in torch.arange(len(ro)).chunk(preset.minibatches)]
@@ -238,16 +272,21 @@ def update_policy(s, ro, adv, preset):
     for _ in range(preset.inner_steps):
         for rows in chunks:
             prompts, tokens, mask = [ro.prompts[r] for r in rows], ro.tokens[rows], ro.mask[rows]
-            logp = rollout.completion_logprobs(s.model, prompts, tokens, mask, preset.temperature)  # (r, L)
+            logp = rollout.completion_logprobs(s.model, prompts, tokens, mask,
+                                               preset.temperature)  # (r, L)
             if gap is None:  # sampler vs trainer, before any update: numerics only
                 gap = float(((logp.detach() - old_logp[rows]).abs() * mask).sum() / mask.sum())
             # token normalization once per optimizer step: this chunk's token count
             loss, m = rl.policy_loss(logp, old_logp[rows], adv[rows], mask, preset.loss_type)
             if s.ref is not None:
-                ref_logp = rollout.completion_logprobs(s.ref, prompts, tokens, mask, preset.temperature)
-                loss = loss + preset.beta * rl.masked_mean(rl.kl_k3(logp, ref_logp.detach(), mask), mask)
-            grad_norm, reason = guarded_step(s.model, s.opt, loss, preset.grad_clip)  # non-finite: skipped
-            stats.append((loss.item() if torch.isfinite(loss) else None, grad_norm, m))  # no NaN in JSON
+                ref_logp = rollout.completion_logprobs(s.ref, prompts, tokens, mask,
+                                                       preset.temperature)
+                loss = loss + preset.beta * rl.masked_mean(
+                    rl.kl_k3(logp, ref_logp.detach(), mask), mask)
+            # non-finite: skipped
+            grad_norm, reason = guarded_step(s.model, s.opt, loss, preset.grad_clip)
+            # no NaN in JSON
+            stats.append((loss.item() if torch.isfinite(loss) else None, grad_norm, m))
             if reason:
                 break
         if reason:
@@ -257,9 +296,11 @@ def update_policy(s, ro, adv, preset):
     row = {"skipped": reason} if reason else {}
     row.update(reward=float(rewards.mean()), loss=mean([l for l, _, _ in stats]),
                clip_frac=mean([m["clip_frac"] for _, _, m in stats]),
-               capped_frac=mean([m["clip_high_frac"] for _, _, m in stats]),  # CISPO: weight hit the cap
+               # CISPO: weight hit the cap
+               capped_frac=mean([m["clip_high_frac"] for _, _, m in stats]),
                ratio_mean=mean([m["ratio_mean"] for _, _, m in stats]),
-               entropy=float(-(ro.logp * mask).sum() / mask.sum()), grad_norm=mean([g for _, g, _ in stats]),
+               entropy=float(-(ro.logp * mask).sum() / mask.sum()),
+               grad_norm=mean([g for _, g, _ in stats]),
                zero_std=rl.zero_std_fraction(rewards, group), logp_gap=gap)
     return row
 
@@ -267,8 +308,10 @@ def update_policy(s, ro, adv, preset):
 def fst_step(s, step, preset):
     """One step of Fast-Slow Training -> log fields."""
     row = {}
-    problems = s.rng.sample(s.task.train, preset.batch_problems)  # this step's slice of the data stream
-    # 1. fast weights: a GEPA round with the current policy (every T steps; every step for context-only)
+    # this step's slice of the data stream
+    problems = s.rng.sample(s.task.train, preset.batch_problems)
+    # 1. fast weights: a GEPA round with the current policy (every T steps; every step for
+    #    context-only)
     if s.gepa_rounds and (not s.trains_weights or step % preset.gepa_every == 0):
         slid = step > 0 and slide_window(s, preset)
         row.update(gepa_round(s, preset, rescore=step > 0 and (s.trains_weights or slid)))
@@ -280,12 +323,13 @@ def fst_step(s, step, preset):
     s.model.train()
     contexts, sizes, group = draw_prompts(s, problems, preset)
     # 3. sample the groups: G rollouts per problem, split over its prompts, scored by the verifier
-    ro = sample_rollouts(s.model, s.enc, contexts, [problems[i] for i in group], sizes, preset.temperature,
-                         seed=s.seed * preset.rollout_seed_stride + step,
+    ro = sample_rollouts(s.model, s.enc, contexts, [problems[i] for i in group], sizes,
+                         preset.temperature, seed=s.seed * preset.rollout_seed_stride + step,
                          max_new_tokens=preset.max_new_tokens, group=group)
     s.rl_rollouts += len(ro)
     # 4. one advantage baseline per problem, across all its rollouts whatever prompt they used
-    adv = rl.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group), scale=preset.adv_scale)
+    adv = rl.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group),
+                              scale=preset.adv_scale)
     # 5. the update, each rollout conditioned on the prompt it actually used
     row.update(update_policy(s, ro, adv.to(ro.mask.device), preset))
     return row
@@ -303,15 +347,17 @@ def slide_window(s, preset):
 
 
 def evaluate_step(s, base_model, preset, step, last, row):
-    """Val accuracy with the deployed prompt every eval_every steps and at the end (greedy exact match at
-    the end only); at every kl_every-th of those steps and at the end, KL to the base under the deployed
-    prompt and under the task's seed prompt, which every method shares (`kl_common`)."""
+    """Val accuracy with the deployed prompt every eval_every steps and at the end (greedy exact
+    match at the end only); at every kl_every-th of those steps and at the end, KL to the base under
+    the deployed prompt and under the task's seed prompt, which every method shares
+    (`kl_common`)."""
     if not (step % preset.eval_every == 0 or last):
         return
     deployed = fc.best_prompt(s.gepa) if s.gepa is not None else fixed_prompt(s)
     val = s.task.val
-    acc, greedy = ev.task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples, preset.temperature,
-                                   seed=step, max_new_tokens=preset.max_new_tokens, greedy=last)
+    acc, greedy = ev.task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples,
+                                   preset.temperature, seed=step,
+                                   max_new_tokens=preset.max_new_tokens, greedy=last)
     row.update(val_acc=acc, prompt=deployed)
     if last:
         row["val_greedy"] = greedy
@@ -334,53 +380,61 @@ def problems_from(state):
 
 
 def holds_run(out_dir):
-    return any(os.path.exists(os.path.join(out_dir, f)) for f in ("log.jsonl", "ckpt.pt", "summary.json", "model.pt"))
+    return any(os.path.exists(os.path.join(out_dir, f))
+               for f in ("log.jsonl", "ckpt.pt", "summary.json", "model.pt"))
 
 
 def finished_summary(out_dir, settings, resume, log):
-    """Check the output folder before any file is touched. -> the summary of a finished run to resume, or
-    None (start or continue); UserError when the folder holds another run."""
+    """Check the output folder before any file is touched. -> the summary of a finished run to
+    resume, or None (start or continue); UserError when the folder holds another run."""
     summary_path = os.path.join(out_dir, "summary.json")
-    if resume and os.path.exists(summary_path) and not os.path.exists(os.path.join(out_dir, "ckpt.pt")):
+    if (resume and os.path.exists(summary_path)
+            and not os.path.exists(os.path.join(out_dir, "ckpt.pt"))):
         with open(summary_path) as f:
             summary = json.load(f)
         if summary.get("settings") != settings:
-            raise UserError(f"{out_dir} holds a finished run with other settings; delete that folder or write "
-                            "elsewhere (--out)")
+            raise UserError(f"{out_dir} holds a finished run with other settings; delete that "
+                            "folder or write elsewhere (--out)")
         log(f"{out_dir}: finished earlier, nothing to resume")
         return summary
     if not resume and holds_run(out_dir):
-        raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or pass a new --out")
+        raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or pass a "
+                        "new --out")
     return None
 
 
-def start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger, windowed=False):
-    """Models, optimizer, reflector and GEPA state of a run, restored from ledger.saved when resuming.
-    -> (RunState, base model, log rows so far, done flag)."""
+def start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger,
+              windowed=False):
+    """Models, optimizer, reflector and GEPA state of a run, restored from ledger.saved when
+    resuming. -> (RunState, base model, log rows so far, done flag)."""
     model, enc = load_base(init, pick_device(device))
     base_model, base_enc = load_base(base, model.wte.weight.device) if base and base != init \
         else (copy.deepcopy(model), enc)
     if tasks.tokenizer_state(base_enc) != tasks.tokenizer_state(enc) or base_model.cfg != model.cfg:
-        raise UserError(f"{init} and the base {base} differ in tokenizer or model shape; KL needs the base "
-                        "this run started from")
+        raise UserError(f"{init} and the base {base} differ in tokenizer or model shape; KL needs "
+                        "the base this run started from")
     torch.manual_seed(seed)
     flags = METHODS[method]
     opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=preset.betas, weight_decay=0.0,
                             fused=model.wte.weight.is_cuda)
     count_tokens = lambda text: len(enc.encode_ordinary(text))
-    s = RunState(model=model, enc=enc, opt=opt, ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
+    s = RunState(model=model, enc=enc, opt=opt,
+                 ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
                  rng=random.Random(seed), seed=seed, **flags,
                  policy=make_policy(model, enc, preset), gepa=None, task=task,
-                 reflect=reflectors.make_reflector(reflector, preset.context_tokens, count_tokens, **(llm or {})))
+                 reflect=reflectors.make_reflector(reflector, preset.context_tokens, count_tokens,
+                                                   **(llm or {})))
     ck, rows, done = ledger.saved, [], False
-    if ck is not None:  # resume: weights, optimizer, RNG streams, counters, GEPA state, the log so far
+    # resume: weights, optimizer, RNG streams, counters, GEPA state, the log so far
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         s.rng.setstate((ck["rng"][0], tuple(ck["rng"][1]), ck["rng"][2]))
         torch.set_rng_state(ck["torch_rng"])
         s.rl_rollouts, done = ck["rl_rollouts"], ck["done"]
         with open(os.path.join(os.path.dirname(ledger.path), "log.jsonl")) as f:
-            rows = [json.loads(line) for line in f.read().splitlines()[:ck["log_rows"]]]  # drop later rows
+            # drop later rows
+            rows = [json.loads(line) for line in f.read().splitlines()[:ck["log_rows"]]]
     if windowed:  # a schedule: GEPA's data follows the stream (slide_window)
         s.window = []
     if ck is not None and ck["window"] is not None:
@@ -391,49 +445,57 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
         s.gepa = fc.load_state_dict(ck["gepa"], pareto, train, count_tokens)
     elif flags["uses_context"]:
         s.gepa = fc.init_state(s.task.seed_prompt, s.task.pareto, s.task.train, s.policy, seed=seed,
-                               minibatch_size=preset.minibatch, max_context_tokens=preset.context_tokens,
-                               count_tokens=count_tokens)
-        if not flags["gepa_rounds"]:  # sequential: GEPA on the frozen base to its budget, before any RL
+                               minibatch_size=preset.minibatch,
+                               max_context_tokens=preset.context_tokens, count_tokens=count_tokens)
+        # sequential: GEPA on the frozen base to its budget, before any RL
+        if not flags["gepa_rounds"]:
             fc.optimize(s.gepa, s.policy, s.reflect, preset.context_budget)
     base_model.eval()
     return s, base_model, rows, done
 
 
-def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=None, device="auto", log=print,
-        resume=False, llm=None):
+def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=None, device="auto",
+        log=print, resume=False, llm=None):
     """One training run from checkpoint `init`; writes out_dir/log.jsonl, summary.json and model.pt.
-    `base` (default: init) is the model KL(pi_theta || pi_base) is measured against. resume=True continues
-    from out_dir/ckpt.pt, or returns the summary of a run that already finished. -> summary dict."""
-    settings = settings_of(preset, method=method, schedule=[[t, n] for t, n in schedule], seed=seed, init=init,
-                           base=base or init, reflector=reflector)
+    `base` (default: init) is the model KL(pi_theta || pi_base) is measured against. resume=True
+    continues from out_dir/ckpt.pt, or returns the summary of a run that already finished.
+    -> summary dict."""
+    settings = settings_of(preset, method=method, schedule=[[t, n] for t, n in schedule], seed=seed,
+                           init=init, base=base or init, reflector=reflector)
     summary = finished_summary(out_dir, settings, resume, log)
     if summary is not None:
         return summary
     ledger = Ledger(out_dir, "fastslow-run-1", settings, resume, preset.max_bad_steps)
     if resume and ledger.saved is None and holds_run(out_dir):  # killed before its first checkpoint
         log(f"{out_dir}: no checkpoint to resume from, starting from step 0")
-    stages = [(tasks.make_task(spec, n_pareto=preset.n_pareto, n_val=preset.n_val), n) for spec, n in schedule]
-    stage_at = [k for k, (_, n) in enumerate(stages) for _ in range(n)]  # step -> index of its stage
+    stages = [(tasks.make_task(spec, n_pareto=preset.n_pareto, n_val=preset.n_val), n)
+              for spec, n in schedule]
+    # step -> index of its stage
+    stage_at = [k for k, (_, n) in enumerate(stages) for _ in range(n)]
     start = ledger.saved["step"] if ledger.saved else 0
     task = stages[stage_at[max(start - 1, 0)]][0]  # the stage of the last step done
-    s, base_model, rows, done = start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger,
-                                          windowed=len(stages) > 1)
+    s, base_model, rows, done = start_run(method, task, preset, init, base, seed, reflector, llm,
+                                          device, ledger, windowed=len(stages) > 1)
     if ledger.saved:
         log(f"{out_dir}: resuming at step {start}")
     os.makedirs(out_dir, exist_ok=True)
-    write_atomic(os.path.join(out_dir, "log.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))  # as of ckpt
+    # as of ckpt
+    write_atomic(os.path.join(out_dir, "log.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     ledger.start_clock()
     logf = open(os.path.join(out_dir, "log.jsonl"), "a")
-    pbar = tqdm(range(start, len(stage_at) if not done else start), desc=f"{method} {stages[0][0].name}", leave=False)
+    pbar = tqdm(range(start, len(stage_at) if not done else start),
+                desc=f"{method} {stages[0][0].name}", leave=False)
     for step in pbar:
         row = {"step": step}
-        s.task = stages[stage_at[step]][0]  # a switch changes the data stream; nobody tells the learner
+        # a switch changes the data stream; nobody tells the learner
+        s.task = stages[stage_at[step]][0]
         row["task"] = s.task.name
         row.update(fst_step(s, step, preset))
         if s.trains_weights:
             ledger.count(row.get("skipped", ""), f"step {step}", log)
         row["rollouts"] = s.rl_rollouts + (s.gepa.rollouts if s.gepa is not None else 0)
-        last = step == len(stage_at) - 1 or (not s.trains_weights and s.gepa.rollouts >= preset.context_budget)
+        last = (step == len(stage_at) - 1
+                or (not s.trains_weights and s.gepa.rollouts >= preset.context_budget))
         evaluate_step(s, base_model, preset, step, last, row)
         if "val_acc" in row:
             pbar.set_postfix(val=f"{row['val_acc']:.2f}", rollouts=row["rollouts"])
@@ -445,10 +507,13 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
             ledger.check(step, row.get("skipped", ""))
         if last or (step + 1) % preset.ckpt_every == 0:
             ledger.save(step + 1, done=last, model=s.model.state_dict(), opt=s.opt.state_dict(),
-                        rng=list(s.rng.getstate()), torch_rng=torch.get_rng_state(), rl_rollouts=s.rl_rollouts,
-                        gepa=fc.state_dict(s.gepa) if s.gepa is not None else None, log_rows=len(rows),
+                        rng=list(s.rng.getstate()), torch_rng=torch.get_rng_state(),
+                        rl_rollouts=s.rl_rollouts,
+                        gepa=fc.state_dict(s.gepa) if s.gepa is not None else None,
+                        log_rows=len(rows),
                         window=None if s.window is None else [problems_state(x) for x in (
-                            s.window, s.gepa.pareto if s.gepa else [], s.gepa.train if s.gepa else [])])
+                            s.window, s.gepa.pareto if s.gepa else [],
+                            s.gepa.train if s.gepa else [])])
         if last:
             break  # the context-only baseline stops at its rollout budget
     logf.close()
@@ -456,13 +521,15 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
 
 
 def finish_run(s, method, stages, rows, settings, seed, init, reflector, preset, ledger):
-    """model.pt and summary.json (which marks the run as finished); the checkpoint goes. -> summary."""
+    """model.pt and summary.json (which marks the run as finished); the checkpoint goes.
+    -> summary."""
     final = [r for r in rows if "val_acc" in r][-1]
-    summary = {"method": method, "schedule": [[t.spec, n] for t, n in stages], "final_val_acc": final["val_acc"],
-               "final_val_greedy": final["val_greedy"], "best_val_acc": max(r["val_acc"] for r in rows
-                                                                             if "val_acc" in r),
-               "steps": rows[-1]["step"] + 1, "rollouts": rows[-1]["rollouts"], "wall_s": ledger.wall(),
-               "seed": seed, "init": init, "deployed_prompt": final["prompt"], "reflector": reflector,
+    summary = {"method": method, "schedule": [[t.spec, n] for t, n in stages],
+               "final_val_acc": final["val_acc"], "final_val_greedy": final["val_greedy"],
+               "best_val_acc": max(r["val_acc"] for r in rows if "val_acc" in r),
+               "steps": rows[-1]["step"] + 1, "rollouts": rows[-1]["rollouts"],
+               "wall_s": ledger.wall(), "seed": seed, "init": init,
+               "deployed_prompt": final["prompt"], "reflector": reflector,
                "skipped_steps": ledger.skipped, "config": asdict(preset), "settings": settings}
     out_dir = os.path.dirname(ledger.path)
     save_checkpoint(os.path.join(out_dir, "model.pt"), s.model,
@@ -477,20 +544,22 @@ def finish_run(s, method, stages, rows, settings, seed, init, reflector, preset,
 # the reproduction suite: every run the report needs, then the report (folders: report.run_dir)
 
 def suite_jobs(preset, root, bases=1, seeds=1, sweep=False):
-    """Every run of the suite as (wave, folder, run kwargs), in the order --jobs 1 runs them. A wave's runs
-    depend only on earlier waves: 1 = from the base, 2 = the plasticity probe from wave-1 weights."""
+    """Every run of the suite as (wave, folder, run kwargs), in the order --jobs 1 runs them. A
+    wave's runs depend only on earlier waves: 1 = from the base, 2 = the plasticity probe from
+    wave-1 weights."""
     jobs = []
     for b in range(bases):
         broot = report.base_root(root, b)
         base = os.path.join(broot, "base", "model.pt")
 
         def add(wave, method, schedule, folder, seed, init=base, reflector="edit"):
-            jobs.append((wave, folder, dict(method=method, schedule=schedule, init=init, seed=seed, base=base,
-                                            reflector=reflector)))
+            jobs.append((wave, folder, dict(method=method, schedule=schedule, init=init, seed=seed,
+                                            base=base, reflector=reflector)))
         for seed in range(seeds):
             for task in report.SUITE_TASKS:
                 for method in report.SUITE_METHODS:
-                    add(1, method, [(task, preset.steps)], report.run_dir(broot, task, method, seed), seed)
+                    add(1, method, [(task, preset.steps)],
+                        report.run_dir(broot, task, method, seed), seed)
             for method in ("rl", "fst"):  # C8: exploration from zero reward
                 add(1, method, [(report.EXPLORATION_TASK, preset.steps)],
                     report.run_dir(broot, report.EXPLORATION_TASK, method, seed), seed)
@@ -500,13 +569,14 @@ def suite_jobs(preset, root, bases=1, seeds=1, sweep=False):
             if sweep and b == 0:  # FST with the other reflectors, on the first base
                 for name in report.SWEEP_REFLECTORS:
                     for task in report.SUITE_TASKS:
-                        add(1, "fst", [(task, preset.steps)], report.run_dir(broot, task, f"fst-{name}", seed),
-                            seed, reflector=name)
-            for init in ("base", "rl", "fst"):  # C5 plasticity: RL on a new task from the prior task's weights
+                        add(1, "fst", [(task, preset.steps)],
+                            report.run_dir(broot, task, f"fst-{name}", seed), seed, reflector=name)
+            # C5 plasticity: RL on a new task from the prior task's weights
+            for init in ("base", "rl", "fst"):
                 path = base if init == "base" else os.path.join(
                     report.run_dir(broot, report.PRIOR_TASK, init, seed), "model.pt")
-                add(2, "rl", [(report.PLASTICITY_TASK, preset.steps)], report.run_dir(broot, "plasticity", init, seed),
-                    seed, init=path)
+                add(2, "rl", [(report.PLASTICITY_TASK, preset.steps)],
+                    report.run_dir(broot, "plasticity", init, seed), seed, init=path)
     return jobs
 
 
@@ -514,15 +584,17 @@ def _run_job(preset, folder, kwargs, device, threads):
     """One suite run in a worker process (--jobs N): its own thread count, no progress bars."""
     torch.set_num_threads(threads)
     setup_device(device)
-    return folder, run(preset=preset, out_dir=folder, device=device, log=lambda *a: None, resume=True, **kwargs)
+    return folder, run(preset=preset, out_dir=folder, device=device, log=lambda *a: None,
+                       resume=True, **kwargs)
 
 
 def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False, jobs=1):
-    """Every run the report needs, for pretraining seeds 0..bases-1 x run seeds 0..seeds-1, then one report.
-    Re-running it skips finished stages and resumes an interrupted one from its checkpoint. jobs > 1 runs
-    independent stages in that many processes (threads split among them); every run is a deterministic
-    function of its settings, so the results are those of jobs = 1. The report's wall time is the sum of
-    the stages' own wall times (pretraining included); the last log line adds the invocation's."""
+    """Every run the report needs, for pretraining seeds 0..bases-1 x run seeds 0..seeds-1, then one
+    report. Re-running it skips finished stages and resumes an interrupted one from its checkpoint.
+    jobs > 1 runs independent stages in that many processes (threads split among them); every run
+    is a deterministic function of its settings, so the results are those of jobs = 1. The report's
+    wall time is the sum of the stages' own wall times (pretraining included); the last log line
+    adds the invocation's."""
     t0, walls, device = time.time(), [], pick_device(device)
     for b in range(bases):  # the bases, one per pretraining seed
         out = os.path.join(report.base_root(root, b), "base")
@@ -535,17 +607,20 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
     for wave in (1, 2):
         batch = [(folder, kw) for w, folder, kw in todo if w == wave]
         if jobs == 1:
-            done = [(f, run(preset=preset, out_dir=f, device=device, log=log, resume=True, **kw)) for f, kw in batch]
+            done = [(f, run(preset=preset, out_dir=f, device=device, log=log, resume=True, **kw))
+                    for f, kw in batch]
         else:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
             threads = max(1, torch.get_num_threads() // jobs)
             with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                done = list(pool.map(_run_job, *zip(*[(preset, f, kw, device, threads) for f, kw in batch])))
+                done = list(pool.map(_run_job, *zip(*[(preset, f, kw, device, threads)
+                                                      for f, kw in batch])))
         for folder, s in done:
             walls.append(s["wall_s"])
-            log(f"{os.path.relpath(folder, root):34s} final val {s['final_val_acc']:.3f} best {s['best_val_acc']:.3f} "
-                f"rollouts {s['rollouts']} {s['wall_s']:.0f}s prompt={s['deployed_prompt']!r}")
+            log(f"{os.path.relpath(folder, root):34s} final val {s['final_val_acc']:.3f} "
+                f"best {s['best_val_acc']:.3f} rollouts {s['rollouts']} {s['wall_s']:.0f}s "
+                f"prompt={s['deployed_prompt']!r}")
     results = report.write_report(root, bases, seeds, sum(walls), device=device)
     log(f"report: {os.path.join(root, 'report.md')} (stages {sum(walls):.0f}s, "
         f"this invocation {time.time() - t0:.0f}s)")
@@ -556,8 +631,9 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
 # command line
 
 def build_parser():
-    ap = CLIParser(prog="train.py", description="fastslow: Fast-Slow Training at small scale. With no "
-                   "command: the whole reproduction suite (pretrain if needed, all runs, the report).")
+    ap = CLIParser(prog="train.py", description="fastslow: Fast-Slow Training at small scale. "
+                   "With no command: the whole reproduction suite (pretrain if needed, all runs, "
+                   "the report).")
 
     def common(parser, default):  # the same flags before or after the subcommand
         parser.add_argument("--preset", default=default(None),
@@ -577,29 +653,40 @@ def build_parser():
     common(p, lambda d: argparse.SUPPRESS)  # SUPPRESS: an absent flag keeps the top-level value
     p.add_argument("--out", default=None, help="output folder (default runs/<preset>/b<seed>/base)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=positive(int), default=None, help="pretraining steps (default: the preset's)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted pretraining from --out/ckpt.pt")
-    p.add_argument("--ckpt-every", type=positive(int), default=None, help="checkpoint every N steps")
+    p.add_argument("--steps", type=positive(int), default=None,
+                   help="pretraining steps (default: the preset's)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted pretraining from --out/ckpt.pt")
+    p.add_argument("--ckpt-every", type=positive(int), default=None,
+                   help="checkpoint every N steps")
     r = sub.add_parser("run", help="one run: rl | context | fst on a task or a schedule")
     common(r, lambda d: argparse.SUPPRESS)
     # what to learn
     r.add_argument("--method", default="fst", choices=list(METHODS))
     r.add_argument("--task", default="hidden-rule",
                    help="hidden-rule | cipher | long-chain | hidden-rule-2 | sparse | 'rule:OP,OP'")
-    r.add_argument("--schedule", default=None, help="continual: 'TASK@STEPS;TASK@STEPS;...' (overrides --task)")
+    r.add_argument("--schedule", default=None,
+                   help="continual: 'TASK@STEPS;TASK@STEPS;...' (overrides --task)")
     r.add_argument("--init", default=None,
                    help="checkpoint to start from (default runs/<preset>/b0/base/model.pt)")
-    r.add_argument("--base", default=None, help="checkpoint KL is measured against (default: the preset's base)")
-    r.add_argument("--out", default=None, help="output folder (default runs/<preset>/<task>/<method>/s<seed>)")
+    r.add_argument("--base", default=None,
+                   help="checkpoint KL is measured against (default: the preset's base)")
+    r.add_argument("--out", default=None,
+                   help="output folder (default runs/<preset>/<task>/<method>/s<seed>)")
     r.add_argument("--seed", type=int, default=0)
     # reliability
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    r.add_argument("--ckpt-every", type=positive(int), default=None, help="checkpoint every N steps")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    r.add_argument("--ckpt-every", type=positive(int), default=None,
+                   help="checkpoint every N steps")
     # slow weights
-    r.add_argument("--steps", type=positive(int), default=None, help="RL steps (default: the preset's)")
+    r.add_argument("--steps", type=positive(int), default=None,
+                   help="RL steps (default: the preset's)")
     r.add_argument("--lr", type=positive(float), default=None)
-    r.add_argument("--inner-steps", type=positive(int), default=None, help="passes over one rollout batch")
-    r.add_argument("--minibatches", type=positive(int), default=None, help="optimizer steps per pass")
+    r.add_argument("--inner-steps", type=positive(int), default=None,
+                   help="passes over one rollout batch")
+    r.add_argument("--minibatches", type=positive(int), default=None,
+                   help="optimizer steps per pass")
     r.add_argument("--loss", default=None, choices=list(rl.LOSS_TYPES))
     r.add_argument("--beta", type=float, default=None, help="k3 KL penalty to the initial weights")
     # fast weights
@@ -607,9 +694,12 @@ def build_parser():
     r.add_argument("--llm-url", default=None, help="llm: API root, e.g. http://localhost:11434/v1")
     r.add_argument("--llm-model", default=None, help="llm: the model's name on that server")
     r.add_argument("--llm-timeout", type=positive(float), default=30.0, help="llm: seconds per try")
-    r.add_argument("--gepa-every", type=positive(int), default=None, help="T: a GEPA round every T RL steps")
-    r.add_argument("--proposals", type=positive(int), default=None, help="K: proposals per GEPA round")
-    r.add_argument("--budget", type=positive(int), default=None, help="context-only: rollout budget")
+    r.add_argument("--gepa-every", type=positive(int), default=None,
+                   help="T: a GEPA round every T RL steps")
+    r.add_argument("--proposals", type=positive(int), default=None,
+                   help="K: proposals per GEPA round")
+    r.add_argument("--budget", type=positive(int), default=None,
+                   help="context-only: rollout budget")
     return ap
 
 
@@ -634,12 +724,14 @@ def run_command(args, preset, root, device):
         llm = dict(url=args.llm_url, model=args.llm_model, timeout=args.llm_timeout)
     default_base = os.path.join(report.base_root(root, 0), "base", "model.pt")
     base = args.base or (default_base if os.path.exists(default_base) else None)
-    tag = "schedule" if args.schedule else args.task.replace(":", "_").replace(" ", "").replace(",", "+")
+    tag = ("schedule" if args.schedule
+           else args.task.replace(":", "_").replace(" ", "").replace(",", "+"))
     out = args.out or os.path.join(root, tag, args.method, f"s{args.seed}")
-    s = run(args.method, schedule, preset, args.init or default_base, out, args.seed, args.reflector,
-            device=device, base=base, resume=args.resume, llm=llm)
-    print(json.dumps({k: s[k] for k in ("final_val_acc", "best_val_acc", "final_val_greedy", "steps",
-                                        "rollouts", "wall_s", "deployed_prompt", "skipped_steps")}))
+    s = run(args.method, schedule, preset, args.init or default_base, out, args.seed,
+            args.reflector, device=device, base=base, resume=args.resume, llm=llm)
+    print(json.dumps({k: s[k] for k in ("final_val_acc", "best_val_acc", "final_val_greedy",
+                                        "steps", "rollouts", "wall_s", "deployed_prompt",
+                                        "skipped_steps")}))
 
 
 @exit_on_user_error
@@ -655,13 +747,15 @@ def main(argv=None):
     torch.set_num_threads(preset.threads if device == "cpu" else torch.get_num_threads())
     root = os.path.join("runs", name)
     if args.cmd is None:
-        suite(preset, root, bases=args.bases, seeds=args.seeds, device=device, sweep=args.sweep, jobs=args.jobs)
+        suite(preset, root, bases=args.bases, seeds=args.seeds, device=device, sweep=args.sweep,
+              jobs=args.jobs)
     elif args.cmd == "pretrain":
-        preset = with_overrides(preset, pretrain_steps=args.steps, pretrain_ckpt_every=args.ckpt_every)
+        preset = with_overrides(preset, pretrain_steps=args.steps,
+                                pretrain_ckpt_every=args.ckpt_every)
         out = args.out or os.path.join(report.base_root(root, args.seed), "base")
         m = pretrain(preset, out, device, seed=args.seed, resume=args.resume)
-        print(json.dumps({k: m[k] for k in ("general_acc", "heldout_chain_acc", "acc_by_op", "acc_by_chain_len",
-                                            "params", "tokens", "wall_s")}))
+        print(json.dumps({k: m[k] for k in ("general_acc", "heldout_chain_acc", "acc_by_op",
+                                            "acc_by_chain_len", "params", "tokens", "wall_s")}))
         print(json.dumps(m["tasks"]))
     else:
         run_command(args, preset, root, device)
