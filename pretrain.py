@@ -226,11 +226,11 @@ def pretrain_lr(preset, step):
 
 
 def pretrain_batch(enc, preset, seed, step, device):
-    """The batch of one step, a function of (seed, step): a resumed run sees what an uninterrupted one
-    would."""
+    """The batch of one step, a function of (seed, step): a resumed run sees what an
+    uninterrupted one would."""
     rng = random.Random(seed * preset.data_seed_stride + step)
-    examples = [tasks.pretrain_row(rng, enc, preset.row_tokens, tasks.UNSEEN_RULES, preset.calibration,
-                                   preset.pack)
+    examples = [tasks.pretrain_row(rng, enc, preset.row_tokens, tasks.UNSEEN_RULES,
+                                   preset.calibration, preset.pack)
                 for _ in range(preset.pretrain_batch)]
     return make_batch(enc, examples, device)
 
@@ -239,16 +239,17 @@ _worker_enc = {}
 
 
 def _host_batch(tokenizer, preset, seed, step):
-    """pretrain_batch on the host, in a worker process (the tokenizer is rebuilt once per worker)."""
+    """pretrain_batch on the host, in a worker process (the tokenizer is rebuilt once per
+    worker)."""
     if "enc" not in _worker_enc:
         _worker_enc["enc"] = tasks.tokenizer_from_state(tokenizer)
     return pretrain_batch(_worker_enc["enc"], preset, seed, step, "cpu")
 
 
 def batches(enc, preset, seed, start, device):
-    """Yield the batches of steps start, start+1, ... With preset.batch_workers > 0 they are built ahead
-    in that many host processes while the device trains (on a GPU the host's Python is the bottleneck:
-    ~40 ms per batch against a ~6 ms step); the batches are the same either way (pretrain_batch)."""
+    """Yield the batches of steps start, start+1, ... With preset.batch_workers > 0 they are built
+    ahead in that many host processes while the device trains (on a GPU the host's Python is the
+    bottleneck: ~40 ms per batch against a ~6 ms step); the batches are the same either way."""
     steps = range(start, preset.pretrain_steps)
     if preset.batch_workers == 0:
         for step in steps:
