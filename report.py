@@ -100,7 +100,7 @@ def on_grid(rows, grid):
 # -----------------------------------------------------------------------------
 # per-task claims
 
-def task_claims(root, reps, t, base_models, enc, preset, res, plots):
+def task_claims(root, reps, t, base_models, preset, res, plots):
     runs = {m: replicates(root, reps, t, m) for m in SUITE_METHODS}
     keys = [r for r in reps if all(r in runs[m] for m in ("rl", "fst"))]
     final = {m: [ev.curve(v[r])[1][-1] for r in keys if r in v] for m, v in runs.items()}
@@ -139,7 +139,7 @@ def task_claims(root, reps, t, base_models, enc, preset, res, plots):
     _plot_kl(os.path.join(res["_out"], name), {m: [ev.kl_curve(runs[m][r]) for r in keys]
                                                for m in ("rl", "fst", "instructed") if runs[m]}, t)
     plots.append(name)
-    per = [channels_and_forgetting(root, t, r, base_models[r[0]], enc, preset) for r in keys]
+    per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset) for r in keys]
     if per:
         c4 = _agg([p["c4"] for p in per])
         c4["fst_minus_rl_general"] = _paired([p["c4"]["fst"]["general_acc"] for p in per],
@@ -340,9 +340,10 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
     base_models, metrics = {}, {}
     for b in range(bases):
         model, extra = load_checkpoint(os.path.join(base_root(root, b), "base", "model.pt"), device)
-        base_models[b], metrics[b] = model.eval(), extra["metrics"]
+        # each pretraining seed builds its own BPE: a base is read with its own tokenizer
+        base_models[b] = (model.eval(), tasks.tokenizer_from_state(extra["tokenizer"]))
+        metrics[b] = extra["metrics"]
     preset = run_config(root, reps) or metrics[0]["preset"]
-    enc = tasks.tokenizer_from_state(extra["tokenizer"])
     res = {"preset": preset["name"], "bases": list(range(bases)), "seeds": list(range(seeds)),
            "replicates": len(reps), "wall_s": suite_wall_s, "_out": out,
            "base_quality": {b: {"general_acc": m["general_acc"],
@@ -353,7 +354,7 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
            "c3_kl_at_matched_reward": {}, "c4_forgetting": {}, "c7_channels": {}}
     plots = []
     for t in SUITE_TASKS:
-        task_claims(root, reps, t, base_models, enc, preset, res, plots)
+        task_claims(root, reps, t, base_models, preset, res, plots)
     plasticity(root, reps, res, plots)
     continual(root, reps, res, plots)
     exploration(root, reps, res)

@@ -50,23 +50,24 @@ def candidates(kind, n3=48, seed=0):
     return out
 
 
-def measure(models, enc, name, rule_text, kind, n_val):
-    """-> per base [seed-prompt acc, instruction acc] of a rule as task `name` would pose it."""
+def measure(models, name, rule_text, kind, n_val):
+    """-> per base [seed-prompt acc, instruction acc] of a rule as task `name` would pose it.
+    models: [(model, its own tokenizer)], one per base (each pretraining seed builds its own BPE)."""
     d = tasks.NAMED_TASKS[name]
     # posed exactly as the named task would be
     t = tasks.build_task(name, tasks.TaskDef(rule_text, kind, d.marker, told=d.told,
                                              exact_only=d.exact_only),
                          n_train=1, n_pareto=1, n_val=n_val)
-    return [[task_accuracy(m, enc, t.seed_prompt, t.val)[0],
-             task_accuracy(m, enc, t.instruction, t.val)[0]]
-            for m in models]
+    return [[task_accuracy(m, enc, t.seed_prompt, t.val, greedy=False)[0],
+             task_accuracy(m, enc, t.instruction, t.val, greedy=False)[0]]
+            for m, enc in models]
 
 
-def select(models, enc, screen=64, n_val=256, log=print):
+def select(models, screen=64, n_val=256, log=print):
     out = {"criteria": tasks.CRITERIA, "fixed": {}, "drawn": {}}
     for name in ("hidden-rule", "cipher"):
         d = tasks.NAMED_TASKS[name]
-        accs = measure(models, enc, name, d.rule, d.kind, n_val)
+        accs = measure(models, name, d.rule, d.kind, n_val)
         out["fixed"][name] = {"rule": d.rule, "per_base": accs,
                               "passes": all(tasks.passes(d.kind, s, t) for s, t in accs)}
         log(f"{name:14s} {d.rule!r}: {accs} passes={out['fixed'][name]['passes']}")
@@ -75,13 +76,13 @@ def select(models, enc, screen=64, n_val=256, log=print):
         for r in candidates(kind):
             if kind == "hidden" and r == tasks.NAMED_TASKS["hidden-rule"].rule:
                 continue  # the probe needs a second rule
-            screened[r] = measure(models, enc, name, r, kind, screen)
+            screened[r] = measure(models, name, r, kind, screen)
         passing = sorted(r for r, accs in screened.items()
                          if all(tasks.passes(kind, s, t) for s, t in accs))
         random.Random(f"select/{name}").shuffle(passing)
         chosen, confirmed = None, {}
         for r in passing:
-            confirmed[r] = measure(models, enc, name, r, kind, n_val)
+            confirmed[r] = measure(models, name, r, kind, n_val)
             if all(tasks.passes(kind, s, t) for s, t in confirmed[r]):
                 chosen = r
                 break
@@ -108,8 +109,8 @@ def main(argv=None):
         raise UserError(f"no base at {missing[0]}; "
                         "run `python train.py pretrain --seed K --out ...` first")
     loaded = [load_checkpoint(p, "cpu") for p in paths]
-    enc = tasks.tokenizer_from_state(loaded[0][1]["tokenizer"])
-    out = select([m.eval() for m, _ in loaded], enc, screen=args.screen)
+    models = [(m.eval(), tasks.tokenizer_from_state(extra["tokenizer"])) for m, extra in loaded]
+    out = select(models, screen=args.screen)
     write_atomic(os.path.join(root, "task_selection.json"), json.dumps(out, indent=1))
     print(f"wrote {root}/task_selection.json")
 
