@@ -10,8 +10,8 @@ mean@4 at temperature 1 with the task's seed prompt and with the true instructio
 rules that meet tasks.CRITERIA for their kind on every base and are no single op in disguise
 (tasks.in_disguise). Candidates:
   hidden   every trained 2-op rule                 (hidden-rule-2, the plasticity probe's task)
-  told     48 random trained 3-op rules, seed prompt = the instruction  (long-chain, like Math)
-  zero     the same 48 rules, seed prompt `rule: ?`, binary reward       (sparse, C8)
+  told     96 random trained 3-op rules, seed prompt = the instruction  (long-chain, like Math)
+  zero     the same 96 rules, seed prompt `rule: ?`, binary reward       (sparse, C8)
 Screening uses the first `screen` val problems; the rules that pass are confirmed on the full val
 split, in the order of a seeded shuffle, and the first one confirmed is the task's rule. hidden-rule
 and cipher are fixed (the CodeIO and HoVer analogues): their criteria are measured and reported, not
@@ -33,7 +33,7 @@ from model import load_checkpoint, write_atomic
 DRAWN = {"hidden-rule-2": "hidden", "long-chain": "told", "sparse": "zero"}
 
 
-def candidates(kind, n3=48, seed=0):
+def candidates(kind, n3=96, seed=0):
     """Rule texts a task of this kind is drawn from (no single op in disguise, one per function)."""
     if kind == "hidden":
         rules = [r for r in tasks._trained_short_rules() if len(r) == 2]

@@ -421,17 +421,21 @@ class TaskDef:
 
 
 NAMED_TASKS = {
-    # like CodeIO: both channels matter
+    # like CodeIO: both channels matter (fixed earlier; it meets the criteria on the three bases)
     "hidden-rule": TaskDef("sort then add 2", "hidden", "in"),
-    # like HoVer: a niche fact (a table)
+    # like HoVer: a niche fact, a table no base has seen (fixed)
     "cipher": TaskDef("map 2>7 5>1 8>3", "fact", "xs"),
-    # like Math
-    "long-chain": TaskDef("swap then add 3 then sort", "told", "row", told=True),
-    # the plasticity probe's task
-    "hidden-rule-2": TaskDef("add 1 then rotate 1", "hidden", "seq"),
-    # C8: zero reward
-    "sparse": TaskDef("reverse then add 1 then swap", "zero", "row", exact_only=True),
+    # like Math: the rule is stated, the base follows it partly, the gain must come from the weights
+    "long-chain": TaskDef("add 1 then sort then reverse", "told", "row", told=True),
+    # the plasticity probe's task: a second hidden rule, another input marker
+    "hidden-rule-2": TaskDef("reverse then add 1", "hidden", "seq"),
+    # C8: exactly zero reward under the seed prompt, binary reward; the instruction unlocks a little
+    "sparse": TaskDef("add 3 then sort then rotate 2", "zero", "row", exact_only=True),
 }
+# long-chain, hidden-rule-2 and sparse were drawn by select_tasks.py from the rules that meet
+# CRITERIA on all three bases, measured before any RL or FST run (LOG.md, 2026-11-27). The cipher
+# misses its criterion on base 0 (0.22 with its table stated; 0.99 and 0.94 on bases 1 and 2) and is
+# kept as the niche-fact task; the report shows it.
 # Kept out of pretraining: only the cipher's table, the "niche fact" no base has seen. The other
 # rules are ordinary trained rules; what a task hides is *which* rule applies, as the paper's LLM
 # could solve CodeIO if told how. (A hidden function excluded from pretraining was followed at 0.00
@@ -452,8 +456,11 @@ CRITERIA = {
     "fact": dict(seed=(0.0, 0.3), told=(0.5, 1.0)),
     # stated, followed partly: headroom for the weights
     "told": dict(seed=(0.15, 0.6), told=(0.15, 0.6)),
-    # exactly zero reward unless a context unlocks it
-    "zero": dict(seed=(0.0, 0.0), told=(0.3, 1.0)),
+    # exactly zero reward unless a context unlocks it: with the instruction >= 0.05, about 6 of a
+    # step's 128 rollouts succeed, enough for RL to start. (First written as >= 0.3: no rule met
+    # both bounds on all three bases, since rules followed that well when told are also guessed
+    # now and then under `rule: ?`, at rates of 0.001-0.007.)
+    "zero": dict(seed=(0.0, 0.0), told=(0.05, 1.0)),
 }
 
 

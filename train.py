@@ -97,7 +97,7 @@ class Preset:
     steps: int = 150              # RL steps per run (per stage for schedules)
     batch_problems: int = 16      # problems per RL step
     group_size: int = 8           # rollouts per problem (G)
-    lr: float = 2e-4
+    lr: float = 1e-4
     betas: tuple = (0.9, 0.99)
     grad_clip: float = 1.0        # max global grad norm (pretraining and RL)
     temperature: float = 1.0
