@@ -4,7 +4,7 @@ the paper's claims (C1 sample efficiency, C2 asymptote, C3 KL at matched reward,
 curve) computed from a run's log rows. report.py turns them into the report; nothing here trains or
 reads folders.
 
-    acc, greedy = task_accuracy(model, enc, context, problems)  # mean@4 and greedy exact match
+    acc, greedy = task_accuracy(model, enc, context, problems)  # mean@4, greedy exact match
     kl = kl_to_base(model, base, enc, context, problems)        # KL(pi_theta || pi_base) per token
 
 Every measurement samples through episodes.sample_rollouts, i.e. the sampler and verifier the RL

@@ -207,7 +207,7 @@ def c3(rl, fst, keys, floor, key):
 def channels_and_forgetting(root, task_name, rep, base, enc, preset, samples=4):
     """C4 and C7 for one task and replicate: general skills and seed-prompt accuracy of
     base / rl / fst, and the 2x2 table {base, fst weights} x {seed, fst prompt}."""
-    task = tasks.make_task(task_name, n_val=preset["n_val"])
+    task = tasks.make_task(task_name, n_val=preset["n_val"])  # the runs' own val split
     broot, device = base_root(root, rep[0]), base.wte.weight.device
     models = {"base": (base, None)}
     for m in ("rl", "fst"):
@@ -542,7 +542,7 @@ def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), tr
     count = lambda text: len(enc.encode_ordinary(text))
     out = {}
     for name in SUITE_TASKS + [PLASTICITY_TASK, EXPLORATION_TASK]:
-        task = tasks.make_task(name, n_pareto=preset["n_pareto"], n_val=preset["n_val"])
+        task = tasks.make_task(name)  # the default splits, whichever code version made the base
         out[name] = {r: reflectors.first_hit_rate(
                          reflectors.make_reflector(r, preset["context_tokens"], count),
                          task, evaluate, trials=trials)
