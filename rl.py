@@ -26,7 +26,7 @@ Design choices, and why:
 - On-policy (old_logp equal to logp) the ratio is exactly 1, no clip is ever active, and grpo /
   dapo / cispo all reduce to the gradient of -A * logp; they differ only in the normalizer
   (per-sequence token mean, global token count, ...). The clipping matters when old_logp comes from
-  another policy: the trainer (train.update_policy) takes old_logp from the sampler and makes
+  another policy: the trainer (fst.update_policy) takes old_logp from the sampler and makes
   several optimizer steps per batch of rollouts, so from the second step on the ratio differs from
   1 and CISPO's cap can act.
 - num_tokens (dapo, cispo) is the token count of the whole optimizer step, computed once by the

@@ -52,7 +52,8 @@ def candidates(kind, n3=96, seed=0):
 
 def measure(models, name, rule_text, kind, n_val):
     """-> per base [seed-prompt acc, instruction acc] of a rule as task `name` would pose it.
-    models: [(model, its own tokenizer)], one per base (each pretraining seed builds its own BPE)."""
+    models: [(model, its own tokenizer)], one per base (each pretraining seed builds its own
+    BPE)."""
     d = tasks.NAMED_TASKS[name]
     # posed exactly as the named task would be
     t = tasks.build_task(name, tasks.TaskDef(rule_text, kind, d.marker, told=d.told,

@@ -29,9 +29,9 @@ out of pretraining, as a niche fact.
 The verifier gives a reward in [0, 1] (fraction of positions right, exact match = 1) and a feedback
 string that says what went wrong and contains the expected answer, as GEPA's evaluators do.
 
-The tokenizer is a real `tiktoken.Encoding` whose merges come from a byte-level BPE trained here on
-the world's own text (deterministic; nothing is downloaded). Digits are always single tokens (the
-pre-tokenizer splits them), op words become single tokens after a few merges.
+The tokenizer is a real `tiktoken.Encoding` whose merges come from a byte-level BPE (bpe.py)
+trained on the world's own text (deterministic; nothing is downloaded). Digits are always single
+tokens (the pre-tokenizer splits them), op words become single tokens after a few merges.
 """
 
 import random
@@ -39,7 +39,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-import tiktoken
+# tokenizer_state / tokenizer_from_state are re-exported: checkpoints store the world's tokenizer
+from bpe import (SPECIALS, tokenizer_from_ranks, tokenizer_from_state,  # noqa: F401
+                 tokenizer_state, train_bpe)
 
 # -----------------------------------------------------------------------------
 # ops and rules
@@ -512,7 +514,7 @@ def build_task(spec, d, seed=0, n_train=2048, n_pareto=16, n_val=256):
     rule = parse_rule(d.rule)
     seed_prompt = instruction(rule) if d.told else SEED_PROMPT
     rng = random.Random(f"{spec}/{seed}")  # str seeds are deterministic across runs
-    seen, per_len, splits = set(), Counter(), []
+    seen, per_len, splits, val_inputs = set(), Counter(), [], set()
     for n in (n_val, n_pareto, n_train):  # val first: it is the same for every n_train
         split = []
         while len(split) < n:
@@ -530,12 +532,7 @@ def build_task(spec, d, seed=0, n_train=2048, n_pareto=16, n_val=256):
 
 
 # -----------------------------------------------------------------------------
-# tokenizer: byte-level BPE trained on the world's text, wrapped in a tiktoken.Encoding
-
-# digits always split: every digit is its own token
-PAT_STR = r"\n| ?[a-z]+| ?[0-9]| ?[^\sa-z0-9]+| +|\s"
-SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>"]
-
+# tokenizer: byte-level BPE (bpe.py) trained on the world's text
 
 def world_text(n=4000, seed=0):
     """A sample of everything the model will read: contexts, problems, answers, the seed prompt."""
@@ -547,57 +544,8 @@ def world_text(n=4000, seed=0):
     return "\n".join(docs)
 
 
-def train_bpe(text, vocab_size=320):
-    """Byte-level BPE over unique pre-tokenized words -> mergeable ranks {bytes: rank}.
-
-    Starts from all 256 bytes (so any string encodes), then repeatedly merges the most frequent
-    adjacent pair; ties go to the smallest pair in byte order, which makes the result deterministic.
-    """
-    words = Counter(re.findall(PAT_STR, text))
-    seqs = {w: [bytes([b]) for b in w.encode()] for w in words}
-    ranks = {bytes([i]): i for i in range(256)}
-    while len(ranks) < vocab_size:
-        pairs = Counter()
-        for w, parts in seqs.items():
-            for a, b in zip(parts, parts[1:]):
-                pairs[a, b] += words[w]
-        if not pairs:
-            break
-        (a, b), count = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
-        if count < 2:
-            break
-        ranks[a + b] = len(ranks)
-        for w, parts in seqs.items():  # apply the merge to every word
-            i, out = 0, []
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
-                    out.append(a + b)
-                    i += 2
-                else:
-                    out.append(parts[i])
-                    i += 1
-            seqs[w] = out
-    return ranks
-
-
-def tokenizer_from_ranks(ranks):
-    specials = {s: len(ranks) + i for i, s in enumerate(SPECIALS)}
-    return tiktoken.Encoding(name="fastslow", pat_str=PAT_STR, mergeable_ranks=dict(ranks),
-                             special_tokens=specials)
-
-
 def build_tokenizer(vocab_size=320, seed=0):
     return tokenizer_from_ranks(train_bpe(world_text(seed=seed), vocab_size))
-
-
-def tokenizer_state(enc):
-    """What a checkpoint stores: the merges in rank order (plain bytes, no pickled objects)."""
-    return {"pat_str": enc._pat_str,
-            "ranks": sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get)}
-
-
-def tokenizer_from_state(state):
-    return tokenizer_from_ranks({b: i for i, b in enumerate(state["ranks"])})
 
 
 def special_ids(enc):
