@@ -63,7 +63,9 @@ def sample_rollouts(model, enc, contexts, problems, num_samples=1, temperature=1
                                           temperature=temperature, seed=seed,
                                           eos_id=special["<|eos|>"], pad_id=special["<|pad|>"])
     model.train(was_training)
-    texts = [tasks.decode_completion(enc, row[m].tolist()) for row, m in zip(tokens, mask)]
+    host_tokens, host_mask = tokens.cpu(), mask.cpu()  # one copy to the host, not one per row
+    texts = [tasks.decode_completion(enc, row[m].tolist())
+             for row, m in zip(host_tokens, host_mask)]
     scored = [tasks.score(p, t) for p, t in zip(expand(problems, sizes), texts)]
     group = group or range(len(prompts))
     return Rollouts(tokens=tokens, mask=mask, logp=logp, prompts=expand(prompts, sizes),

@@ -248,12 +248,16 @@ def check_model():
     out["sampler_vs_trainer_logprob_max_err"] = float((rescored.detach() - lp).abs().max())
     again = rollout.generate(small, prompts, **kw)
     out["same_seed_same_rollout"] = all(torch.equal(x, y) for x, y in zip(again, (tok, mask, lp)))
+    graphed = rollout.generate(small, prompts, graphs=True, **kw)  # a CUDA graph on CUDA
+    out["graphs_same_tokens"] = bool(torch.equal(graphed[0], tok) and torch.equal(graphed[1], mask))
+    out["graphs_logprob_max_err"] = float((graphed[2] - lp).abs().max())
     out["rows_stopped_at_eos"] = int(((tok == 0) & mask).any(1).sum())
     out["ok"] = (out["kv_cache_vs_full_max_err"] < 1e-3 and out["greedy_cached_eq_naive"]
                  and out["greedy_device_eq_cpu_frac"] >= 0.99
                  and out["sampler_vs_trainer_logprob_max_err"] < 1e-4
                  and out["same_seed_same_rollout"]
-                 and out["rows_stopped_at_eos"] > 0)
+                 and out["rows_stopped_at_eos"] > 0
+                 and out["graphs_same_tokens"] and out["graphs_logprob_max_err"] < 1e-4)
     return out
 
 
@@ -292,10 +296,12 @@ def bench_decode():
     new = 24
     for R in ((128, 1024) if DEV == "cuda" else (16,)):
         prompts = random_prompts([40] * (R // 8), 320)
-        run = lambda: rollout.generate(model, prompts, 8, new, 1.0, seed=0, eos_id=-1)
-        t = timed(run, iters=5, warmup=1)
-        out["rows"].append(dict(rows=R, tokens_per_s=round(R * new / t),
-                                ms_per_token_step=round(t / new * 1e3, 2)))
+        for graphs in (False, True):  # graphs: fixed-shape decode replayed as a CUDA graph
+            run = lambda: rollout.generate(model, prompts, 8, new, 1.0, seed=0, eos_id=-1,
+                                           graphs=graphs)
+            t = timed(run, iters=5, warmup=1)
+            out["rows"].append(dict(rows=R, graphs=graphs, tokens_per_s=round(R * new / t),
+                                    ms_per_token_step=round(t / new * 1e3, 2)))
     R = out["rows"][0]["rows"]
     prompts = random_prompts([40] * (R // 8), 320)
     t = timed(lambda: rollout.generate_naive(model, prompts, 8, new, 1.0, seed=0, eos_id=-1),

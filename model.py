@@ -107,6 +107,22 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
+    def decode(self, x, cos, sin, layer, cache, slot, attn_mask):
+        """One decode step with fixed shapes: write k, v at cache slot `slot` (a 0-dim device
+        tensor), attend over the whole cache under attn_mask (B, 1, 1, max_len). Nothing depends on
+        a python int that changes per step, so a CUDA graph can replay it (rollout.generate,
+        graphs=True)."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, H, 1, D)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        cache.k[layer].index_copy_(2, slot.view(1), k)
+        cache.v[layer].index_copy_(2, slot.view(1), v)
+        y = F.scaled_dot_product_attention(q, cache.k[layer], cache.v[layer], attn_mask=attn_mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
 class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -125,6 +141,10 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, layer, cache, attn_mask):
         x = x + self.attn(rms_norm(x), cos, sin, layer, cache, attn_mask)
+        return x + self.mlp(rms_norm(x))
+
+    def decode(self, x, cos, sin, layer, cache, slot, attn_mask):
+        x = x + self.attn.decode(rms_norm(x), cos, sin, layer, cache, slot, attn_mask)
         return x + self.mlp(rms_norm(x))
 
 
@@ -198,6 +218,19 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         return F.linear(rms_norm(x), self.wte.weight)  # (B, T, V), head tied to the embedding
+
+    def decode_step(self, tok, positions, cache, slot, key_mask):
+        """The fixed-shape decode step: tok (B, 1), positions (B, 1), slot a 0-dim long tensor (the
+        cache slot this token is written to), key_mask (B, max_len) the slots that may be attended
+        (the caller marks `slot` before the step). -> logits (B, 1, V). Same result as forward with
+        the cache's pointer at `slot`; the cache's python pointer is not used or moved."""
+        # (B, 1, 1, D/2)
+        cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+        attn_mask = key_mask[:, None, None, :]  # (B, 1, 1, max_len)
+        x = self.wte(tok)  # (B, 1, C)
+        for i, block in enumerate(self.blocks):
+            x = block.decode(x, cos, sin, i, cache, slot, attn_mask)
+        return F.linear(rms_norm(x), self.wte.weight)  # (B, 1, V)
 
 
 # -----------------------------------------------------------------------------

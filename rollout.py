@@ -240,14 +240,16 @@ def expand_prompts(prompts, num_samples):
 
 @torch.no_grad()
 def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0,
-             seed=0, eos_id=None, pad_id=0, backend="auto"):
+             seed=0, eos_id=None, pad_id=0, backend="auto", graphs=False):
     """Sample num_samples completions for each prompt (lists of token ids, any lengths).
 
     num_samples: an int, or one int per prompt. Returns (tokens long, mask bool, logprobs float32),
     each (rows, L) with rows = sum of the group sizes, row order prompt-major, L <= max_new_tokens
     the longest completion. A row stops at its first eos_id (kept, mask True); after it tokens are
     pad_id, mask False, logprobs 0. eos_id=None: every row runs max_new_tokens. logprobs are the
-    sampler's (see sample_tokens).
+    sampler's (see sample_tokens). graphs=True decodes with fixed shapes (model.decode_step: the
+    whole cache under a mask, the slot a device tensor), which on CUDA is captured once as a CUDA
+    graph and replayed every step (no per-kernel launch cost); same tokens as the default path.
     """
     _check_options(temperature, top_k, top_p)
     sizes = _group_sizes(prompts, num_samples)
@@ -277,6 +279,12 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
     cache.repeat_rows(G)
     logits, key_mask, pos = (t.repeat_interleave(G, dim=0) for t in (logits, key_mask, lens))
     R = logits.shape[0]
+    if graphs and max_new_tokens > 1:  # fixed shapes: generated slots are unmasked one by one
+        key_mask[:, Lp:] = False
+        slot = torch.full((), Lp, dtype=torch.long, device=device)
+        tok_in = torch.zeros(R, 1, dtype=torch.long, device=device)
+        pos_in = torch.zeros(R, 1, dtype=torch.long, device=device)
+        decode = _static_decoder(model, cache, tok_in, pos_in, slot, key_mask)
     gen = torch.Generator(device=device).manual_seed(seed)
     tokens = torch.full((R, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros(R, max_new_tokens, dtype=torch.float32, device=device)
@@ -293,12 +301,41 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
             if t + 1 < max_new_tokens and bool(done.all()):             # the one host sync per step
                 L = t + 1
                 break
-        if t + 1 < max_new_tokens:
+        if t + 1 < max_new_tokens and graphs:  # the same step through fixed-shape buffers
+            slot.fill_(Lp + t)
+            key_mask[:, Lp + t] = True
+            tok_in.copy_(tok[:, None])
+            pos_in.copy_((pos + t)[:, None])
+            logits = decode()[:, -1]
+        elif t + 1 < max_new_tokens:
             # finished rows keep decoding their (ignored) sampled token: pad_id need not be a valid
             # token id
             logits = model(tok[:, None], positions=(pos + t)[:, None], cache=cache,
                            key_mask=key_mask)[:, -1]
     return tokens[:, :L], mask[:, :L], logps[:, :L]
+
+
+def _static_decoder(model, cache, tok_in, pos_in, slot, key_mask):
+    """-> a function running model.decode_step on these buffers. On CUDA the step is captured once
+    as a CUDA graph (after a warm-up on a side stream, as graph capture requires) and each call
+    replays it; the warm-up writes slot `slot`, which the first real step overwrites."""
+    step = lambda: model.decode_step(tok_in, pos_in, cache, slot, key_mask)  # noqa: E731
+    if tok_in.device.type != "cuda":
+        return step
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+
+    def replay():
+        graph.replay()
+        return out
+    return replay
 
 
 def completion_logits(model, prompts, tokens, mask):

@@ -7,7 +7,7 @@ train.py: the training side of fastslow: pretraining, the FST loop and its basel
     python train.py pretrain --preset tiny --seed 0
     python train.py run --method rl|context|fst --task hidden-rule [--steps N --seed S --out DIR]
     # task switches, untold
-    python train.py run --method fst --schedule 'hidden-rule@150;cipher@150'
+    python train.py run --method fst --schedule 'hidden-rule@100;cipher@100'
     python train.py run --method rl --task hidden-rule-2 \
         --init runs/tiny/b0/hidden-rule/fst/s0/model.pt
     # the grid: 3 bases x 3 run seeds, one report
@@ -86,7 +86,7 @@ class Preset:
                                   # (0: in the loop)
     threads: int = 2
     # RL (slow weights)
-    steps: int = 150              # RL steps per run (per stage for schedules)
+    steps: int = 100              # RL steps per run (per stage for schedules)
     batch_problems: int = 16      # problems per RL step
     group_size: int = 8           # rollouts per problem (G)
     lr: float = 1e-4
@@ -102,8 +102,8 @@ class Preset:
     beta: float = 0.0             # optional k3 KL penalty to the initial weights
                                   # (0: measured, not optimized)
     eval_every: int = 5
-    eval_samples: int = 2         # mean@2 on the val split
-                                  # (greedy exact match at the last eval only)
+    eval_samples: int = 1         # one sample per val problem (256 rollouts); greedy exact
+                                  # match at the last eval only
     kl_every: int = 25            # KL to the base every kl_every steps and at the end, on ...
     kl_problems: int = 128        # ... the first kl_problems val problems ...
     kl_samples: int = 4           # ... x kl_samples completions, under the deployed

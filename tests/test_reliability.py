@@ -295,11 +295,11 @@ def workdir(micro_base, tmp_path_factory):
     """runs/micro with a base, a finished run, an interrupted one with a truncated checkpoint, and
     bad files."""
     root = tmp_path_factory.mktemp("work")
-    os.makedirs(root / "runs" / "micro" / "base")
+    os.makedirs(root / "runs" / "micro" / "b0" / "base")
     for f in ("model.pt", "metrics.json"):
         with open(os.path.join(os.path.dirname(micro_base), f), "rb") as src:
-            (root / "runs" / "micro" / "base" / f).write_bytes(src.read())
-    base = str(root / "runs" / "micro" / "base" / "model.pt")
+            (root / "runs" / "micro" / "b0" / "base" / f).write_bytes(src.read())
+    base = str(root / "runs" / "micro" / "b0" / "base" / "model.pt")
     preset = train.replace(MICRO, ckpt_every=1)
     train.run("rl", [("cipher", 2)], preset, base, str(root / "done"), base=base,
               log=lambda *a: None)
