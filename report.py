@@ -287,16 +287,30 @@ def continual(root, reps, res, plots):
         plots.append("continual.png")
 
 
-def leave_zero(rows):
-    """C8: the first step whose RL rollouts earned any reward (binary reward), or None
-    (censored)."""
+# C8: "left zero reward" = the training reward, averaged over the last 5 steps, reaches 0.05 (the
+# level at which tasks.CRITERIA says a context unlocks RL). A single lucky success is not leaving
+# zero: RL-only on `sparse` had isolated successes from step 1 while its mean stayed <= 0.02 for 50
+# steps (the first replicate, base 0 seed 0, which is why this definition replaced "first success").
+ZERO_LEVEL, ZERO_WINDOW = 0.05, 5
+
+
+def leave_zero(rows, level=ZERO_LEVEL, window=ZERO_WINDOW):
+    """C8: the first step at which the mean training reward of the last `window` steps reaches
+    `level`, or None (censored: the run never left zero reward)."""
+    rewards = [r.get("reward", 0.0) for r in rows]
+    return next((rows[i]["step"] for i in range(len(rows))
+                 if sum(rewards[max(0, i - window + 1):i + 1]) / window >= level), None)
+
+
+def first_success(rows):
+    """The first step with any rewarded rollout (binary reward), or None."""
     return next((r["step"] for r in rows if r.get("reward", 0) > 0), None)
 
 
 def exploration(root, reps, res):
     runs = {m: replicates(root, reps, EXPLORATION_TASK, m) for m in ("rl", "fst")}
     keys = [r for r in reps if all(r in v for v in runs.values())]
-    out = {"task": EXPLORATION_TASK}
+    out = {"task": EXPLORATION_TASK, "level": ZERO_LEVEL, "window": ZERO_WINDOW}
     steps = {}
     for m, v in runs.items():
         found = [leave_zero(v[r]) for r in keys]
@@ -304,6 +318,7 @@ def exploration(root, reps, res):
         # censored runs enter at their length: a lower bound on the steps they would need
         steps[m] = [f if f is not None else n for f, n in zip(found, n_steps)]
         out[m] = {"steps_to_leave_zero": ev.mean_std(steps[m]), "censored": found.count(None),
+                  "first_success": ev.mean_std([first_success(v[r]) for r in keys]),
                   "final_val_acc": ev.mean_std([ev.curve(v[r])[1][-1] for r in keys])}
     out["rl_minus_fst_steps"] = _paired(steps["rl"], steps["fst"], +1) if keys else {}
     out["verdict"] = out["rl_minus_fst_steps"].get("verdict", "inconclusive")
@@ -461,8 +476,10 @@ def render_report(res, plots):
                      f"it | {s['text']} | {s['verdict']} |")
     for t, d in res["c2_asymptote"].items():
         if d:
-            L.append(f"| C2 higher ceiling | {t} | A(FST) - A(RL) (A: {d['rl']['A']:.2f} vs "
-                     f"{d['fst']['A']:.2f}) | {_m(d['fst_minus_rl'])} | {d['verdict']} |")
+            why = "" if d["verdict"] != "not identifiable" else (
+                f"; RL: {d['rl']['why'] or 'ok'}, FST: {d['fst']['why'] or 'ok'}")
+            L.append(f"| C2 higher ceiling | {t} | A(FST) - A(RL) (RL {d['rl']['A']:.2f}, FST "
+                     f"{d['fst']['A']:.2f}{why}) | {_m(d['fst_minus_rl'])} | {d['verdict']} |")
     for t, d in res["c3_kl_at_matched_reward"].items():
         for k, label in (("kl", "deployed prompts"), ("kl_common", "common seed prompt")):
             v = d[k]

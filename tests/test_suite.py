@@ -142,3 +142,10 @@ def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
     markers = [{p.marker for p in pareto} for _, pareto, _ in rounds]
     # the data moved, GEPA was not told
     assert markers[0] == markers[1] == {"in"} and markers[-1] == {"xs"}
+
+
+def test_leaving_zero_reward_needs_a_sustained_mean():
+    rows = [{"step": i, "reward": r} for i, r in enumerate([0, 0.01, 0, 0, 0.02, 0, 0.1, 0.1, 0.1])]
+    assert report.first_success(rows) == 1
+    assert report.leave_zero(rows) == 8  # steps 4-8: (0.02 + 0 + 0.1 + 0.1 + 0.1) / 5 >= 0.05
+    assert report.leave_zero(rows[:6]) is None  # censored: never left zero
