@@ -103,6 +103,24 @@ def running_max(ys):
     return [float(v) for v in np.maximum.accumulate(np.asarray(ys, float))] if len(ys) else []
 
 
+def mean_band(curves):
+    """[(xs, ys)] of replicates -> (xs, mean, lo, hi) on the first curve's xs (curves cut to the
+    shortest); the band is the 95% interval of the mean (normal approximation) over replicates."""
+    n = min(len(c[1]) for c in curves)
+    ys = np.array([c[1][:n] for c in curves], float)  # (reps, n)
+    m = ys.mean(0)
+    half = 1.96 * ys.std(0, ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else np.zeros(n)
+    return list(curves[0][0][:n]), m, m - half, m + half
+
+
+def on_grid(rows, grid):
+    """Val accuracy as a step function of rollouts, read at `grid` (NaN before the first eval):
+    replicates with different rollout counts on one axis."""
+    xs, ys = curve(rows, "rollouts")
+    idx = np.searchsorted(xs, grid, side="right") - 1
+    return [ys[i] if i >= 0 else np.nan for i in idx]
+
+
 def first_reach(xs, ys, level):
     """First x whose y reaches `level`, None if none does."""
     return next((x for x, y in zip(xs, ys) if y >= level - EPS), None)

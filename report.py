@@ -79,24 +79,6 @@ def _paired(a, b, direction):
     return dict(diff, verdict=ev.verdict(diff, direction))
 
 
-def mean_band(curves):
-    """[(xs, ys)] of replicates -> (xs, mean, lo, hi) on the first curve's xs (curves cut to the
-    shortest); the band is the 95% interval of the mean (normal approximation) over replicates."""
-    n = min(len(c[1]) for c in curves)
-    ys = np.array([c[1][:n] for c in curves], float)  # (reps, n)
-    m = ys.mean(0)
-    half = 1.96 * ys.std(0, ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else np.zeros(n)
-    return list(curves[0][0][:n]), m, m - half, m + half
-
-
-def on_grid(rows, grid):
-    """Running val accuracy as a step function of rollouts, read at `grid`
-    (rollouts axis of a band)."""
-    xs, ys = ev.curve(rows, "rollouts")
-    idx = np.searchsorted(xs, grid, side="right") - 1
-    return [ys[i] if i >= 0 else np.nan for i in idx]
-
-
 # -----------------------------------------------------------------------------
 # per-task claims
 
@@ -126,10 +108,10 @@ def task_claims(root, reps, t, base_models, preset, res, plots):
             if not v:
                 continue
             if x == "step":
-                series[m] = mean_band([ev.curve(v[r]) for r in keys if r in v])
+                series[m] = ev.mean_band([ev.curve(v[r]) for r in keys if r in v])
             else:
                 grid = np.linspace(0, min(rows[-1]["rollouts"] for rows in v.values()), 60)
-                series[m] = mean_band([(grid, on_grid(v[r], grid)) for r in keys if r in v])
+                series[m] = ev.mean_band([(grid, ev.on_grid(v[r], grid)) for r in keys if r in v])
         name = f"{t}_acc_vs_{'steps' if x == 'step' else 'rollouts'}.png"
         plot_bands(os.path.join(res["_out"], name), series,
                    "RL steps" if x == "step" else "rollouts generated (all)",
@@ -247,7 +229,7 @@ def plasticity(root, reps, res, plots):
         out["fst_minus_rl_auc"] = _paired(auc["fst"], auc["rl"], +1)
         out["verdict"] = out["fst_minus_rl_auc"]["verdict"]
         plot_bands(os.path.join(res["_out"], "plasticity.png"),
-                   {f"RL from {i}-init": mean_band([ev.curve(v[r]) for r in keys])
+                   {f"RL from {i}-init": ev.mean_band([ev.curve(v[r]) for r in keys])
                     for i, v in pl.items()},
                    "RL steps", f"plasticity: RL on {PLASTICITY_TASK} after {PRIOR_TASK}")
         plots.append("plasticity.png")
@@ -282,7 +264,7 @@ def continual(root, reps, res, plots):
         rows = cont["rl"][keys[0]]
         bounds = np.cumsum([sum(r["task"] == name for r in rows) for name in CONTINUAL])[:-1]
         plot_bands(os.path.join(res["_out"], "continual.png"),
-                   {m: mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()},
+                   {m: ev.mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()},
                    "RL steps", "continual: " + " -> ".join(CONTINUAL), vlines=bounds)
         plots.append("continual.png")
 
