@@ -229,8 +229,13 @@ def censored_summary(values, flags_low=None, flags_high=None, reps=2000, seed=0)
     out["ci95"] = [_from_log(float(np.percentile(med_lo, 2.5, method="lower"))),
                    _from_log(float(np.percentile(med_hi, 97.5, method="higher")))]
     out["ci95_of"] = "median"
-    m = "undetermined" if math.isnan(mid) else _fmt_ratio(out["median"])
     b_lo, b_hi = out["median_bounds"]
+    if math.isnan(mid):
+        m = "undetermined"
+    elif math.isinf(mid):  # the middle value is censored: say on which side of its bound it lies
+        m = f"< {_fmt_ratio(b_hi)}" if mid < 0 else f"> {_fmt_ratio(b_lo)}"
+    else:
+        m = _fmt_ratio(out["median"])
     c_lo, c_hi = out["ci95"]
     out["text"] = (f"median {m} (between {_fmt_ratio(b_lo)} and {_fmt_ratio(b_hi)}) "
                    f"[{_fmt_ratio(c_lo)}, {_fmt_ratio(c_hi)}], n={n}: {out['n_censored_low']} "

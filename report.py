@@ -489,7 +489,8 @@ def render_report(res, plots):
                  f"{_m(d['prompt_gain'])} | {d['prompt_gain']['verdict']} |")
     e = res["c8_exploration"]
     if e.get("rl_minus_fst_steps"):
-        L.append(f"| C8 leaves zero sooner | {e['task']} | steps to first reward RL - FST (RL "
+        L.append(f"| C8 leaves zero sooner | {e['task']} | steps until the 5-step mean reward "
+                 f"reaches {e['level']}, RL - FST (RL "
                  f"{_m(e['rl']['steps_to_leave_zero'], 0)}, {e['rl']['censored']} never; FST "
                  f"{_m(e['fst']['steps_to_leave_zero'], 0)}, {e['fst']['censored']} never) | "
                  f"{_m(e['rl_minus_fst_steps'], 1)} | {e['verdict']} |")
