@@ -48,10 +48,12 @@ METHODS = {m: {k: bool(v) for k, v in flags.items()} for m, flags in METHODS.ite
 
 
 # -----------------------------------------------------------------------------
-# the step and its baselines: one step function, three methods
-#   rl       seed prompt only, weights trained  (no GEPA rounds)
-#   context  GEPA on the frozen weights         (no weight updates; a step = one GEPA round)
-#   fst      both: a GEPA round every T steps, RL groups drawn over the frontier prompts
+# the step: one function, five methods
+#   rl          seed prompt only, weights trained  (no GEPA rounds)
+#   context     GEPA on the frozen weights         (no weight updates; a step = one GEPA round)
+#   fst         both: a GEPA round every T steps, RL groups drawn over the frontier prompts
+#   instructed  rl with the true instruction as the fixed prompt (a control)
+#   sequential  GEPA to its budget first, then rl over that frozen frontier (a control)
 
 def make_policy(model, enc, preset):
     """The policy as GEPA sees it (episodes.greedy_evaluate with the current weights)."""
