@@ -145,6 +145,9 @@ def c1(rl, fst, keys):
         out[axis] = dict(ev.censored_summary(vals, low, high),
                          test=ev.ratio_verdict(vals, +1, low, high))
         out[axis]["verdict"] = out[axis]["test"]["verdict"]
+        # `mean`: the geometric mean, or the median where a value is censored (ci95 is of that)
+        g = out[axis]["geo_mean"]
+        out[axis]["mean"] = g if g is not None else out[axis]["median"]
     out["verdict"] = out["ratio"]["verdict"]
     return out
 
@@ -181,6 +184,7 @@ def c3(rl, fst, keys, floor, key):
     out = _agg([{k: p[k] for k in ("reward", "rl_kl", "fst_kl")} for p in per])
     # geometric mean, interval, verdict
     out["ratio"] = ev.ratio_verdict([p["ratio"] for p in per], -1)
+    out["ratio"]["mean"] = out["ratio"]["geo_mean"]  # ratios average on the log scale
     out["above_floor"] = sum(bool(p["above_floor"]) for p in per)
     out["verdict"] = out["ratio"]["verdict"]
     return out

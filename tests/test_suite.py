@@ -48,6 +48,8 @@ def test_suite_end_to_end(tmp_path):
     for task in report.SUITE_TASKS:
         c1 = res["c1_sample_efficiency"][task]
         assert {"ratio", "ratio_rollouts", "verdict"} <= set(c1) and c1["verdict"] in verdicts
+        assert {"mean", "ci95", "n"} <= set(c1["ratio"]) and {"mean", "ci95", "n"} <= set(
+            res["c2_asymptote"][task]["fst_minus_rl"])
         for k in ("kl", "kl_common"):
             assert res["c3_kl_at_matched_reward"][task][k]["verdict"] in verdicts
         assert {"base", "rl", "fst", "fst_minus_rl_general"} <= set(res["c4_forgetting"][task])
