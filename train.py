@@ -367,8 +367,24 @@ def suite_jobs(preset, root, bases=1, seeds=1, sweep=False):
     return jobs
 
 
+def wave_runs(preset, batch, device, jobs, log):
+    """Yield (folder, summary) for the runs of one wave, in order: here one after another, or in
+    `jobs` worker processes sharing this process's threads."""
+    if jobs == 1 or not batch:
+        for folder, kwargs in batch:
+            yield folder, run(preset=preset, out_dir=folder, device=device, log=log, resume=True,
+                              **kwargs)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        yield from pool.map(_run_job, *zip(*[(preset, f, kw, device, threads) for f, kw in batch]))
+
+
 def _run_job(preset, folder, kwargs, device, threads):
-    """One suite run in a worker process (--jobs N): its own thread count, no progress bars."""
+    """One suite run in a worker process (--jobs N): its own thread count; its log lines are
+    dropped (the suite logs each summary)."""
     torch.set_num_threads(threads)
     setup_device(device)
     return folder, run(preset=preset, out_dir=folder, device=device, log=lambda *a: None,
@@ -393,17 +409,7 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
     todo = suite_jobs(preset, root, bases, seeds, sweep)
     for wave in (1, 2):
         batch = [(folder, kw) for w, folder, kw in todo if w == wave]
-        if jobs == 1:
-            done = [(f, run(preset=preset, out_dir=f, device=device, log=log, resume=True, **kw))
-                    for f, kw in batch]
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-            threads = max(1, torch.get_num_threads() // jobs)
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                done = list(pool.map(_run_job, *zip(*[(preset, f, kw, device, threads)
-                                                      for f, kw in batch])))
-        for folder, s in done:
+        for folder, s in wave_runs(preset, batch, device, jobs, log):  # in order, as they finish
             walls.append(s["wall_s"])
             log(f"{os.path.relpath(folder, root):34s} final val {s['final_val_acc']:.3f} "
                 f"best {s['best_val_acc']:.3f} rollouts {s['rollouts']} {s['wall_s']:.0f}s "
