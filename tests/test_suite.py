@@ -10,13 +10,9 @@ anything.
 import json
 import math
 import os
-import random
 import shutil
-from dataclasses import replace
 
-import fast_context as fc
 import report
-import tasks
 import train
 
 
@@ -111,39 +107,6 @@ def test_suite_end_to_end(tmp_path):
     # one local edit from `rule: ?` cannot state a 2-op rule
     assert rates["hidden-rule"]["edit"] == 0.0
     assert all(0.0 <= v <= 1.0 for d in rates.values() for v in d.values())
-
-
-def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
-    # a schedule's GEPA is never told of a switch: before each round its D_p becomes the last
-    # n_pareto problems of the stream, and rounds fall every T steps whatever the stage boundaries
-    preset = replace(train.PRESETS["micro"], gepa_every=2, n_pareto=4, window=8, batch_problems=4)
-    base = str(tmp_path / "base")
-    train.pretrain(preset, base, "cpu", log=lambda *a: None)
-    seen, rounds = [], []
-    real_sample = random.Random.sample
-
-    def spy_sample(self, population, k):
-        out = real_sample(self, population, k)
-        if k == preset.batch_problems and population and isinstance(population[0], tasks.Problem):
-            seen.append(list(out))
-        return out
-
-    def spy_round(state, evaluate, num_proposals, reflector, rescore=True):
-        rounds.append((len(seen), list(state.pareto), rescore))
-        return real_round(state, evaluate, num_proposals, reflector, rescore)
-    real_round = fc.run_round
-    monkeypatch.setattr(random.Random, "sample", spy_sample)
-    monkeypatch.setattr(fc, "run_round", spy_round)
-    train.run("fst", [("hidden-rule", 5), ("cipher", 5)], preset, os.path.join(base, "model.pt"),
-              str(tmp_path / "run"), log=lambda *a: None)
-    # steps with a round: every T, not at the switch
-    assert [r[0] - 1 for r in rounds] == [0, 2, 4, 6, 8]
-    for n_seen, pareto, rescore in rounds[1:]:
-        stream = [p for batch in seen[:n_seen - 1] for p in batch]  # before this step's batch
-        assert pareto == stream[-preset.n_pareto:] and rescore
-    markers = [{p.marker for p in pareto} for _, pareto, _ in rounds]
-    # the data moved, GEPA was not told
-    assert markers[0] == markers[1] == {"in"} and markers[-1] == {"xs"}
 
 
 def test_leaving_zero_reward_needs_a_sustained_mean():
