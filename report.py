@@ -87,7 +87,7 @@ def task_claims(root, reps, t, base_models, preset, res, plots):
     keys = [r for r in reps if all(r in runs[m] for m in ("rl", "fst"))]
     final = {m: [ev.curve(v[r])[1][-1] for r in keys if r in v] for m, v in runs.items()}
     gain = {m: [ev.curve(v[r])[1][-1] - ev.curve(v[r])[1][0] for r in keys if r in v]
-            for m, v in runs.items()}  # final minus first eval (step 0: the untrained start)
+            for m, v in runs.items()}  # final minus the first eval (logged after step 0)
     res["runs"][t] = {m: {"final_val_acc": ev.mean_std(final[m]), "gain": ev.mean_std(gain[m]),
                           "min_gain": min(gain[m]) if gain[m] else None,
                           "rollouts": ev.mean_std([v[r][-1]["rollouts"] for r in v]),
@@ -121,7 +121,8 @@ def task_claims(root, reps, t, base_models, preset, res, plots):
     _plot_kl(os.path.join(res["_out"], name), {m: [ev.kl_curve(runs[m][r]) for r in keys]
                                                for m in ("rl", "fst", "instructed") if runs[m]}, t)
     plots.append(name)
-    per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset) for r in keys]
+    per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset, res["_base_cache"])
+           for r in keys]
     if per:
         c4 = _agg([p["c4"] for p in per])
         c4["fst_minus_rl_general"] = _paired([p["c4"]["fst"]["general_acc"] for p in per],
@@ -190,9 +191,19 @@ def c3(rl, fst, keys, floor, key):
     return out
 
 
-def channels_and_forgetting(root, task_name, rep, base, enc, preset, samples=4):
+def _once(cache, key, measure):
+    """A measurement taken the first time it is asked for, then read from `cache`."""
+    def read():
+        if key not in cache:
+            cache[key] = measure()
+        return cache[key]
+    return read
+
+
+def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache, samples=4):
     """C4 and C7 for one task and replicate: general skills and seed-prompt accuracy of
-    base / rl / fst, and the 2x2 table {base, fst weights} x {seed, fst prompt}."""
+    base / rl / fst, and the 2x2 table {base, fst weights} x {seed, fst prompt}. The base's own
+    numbers are the same for every run seed and are measured once (base_cache)."""
     task = tasks.make_task(task_name, n_val=preset["n_val"])  # the runs' own val split
     broot, device = base_root(root, rep[0]), base.wte.weight.device
     models = {"base": (base, None)}
@@ -202,9 +213,13 @@ def channels_and_forgetting(root, task_name, rep, base, enc, preset, samples=4):
         models[m] = (model.eval(), extra)
     out = {"c4": {}, "c7": {}}
     for name, (model, _) in models.items():
-        out["c4"][name] = {"general_acc": ev.general_accuracy(model, enc),
-                           "no_prompt_acc": ev.task_accuracy(model, enc, task.seed_prompt, task.val,
-                                                             samples, greedy=False)[0]}
+        general = lambda: ev.general_accuracy(model, enc)  # noqa: E731
+        no_prompt = lambda: ev.task_accuracy(model, enc, task.seed_prompt, task.val,  # noqa: E731
+                                             samples, greedy=False)[0]
+        if name == "base":  # the same for every run seed (and every task, for general skills)
+            general = _once(base_cache, ("general", rep[0]), general)
+            no_prompt = _once(base_cache, ("no_prompt", rep[0], task_name), no_prompt)
+        out["c4"][name] = {"general_acc": general(), "no_prompt_acc": no_prompt()}
     fst_prompt = models["fst"][1]["deployed_prompt"]
     for wname, mname in (("base_weights", "base"), ("fst_weights", "fst")):
         out["c7"][wname] = {"seed_prompt": out["c4"][mname]["no_prompt_acc"],
@@ -346,7 +361,7 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
         metrics[b] = extra["metrics"]
     preset = run_config(root, reps) or metrics[0]["preset"]
     res = {"preset": preset["name"], "bases": list(range(bases)), "seeds": list(range(seeds)),
-           "replicates": len(reps), "wall_s": suite_wall_s, "_out": out,
+           "replicates": len(reps), "wall_s": suite_wall_s, "_out": out, "_base_cache": {},
            "base_quality": {b: {"general_acc": m["general_acc"],
                                 "min_op_acc": min(m["acc_by_op"].values()),
                                 "acc_by_op": m["acc_by_op"], "wall_s": m["wall_s"]}
@@ -364,7 +379,7 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
             hit_rates = json.load(f)
     reflector_sweep(root, range(seeds), res, hit_rates or {})
     res["reflector_first_hit_rate"] = hit_rates
-    del res["_out"]
+    del res["_out"], res["_base_cache"]
     write_atomic(os.path.join(out, "results.json"), json.dumps(res, indent=1))
     write_atomic(os.path.join(out, "report.md"), render_report(res, plots))
     return res
@@ -500,8 +515,8 @@ def render_report(res, plots):
                  f"{_m(e['rl_minus_fst_steps'], 1)} | {e['verdict']} |")
     L += ["", "## Runs and controls (final val acc; FST minus the control, paired by replicate)",
           "",
-          "Gain = final minus step-0 val accuracy; its minimum over replicates shows whether every "
-          "replicate learned (the fair-test bar for RL only: >= 0.3).", "",
+          "Gain = final minus first val accuracy (after step 0); its minimum over replicates shows "
+          "whether every replicate learned (the fair-test bar for RL only: >= 0.3).", "",
           "| task | method | final val acc | gain (min) | FST - it | verdict (FST higher) | "
           "rollouts | wall s |", "|---|---|---|---|---|---|---|---|"]
     for t, d in res["runs"].items():

@@ -24,10 +24,12 @@ import random
 
 import torch
 
+import report
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
 from eval import task_accuracy
-from model import load_checkpoint, write_atomic
+from model import write_atomic
+from pretrain import load_base
 
 # task -> kind it is drawn for
 DRAWN = {"hidden-rule-2": "hidden", "long-chain": "told", "sparse": "zero"}
@@ -59,9 +61,13 @@ def measure(models, name, rule_text, kind, n_val):
     t = tasks.build_task(name, tasks.TaskDef(rule_text, kind, d.marker, told=d.told,
                                              exact_only=d.exact_only),
                          n_train=1, n_pareto=1, n_val=n_val)
-    return [[task_accuracy(m, enc, t.seed_prompt, t.val, greedy=False)[0],
-             task_accuracy(m, enc, t.instruction, t.val, greedy=False)[0]]
-            for m, enc in models]
+    out = []
+    for model, enc in models:
+        told = task_accuracy(model, enc, t.instruction, t.val, greedy=False)[0]
+        seed = told if t.seed_prompt == t.instruction else task_accuracy(
+            model, enc, t.seed_prompt, t.val, greedy=False)[0]  # a told task's seed prompt is it
+        out.append([seed, told])
+    return out
 
 
 def select(models, screen=64, n_val=256, log=print):
@@ -104,14 +110,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     root = os.path.join("runs", args.preset)
-    paths = [os.path.join(root, f"b{k}", "base", "model.pt") for k in range(args.bases)]
+    paths = [os.path.join(report.base_root(root, k), "base", "model.pt") for k in range(args.bases)]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise UserError(f"no base at {missing[0]}; "
                         "run `python train.py pretrain --seed K --out ...` first")
-    loaded = [load_checkpoint(p, "cpu") for p in paths]
-    models = [(m.eval(), tasks.tokenizer_from_state(extra["tokenizer"])) for m, extra in loaded]
-    out = select(models, screen=args.screen)
+    models = [load_base(p, "cpu") for p in paths]  # each base with its own tokenizer
+    out = select([(m.eval(), enc) for m, enc in models], screen=args.screen)
     write_atomic(os.path.join(root, "task_selection.json"), json.dumps(out, indent=1))
     print(f"wrote {root}/task_selection.json")
 
