@@ -308,6 +308,16 @@ def test_markers_reach_the_prompt_and_pretraining_draws_them_all():
     assert seen == set(tasks.MARKERS)
 
 
+def test_the_exploration_task_rewards_exact_answers_only():
+    t = make_task("sparse", n_train=8)
+    p = t.val[0]
+    near = list(p.answer)
+    near[-1] = (near[-1] + 1) % 10  # every position right but the last
+    assert all(q.exact_only for q in t.train + t.pareto + t.val)
+    assert score(p, " " + " ".join(map(str, near)))[0] == 0.0
+    assert score(p, tasks.answer_text(p))[0] == 1.0
+
+
 def test_exact_only_reward_is_binary_with_the_same_feedback():
     p = Problem((3, 8, 1, 5), (8, 6, 4, 1))
     q = Problem((3, 8, 1, 5), (8, 6, 4, 1), exact_only=True)
