@@ -191,15 +191,6 @@ def c3(rl, fst, keys, floor, key):
     return out
 
 
-def _once(cache, key, measure):
-    """A measurement taken the first time it is asked for, then read from `cache`."""
-    def read():
-        if key not in cache:
-            cache[key] = measure()
-        return cache[key]
-    return read
-
-
 def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache, samples=4):
     """C4 and C7 for one task and replicate: general skills and seed-prompt accuracy of
     base / rl / fst, and the 2x2 table {base, fst weights} x {seed, fst prompt}. The base's own
@@ -213,13 +204,14 @@ def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache,
         models[m] = (model.eval(), extra)
     out = {"c4": {}, "c7": {}}
     for name, (model, _) in models.items():
-        general = lambda: ev.general_accuracy(model, enc)  # noqa: E731
-        no_prompt = lambda: ev.task_accuracy(model, enc, task.seed_prompt, task.val,  # noqa: E731
-                                             samples, greedy=False)[0]
-        if name == "base":  # the same for every run seed (and every task, for general skills)
-            general = _once(base_cache, ("general", rep[0]), general)
-            no_prompt = _once(base_cache, ("no_prompt", rep[0], task_name), no_prompt)
-        out["c4"][name] = {"general_acc": general(), "no_prompt_acc": no_prompt()}
+        cache = base_cache if name == "base" else {}  # a base's numbers: the same for every seed
+        g, p = ("general", rep[0]), ("no_prompt", rep[0], task_name)
+        if g not in cache:
+            cache[g] = ev.general_accuracy(model, enc)
+        if p not in cache:
+            cache[p] = ev.task_accuracy(model, enc, task.seed_prompt, task.val, samples,
+                                        greedy=False)[0]
+        out["c4"][name] = {"general_acc": cache[g], "no_prompt_acc": cache[p]}
     fst_prompt = models["fst"][1]["deployed_prompt"]
     for wname, mname in (("base_weights", "base"), ("fst_weights", "fst")):
         out["c7"][wname] = {"seed_prompt": out["c4"][mname]["no_prompt_acc"],
