@@ -73,10 +73,21 @@ def sample_rollouts(model, enc, contexts, problems, num_samples=1, temperature=1
                     rewards=[r for r, _ in scored], feedback=[f for _, f in scored])
 
 
-def greedy_evaluate(model, enc, max_new_tokens=12):
+def greedy_evaluate(model, enc, max_new_tokens=12, batched=False):
     """The policy as GEPA sees it: (context, problems) -> [(reward, output, feedback)], one greedy
-    rollout per problem (deterministic, so a prompt's score does not depend on sampling luck)."""
+    rollout per problem (deterministic, so a prompt's score does not depend on sampling luck).
+    batched=True adds evaluate.many(contexts, problems): every (context, problem) pair in one
+    generate call, the same greedy completions up to float round-off in the batched matmuls."""
     def evaluate(context, problems):
         return sample_rollouts(model, enc, [context] * len(problems), problems, 1, 0.0, 0,
                                max_new_tokens).results()
+
+    def many(contexts, problems):
+        n = len(problems)
+        res = sample_rollouts(model, enc, [c for c in contexts for _ in range(n)],
+                              list(problems) * len(contexts), 1, 0.0, 0, max_new_tokens).results()
+        return [res[i * n:(i + 1) * n] for i in range(len(contexts))]  # context-major rows
+
+    if batched:
+        evaluate.many = many
     return evaluate

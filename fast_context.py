@@ -14,6 +14,10 @@ and it does not know which reflector writes the proposals (they live in reflecto
 Contracts (plain callables, so this file knows nothing about models or tasks objects):
   evaluate(context, problems) -> [(reward, output, feedback)]: one rollout of the CURRENT model per
       problem with `context` as the prompt, scored by tasks.score. One problem = one rollout.
+  evaluate.many(contexts, problems) -> [[(reward, output, feedback)] per context]: optional. When
+      the callable has it, a round's re-score of the frontier runs as one call (on a GPU, one
+      generate for every candidate instead of one per candidate: decoding is launch-bound). It must
+      give what evaluate gives context by context.
   reflector(current_prompt, records) -> str: a new prompt. records = [{"inputs": "in: 3 8 1 5",
       "outputs": "<model output>", "feedback": "wrong at positions 2; expected: 6 1 4 8"}], strings
       only (make_records builds them). A reflector that raises any Exception, or returns an empty /
@@ -97,9 +101,10 @@ class GEPAState:
     events: list = field(default_factory=list)
 
 
-def _evaluate(state, evaluate, context, problems):
-    """Run the policy on `problems` with `context`; count the rollouts; -> (rewards, records)."""
-    results = list(evaluate(context, problems))
+def _evaluate(state, evaluate, context, problems, results=None):
+    """Run the policy on `problems` with `context` (or take its `results`, already run); count the
+    rollouts; -> (rewards, records)."""
+    results = list(evaluate(context, problems) if results is None else results)
     if len(results) != len(problems):
         raise ValueError(f"evaluate returned {len(results)} results for {len(problems)} problems")
     state.rollouts += len(problems)
@@ -256,8 +261,12 @@ def rescore_frontier(state, evaluate):
     fronts."""
     on_front = sorted(set().union(*state.front_sets))
     state.round += 1
-    for k in on_front:
-        state.scores[k], _ = _evaluate(state, evaluate, state.candidates[k], state.pareto)
+    contexts = [state.candidates[k] for k in on_front]
+    many = getattr(evaluate, "many", None)  # optional: every context in one call (one generate)
+    results = (many(contexts, state.pareto) if many is not None
+               else [None] * len(on_front))
+    for k, context, res in zip(on_front, contexts, results):
+        state.scores[k], _ = _evaluate(state, evaluate, context, state.pareto, res)
         state.score_round[k] = state.round
     rebuild_frontier(state)
     return _log(state, {"round": state.round, "rescored": on_front}, "rescore")

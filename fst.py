@@ -56,8 +56,11 @@ METHODS = {m: {k: bool(v) for k, v in flags.items()} for m, flags in METHODS.ite
 #   sequential  GEPA to its budget first, then rl over that frozen frontier (a control)
 
 def make_policy(model, enc, preset):
-    """The policy as GEPA sees it (episodes.greedy_evaluate with the current weights)."""
-    return greedy_evaluate(model, enc, preset.max_new_tokens)
+    """The policy as GEPA sees it (episodes.greedy_evaluate with the current weights). On CUDA a
+    frontier re-score is one generate call (evaluate.many); on the CPU it stays one call per
+    candidate, the path every CPU result was measured with."""
+    return greedy_evaluate(model, enc, preset.max_new_tokens,
+                           batched=model.wte.weight.device.type == "cuda")
 
 
 @dataclass

@@ -232,6 +232,27 @@ def test_run_round_rescores_frontier_with_new_policy():
     assert st.rollouts == before and st.round == 2
 
 
+def test_rescore_through_evaluate_many_is_one_call_with_the_same_result():
+    table = {"seed": [1, 1, 0, 0], "x": [0, 0, 1, 1], "y": [1, 0, 1, 0]}
+    plain, batched = table_eval(table), table_eval(table)
+    calls = []
+
+    def many(contexts, probs):  # what a one-generate evaluate returns: one list per context
+        calls.append(list(contexts))
+        return [batched(c, probs) for c in contexts]
+
+    batched.many = many
+    states = []
+    for ev in (plain, batched):
+        st = init_state("seed", problems(4), problems(9, 100), ev)
+        add_candidate(st, ev, "x", [0])
+        add_candidate(st, ev, "y", [0])
+        run_round(st, ev, num_proposals=2, reflector=fixed("z"))
+        states.append(state_dict(st))
+    assert calls == [["seed", "x", "y"]]  # the whole frontier in one call, in index order
+    assert states[0] == states[1] and plain.calls == batched.calls
+
+
 def test_state_dict_round_trip_resumes_identically():
     ev = table_eval({"seed": [0, 0.5, 1], "a": [1, 0, 0.5], "b": [0.5, 1, 0]})
     refl = lambda prompt, recs: {"seed": "a", "a": "b", "b": "seed"}[prompt]  # noqa: E731

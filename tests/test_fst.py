@@ -73,3 +73,25 @@ def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
     markers = [{p.marker for p in pareto} for _, pareto, _ in rounds]
     # the data moved, GEPA was not told
     assert markers[0] == markers[1] == {"in"} and markers[-1] == {"xs"}
+
+
+def test_batched_greedy_evaluate_gives_each_contexts_own_results():
+    # evaluate.many (one generate for every context, as make_policy uses on CUDA) against one call
+    # per context: left-padding to the longest prompt changes nothing in greedy completions
+    import torch
+    from episodes import greedy_evaluate
+    from model import GPT, GPTConfig
+    enc = tasks.build_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=(enc.n_vocab + 63) // 64 * 64, block_size=128, n_layer=2,
+                          n_head=2, n_embd=32)).eval()
+    with torch.no_grad():  # large random weights: greedy outputs that depend on the prompt
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    task = tasks.make_task("hidden-rule", n_train=8)
+    contexts = ["rule: ?", "rule: sort then add 2", "rule: reverse then add 1 then sort"]
+    evaluate = greedy_evaluate(model, enc, max_new_tokens=8, batched=True)
+    got = evaluate.many(contexts, task.pareto[:5])
+    assert got == [evaluate(c, task.pareto[:5]) for c in contexts]
+    assert len({tuple(o for _, o, _ in g) for g in got}) > 1  # contexts do change the outputs
+    assert not hasattr(greedy_evaluate(model, enc, 8), "many")  # the CPU default: per context
