@@ -77,13 +77,12 @@ def guarded_step(model, opt, loss, clip=1.0):
     """backward, clip, step, unless the loss or the gradient is non-finite (then the step is skipped
     and the weights and optimizer state are untouched). -> (grad_norm or None, reason or '')."""
     opt.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
-        return None, "non-finite loss"
-    loss.backward()
-    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-    if not math.isfinite(norm):
+    loss.backward()  # a non-finite loss gives a non-finite norm: one check covers both
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    loss_v, norm = torch.stack([loss.detach().float(), norm.float()]).tolist()  # one host sync
+    if not math.isfinite(norm) or not math.isfinite(loss_v):
         opt.zero_grad(set_to_none=True)  # drop the poisoned gradient
-        return None, "non-finite gradient"
+        return None, "non-finite loss" if not math.isfinite(loss_v) else "non-finite gradient"
     opt.step()
     return norm, ""
 
