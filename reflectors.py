@@ -534,8 +534,13 @@ def first_hit_rate(reflector, task, evaluate, trials=100, minibatch=3, seed=0):
     Per trial: `minibatch` random problems of task.train (seeded), evaluated with the seed prompt
     (evaluate(context, problems) -> [(reward, output, feedback)], as in fast_context), turned into
     records, one reflector call. A hit: the proposal's `rule:` line parses to task.rule (compared as
-    canonical text, so separators and map-entry order do not matter). A raise is a miss."""
+    canonical text, so separators and map-entry order do not matter). A raise is a miss.
+    None when the seed prompt states the rule already (a told task: nothing is hidden, and any
+    proposal that keeps the rule line would count as a hit)."""
     rng, want, hits = random.Random(seed), rule_text(task.rule), 0
+    seed_rule = parse_context_rule(task.seed_prompt)
+    if seed_rule is not None and rule_text(seed_rule) == want:
+        return None
     for _ in range(trials):
         problems = rng.sample(task.train, minibatch)
         records = make_records(problems, evaluate(task.seed_prompt, problems))

@@ -329,7 +329,9 @@ def reflector_sweep(root, seeds, res, hit_rates):
             keys = [r for r in reps if r in rl and r in fst]
             if not keys:
                 continue
-            out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name),
+            task = tasks.make_task(t)
+            told = task.seed_prompt == task.instruction
+            out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name), "told": told,
                             "c1": c1(rl, fst, keys), "c3": c3(rl, fst, keys, None, "kl"),
                             "n": len(keys)}
             out[name][t]["c1"].pop("per_replicate")
@@ -534,7 +536,9 @@ def render_report(res, plots):
               "|---|---|---|---|---|---|"]
         for name, d in res["reflector_sweep"].items():
             for t, v in d.items():
-                L.append(f"| {name} | {t} | {_m(v['first_hit_rate'], 2)} | "
+                hit = ("n/a (told: the seed prompt states the rule)" if v.get("told")
+                       else _m(v["first_hit_rate"], 2))
+                L.append(f"| {name} | {t} | {hit} | "
                          f"{v['c1']['ratio']['text']} | {_ratio(v['c3'].get('ratio'))} | "
                          f"{v['n']} |")
     L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]

@@ -324,6 +324,9 @@ def test_first_hit_rate_counts_exact_rules_only():
     def boom(prompt, records):
         raise RuntimeError("no reply")
     assert R.first_hit_rate(boom, task, evaluate, trials=5) == 0.0
+    # a told task (the seed prompt states the rule): nothing hidden, no hit rate
+    told = T.make_task("long-chain", n_train=64)
+    assert R.first_hit_rate(lambda p, r: p, told, evaluate, trials=5) is None
 
 
 def test_make_reflector_by_name():

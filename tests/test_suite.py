@@ -107,7 +107,8 @@ def test_suite_end_to_end(tmp_path):
     assert rates["hidden-rule"]["oracle"] == 1.0
     # one local edit from `rule: ?` cannot state a 2-op rule
     assert rates["hidden-rule"]["edit"] == 0.0
-    assert all(0.0 <= v <= 1.0 for d in rates.values() for v in d.values())
+    assert all(v is None for v in rates["long-chain"].values())  # told: the seed states the rule
+    assert all(0.0 <= v <= 1.0 for t, d in rates.items() if t != "long-chain" for v in d.values())
 
 
 def test_leaving_zero_reward_needs_a_sustained_mean():
