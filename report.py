@@ -135,6 +135,20 @@ def task_claims(root, reps, t, base_models, preset, res, plots):
         res["c7_channels"][t] = c7
 
 
+def rl_gain_by_base(root, reps, res):
+    """The fair-test bar, base by base: RL-only's val gain (final minus first eval) on each suite
+    task, as mean [interval] over that base's run seeds, and the lowest replicate."""
+    out = {}
+    for t in SUITE_TASKS:
+        runs = replicates(root, reps, t, "rl")
+        gains = {}
+        for (b, _), rows in runs.items():
+            x, y = ev.curve(rows)
+            gains.setdefault(b, []).append(y[-1] - y[0])
+        out[t] = {str(b): dict(ev.mean_std(g), min=min(g)) for b, g in sorted(gains.items())}
+    res["rl_gain_by_base"] = out
+
+
 def c1(rl, fst, keys):
     """RL's steps (rollouts) to its peak over FST's to reach it, per replicate; censored replicates
     (FST never got there: an upper bound; FST there at its first eval: a lower bound) are kept."""
@@ -365,6 +379,7 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
     plots = []
     for t in SUITE_TASKS:
         task_claims(root, reps, t, base_models, preset, res, plots)
+    rl_gain_by_base(root, reps, res)
     plasticity(root, reps, res, plots)
     continual(root, reps, res, plots)
     exploration(root, reps, res)
@@ -520,6 +535,14 @@ def render_report(res, plots):
             L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(v['gain'], 2)} "
                      f"({_m(v['min_gain'], 2)}) | {diff[0]} | {diff[1]} | "
                      f"{_m(v['rollouts'], 0)} | {_m(v['wall_s'], 0)} |")
+    if res.get("rl_gain_by_base"):
+        bases = sorted({b for d in res["rl_gain_by_base"].values() for b in d}, key=int)
+        L += ["", "RL-only gain by base: mean [interval] over run seeds (lowest seed).", "",
+              "| task | " + " | ".join(f"base {b}" for b in bases) + " |",
+              "|---|" + "---|" * len(bases)]
+        for t, d in res["rl_gain_by_base"].items():
+            L.append(f"| {t} | " + " | ".join(f"{_m(d[b], 2)} ({d[b]['min']:.2f})" if b in d
+                                              else "" for b in bases) + " |")
     L += ["", "## C7: {base, FST weights} x {seed, FST prompt}", "",
           "| task | base + seed | base + FST prompt | FST weights + seed | "
           "FST weights + FST prompt |",

@@ -61,6 +61,11 @@ def test_suite_end_to_end(tmp_path):
     assert {"from_base", "from_rl", "from_fst", "verdict"} <= set(res["c5_plasticity"])
     assert len(res["c6_continual"]) == len(report.CONTINUAL)
     assert {"rl", "fst", "verdict"} <= set(res["c8_exploration"])
+    # the fair-test bar per base: RL-only's gain on base 0 is the gain the runs table shows
+    for t in report.SUITE_TASKS:
+        by_base = res["rl_gain_by_base"][t]["0"]
+        assert by_base["mean"] == res["runs"][t]["rl"]["gain"]["mean"]
+        assert by_base["min"] == res["runs"][t]["rl"]["min_gain"]
     leaves = list(_finite_leaves(res))
     assert len(leaves) > 50
     for path, v in leaves:
