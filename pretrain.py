@@ -77,7 +77,8 @@ def guarded_step(model, opt, loss, clip=1.0):
     """backward, clip, step, unless the loss or the gradient is non-finite (then the step is skipped
     and the weights and optimizer state are untouched). -> (grad_norm or None, reason or '')."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()  # a non-finite loss gives a non-finite norm: one check covers both
+    if loss.requires_grad:  # a non-finite loss gives a non-finite norm: one check covers both
+        loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     loss_v, norm = torch.stack([loss.detach().float(), norm.float()]).tolist()  # one host sync
     if not math.isfinite(norm) or not math.isfinite(loss_v):
