@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 import eval as ev
+import plots as draw  # the figures
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
 from model import load_checkpoint, write_atomic
@@ -93,6 +94,10 @@ def task_claims(root, reps, t, base_models, preset, res, plots):
                           "rollouts": ev.mean_std([v[r][-1]["rollouts"] for r in v]),
                           "wall_s": ev.mean_std([v[r][-1]["wall_s"] for r in v])}
                       for m, v in runs.items() if v}
+    by_base = {}  # the fair-test bar, base by base: RL-only's gain over that base's run seeds
+    for r, g in zip([r for r in keys if r in runs["rl"]], gain["rl"]):
+        by_base.setdefault(str(r[0]), []).append(g)
+    res["rl_gain_by_base"][t] = {b: dict(ev.mean_std(g), min=min(g)) for b, g in by_base.items()}
     res["controls"][t] = {m: {"final_val_acc": ev.mean_std(final[m]),
                               "fst_minus_this": _paired(final["fst"], final[m], +1)}
                           for m in SUITE_METHODS if m != "fst" and len(final[m]) == len(keys)}
@@ -113,13 +118,14 @@ def task_claims(root, reps, t, base_models, preset, res, plots):
                 grid = np.linspace(0, min(rows[-1]["rollouts"] for rows in v.values()), 60)
                 series[m] = ev.mean_band([(grid, ev.on_grid(v[r], grid)) for r in keys if r in v])
         name = f"{t}_acc_vs_{'steps' if x == 'step' else 'rollouts'}.png"
-        plot_bands(os.path.join(res["_out"], name), series,
+        draw.bands(os.path.join(res["_out"], name), series,
                    "RL steps" if x == "step" else "rollouts generated (all)",
                    f"{t}: val accuracy, mean and 95% band over {len(keys)} replicates")
         plots.append(name)
     name = f"{t}_kl_vs_acc.png"
-    _plot_kl(os.path.join(res["_out"], name), {m: [ev.kl_curve(runs[m][r]) for r in keys]
-                                               for m in ("rl", "fst", "instructed") if runs[m]}, t)
+    draw.kl_vs_acc(os.path.join(res["_out"], name), {m: [ev.kl_curve(runs[m][r]) for r in keys]
+                                                     for m in ("rl", "fst", "instructed")
+                                                     if runs[m]}, t)
     plots.append(name)
     per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset, res["_base_cache"])
            for r in keys]
@@ -133,20 +139,6 @@ def task_claims(root, reps, t, base_models, preset, res, plots):
         c7["weights_gain"] = _paired(both, [p["c7"]["base_weights"]["fst_prompt"] for p in per], +1)
         c7["prompt_gain"] = _paired(both, [p["c7"]["fst_weights"]["seed_prompt"] for p in per], +1)
         res["c7_channels"][t] = c7
-
-
-def rl_gain_by_base(root, reps, res):
-    """The fair-test bar, base by base: RL-only's val gain (final minus first eval) on each suite
-    task, as mean [interval] over that base's run seeds, and the lowest replicate."""
-    out = {}
-    for t in SUITE_TASKS:
-        runs = replicates(root, reps, t, "rl")
-        gains = {}
-        for (b, _), rows in runs.items():
-            x, y = ev.curve(rows)
-            gains.setdefault(b, []).append(y[-1] - y[0])
-        out[t] = {str(b): dict(ev.mean_std(g), min=min(g)) for b, g in sorted(gains.items())}
-    res["rl_gain_by_base"] = out
 
 
 def c1(rl, fst, keys):
@@ -253,7 +245,7 @@ def plasticity(root, reps, res, plots):
         auc = {i: [ev.area_and_threshold(pl[i][r], 0.5)["auc"] for r in keys] for i in pl}
         out["fst_minus_rl_auc"] = _paired(auc["fst"], auc["rl"], +1)
         out["verdict"] = out["fst_minus_rl_auc"]["verdict"]
-        plot_bands(os.path.join(res["_out"], "plasticity.png"),
+        draw.bands(os.path.join(res["_out"], "plasticity.png"),
                    {f"RL from {i}-init": ev.mean_band([ev.curve(v[r]) for r in keys])
                     for i, v in pl.items()},
                    "RL steps", f"plasticity: RL on {PLASTICITY_TASK} after {PRIOR_TASK}")
@@ -288,7 +280,7 @@ def continual(root, reps, res, plots):
     if keys:
         rows = cont["rl"][keys[0]]
         bounds = np.cumsum([sum(r["task"] == name for r in rows) for name in CONTINUAL])[:-1]
-        plot_bands(os.path.join(res["_out"], "continual.png"),
+        draw.bands(os.path.join(res["_out"], "continual.png"),
                    {m: ev.mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()},
                    "RL steps", "continual: " + " -> ".join(CONTINUAL), vlines=bounds)
         plots.append("continual.png")
@@ -374,12 +366,12 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
                                 "min_op_acc": min(m["acc_by_op"].values()),
                                 "acc_by_op": m["acc_by_op"], "wall_s": m["wall_s"]}
                             for b, m in metrics.items()},
-           "runs": {}, "controls": {}, "c1_sample_efficiency": {}, "c2_asymptote": {},
-           "c3_kl_at_matched_reward": {}, "c4_forgetting": {}, "c7_channels": {}}
+           "runs": {}, "rl_gain_by_base": {}, "controls": {}, "c1_sample_efficiency": {},
+           "c2_asymptote": {}, "c3_kl_at_matched_reward": {}, "c4_forgetting": {},
+           "c7_channels": {}}
     plots = []
     for t in SUITE_TASKS:
         task_claims(root, reps, t, base_models, preset, res, plots)
-    rl_gain_by_base(root, reps, res)
     plasticity(root, reps, res, plots)
     continual(root, reps, res, plots)
     exploration(root, reps, res)
@@ -403,46 +395,6 @@ def run_config(root, reps):
                 with open(path) as f:
                     return json.load(f)["config"]
     return None
-
-
-def plot_bands(path, series, xlabel, title, vlines=()):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, (xs, m, lo, hi) in series.items():
-        line, = ax.plot(xs, m, label=label, lw=1.2)
-        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-    for v in vlines:
-        ax.axvline(v, color="gray", ls="--", lw=0.8)
-    ax.set(xlabel=xlabel, ylabel="val exact match", ylim=(-0.02, 1.02))
-    _finish_plot(fig, ax, path, title)
-
-
-def _plot_kl(path, series, task):
-    """KL to the base against val accuracy at the KL evals, one thin line per replicate."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for m, curves in series.items():
-        color = None
-        for i, (acc, kl) in enumerate(curves):
-            line, = ax.plot(acc, kl, marker="o", ms=2, lw=0.6, color=color,
-                            label=m if i == 0 else None)
-            color = line.get_color()
-    ax.set(xlabel="val exact match", ylabel="KL(pi_theta || pi_base) per token")
-    _finish_plot(fig, ax, path, f"{task}: drift from the base vs accuracy")
-
-
-def _finish_plot(fig, ax, path, title):
-    import matplotlib.pyplot as plt
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _m(x, digits=3):
