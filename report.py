@@ -335,9 +335,8 @@ def reflector_sweep(root, seeds, res, hit_rates):
             keys = [r for r in reps if r in rl and r in fst]
             if not keys:
                 continue
-            task = tasks.make_task(t)
-            told = task.seed_prompt == task.instruction
-            out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name), "told": told,
+            out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name),
+                            "told": tasks.NAMED_TASKS[t].told,
                             "c1": c1(rl, fst, keys), "c3": c3(rl, fst, keys, None, "kl"),
                             "n": len(keys)}
             out[name][t]["c1"].pop("per_replicate")
