@@ -391,7 +391,8 @@ class EditReflector(_Reflector):
         rule = parse_context_rule(current_prompt) or ()
         self.checked, best, best_fit = 0, None, fit(rule, examples)
         if best_fit < 1.0:  # the rule itself is wrong somewhere: look for one edit that helps
-            for new in local_edits(rule, failed)[:self.max_hypotheses]:
+            fits = lambda r: self.count_tokens(instruction(r)) <= self.max_tokens
+            for new in [r for r in local_edits(rule, failed) if fits(r)][:self.max_hypotheses]:
                 self.checked += 1
                 f = fit(new, examples)
                 if f > best_fit + 1e-9:
@@ -510,19 +511,82 @@ class LLMReflector:
 
 
 # -----------------------------------------------------------------------------
+# the strength dial: a proposal made wrong with probability p
+
+def corrupt(text, rng):
+    """One wrong detail in a proposal, its length in tokens kept: in its rule one op re-targeted
+    (a map entry's output digit, another parameter, another parameterless op), or without a rule
+    one digit of a demonstration's answer changed."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        rule = parse_context_rule(line)
+        if rule:
+            j = rng.randrange(len(rule))
+            op = rule[j]
+            if op.name == "map":
+                e = rng.randrange(len(op.arg))
+                a, b = op.arg[e]
+                new = rng.choice([d for d in range(10) if d not in (a, b)])
+                op = Op("map", op.arg[:e] + ((a, new),) + op.arg[e + 1:])
+            elif op.name in PARAM_RANGE:
+                lo, hi = PARAM_RANGE[op.name]
+                op = Op(op.name, rng.choice([k for k in range(lo, hi + 1) if k != op.arg]))
+            else:
+                op = Op(rng.choice([n for n in ("reverse", "sort", "swap") if n != op.name]))
+            lines[i] = instruction(rule[:j] + (op,) + rule[j + 1:])
+            return "\n".join(lines)
+    for i, line in enumerate(lines):  # no rule: a demonstration's answer, one digit off
+        if "->" in line:
+            k = max(m.start() for m in re.finditer(r"\d", line))
+            lines[i] = line[:k] + str((int(line[k]) + rng.randrange(1, 10)) % 10) + line[k + 1:]
+            return "\n".join(lines)
+    return text
+
+
+class NoisyReflector:
+    """`inner`'s proposal, made wrong (corrupt) with probability p: a reflection LM that misreads
+    now and then. strength = 1 - p. Whether a call errs is a pure function of (seed, prompt,
+    records), so a resumed run makes the same mistakes as an uninterrupted one."""
+
+    def __init__(self, inner, p, seed=0):
+        self.inner, self.p, self.seed = inner, p, seed
+
+    def __call__(self, current_prompt, records):
+        text = self.inner(current_prompt, records)
+        rng = random.Random(f"{self.seed}\n{current_prompt}\n{json.dumps(records, sort_keys=True)}")
+        return corrupt(text, rng) if rng.random() < self.p else text
+
+
+# -----------------------------------------------------------------------------
 # by name, and the first-proposal hit rate
 
 REFLECTORS = ("oracle", "edit", "demo", "llm")
 
 
-def make_reflector(name, max_tokens=48, count_tokens=None, **llm_options):
-    """A reflector by name: oracle | edit | demo | llm. llm_options (url, model, timeout, retries,
-    backoff, temperature) are LLMReflector's and only allowed with name 'llm'."""
+def parse_reflector(spec):
+    """'edit' -> ('edit', 0.0); 'edit:0.5' -> ('edit', 0.5): NAME[:P], P the probability that a
+    proposal is made wrong (the strength dial). ValueError for anything else."""
+    name, _, p = spec.partition(":")
+    try:
+        rate = float(p) if p else 0.0
+    except ValueError:
+        rate = -1.0
+    if name not in REFLECTORS or not 0.0 <= rate <= 1.0 or (p and name == "llm"):
+        raise ValueError(f"unknown reflector '{spec}'; choose one of {', '.join(REFLECTORS)}, "
+                         "optionally NAME:P with P in [0, 1] the share of wrong proposals")
+    return name, rate
+
+
+def make_reflector(spec, max_tokens=48, count_tokens=None, seed=0, **llm_options):
+    """A reflector by name: oracle | edit | demo | llm, or NAME:P (wrong with probability P, see
+    NoisyReflector; `seed` seeds its mistakes). llm_options (url, model, timeout, retries, backoff,
+    temperature) are LLMReflector's and only allowed with name 'llm'."""
+    name, p = parse_reflector(spec)
+    if p > 0:
+        return NoisyReflector(make_reflector(name, max_tokens, count_tokens, **llm_options), p, seed)
     if name == "llm":
         return LLMReflector(max_tokens=max_tokens, count_tokens=count_tokens, **llm_options)
     classes = {"oracle": OracleReflector, "edit": EditReflector, "demo": DemoReflector}
-    if name not in classes:
-        raise ValueError(f"unknown reflector '{name}'; choose one of {', '.join(REFLECTORS)}")
     if llm_options:
         raise ValueError(f"options {sorted(llm_options)} are for the llm reflector, not '{name}'")
     return classes[name](max_tokens=max_tokens, count_tokens=count_tokens)

@@ -4,6 +4,8 @@ any RL or FST run (so no task is picked by looking at how a method does on it).
 
     python select_tasks.py --preset tiny --bases 3  # -> runs/tiny/task_selection.json,
                                                     #    and a summary
+    python select_tasks.py --preset tiny --bases 3 --dial  # -> runs/tiny/dial.json: what a prompt
+                                                    #    within each dial level's budget carries
 
 For every candidate rule and every base (runs/<preset>/b<k>/base/model.pt) it measures exact-match
 mean@4 at temperature 1 with the task's seed prompt and with the true instruction, and keeps the
@@ -100,6 +102,47 @@ def select(models, screen=64, n_val=256, log=print):
     return out
 
 
+def dial_prompts(task, count_tokens):
+    """Every prompt a dial level's budget is searched over: the seed prompt, each single non-map op,
+    each non-empty subset of the hidden table (in its order), those that fit task.context_tokens."""
+    (table_op,) = task.rule
+    entries = table_op.arg
+    subsets = [tuple(e for j, e in enumerate(entries) if mask >> j & 1)
+               for mask in range(1, 2 ** len(entries))]
+    texts = ([task.seed_prompt] + [tasks.instruction(op) for op in tasks.single_ops()]
+             + [tasks.instruction((tasks.Op("map", s),)) for s in subsets])
+    return [t for t in texts if count_tokens(t) <= task.context_tokens]
+
+
+def measure_dial(models, n_val=256, log=print):
+    """The carriability dial on each base, before any RL or FST run: per level, the best prompt
+    within its budget (mean@4, T = 1, on val), against the seed prompt and the unbudgeted
+    instruction. -> {"criteria", "levels": {k: {"budget", "prompts", "per_base": [...]}}}"""
+    out = {"criteria": tasks.DIAL_CRITERIA, "levels": {}, "sound": []}
+    cipher = tasks.make_task("cipher", n_train=1, n_pareto=1, n_val=n_val)
+    per_base = []
+    for model, enc in models:
+        count = lambda t: len(enc.encode_ordinary(t))
+        acc = lambda ctx: task_accuracy(model, enc, ctx, cipher.val, greedy=False)[0]
+        seed, told = acc(cipher.seed_prompt), acc(cipher.instruction)
+        cache, best = {}, {}
+        for k in tasks.DIAL_LEVELS:
+            t = tasks.make_task(f"cipher-k{k}", n_train=1, n_pareto=1, n_val=n_val)
+            scores = {p: cache[p] if p in cache else cache.setdefault(p, acc(p))
+                      for p in dial_prompts(t, count)}
+            top = max(scores, key=scores.get)
+            best[k] = scores[top]
+            lvl = out["levels"].setdefault(k, {"budget": t.context_tokens, "per_base": []})
+            lvl["per_base"].append({"seed": seed, "told": told, "best": scores[top],
+                                    "best_prompt": top, "carried": scores[top] / max(told, 1e-9),
+                                    "scores": scores})
+            log(f"k={k} budget {t.context_tokens:2d}: best {scores[top]:.3f} ({top!r}), "
+                f"seed {seed:.3f}, told {told:.3f}, {len(scores)} prompts")
+        out["sound"].append(tasks.dial_sound(best, told, seed))
+        log(f"dial criteria on this base: {out['sound'][-1]}")
+    return out
+
+
 @exit_on_user_error
 def main(argv=None):
     ap = CLIParser(prog="select_tasks.py",
@@ -107,6 +150,8 @@ def main(argv=None):
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--bases", type=positive(int), default=3)
     ap.add_argument("--screen", type=positive(int), default=64, help="val problems used to screen")
+    ap.add_argument("--dial", action="store_true",
+                    help="measure the carriability dial instead (-> runs/<preset>/dial.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     root = os.path.join("runs", args.preset)
@@ -116,9 +161,13 @@ def main(argv=None):
         raise UserError(f"no base at {missing[0]}; "
                         "run `python train.py pretrain --seed K --out ...` first")
     models = [load_base(p, "cpu") for p in paths]  # each base with its own tokenizer
-    out = select([(m.eval(), enc) for m, enc in models], screen=args.screen)
-    write_atomic(os.path.join(root, "task_selection.json"), json.dumps(out, indent=1))
-    print(f"wrote {root}/task_selection.json")
+    models = [(m.eval(), enc) for m, enc in models]
+    if args.dial:
+        out, name = measure_dial(models), "dial.json"
+    else:
+        out, name = select(models, screen=args.screen), "task_selection.json"
+    write_atomic(os.path.join(root, name), json.dumps(out, indent=1))
+    print(f"wrote {root}/{name}")
 
 
 if __name__ == "__main__":

@@ -391,6 +391,7 @@ class Task:
     val: list              # held-out Problems for evaluation
     list_len: tuple = LIST_LEN
     spec: str = ""
+    context_tokens: int = None  # the task's context budget (None: the preset's)
 
     @property
     def instruction(self):
@@ -420,6 +421,8 @@ class TaskDef:
                               # SEED_PROMPT)
     exact_only: bool = False  # binary reward
     lens: tuple = LIST_LEN
+    context_tokens: int = None  # the task's context budget in tokens (None: the preset's)
+    family: str = None          # tasks of one family share their splits (None: its own name)
 
 
 NAMED_TASKS = {
@@ -434,6 +437,17 @@ NAMED_TASKS = {
     # C8: exactly zero reward under the seed prompt, binary reward; the instruction unlocks a little
     "sparse": TaskDef("add 3 then sort then rotate 2", "zero", "row", exact_only=True),
 }
+# The carriability dial: the cipher under a context budget that fits k of its 3 table entries
+# (`rule: map` is 3 tokens, each entry ` a>b` 3 more), k = 3, 2, 1, 0. The rule, the input marker and
+# the splits are the cipher's, so RL-only and instructed (which ignore the budget: the seed prompt is
+# 4 tokens, the instruction is free) are the cipher's runs at every level; only what a prompt can
+# carry changes. At k = 0 the budget (5 tokens) fits the seed prompt and any single non-map op, no
+# table entry. The cipher itself (48 tokens: the table plus demonstrations) is the dial's open end.
+DIAL_LEVELS = (3, 2, 1, 0)
+for _k in DIAL_LEVELS:
+    NAMED_TASKS[f"cipher-k{_k}"] = TaskDef(NAMED_TASKS["cipher"].rule, "dial", "xs",
+                                           context_tokens=3 + 3 * _k if _k else 5,
+                                           family="cipher")
 # long-chain, hidden-rule-2 and sparse were drawn by select_tasks.py from the rules that meet
 # CRITERIA on all three bases, measured before any RL or FST run (LOG.md, 2026-11-27). The cipher
 # misses its criterion on base 0 (0.22 with its table stated; 0.99 and 0.94 on bases 1 and 2) and is
@@ -464,6 +478,28 @@ CRITERIA = {
     # now and then under `rule: ?`, at rates of 0.001-0.007.)
     "zero": dict(seed=(0.0, 0.0), told=(0.05, 1.0)),
 }
+
+
+# The dial's criteria, written before its levels were measured on the bases (select_tasks.py
+# --dial). Per level k and base: `best` = the highest mean@4 of any prompt within the level's budget
+# (the seed prompt, every single non-map op, every subset of the table that fits), `told` = the full
+# instruction without a budget (the ceiling), `seed` = the seed prompt. A level carries
+# best / told of what a prompt can carry. The dial is sound on a base when:
+DIAL_CRITERIA = dict(
+    noise=0.03,      # best(k) >= best(k-1) - noise: more room never carries less
+    full=0.9,        # best(3) >= full * told: at k = 3 the whole table fits
+    empty=0.05,      # best(0) <= seed + empty: no prompt within 5 tokens helps
+    middle=0.05,     # best(0) + middle <= best(k) <= best(3) - middle for k = 1, 2: a real middle
+)                    # (RL-only must also learn the cipher on every base: gain >= 0.3, the suite's bar)
+
+
+def dial_sound(best, told, seed, c=DIAL_CRITERIA):
+    """best: {k: accuracy} over DIAL_LEVELS on one base -> {criterion: bool}."""
+    return dict(ordered=all(best[k] >= best[k - 1] - c["noise"] for k in (1, 2, 3)),
+                full=best[3] >= c["full"] * told,
+                empty=best[0] <= seed + c["empty"],
+                middle=all(best[0] + c["middle"] <= best[k] <= best[3] - c["middle"]
+                           for k in (1, 2)))
 
 
 def passes(kind, seed_acc, told_acc):
@@ -513,7 +549,7 @@ def build_task(spec, d, seed=0, n_train=2048, n_pareto=16, n_val=256):
     """The Task a TaskDef poses under the name `spec` (which seeds its splits' inputs)."""
     rule = parse_rule(d.rule)
     seed_prompt = instruction(rule) if d.told else SEED_PROMPT
-    rng = random.Random(f"{spec}/{seed}")  # str seeds are deterministic across runs
+    rng = random.Random(f"{d.family or spec}/{seed}")  # str seeds are deterministic across runs
     seen, per_len, splits, val_inputs = set(), Counter(), [], set()
     for n in (n_val, n_pareto, n_train):  # val first: it is the same for every n_train
         split = []
@@ -528,7 +564,7 @@ def build_task(spec, d, seed=0, n_train=2048, n_pareto=16, n_val=256):
         splits.append(split)
         val_inputs = {q.inputs for q in splits[0]}
     val, pareto, train = splits
-    return Task(spec, rule, seed_prompt, train, pareto, val, d.lens, spec)
+    return Task(spec, rule, seed_prompt, train, pareto, val, d.lens, spec, d.context_tokens)
 
 
 # -----------------------------------------------------------------------------

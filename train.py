@@ -48,6 +48,7 @@ import torch
 from tqdm import tqdm
 
 import fast_context as fc
+import phase as phase_grid
 import reflectors
 import report
 import rl
@@ -200,11 +201,12 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
     opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=preset.betas, weight_decay=0.0,
                             fused=model.wte.weight.is_cuda)
     count_tokens = lambda text: len(enc.encode_ordinary(text))
+    budget = task.context_tokens or preset.context_tokens  # a dial task brings its own budget
     s = RunState(model=model, enc=enc, opt=opt,
                  ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
                  rng=random.Random(seed), seed=seed, **flags,
                  policy=make_policy(model, enc, preset), gepa=None, task=task,
-                 reflect=reflectors.make_reflector(reflector, preset.context_tokens, count_tokens,
+                 reflect=reflectors.make_reflector(reflector, budget, count_tokens, seed=seed,
                                                    **(llm or {})))
     ck, rows, done = ledger.saved, [], False
     # resume: weights, optimizer, RNG streams, counters, GEPA state, the log so far
@@ -228,7 +230,7 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
     elif flags["uses_context"]:
         s.gepa = fc.init_state(s.task.seed_prompt, s.task.pareto, s.task.train, s.policy, seed=seed,
                                minibatch_size=preset.minibatch,
-                               max_context_tokens=preset.context_tokens, count_tokens=count_tokens)
+                               max_context_tokens=budget, count_tokens=count_tokens)
         # sequential: GEPA on the frozen base to its budget, before any RL
         if not flags["gepa_rounds"]:
             fc.optimize(s.gepa, s.policy, s.reflect, preset.context_budget)
@@ -391,13 +393,14 @@ def _run_job(preset, folder, kwargs, device, threads):
                        resume=True, **kwargs)
 
 
-def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False, jobs=1):
+def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False, jobs=1,
+          phase=False):
     """Every run the report needs, for pretraining seeds 0..bases-1 x run seeds 0..seeds-1, then one
     report. Re-running it skips finished stages and resumes an interrupted one from its checkpoint.
     jobs > 1 runs independent stages in that many processes (threads split among them); every run
     is a deterministic function of its settings, so the results are those of jobs = 1. The report's
     wall time is the sum of the stages' own wall times (pretraining included); the last log line
-    adds the invocation's."""
+    adds the invocation's. phase=True runs the phase diagram's grid instead (phase.py)."""
     t0, walls, device = time.time(), [], pick_device(device)
     for b in range(bases):  # the bases, one per pretraining seed
         out = os.path.join(report.base_root(root, b), "base")
@@ -406,7 +409,8 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
             pretrain(preset, out, device, seed=b, log=log, resume=True)
         with open(os.path.join(out, "metrics.json")) as f:
             walls.append(json.load(f)["wall_s"])
-    todo = suite_jobs(preset, root, bases, seeds, sweep)
+    todo = phase_grid.jobs(preset, root, bases, seeds) if phase else suite_jobs(preset, root, bases,
+                                                                                 seeds, sweep)
     for wave in (1, 2):
         batch = [(folder, kw) for w, folder, kw in todo if w == wave]
         for folder, s in wave_runs(preset, batch, device, jobs, log):  # in order, as they finish
@@ -414,7 +418,8 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
             log(f"{os.path.relpath(folder, root):34s} final val {s['final_val_acc']:.3f} "
                 f"best {s['best_val_acc']:.3f} rollouts {s['rollouts']} {s['wall_s']:.0f}s "
                 f"prompt={s['deployed_prompt']!r}")
-    results = report.write_report(root, bases, seeds, sum(walls), device=device)
+    write = phase_grid.write_report if phase else report.write_report
+    results = write(root, bases, seeds, sum(walls), device=device)
     log(f"report: {os.path.join(root, 'report.md')} (stages {sum(walls):.0f}s, "
         f"this invocation {time.time() - t0:.0f}s)")
     return results
@@ -440,6 +445,8 @@ def build_parser():
                             help="suite: run independent stages in N processes")
         parser.add_argument("--sweep", action="store_true", default=default(False),
                             help="suite: also FST with the oracle and demo reflectors (first base)")
+        parser.add_argument("--phase", action="store_true", default=default(False),
+                            help="the phase diagram's grid instead of the suite (phase.py)")
     common(ap, lambda d: d)
     sub = ap.add_subparsers(dest="cmd", parser_class=CLIParser)
     p = sub.add_parser("pretrain", help="train the base model")
@@ -489,7 +496,9 @@ def add_run_flags(r):
     r.add_argument("--loss", default=None, choices=list(rl.LOSS_TYPES))
     r.add_argument("--beta", type=float, default=None, help="k3 KL penalty to the initial weights")
     # fast weights
-    r.add_argument("--reflector", default="edit", choices=list(reflectors.REFLECTORS))
+    r.add_argument("--reflector", default="edit", type=reflector_spec,
+                   help="oracle | edit | demo | llm, or NAME:P (a proposal wrong with probability "
+                        "P, the strength dial), e.g. edit:0.5")
     r.add_argument("--llm-url", default=None, help="llm: API root, e.g. http://localhost:11434/v1")
     r.add_argument("--llm-model", default=None, help="llm: the model's name on that server")
     r.add_argument("--llm-timeout", type=positive(float), default=30.0, help="llm: seconds per try")
@@ -499,6 +508,15 @@ def add_run_flags(r):
                    help="K: proposals per GEPA round")
     r.add_argument("--budget", type=positive(int), default=None,
                    help="context-only: rollout budget")
+
+
+def reflector_spec(text):
+    """argparse type of --reflector: NAME or NAME:P (reflectors.parse_reflector)."""
+    try:
+        reflectors.parse_reflector(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
 
 
 def with_overrides(preset, **flags):
@@ -546,7 +564,7 @@ def main(argv=None):
     root = os.path.join("runs", name)
     if args.cmd is None:
         suite(preset, root, bases=args.bases, seeds=args.seeds, device=device, sweep=args.sweep,
-              jobs=args.jobs)
+              jobs=args.jobs, phase=args.phase)
     elif args.cmd == "pretrain":
         preset = with_overrides(preset, pretrain_steps=args.steps,
                                 pretrain_ckpt_every=args.ckpt_every)

@@ -499,3 +499,58 @@ def test_failing_llm_is_a_rejected_proposal_not_a_crash(llm_server):
     e = fc.gepa_iteration(st, evaluate, unreachable)
     assert e["kind"] == "invalid" and "no reply" in e["reason"]
     assert st.candidates == [task.seed_prompt]  # nothing was ever added
+
+
+# -----------------------------------------------------------------------------
+# the strength dial: NAME:P, a proposal wrong with probability P
+
+def test_hit_rate_falls_as_strength_falls():
+    task = T.make_task("hidden-rule", n_train=256)
+    rates = [R.first_hit_rate(R.make_reflector(f"oracle:{p}", seed=1), task, fake_evaluate("echo"),
+                              trials=60) for p in (0.0, 0.5, 1.0)]
+    assert rates[0] > 0.9 and rates[2] == 0.0, rates
+    assert rates[0] - 0.3 > rates[1] > rates[2] + 0.2, rates  # about half wrong at P = 0.5
+
+
+def test_noisy_reflector_is_a_function_of_its_inputs():
+    rng = random.Random(0)
+    recs = records_for(T.parse_rule("map 2>7 5>1"), random_inputs(rng, 3, 3, 5))
+    a, b = R.make_reflector("edit:0.5", seed=3), R.make_reflector("edit:0.5", seed=3)
+    outs = [a("rule: ?", recs) for _ in range(3)] + [b("rule: ?", recs)]
+    assert len(set(outs)) == 1  # the same call, the same answer: a resumed run errs alike
+    wrong = [R.make_reflector("edit:1.0", seed=s)("rule: ?", recs) for s in range(5)]
+    right = R.make_reflector("edit")("rule: ?", recs)
+    assert all(w != right for w in wrong)
+
+
+@pytest.mark.parametrize("text", ["rule: map 2>7 5>1 8>3", "rule: add 2 then sort",
+                                  "rule: reverse then rotate 1", "demo: 3 1 2 -> 5 4 6"])
+def test_corrupt_changes_one_detail_and_keeps_the_length(text):
+    enc = T.build_tokenizer()
+    for seed in range(20):
+        out = R.corrupt(text, random.Random(seed))
+        assert out != text and len(enc.encode_ordinary(out)) == len(enc.encode_ordinary(text))
+        assert sum(a != b for a, b in zip(out.split(), text.split())) == 1
+
+
+def test_parse_reflector():
+    assert R.parse_reflector("edit") == ("edit", 0.0)
+    assert R.parse_reflector("demo:0.25") == ("demo", 0.25)
+    for bad in ("edit:1.5", "edit:x", "edit:-0.1", "nope", "llm:0.5"):
+        with pytest.raises(ValueError):
+            R.parse_reflector(bad)
+
+
+def test_edit_keeps_to_a_small_budget():
+    # the cipher under a budget that fits one table entry: edit never proposes a longer rule
+    enc = T.build_tokenizer()
+    count = lambda t: len(enc.encode_ordinary(t))
+    rule, rng = T.parse_rule("map 2>7 5>1 8>3"), random.Random(0)
+    refl = R.make_reflector("edit", max_tokens=6, count_tokens=count)
+    for _ in range(20):
+        recs = records_for(rule, random_inputs(rng, 3, 3, 5), output=lambda xs: xs)
+        try:
+            out = refl("rule: map 2>7", recs)
+        except ValueError:
+            continue  # nothing fits: a rejected proposal
+        assert count(out) <= 6, out

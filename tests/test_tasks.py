@@ -331,7 +331,7 @@ def test_selection_criteria_and_disguised_single_ops():
     assert tasks.in_disguise(parse_rule("add 1 then add 2")) == 3       # = add 3
     assert tasks.in_disguise(parse_rule("map 1>2")) == 3                # a map is a single op
     for name, d in NAMED_TASKS.items():
-        if d.kind != "fact":
+        if d.kind not in ("fact", "dial"):  # the cipher and its dial levels are one map
             assert tasks.in_disguise(parse_rule(d.rule)) is None, name
     assert tasks.passes("zero", 0.0, 0.5) and not tasks.passes("zero", 0.004, 0.5)
     assert tasks.passes("hidden", 0.02, 0.8) and not tasks.passes("hidden", 0.02, 0.5)
@@ -630,3 +630,29 @@ def test_calibration_rows_use_the_seed_prompt(enc):
     assert not any(c == SEED_PROMPT
                    for c, _ in [tasks.pretrain_row(random.Random(i), enc, 78, UNSEEN_RULES)
                                 for i in range(500)])
+
+
+def test_carriability_dial_levels():
+    # every level is the cipher (same rule, marker and splits); only the budget changes, and it fits
+    # exactly k of the table's entries
+    import select_tasks
+    enc = tasks.build_tokenizer()
+    count = lambda t: len(enc.encode_ordinary(t))
+    cipher = make_task("cipher", n_train=64)
+    for k in tasks.DIAL_LEVELS:
+        t = make_task(f"cipher-k{k}", n_train=64)
+        assert (t.rule, t.val, t.train, t.pareto) == (cipher.rule, cipher.val, cipher.train,
+                                                      cipher.pareto)
+        entries = [len(tasks.parse_rule(p[len("rule:"):])[0].arg)
+                   for p in select_tasks.dial_prompts(t, count) if p.startswith("rule: map")]
+        assert max(entries, default=0) == k
+        assert t.seed_prompt in select_tasks.dial_prompts(t, count)
+    assert cipher.context_tokens is None  # the preset's budget
+
+
+def test_dial_criteria():
+    best, told, seed = {0: 0.05, 1: 0.3, 2: 0.6, 3: 0.9}, 0.95, 0.04
+    assert all(tasks.dial_sound(best, told, seed).values())
+    s = tasks.dial_sound({0: 0.05, 1: 0.06, 2: 0.6, 3: 0.7}, told, seed)
+    assert not s["middle"] and not s["full"] and s["ordered"] and s["empty"]
+    assert not tasks.dial_sound({0: 0.3, 1: 0.2, 2: 0.6, 3: 0.9}, told, seed)["ordered"]
