@@ -18,10 +18,15 @@ ceiling), so they are the cipher's runs and are shared by every cell. Runs are o
 replicate (seed-major over bases), so a grid stopped early holds whole replicates of every cell.
 """
 
+import json
+import math
 import os
 
+import eval as ev
 import report
 import tasks
+from cli import CLIParser, UserError, exit_on_user_error, positive
+from model import write_atomic
 
 LEVELS = tasks.DIAL_LEVELS                 # k: table entries the budget fits
 REFLECTORS = ("edit", "edit:0.5")          # strength 1.0 and 0.5
@@ -66,3 +71,302 @@ def jobs(preset, root, bases=3, seeds=3):
                     for method in (("context",) if wave == 1 else CELL_METHODS):
                         add(method, level_task(k), method_dir(method, refl), refl)
     return out
+
+
+# -----------------------------------------------------------------------------
+# the report: per cell and replicate the five measures, then intervals and labels
+
+MEASURES = {  # name: (what, the value when FST does the paper's thing is ...)
+    "c1_0.9": "FST's speed-up to 0.9 of RL's plateau (RL's steps / FST's; geometric mean)",
+    "gap": "mean val accuracy over the run, FST - RL",
+    "vs_instructed": "mean val accuracy over the run, FST - instructed",
+    "vs_sequential": "mean val accuracy over the run, FST - sequential",
+    "kl_ratio": "KL(FST) / KL(RL) at matched reward (deployed prompt; geometric mean)",
+}
+
+
+def mean_acc(rows):
+    accs = [r["val_acc"] for r in rows if "val_acc" in r]
+    return sum(accs) / len(accs)
+
+
+def gepa_settles(rows):
+    """Context-only on the frozen base: the rounds until the deployed prompt stops changing (1 +
+    the last round at which it changed), its final val accuracy, and the prompt."""
+    prompts = [r["prompt"] for r in rows if "prompt" in r]
+    last = max([i for i in range(1, len(prompts)) if prompts[i] != prompts[i - 1]], default=0)
+    final = [r for r in rows if "val_acc" in r][-1]
+    return {"rounds": last + 1, "final_acc": final["val_acc"], "prompt": final["prompt"]}
+
+
+def cell_replicates(root, reps, k, refl):
+    """{(base, seed): {measure: value, ...}} of one cell, for replicates whose runs all finished."""
+    import stats
+    shared = {m: report.replicates(root, reps, SHARED_TASK, m) for m in SHARED_METHODS}
+    own = {m: report.replicates(root, reps, level_task(k), method_dir(m, refl))
+           for m in CELL_METHODS + ("context",)}
+    out = {}
+    for key in reps:
+        if not all(key in runs for runs in list(shared.values()) + list(own.values())):
+            continue
+        rl, fst = shared["rl"][key], own["fst"][key]
+        prof = stats.c1_profile(rl, fst)
+        c1 = prof["levels"]["0.9"]["steps"]
+        ctx = gepa_settles(own["context"][key])
+        kl = ev.kl_at_matched_reward(rl, fst, floor=ctx["final_acc"])
+        out[key] = {"c1_0.9": c1["ratio"], "c1_0.9_score": c1["score"],
+                    "c1_0.9_censored": c1["fst_censored"], "c1_0.9_at_first": c1["fst_at_first"],
+                    "gap": prof["mean_acc"]["diff"],
+                    "vs_instructed": mean_acc(fst) - mean_acc(shared["instructed"][key]),
+                    "vs_sequential": mean_acc(fst) - mean_acc(own["sequential"][key]),
+                    "kl_ratio": kl["ratio"], "kl_above_floor": kl["above_floor"],
+                    "rl_plateau": prof["plateau"], "context": ctx}
+    return out
+
+
+def cell_rows(k, refl, per):
+    """The tested rows of one cell (stats.row), with the paper's direction."""
+    import stats
+    keys = sorted(per)
+    pick = lambda m: {key: per[key][m] for key in keys if per[key][m] is not None}
+    name = f"k={k} {refl}"
+    c1 = stats.row("C1", name, "c1_0.9", pick("c1_0.9_score"), direction=1,
+                   ratio=stats.ratio_summary([per[key]["c1_0.9"] for key in keys],
+                                             [per[key]["c1_0.9_at_first"] for key in keys],
+                                             [per[key]["c1_0.9_censored"] for key in keys], keys),
+                   why="tested: the mean Gehan score (+1 FST reached 0.9 of RL's plateau first)")
+    kl = {key: math.log(per[key]["kl_ratio"]) for key in keys
+          if per[key]["kl_ratio"] and per[key]["kl_above_floor"]}
+    below = sum(1 for key in keys if not per[key]["kl_above_floor"])
+    rows = [c1,
+            stats.row("gap", name, "gap", pick("gap"), direction=1),
+            stats.row("control", name, "vs_instructed", pick("vs_instructed"), kind="control"),
+            stats.row("control", name, "vs_sequential", pick("vs_sequential"), kind="control"),
+            stats.row("C3", name, "kl_ratio", kl, direction=-1,
+                      why=f"log ratio; {below} replicate(s) matched at a level the prompt alone "
+                          "reaches are not counted")]
+    return rows
+
+
+def mean_curves(root, reps, task, method):
+    """Mean val accuracy over the replicates that finished, by step: {step: [...], acc: [...]}."""
+    runs = list(report.replicates(root, reps, task, method).values())
+    if not runs:
+        return None
+    xs, _ = ev.curve(runs[0])
+    curves = [ev.curve(r)[1] for r in runs]
+    n = min(len(c) for c in curves)
+    return {"step": xs[:n], "acc": [sum(c[i] for c in curves) / len(curves) for i in range(n)],
+            "n": len(curves)}
+
+
+def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
+    """Every cell's measures over the replicates that finished, Holm over the whole family, the
+    dial's and the reflectors' base measurements (dial.json, phase_hit_rates.json when present)
+    -> phase.json, phase.md and one heatmap per measure in `out` (default root/phase)."""
+    import stats
+    out = out or os.path.join(root, "phase")
+    os.makedirs(out, exist_ok=True)
+    reps = replicate_order(bases, seeds)
+    res = {"bases": bases, "seeds": seeds, "wall_s": wall_s, "cells": {}, "curves": {},
+           "measures": MEASURES, "_out": out}
+    rows = []
+    for k in LEVELS:
+        for refl in REFLECTORS:
+            per = cell_replicates(root, reps, k, refl)
+            cell = {"n": len(per), "rows": cell_rows(k, refl, per),
+                    "per_replicate": {stats.rep_name(key): v for key, v in per.items()}}
+            rows += cell["rows"]
+            res["cells"][f"k{k} {refl}"] = cell
+            for m in CELL_METHODS + ("context",):
+                res["curves"][f"k{k} {method_dir(m, refl)}"] = mean_curves(
+                    root, reps, level_task(k), method_dir(m, refl))
+    for m in SHARED_METHODS:
+        res["curves"][f"cipher {m}"] = mean_curves(root, reps, SHARED_TASK, m)
+    res["family"] = stats.label_family(rows)
+    for r in rows:
+        r.pop("boots", None)
+    for name in ("dial.json", "phase_hit_rates.json"):
+        if os.path.exists(os.path.join(root, name)):
+            with open(os.path.join(root, name)) as f:
+                res[name.split(".")[0]] = json.load(f)
+    for m in MEASURES:
+        heatmap(os.path.join(out, f"phase_{m}.png"), res, m)
+    del res["_out"]
+    write_atomic(os.path.join(out, "phase.json"), json.dumps(res, indent=1, default=float))
+    write_atomic(os.path.join(out, "phase.md"), render(res))
+    res["_out"] = out
+    return res
+
+
+def cell_value(res, k, refl, measure):
+    """The cell's row for `measure`, or None."""
+    cell = res["cells"].get(f"k{k} {refl}")
+    return next((r for r in cell["rows"] if r["measure"] == measure), None) if cell else None
+
+
+def shown(r, measure):
+    """A row's mean on the measure's own scale (ratios back from logs)."""
+    if r is None or r["mean"] is None:
+        return None
+    if measure == "kl_ratio":
+        return math.exp(r["mean"])
+    if measure == "c1_0.9":
+        return r["ratio"]["geo_mean"]
+    return r["mean"]
+
+
+def heatmap(path, res, measure):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    vals = np.array([[shown(cell_value(res, k, refl, measure), measure) or np.nan
+                      for refl in REFLECTORS] for k in LEVELS], float)
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    im = ax.imshow(vals, cmap="viridis", aspect="auto")
+    for i, k in enumerate(LEVELS):
+        for j, refl in enumerate(REFLECTORS):
+            r = cell_value(res, k, refl, measure)
+            text = "n/a" if np.isnan(vals[i, j]) else f"{vals[i, j]:.2f}\n{r['label']}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w")
+    ax.set_xticks(range(len(REFLECTORS)), [f"{r} (strength {1 - reflectors_p(r):g})"
+                                           for r in REFLECTORS], fontsize=7)
+    ax.set_yticks(range(len(LEVELS)), [f"k={k}" for k in LEVELS], fontsize=7)
+    ax.set_title(MEASURES[measure], fontsize=7)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def reflectors_p(spec):
+    import reflectors
+    return reflectors.parse_reflector(spec)[1]
+
+
+
+def _fmt(r, measure):
+    if r is None or r["mean"] is None:
+        return "n/a"
+    lo, hi = r["ci95"]
+    if measure == "kl_ratio":
+        lo, hi = math.exp(lo), math.exp(hi)
+    if measure == "c1_0.9":
+        q = r["ratio"]
+        ratio = "n/a" if q["geo_mean"] is None else (
+            f"{q['geo_mean']:.2f} [{q['ci95'][0]:.2f}, {q['ci95'][1]:.2f}]"
+            f"{' ' + str(q['n_lower_bounds']) + ' low' if q['n_lower_bounds'] else ''}"
+            f"{' ' + str(q['n_upper_bounds']) + ' high' if q['n_upper_bounds'] else ''}")
+        return f"{ratio}; score {r['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] {r['label']} (n={r['n']})"
+    return f"{shown(r, measure):+.3f} [{lo:+.3f}, {hi:+.3f}] {r['label']} (n={r['n']})"
+
+
+def render(res):
+    """phase.md: the dial on the bases, the reflectors on the bases, then the diagram."""
+    lines = ["# The phase diagram: carriability x reflector strength (cipher)", "",
+             f"Replicates: {res['bases']} bases x {res['seeds']} run seeds, ordered seed-major; a "
+             "cell counts the replicates whose runs all finished (n). Values: mean [95% cluster-"
+             "bootstrap interval: bases, then run seeds within a base]. With 3 bases an interval "
+             "describes these bases, not bases in general. Labels after Holm's correction over "
+             f"the family of {res['family']['tests']} tests in {res['family']['rows']} rows at a "
+             f"family-wise rate of {res['family']['alpha']}; a cell with n < 5 carries no verdict.",
+             "", "Stage wall time summed: " + ("n/a" if res["wall_s"] != res["wall_s"]
+                                               else f"{res['wall_s']:.0f} s"), ""]
+    if "dial" in res:
+        lines += ["## What a prompt within each budget carries (measured on the bases first)", "",
+                  "| k | budget | per base: best prompt's mean@4 (carried = best / told) |",
+                  "|---|---|---|"]
+        for k, lvl in res["dial"]["levels"].items():
+            cells = "; ".join(f"b{b}: {x['best']:.2f} ({x['carried']:.2f}) `{x['best_prompt']}`"
+                              for b, x in enumerate(lvl["per_base"]))
+            lines.append(f"| {k} | {lvl['budget']} | {cells} |")
+        told = "; ".join(f"b{b}: seed {x['seed']:.2f}, told {x['told']:.2f}"
+                         for b, x in enumerate(res["dial"]["levels"]["3"]["per_base"]))
+        lines += ["", f"Seed prompt and full instruction: {told}. Criteria per base "
+                  f"(tasks.DIAL_CRITERIA): {res['dial']['sound']}", ""]
+    if "phase_hit_rates" in res:
+        lines += ["## The reflectors on the frozen bases: first-proposal hit rate", "",
+                  "| base | task | " + " | ".join(HIT_REFLECTORS) + " |",
+                  "|---|---|" + "---|" * len(HIT_REFLECTORS)]
+        for b, by_task in res["phase_hit_rates"].items():
+            for t, rates in by_task.items():
+                lines.append(f"| {b} | {t} | " + " | ".join(
+                    "n/a" if rates[r] is None else f"{rates[r]:.2f}" for r in HIT_REFLECTORS) + " |")
+        lines.append("")
+    lines += ["## Context-only on the frozen bases (GEPA to its budget, before any FST run)", "",
+              "| k | reflector | rounds until the deployed prompt stops changing | its final val "
+              "acc | n |", "|---|---|---|---|---|"]
+    for k in LEVELS:
+        for refl in REFLECTORS:
+            ctx = [v["context"] for v in res["cells"][f"k{k} {refl}"]["per_replicate"].values()]
+            if ctx:
+                lines.append(f"| {k} | {refl} | {sum(c['rounds'] for c in ctx) / len(ctx):.1f} | "
+                             f"{sum(c['final_acc'] for c in ctx) / len(ctx):.3f} | {len(ctx)} |")
+    for m, what in MEASURES.items():
+        lines += ["", f"## {what}", "", "![](phase_" + m + ".png)", "",
+                  "| k | " + " | ".join(REFLECTORS) + " |", "|---|" + "---|" * len(REFLECTORS)]
+        for k in LEVELS:
+            lines.append(f"| {k} | " + " | ".join(_fmt(cell_value(res, k, r, m), m)
+                                                  for r in REFLECTORS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# -----------------------------------------------------------------------------
+# the reflectors on the frozen bases, before any FST run
+
+HIT_REFLECTORS = ("oracle", "oracle:0.5", "edit", "edit:0.5", "demo")
+
+
+def hit_rates(root, bases, device="cpu", trials=100):
+    """First-proposal hit rate of each reflector setting on the dial's full level (cipher-k3: the
+    table fits) and on hidden-rule, with each base's own greedy outputs as the records.
+    -> {base: {task: {reflector: rate}}} (reflectors.first_hit_rate)."""
+    import reflectors
+    from episodes import greedy_evaluate
+    from model import load_checkpoint
+    out = {}
+    for b in range(bases):
+        model, extra = load_checkpoint(os.path.join(report.base_root(root, b), "base", "model.pt"),
+                                       device)
+        enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]
+        evaluate = greedy_evaluate(model.eval(), enc, preset["max_new_tokens"])
+        count = lambda text: len(enc.encode_ordinary(text))
+        out[b] = {}
+        for name in (level_task(3), "hidden-rule"):
+            task = tasks.make_task(name)
+            budget = task.context_tokens or preset["context_tokens"]
+            out[b][name] = {r: reflectors.first_hit_rate(
+                reflectors.make_reflector(r, budget, count, seed=b), task, evaluate, trials=trials)
+                for r in HIT_REFLECTORS}
+    return out
+
+
+@exit_on_user_error
+def main(argv=None):
+    ap = CLIParser(prog="phase.py", description="the phase diagram's report from existing runs")
+    ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
+    ap.add_argument("--bases", type=positive(int), default=3)
+    ap.add_argument("--seeds", type=positive(int), default=3)
+    ap.add_argument("--out", default=None, help="write the report here (default runs/<preset>/phase)")
+    ap.add_argument("--hit-rates", action="store_true",
+                    help="only: each reflector setting's first-proposal hit rate on every base "
+                         "(-> runs/<preset>/phase_hit_rates.json)")
+    args = ap.parse_args(argv)
+    root = os.path.join("runs", args.preset)
+    missing = [b for b in range(args.bases)
+               if not os.path.exists(os.path.join(report.base_root(root, b), "base", "model.pt"))]
+    if missing:
+        raise UserError(f"no base {missing[0]} under {root}; run `python train.py pretrain "
+                        f"--preset {args.preset} --seed {missing[0]}` first")
+    if args.hit_rates:
+        rates = hit_rates(root, args.bases)
+        write_atomic(os.path.join(root, "phase_hit_rates.json"), json.dumps(rates, indent=1))
+        print(json.dumps(rates))
+        return
+    res = write_report(root, args.bases, args.seeds, float("nan"), out=args.out)
+    print(f"wrote {res['_out']}/phase.md")
+
+
+if __name__ == "__main__":
+    main()
