@@ -37,6 +37,8 @@ ALPHA = 0.05            # family-wise error rate of the report's tests (Holm)
 MIN_N = 5               # fewer replicates than this: no verdict ("n < 5")
 REPS = 2000             # bootstrap resamples
 EPS = 1e-9              # a level counts as reached up to float error
+TIE_TOL = 1e-3          # a difference smaller than this is none: under one val problem in 256,
+#                         and above the float noise of a fit (C2's A on its refined grid)
 C1_FRACTIONS = (0.5, 0.8, 0.9, 1.0)  # C1 levels as fractions of RL-only's plateau, fixed a priori
 PLATEAU_EVALS = 4       # RL-only's plateau = the mean of its last 4 evaluations
 C1_TESTED = (("0.8", "steps"), ("0.9", "steps"), ("0.9", "rollouts"), ("peak", "steps"))
@@ -135,10 +137,12 @@ def mean_std(values, keys=None, reps=REPS, seed=0):
             "n": len(vals)}
 
 
-def p_two_sided(boots, null=0.0):
-    """Percentile-bootstrap p of 'the statistic differs from null'."""
+def p_two_sided(boots, null=0.0, tol=TIE_TOL):
+    """Percentile-bootstrap p of 'the statistic differs from null'; resamples within tol of the
+    null count on both sides."""
     r = len(boots)
-    below, above = (np.sum(boots <= null) + 1) / (r + 1), (np.sum(boots >= null) + 1) / (r + 1)
+    below = (np.sum(boots <= null + tol) + 1) / (r + 1)
+    above = (np.sum(boots >= null - tol) + 1) / (r + 1)
     return float(min(1.0, 2 * min(below, above)))
 
 
@@ -360,8 +364,9 @@ def row(claim, task, measure, values, kind="difference", direction=1, label=None
     if not keys:
         out["label"] = label or "n < 5"
         return out
-    if boots is None:
-        boots = cluster_bootstrap(arr, keys, stat=stat, reps=reps, seed=seed)
+    if boots is None:  # one replicate: nothing to resample
+        boots = (cluster_bootstrap(arr, keys, stat=stat, reps=reps, seed=seed) if len(keys) > 1
+                 else np.full(1, stat(arr)))
     out.update(mean=float(stat(arr)), ci95=percentile_ci(boots))
     if label is None and len(keys) < MIN_N:
         out["label"], out["why"] = "n < 5", why or f"n = {len(keys)} < {MIN_N}: no verdict"
@@ -388,7 +393,7 @@ def label_family(rows, alpha=ALPHA):
 
 def _label(r, alpha):
     sig = {t: p < alpha for t, p in r["p_holm"].items()}
-    side = 1 if r["mean"] > 0 else -1 if r["mean"] < 0 else 0
+    side = 1 if r["mean"] > TIE_TOL else -1 if r["mean"] < -TIE_TOL else 0
     differs = sig.get("difference", False) and side != 0
     if r["kind"] == "control":
         return ("higher" if side > 0 else "lower") if differs else "tie"
