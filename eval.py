@@ -14,16 +14,17 @@ loop uses:
                     sampled from pi_theta; both models conditioned on the same prompt
   general_accuracy  the pretraining distribution, each problem with its own instruction in context
 
-The claims are pure numpy functions of log rows, written so a few seeds cannot overstate them:
-  C1  steps/rollouts to RL-only's peak, read off running-max curves (best val so far). A seed where
-      FST never gets there is kept as a censored ratio (an upper bound), one where FST is there at
-      its first eval as a lower bound; censored_summary and ratio_verdict aggregate them honestly.
-  C2  a sigmoid fit with R0, A in [0, 1] enforced by the fit, a bootstrap interval on A, and an
-      explicit "not identifiable" when the curve is flat, has not bent yet, or was saturated early.
+The claims are pure numpy functions of log rows:
+  C1  steps/rollouts to RL-only's running peak (the paper's definition), read off running-max
+      curves; a seed where FST never gets there is a censored ratio (an upper bound), one where FST
+      is there at its first eval a lower bound. stats.c1_profile adds fixed fractions of RL's
+      plateau and the censoring-aware comparison that decides the verdict.
+  C2  a sigmoid fit with R0, A in [0, 1] enforced by the fit and an interval on A; whether A is
+      identified at all is stats.c2_identifiable's rule (a plateau below the bound observed).
   C3  KL at the first eval where each method's best val reaches a level both reach, under either
       KL key (the deployed prompt's "kl" or a common prompt's "kl_common"), flagged when that level
       is one the context alone reaches.
-  verdict / ratio_verdict turn a bootstrap interval into reproduced / not reproduced / inconclusive.
+Intervals, tests and labels live in stats.py (one bootstrap, over bases then seeds).
 """
 
 import math
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 import rollout
+import stats
 import tasks
 from episodes import sample_rollouts
 
@@ -165,99 +167,11 @@ def sample_efficiency(rl_rows, fst_rows):
     return out
 
 
-def _censored_logs(values, flags_low=None, flags_high=None):
-    """Log ratios with their censoring flags, dropping missing, non-positive and doubly censored
-    values (they carry no information)."""
-    n = len(values)
-    low = list(flags_low) if flags_low is not None else [False] * n
-    high = list(flags_high) if flags_high is not None else [False] * n
-    keep = [(math.log(v), bool(lo), bool(hi)) for v, lo, hi in zip(values, low, high)
-            if v is not None and math.isfinite(v) and v > 0 and not (lo and hi)]
-    arr = np.array(keep, float).reshape(-1, 3)
-    return arr[:, 0], arr[:, 1] > 0, arr[:, 2] > 0
-
-
-def _from_log(v):
-    """exp of a log ratio for results.json: -inf -> 0.0, +inf or undetermined -> None."""
-    return None if math.isnan(v) or v == math.inf else float(math.exp(v))
-
-
-def _fmt_ratio(v):
-    return "inf" if v is None else f"{v:.2f}"
-
-
-def censored_summary(values, flags_low=None, flags_high=None, reps=2000, seed=0):
-    """Aggregate per-seed ratios of which some are censored: flags_low[i] marks values[i] as a
-    lower bound (C1's censored_low), flags_high[i] as an upper bound (C1's censored).
-    -> {n, n_censored_low, n_censored_high, median, median_bounds, geo_mean, ci95, ci95_of, text}.
-      median         middle value with lower bounds ranked at +inf and upper bounds at -inf (their
-                     bound side), so a censored value never drags the median toward its bound
-      median_bounds  [lo, hi] the sample median could take given the censoring: lo with lower
-                     bounds at their bound and upper bounds at 0, hi with upper bounds at their
-                     bound and lower bounds at +inf; median lies between them
-      geo_mean       exp(mean log ratio) when nothing is censored (ratios average on a log scale),
-                     else None: a mean moves without limit with an unbounded value
-      ci95           bootstrap 95% interval, of geo_mean when nothing is censored (ci95_of =
-                     'geo_mean'), else of the median (ci95_of = 'median'): 2.5th percentile of the
-                     resampled lower median bound, 97.5th of the upper one, so the interval covers
-                     both sampling and censoring
-    Ratios are reported on their own scale; 0.0 stands for 'no lower bound', None for 'unbounded
-    above' or undetermined. Missing (None) and non-positive values are dropped."""
-    logs, low, high = _censored_logs(values, flags_low, flags_high)
-    n = len(logs)
-    out = {"n": n, "n_censored_low": int(low.sum()), "n_censored_high": int(high.sum()),
-           "median": None, "median_bounds": None, "geo_mean": None, "ci95": None,
-           "ci95_of": None, "text": "no data"}
-    if not n:
-        return out
-    at_low = np.where(high, -np.inf, logs)  # each censored value as low as it can be
-    at_high = np.where(low, np.inf, logs)  # each as high as it can be
-    ranked = np.where(high, -np.inf, np.where(low, np.inf, logs))
-    with np.errstate(invalid="ignore"):
-        mid = float(np.median(ranked))  # nan: a +inf and a -inf share the middle
-    out["median"] = _from_log(mid)
-    out["median_bounds"] = [_from_log(float(np.median(v))) for v in (at_low, at_high)]
-    if not (low.any() or high.any()):
-        out["geo_mean"] = float(math.exp(logs.mean()))
-        out["ci95"] = [float(math.exp(v)) for v in bootstrap_ci(logs, reps, seed)]
-        out["ci95_of"] = "geo_mean"
-        lo, hi = out["ci95"]
-        out["text"] = f"{out['geo_mean']:.2f} [{lo:.2f}, {hi:.2f}] (geo mean, n={n})"
-        return out
-    idx = np.random.default_rng(seed).integers(0, n, (reps, n))
-    med_lo, med_hi = np.median(at_low[idx], 1), np.median(at_high[idx], 1)
-    out["ci95"] = [_from_log(float(np.percentile(med_lo, 2.5, method="lower"))),
-                   _from_log(float(np.percentile(med_hi, 97.5, method="higher")))]
-    out["ci95_of"] = "median"
-    b_lo, b_hi = out["median_bounds"]
-    if math.isnan(mid):
-        m = "undetermined"
-    elif math.isinf(mid):  # the middle value is censored: say on which side of its bound it lies
-        m = f"< {_fmt_ratio(b_hi)}" if mid < 0 else f"> {_fmt_ratio(b_lo)}"
-    else:
-        m = _fmt_ratio(out["median"])
-    c_lo, c_hi = out["ci95"]
-    out["text"] = (f"median {m} (between {_fmt_ratio(b_lo)} and {_fmt_ratio(b_hi)}) "
-                   f"[{_fmt_ratio(c_lo)}, {_fmt_ratio(c_hi)}], n={n}: {out['n_censored_low']} "
-                   f"lower bound(s), {out['n_censored_high']} upper bound(s)")
-    return out
-
-
 # C2 ---------------------------------------------------------------------------
 
 CMID_SPAN = 4.0  # Cmid is searched within [min(C) / 4, 4 * max(C)]
 B_RANGE = (0.3, 6.0)  # the sigmoid's steepness
 GRID = (48, 40)  # coarse (Cmid, B) grid; two 21 x 21 refinements around its best follow
-
-# When asymptote() calls A not identifiable (each rule names what the data cannot tell):
-FLAT_RANGE = 0.05  # max - min accuracy below this: no rise to fit, the curve is flat
-SATURATED_TOL = 0.02  # saturated: the fitted curve is within this of A at the first eval, or the
-#                       first third of the evals averages no more than this below the last third
-CI_WIDTH_MAX = 0.5  # A's 95% bootstrap interval wider than this: the data do not pin A down
-BENT_BY = 1.0  # not bent yet: the fit's Cmid lies beyond BENT_BY * max(C), so the run never got
-#                halfway from R0 to A and A is an extrapolation. This includes a Cmid at the upper
-#                bound of its grid; with A <= 1 enforced, a straight rising line is fit by a Cmid
-#                that is beyond the run but well inside the grid, hence the wider rule.
 
 
 def _cmid_grid(C):
@@ -330,35 +244,27 @@ def _fit_curve(C, fit):
     return fit["R0"] + (fit["A"] - fit["R0"]) * _sigmoid_s(C, [fit["Cmid"]], [fit["B"]])[0]
 
 
-def asymptote(xs, ys, reps=200, seed=0):
-    """C2's asymptote A with a 95% bootstrap interval and whether the curve identifies it at all
-    -> {A, ci95, identifiable, why, fit}. The interval refits `reps` curves made of the fitted
-    curve plus its residuals resampled with replacement (scaled by sqrt(n / (n - 4)) for the four
-    fitted parameters). identifiable is False, with the reasons in why, when the curve is flat,
-    has not bent yet, is saturated from its first eval, or A's interval is wider than
-    CI_WIDTH_MAX (the constants above)."""
+def asymptote(xs, ys, reps=200, seed=0, ci95=None):
+    """C2's asymptote A with a 95% interval and whether the curve identifies it at all
+    -> {A, ci95, identifiable, why, fit}. ci95: an interval from the caller (report.c2 passes the
+    one from resampling replicates); without it, `reps` refits of the fitted curve plus its
+    residuals resampled with replacement (scaled by sqrt(n / (n - 4)) for the four fitted
+    parameters), the noise of this one curve. identifiable follows stats.c2_identifiable: A must
+    sit below the fit's bound, the midpoint well inside the run, the interval narrower than the
+    paper's effect."""
     order = np.argsort(np.asarray(xs, float), kind="stable")
     C, R = np.asarray(xs, float)[order], np.asarray(ys, float)[order]
     n = len(R)
     fit = sigmoid_fit(C, R)
     pred = _fit_curve(C, fit)
-    resid = (R - pred) * math.sqrt(n / max(n - 4, 1))
-    rng = np.random.default_rng(seed)
-    boots = [sigmoid_fit(C, pred + rng.choice(resid, n))["A"] for _ in range(reps)]
-    ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
-    why = []
-    if R.max() - R.min() < FLAT_RANGE:
-        why.append(f"flat: accuracy range {R.max() - R.min():.3f} < {FLAT_RANGE}")
-    if fit["Cmid"] > BENT_BY * C.max():
-        why.append(f"not bent yet: Cmid {fit['Cmid']:.3g} beyond the last eval at {C.max():.3g}")
-    third = max(1, n // 3)
-    early, plateau = R[:third].mean(), R[-third:].mean()  # thirds average out eval noise
-    if abs(fit["A"] - pred[0]) <= SATURATED_TOL or early >= plateau - SATURATED_TOL:
-        why.append(f"saturated: within {SATURATED_TOL} of its final level from the first eval")
-    if ci[1] - ci[0] > CI_WIDTH_MAX:
-        why.append(f"A's 95% interval is {ci[1] - ci[0]:.2f} wide (> {CI_WIDTH_MAX})")
-    ok = f"the curve bends inside the run; A's 95% interval is {ci[1] - ci[0]:.3f} wide"
-    return {"A": fit["A"], "ci95": ci, "identifiable": not why, "why": "; ".join(why) or ok,
+    if ci95 is None:
+        resid = (R - pred) * math.sqrt(n / max(n - 4, 1))
+        rng = np.random.default_rng(seed)
+        boots = [sigmoid_fit(C, pred + rng.choice(resid, n))["A"] for _ in range(reps)]
+        ci95 = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+    why = stats.c2_identifiable(C, R, fit, pred, ci95)
+    ok = f"a plateau below the bound is observed; A's 95% interval is {ci95[1] - ci95[0]:.3f} wide"
+    return {"A": fit["A"], "ci95": ci95, "identifiable": not why, "why": "; ".join(why) or ok,
             "fit": fit}
 
 
@@ -397,79 +303,3 @@ def area_and_threshold(rows, threshold):
     xs, ys = curve(rows)
     return {"auc": float(np.mean(ys)), "steps_to_threshold": first_reach(xs, ys, threshold),
             "final": ys[-1]}
-
-
-# aggregates over seeds and verdicts -------------------------------------------
-
-def bootstrap_ci(values, reps=2000, seed=0):
-    """95% percentile bootstrap interval of the mean: resample the values (one per base x seed)
-    with replacement `reps` times -> [lo, hi]. One value gives [v, v]: no interval without
-    replicates; none gives None."""
-    vals = np.asarray(values, float)
-    if not len(vals):
-        return None
-    means = vals[np.random.default_rng(seed).integers(0, len(vals), (reps, len(vals)))].mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
-def mean_std(values):
-    """Aggregate of one number over replicates -> {mean, std, ci95, n} (non-finite and missing
-    values dropped)."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return {"mean": None, "std": None, "ci95": None, "n": 0}
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "ci95": bootstrap_ci(vals),
-            "n": len(vals)}
-
-
-def compare(a, b):
-    """Paired comparison of two methods over the same replicates (lists aligned by seed): the mean
-    of a - b with its bootstrap interval, and a verdict: 'higher' / 'lower' when the interval
-    excludes 0. -> {mean, std, ci95, n, verdict}."""
-    diff = mean_std([x - y for x, y in zip(a, b)])
-    if diff["n"] < 2:
-        return dict(diff, verdict="inconclusive")
-    lo, hi = diff["ci95"]
-    return dict(diff, verdict="higher" if lo > 0 else "lower" if hi < 0 else "inconclusive")
-
-
-def _side(summary):
-    """+1 / -1 when the summary's 95% interval lies above / below 0, 0 when it straddles 0 or
-    rests on fewer than two replicates."""
-    if summary.get("n", 0) < 2 or summary.get("ci95") is None:
-        return 0
-    lo, hi = summary["ci95"]
-    return 1 if lo > 0 else -1 if hi < 0 else 0
-
-
-def verdict(diff_summary, direction):
-    """A paired difference {mean, ci95, n} (as compare makes, FST - other) against the paper's
-    direction (+1: the paper says FST is higher, -1: lower) -> 'reproduced' when the interval
-    excludes 0 on the paper's side, 'not reproduced' when it excludes 0 on the other side, else
-    'inconclusive' (also with n < 2)."""
-    assert direction in (1, -1), direction
-    side = _side(diff_summary)
-    return "reproduced" if side == direction else "not reproduced" if side else "inconclusive"
-
-
-def ratio_verdict(ratios, direction, flags_low=None, flags_high=None):
-    """verdict for a claim stated as a ratio (C1: > 1 is the paper's direction, +1; C3: < 1, -1),
-    on the log scale: the bootstrap interval of the mean log ratio against 0. Censored values
-    (flags_low: lower bound, flags_high: upper bound) count at their bound, which understates
-    them on their censored side only: a lower bound >= 1 still supports ratio > 1. Since the mean
-    can move without limit toward a value's censored side, a conclusion on that side is withheld
-    ('inconclusive'): an upper bound blocks 'above 1', a lower bound 'below 1'.
-    -> {verdict, geo_mean, ci95, n, n_censored_low, n_censored_high, why}."""
-    assert direction in (1, -1), direction
-    logs, low, high = _censored_logs(ratios, flags_low, flags_high)
-    s = mean_std(list(logs))
-    side = _side(s)
-    why = "the interval excludes 1" if side else "the interval contains 1 or n < 2"
-    if (side > 0 and high.any()) or (side < 0 and low.any()):
-        bound = "an upper bound could pull it below" if side > 0 else "a lower bound above"
-        why = f"the interval excludes 1, but {bound} 1"
-        side = 0
-    v = "reproduced" if side == direction else "not reproduced" if side else "inconclusive"
-    return {"verdict": v, "geo_mean": float(math.exp(s["mean"])) if s["n"] else None,
-            "ci95": [float(math.exp(c)) for c in s["ci95"]] if s["n"] else None, "n": s["n"],
-            "n_censored_low": int(low.sum()), "n_censored_high": int(high.sum()), "why": why}

@@ -3,9 +3,12 @@ plots.py: the report's figures, drawn with matplotlib (headless). Each function 
 
     bands(path, {label: (xs, mean, lo, hi)}, xlabel, title)    # mean curves with 95% bands
     kl_vs_acc(path, {method: [(acc, kl) per replicate]}, task)  # drift from the base vs accuracy
+    task_figures(out, task, {"step": bands, "rollouts": bands}, n, kl_series)  # a task's three
 
 report.py computes what is drawn (eval.mean_band gives the bands); nothing here measures.
 """
+
+import os
 
 
 def bands(path, series, xlabel, title, vlines=()):
@@ -20,6 +23,21 @@ def bands(path, series, xlabel, title, vlines=()):
         ax.axvline(v, color="gray", ls="--", lw=0.8)
     ax.set(xlabel=xlabel, ylabel="val exact match", ylim=(-0.02, 1.02))
     _finish(fig, ax, path, title)
+
+
+def task_figures(out, task, bands_by_x, n, kl_series):
+    """One task's figures in folder `out`: val accuracy against steps and against rollouts
+    (bands_by_x = {'step': series, 'rollouts': series} as `bands` takes), KL against accuracy
+    -> their file names."""
+    names = []
+    for x, series in bands_by_x.items():
+        names.append(f"{task}_acc_vs_{'steps' if x == 'step' else 'rollouts'}.png")
+        bands(os.path.join(out, names[-1]), series,
+              "RL steps" if x == "step" else "rollouts generated (all)",
+              f"{task}: val accuracy, mean and 95% band over {n} replicates")
+    names.append(f"{task}_kl_vs_acc.png")
+    kl_vs_acc(os.path.join(out, names[-1]), kl_series, task)
+    return names
 
 
 def kl_vs_acc(path, series, task):

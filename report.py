@@ -1,7 +1,7 @@
 """
 report.py: the reproduction's report. Reads the suite's runs (the folder layout is defined here,
 once), computes the claims C1-C8 with eval.py's measurements over every replicate (pretraining seed
-x run seed), and writes report.md, PNG plots and results.json.
+x run seed), tests them with stats.py, and writes report.md, PNG plots and results.json.
 
     python report.py --preset tiny                # rebuild runs/tiny/{report.md, ...}
     python report.py --preset tiny --bases 3 --seeds 3 --out results/tiny   # the grid, copied out
@@ -9,9 +9,10 @@ x run seed), and writes report.md, PNG plots and results.json.
 
 Layout: root/b<base seed>/base/model.pt is a base; its runs sit in
 run_dir(base_root(root, b), task, method, seed). Every aggregate in results.json is
-{mean, std, ci95, n} over replicates (bootstrap 95% interval of the mean), and every claim per task
-carries a `verdict`: `reproduced` (the interval excludes no effect, in the paper's direction),
-`not reproduced` (it excludes no effect the other way) or `inconclusive`. Nothing here trains.
+{mean, std, ci95, n} over replicates (a bootstrap over bases, then seeds). res["claims"] holds
+one row per tested statistic (stats.row: mean, ci95, n, per-replicate values "b{base}s{seed}",
+p values raw and Holm-adjusted over the family, label); res["curves"] the mean val acc curve of
+each task and method on steps and on rollouts. Nothing here trains.
 """
 
 import json
@@ -21,6 +22,7 @@ import numpy as np
 
 import eval as ev
 import plots as draw  # the figures
+import stats
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
 from model import load_checkpoint, write_atomic
@@ -62,51 +64,85 @@ def replicates(root, reps, task, method):
     return out
 
 
-def _agg(dicts):
-    """Average same-shaped nested dicts of numbers
-    -> the same shape with {mean, std, ci95, n} leaves."""
-    first = dicts[0]
-    if isinstance(first, dict):
-        return {k: _agg([d[k] for d in dicts]) for k in first}
-    if isinstance(first, (int, float)) or first is None:
-        return ev.mean_std(dicts)
-    return first
+def _final(rows):
+    return ev.curve(rows)[1][-1]
 
 
-def _paired(a, b, direction):
-    """a - b over the same replicates, with the claim's verdict
-    (direction +1: the paper says a > b)."""
-    diff = ev.compare(a, b)
-    return dict(diff, verdict=ev.verdict(diff, direction))
+# Which task each claim is the paper's for (its figures): C3 is stated for CodeIO and HoVer, not for
+# Math, whose analogue here is long-chain; C7's pattern puts the gain in the prompt on the first
+# two kinds and in the weights on the third.
+C3_TASKS = ("hidden-rule", "cipher")
+PROMPT_TASKS, WEIGHTS_TASKS = ("hidden-rule", "cipher"), ("long-chain",)
 
 
 # -----------------------------------------------------------------------------
-# per-task claims
+# per-task claims (each appends its labelled rows to res["claims"])
 
 def task_claims(root, reps, t, base_models, preset, res, plots):
     runs = {m: replicates(root, reps, t, m) for m in SUITE_METHODS}
     keys = [r for r in reps if all(r in runs[m] for m in ("rl", "fst"))]
-    final = {m: [ev.curve(v[r])[1][-1] for r in keys if r in v] for m, v in runs.items()}
-    gain = {m: [ev.curve(v[r])[1][-1] - ev.curve(v[r])[1][0] for r in keys if r in v]
+    final = {m: {r: _final(v[r]) for r in keys if r in v} for m, v in runs.items()}
+    gain = {m: {r: _final(v[r]) - ev.curve(v[r])[1][0] for r in keys if r in v}
             for m, v in runs.items()}  # final minus the first eval (logged after step 0)
-    res["runs"][t] = {m: {"final_val_acc": ev.mean_std(final[m]), "gain": ev.mean_std(gain[m]),
-                          "min_gain": min(gain[m]) if gain[m] else None,
-                          "rollouts": ev.mean_std([v[r][-1]["rollouts"] for r in v]),
-                          "wall_s": ev.mean_std([v[r][-1]["wall_s"] for r in v])}
+    agg = lambda d: stats.mean_std(list(d.values()), list(d))  # {(base, seed): value}
+    res["runs"][t] = {m: {"final_val_acc": agg(final[m]), "gain": agg(gain[m]),
+                          "min_gain": min(gain[m].values()) if gain[m] else None,
+                          "rollouts": stats.mean_std([v[r][-1]["rollouts"] for r in v], list(v)),
+                          "wall_s": stats.mean_std([v[r][-1]["wall_s"] for r in v], list(v))}
                       for m, v in runs.items() if v}
     by_base = {}  # the fair-test bar, base by base: RL-only's gain over that base's run seeds
-    for r, g in zip([r for r in keys if r in runs["rl"]], gain["rl"]):
+    for r, g in gain["rl"].items():
         by_base.setdefault(str(r[0]), []).append(g)
-    res["rl_gain_by_base"][t] = {b: dict(ev.mean_std(g), min=min(g)) for b, g in by_base.items()}
-    res["controls"][t] = {m: {"final_val_acc": ev.mean_std(final[m]),
-                              "fst_minus_this": _paired(final["fst"], final[m], +1)}
-                          for m in SUITE_METHODS if m != "fst" and len(final[m]) == len(keys)}
-    res["c1_sample_efficiency"][t] = c1(runs["rl"], runs["fst"], keys)
-    ceiling = [max(ev.curve(runs["context"][r])[1]) for r in keys if r in runs["context"]]
-    floor = float(np.mean(ceiling)) if ceiling else None  # the context-only ceiling
-    res["c3_kl_at_matched_reward"][t] = {k: c3(runs["rl"], runs["fst"], keys, floor, k)
-                                         for k in ("kl", "kl_common")}
-    res["c2_asymptote"][t] = c2(runs["rl"], runs["fst"], keys)
+    res["rl_gain_by_base"][t] = {b: dict(stats.mean_std(g), min=min(g)) for b, g in by_base.items()}
+    res["controls"][t] = controls(runs, final, keys, t, res["claims"])
+    ceiling = {r: max(ev.curve(runs["context"][r])[1]) for r in keys if r in runs["context"]}
+    res["c1_sample_efficiency"][t] = c1(runs["rl"], runs["fst"], keys, t, res["claims"], ceiling)
+    floor = float(np.mean(list(ceiling.values()))) if ceiling else None  # context-only ceiling
+    res["c3_kl_at_matched_reward"][t] = {k: c3(runs["rl"], runs["fst"], keys, floor, k, t,
+                                               res["claims"]) for k in ("kl", "kl_common")}
+    res["c2_asymptote"][t] = c2(runs["rl"], runs["fst"], keys, t, res["claims"])
+    curves_and_plots(runs, keys, t, res, plots)
+    per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset, res["_base_cache"])
+           for r in keys]
+    if per:
+        res["c4_forgetting"][t] = stats.aggregate([p["c4"] for p in per], keys)
+        res["claims"].append(stats.row(
+            "C4 forgets less (matches or beats)", t, "general acc FST - RL",
+            {r: p["c4"]["fst"]["general_acc"] - p["c4"]["rl"]["general_acc"]
+             for r, p in zip(keys, per)}, "matches or beats"))
+        gains = {r: (p["c7"]["fst_weights"]["fst_prompt"] - p["c7"]["fst_weights"]["seed_prompt"],
+                     p["c7"]["fst_weights"]["fst_prompt"] - p["c7"]["base_weights"]["fst_prompt"])
+                 for r, p in zip(keys, per)}  # (prompt's gain, weights' gain) per replicate
+        res["c7_channels"][t] = dict(
+            stats.aggregate([p["c7"] for p in per], keys),
+            prompt_gain=stats.mean_std([g[0] for g in gains.values()], keys),
+            weights_gain=stats.mean_std([g[1] for g in gains.values()], keys),
+            prompt_minus_weights={stats.rep_name(r): g[0] - g[1] for r, g in gains.items()})
+
+
+def controls(runs, final, keys, t, claims):
+    """FST's final val acc minus each other method's, labelled higher / lower / tie (the paper
+    makes no claim about them); a control whose logs equal RL-only's on every replicate is '= rl'
+    and not tested."""
+    clockless = lambda rows: [{k: v for k, v in r.items() if "wall" not in k} for r in rows]
+    out = {}
+    for m in SUITE_METHODS:
+        if m == "fst" or len(final[m]) != len(keys):
+            continue
+        same = m != "rl" and all(clockless(runs[m][r]) == clockless(runs["rl"][r]) for r in keys)
+        claims.append(stats.row("control", t, f"final val acc FST - {m}",
+                                {r: final["fst"][r] - final[m][r] for r in keys}, "control",
+                                label="= rl" if same else None, method=m,
+                                why="its logs are RL-only's, bit for bit" if same else ""))
+        out[m] = {"final_val_acc": stats.mean_std(list(final[m].values()), keys),
+                  "same_as_rl": same}
+    return out
+
+
+def curves_and_plots(runs, keys, t, res, plots):
+    """Per method, the mean val acc curve over replicates on steps and on a rollouts grid
+    (-> res["curves"][t]), and the figures drawn from them."""
+    res["curves"][t], bands = {}, {}
     for x in ("step", "rollouts"):
         series = {}
         for m, v in runs.items():
@@ -117,83 +153,71 @@ def task_claims(root, reps, t, base_models, preset, res, plots):
             else:
                 grid = np.linspace(0, min(rows[-1]["rollouts"] for rows in v.values()), 60)
                 series[m] = ev.mean_band([(grid, ev.on_grid(v[r], grid)) for r in keys if r in v])
-        name = f"{t}_acc_vs_{'steps' if x == 'step' else 'rollouts'}.png"
-        draw.bands(os.path.join(res["_out"], name), series,
-                   "RL steps" if x == "step" else "rollouts generated (all)",
-                   f"{t}: val accuracy, mean and 95% band over {len(keys)} replicates")
-        plots.append(name)
-    name = f"{t}_kl_vs_acc.png"
-    draw.kl_vs_acc(os.path.join(res["_out"], name), {m: [ev.kl_curve(runs[m][r]) for r in keys]
-                                                     for m in ("rl", "fst", "instructed")
-                                                     if runs[m]}, t)
-    plots.append(name)
-    per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset, res["_base_cache"])
-           for r in keys]
-    if per:
-        c4 = _agg([p["c4"] for p in per])
-        c4["fst_minus_rl_general"] = _paired([p["c4"]["fst"]["general_acc"] for p in per],
-                                             [p["c4"]["rl"]["general_acc"] for p in per], +1)
-        res["c4_forgetting"][t] = c4
-        c7 = _agg([p["c7"] for p in per])
-        both = [p["c7"]["fst_weights"]["fst_prompt"] for p in per]
-        c7["weights_gain"] = _paired(both, [p["c7"]["base_weights"]["fst_prompt"] for p in per], +1)
-        c7["prompt_gain"] = _paired(both, [p["c7"]["fst_weights"]["seed_prompt"] for p in per], +1)
-        res["c7_channels"][t] = c7
+            xs, mean = series[m][0], series[m][1]
+            c = res["curves"][t].setdefault(m, {"n": sum(r in v for r in keys)})
+            c["steps" if x == "step" else "rollouts"] = [float(a) for a in xs]
+            c["val_acc" if x == "step" else "val_acc_on_rollouts"] = [
+                None if np.isnan(a) else float(a) for a in mean]
+        bands[x] = series
+    plots += draw.task_figures(res["_out"], t, bands, len(keys),
+                               {m: [ev.kl_curve(runs[m][r]) for r in keys]
+                                for m in ("rl", "fst", "instructed") if runs[m]})
 
 
-def c1(rl, fst, keys):
-    """RL's steps (rollouts) to its peak over FST's to reach it, per replicate; censored replicates
-    (FST never got there: an upper bound; FST there at its first eval: a lower bound) are kept."""
-    per = [ev.sample_efficiency(rl[r], fst[r]) for r in keys]
-    low, high = [p["censored_low"] for p in per], [p["censored"] for p in per]
-    out = {"per_replicate": per}
-    for axis in ("ratio", "ratio_rollouts"):
-        vals = [p[axis] for p in per]
-        out[axis] = dict(ev.censored_summary(vals, low, high),
-                         test=ev.ratio_verdict(vals, +1, low, high))
-        out[axis]["verdict"] = out[axis]["test"]["verdict"]
-        # `mean`: the geometric mean, or the median where a value is censored (ci95 is of that)
-        g = out[axis]["geo_mean"]
-        out[axis]["mean"] = g if g is not None else out[axis]["median"]
-    out["verdict"] = out["ratio"]["verdict"]
-    return out
+def c1(rl, fst, keys, t, claims, ceiling=None):
+    """C1 per replicate: stats.c1_profile (fixed fractions of RL's plateau and its running peak,
+    both axes) beside eval.sample_efficiency (the paper's running-peak ratio); stats.c1_rows
+    summarizes the profile and appends the tested rows."""
+    per = {r: stats.c1_profile(rl[r], fst[r]) for r in keys}
+    profile, rows = stats.c1_rows(t, per, ceiling)
+    claims += rows
+    return {"profile": profile, "per_replicate": {stats.rep_name(r): dict(
+        per[r], running_peak=ev.sample_efficiency(rl[r], fst[r])) for r in keys}}
 
 
-def c2(rl, fst, keys, reps=200, seed=0):
-    """Asymptote A of the bounded sigmoid fit on the mean curve of each method; the paired
-    difference's interval resamples replicates (both methods together). Not identifiable
-    -> inconclusive."""
+def c2(rl, fst, keys, t, claims, reps=200, seed=0):
+    """Asymptote A of the bounded sigmoid fit on each method's mean curve; A's interval and that of
+    A(FST) - A(RL) resample replicates (bases, then seeds). The row is 'not identifiable' unless
+    both methods' A pass stats.c2_identifiable."""
     if not keys:
         return {}
-    curves = {m: np.array([ev.curve(v[r])[1] for r in keys]) for m, v in (("rl", rl), ("fst", fst))}
-    xs = np.array(ev.curve(rl[keys[0]])[0], float)
-    out = {m: ev.asymptote(xs, c.mean(0)) for m, c in curves.items()}
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(reps if len(keys) > 1 else 0):
-        idx = rng.integers(0, len(keys), len(keys))
-        a = {m: ev.sigmoid_fit(xs, c[idx].mean(0))["A"] for m, c in curves.items()}
-        diffs.append(a["fst"] - a["rl"])
-    diff = {"mean": out["fst"]["A"] - out["rl"]["A"], "n": len(keys),
-            "ci95": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
-                     if diffs else None)}
-    ok = out["rl"]["identifiable"] and out["fst"]["identifiable"]
-    out["fst_minus_rl"] = dict(diff, verdict=ev.verdict(diff, +1) if ok else "inconclusive")
-    out["verdict"] = out["fst_minus_rl"]["verdict"] if ok else "not identifiable"
+    n = min(len(ev.curve(v[r])[1]) for v in (rl, fst) for r in keys)
+    xs = np.array(ev.curve(rl[keys[0]])[0][:n], float)
+    curves = np.array([ev.curve(rl[r])[1][:n] + ev.curve(fst[r])[1][:n] for r in keys])  # (k, 2n)
+    fit_a = lambda c: ev.sigmoid_fit(xs, c)["A"]
+    half = {"rl": slice(0, n), "fst": slice(n, 2 * n)}
+    boots = {m: stats.cluster_bootstrap(curves, keys, lambda a, h=h: fit_a(a[:, h].mean(0)), reps,
+                                        seed) for m, h in half.items()} if len(keys) > 1 else None
+    out = {m: ev.asymptote(xs, curves[:, h].mean(0), ci95=stats.percentile_ci(boots[m])
+                           if boots else None) for m, h in half.items()}  # the same resamples
+    why = "; ".join(f"{m.upper()}: {out[m]['why']}" for m in ("rl", "fst")
+                    if not out[m]["identifiable"])
+    row = stats.row("C2 higher ceiling", t,
+                    f"A(FST) - A(RL) of the mean curves (RL {out['rl']['A']:.2f}, FST "
+                    f"{out['fst']['A']:.2f})", {r: tuple(c) for r, c in zip(keys, curves)},
+                    label="not identifiable" if why else None, why=why,
+                    stat=lambda a: fit_a(a[:, n:].mean(0)) - fit_a(a[:, :n].mean(0)),
+                    boots=boots["fst"] - boots["rl"] if boots else None, reps=reps)
+    row["per_replicate"] = {stats.rep_name(r): {"A_rl": fit_a(c[:n]), "A_fst": fit_a(c[n:])}
+                            for r, c in zip(keys, curves)}  # each replicate's own fit
+    claims.append(row)
     return out
 
 
-def c3(rl, fst, keys, floor, key):
-    per = [ev.kl_at_matched_reward(rl[r], fst[r], floor=floor, key=key) for r in keys]
-    per = [p for p in per if p["ratio"] is not None]
-    if not per:
-        return {"n": 0, "verdict": "inconclusive"}
-    out = _agg([{k: p[k] for k in ("reward", "rl_kl", "fst_kl")} for p in per])
-    # geometric mean, interval, verdict
-    out["ratio"] = ev.ratio_verdict([p["ratio"] for p in per], -1)
-    out["ratio"]["mean"] = out["ratio"]["geo_mean"]  # ratios average on the log scale
-    out["above_floor"] = sum(bool(p["above_floor"]) for p in per)
-    out["verdict"] = out["ratio"]["verdict"]
+def c3(rl, fst, keys, floor, key, t, claims):
+    """C3's row (stats.kl_ratio_row: mean log KL ratio FST/RL at matched reward); 'not tested' on a
+    task the paper makes no C3 claim for, or where the matched level is at or below the
+    context-only ceiling in most replicates (the prompt alone reaches it)."""
+    per = {r: ev.kl_at_matched_reward(rl[r], fst[r], floor=floor, key=key) for r in keys}
+    per = {r: p for r, p in per.items() if p["rl_kl"] is not None}
+    out = stats.aggregate([{k: p[k] for k in ("reward", "rl_kl", "fst_kl")}
+                           for p in per.values()], list(per)) if per else {}
+    out["above_floor"] = sum(bool(p["above_floor"]) for p in per.values())
+    prompt = "deployed prompts" if key == "kl" else "common seed prompt"
+    why = ("the paper makes no C3 claim for this task kind" if t not in C3_TASKS else
+           f"the matched level is one the prompt alone reaches in {len(per) - out['above_floor']}"
+           f" of {len(per)}" if 2 * out["above_floor"] < len(per) else "")
+    claims.append(stats.kl_ratio_row(t, per, prompt, why))
     return out
 
 
@@ -227,35 +251,47 @@ def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache,
 
 
 # -----------------------------------------------------------------------------
-# C5, C6, C8 and the reflector sweep
+# C5, C6, C7's pattern, C8 and the reflector sweep
 
 def plasticity(root, reps, res, plots):
-    """C5: fresh RL on PLASTICITY_TASK from the base and from the final weights of RL and FST on the
-    prior task. A prior run counts as learned when its final val accuracy is >= 0.5."""
+    """C5: fresh RL on PLASTICITY_TASK from the base and from RL's and FST's final weights on the
+    prior task. The paper's sub-claims apart (RL-init below base-init; FST-init ~ base-init, TOST),
+    on the area under the curve, with the share of runs reaching 0.5 beside (bimodal probes)."""
     pl = {i: replicates(root, reps, "plasticity", i) for i in ("base", "rl", "fst")}
     keys = [r for r in reps if all(r in v for v in pl.values())]
     out = {"task": PLASTICITY_TASK, "prior_task": PRIOR_TASK, "threshold": 0.5}
+    per = {i: {r: ev.area_and_threshold(v[r], 0.5) for r in keys} for i, v in pl.items()}
     for init, v in pl.items():
-        out[f"from_{init}"] = _agg([ev.area_and_threshold(v[r], 0.5) for r in keys]) if keys else {}
+        out[f"from_{init}"] = stats.aggregate(list(per[init].values()), keys) if keys else {}
+        out[f"from_{init}"]["reached"] = sum(p["steps_to_threshold"] is not None
+                                             for p in per[init].values())
         if init != "base":
             prior = replicates(root, keys, PRIOR_TASK, init)
-            out[f"from_{init}"]["prior_learned"] = sum(ev.curve(prior[r])[1][-1] >= 0.5
-                                                       for r in prior)
-    if keys:
-        auc = {i: [ev.area_and_threshold(pl[i][r], 0.5)["auc"] for r in keys] for i in pl}
-        out["fst_minus_rl_auc"] = _paired(auc["fst"], auc["rl"], +1)
-        out["verdict"] = out["fst_minus_rl_auc"]["verdict"]
-        draw.bands(os.path.join(res["_out"], "plasticity.png"),
-                   {f"RL from {i}-init": ev.mean_band([ev.curve(v[r]) for r in keys])
-                    for i, v in pl.items()},
-                   "RL steps", f"plasticity: RL on {PLASTICITY_TASK} after {PRIOR_TASK}")
-        plots.append("plasticity.png")
+            out[f"from_{init}"]["prior_learned"] = sum(_final(prior[r]) >= 0.5 for r in prior)
     res["c5_plasticity"] = out
+    if not keys:
+        return
+    share = lambda i: f"{out[f'from_{i}']['reached']} of {len(keys)} reach 0.5"
+    auc = lambda a, b: {r: per[a][r]["auc"] - per[b][r]["auc"] for r in keys}
+    res["claims"] += [
+        stats.row("C5 RL-init barely learns", PLASTICITY_TASK,
+                  f"area, RL-init - base-init ({share('rl')}; {share('base')})",
+                  auc("rl", "base"), direction=-1),
+        stats.row("C5 FST-init ~ base-init", PLASTICITY_TASK,
+                  f"area, FST-init - base-init ({share('fst')})", auc("fst", "base"),
+                  "equivalence"),
+        stats.row("C5 stays plastic", PLASTICITY_TASK, "area, FST-init - RL-init",
+                  auc("fst", "rl"))]
+    draw.bands(os.path.join(res["_out"], "plasticity.png"),
+               {f"RL from {i}-init": ev.mean_band([ev.curve(v[r]) for r in keys])
+                for i, v in pl.items()},
+               "RL steps", f"plasticity: RL on {PLASTICITY_TASK} after {PRIOR_TASK}")
+    plots.append("plasticity.png")
 
 
 def continual(root, reps, res, plots):
     """C6: per-stage peak and mean val accuracy, normalized by the better method's peak
-    in that stage."""
+    in that stage; each later stage's mean val acc FST - RL is a row."""
     cont = {m: replicates(root, reps, "continual", m) for m in ("rl", "fst")}
     keys = [r for r in reps if all(r in v for v in cont.values())]
     stages = {}
@@ -272,10 +308,11 @@ def continual(root, reps, res, plots):
                      "peak": max(per[m][i]), "mean": float(np.mean(per[m][i]))})
     out = {}
     for k, d in stages.items():
-        out[k] = {m: _agg(v) for m, v in d.items()}
-        out[k]["fst_minus_rl_mean"] = _paired([x["mean"] for x in d["fst"]],
-                                              [x["mean"] for x in d["rl"]], +1)
-        out[k]["verdict"] = out[k]["fst_minus_rl_mean"]["verdict"]
+        out[k] = {m: stats.aggregate(v, keys) for m, v in d.items()}
+        if not k.startswith("stage1"):
+            res["claims"].append(stats.row(
+                "C6 keeps learning", k, "mean val acc FST - RL",
+                {r: f["mean"] - g["mean"] for r, f, g in zip(keys, d["fst"], d["rl"])}))
     res["c6_continual"] = out
     if keys:
         rows = cont["rl"][keys[0]]
@@ -284,6 +321,18 @@ def continual(root, reps, res, plots):
                    {m: ev.mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()},
                    "RL steps", "continual: " + " -> ".join(CONTINUAL), vlines=bounds)
         plots.append("continual.png")
+
+
+def c7_pattern(res):
+    """C7 as the paper states it, a pattern: which channel carries the gain depends on the task
+    (stats.pattern_row on prompt's gain - weights' gain, PROMPT_TASKS vs WEIGHTS_TASKS)."""
+    tasks_ = [t for t in PROMPT_TASKS + WEIGHTS_TASKS if t in res["c7_channels"]]
+    if not tasks_:
+        return
+    res["claims"].append(stats.pattern_row(
+        "C7 channel split (pattern)", {t: res["c7_channels"][t]["prompt_minus_weights"]
+                                       for t in tasks_},
+        {t: 1 if t in PROMPT_TASKS else -1 for t in tasks_}, "prompt's gain - weights' gain"))
 
 
 # C8: "left zero reward" = the training reward, averaged over the last 5 steps, reaches 0.05 (the
@@ -307,27 +356,37 @@ def first_success(rows):
 
 
 def exploration(root, reps, res):
+    """C8: steps until each method leaves zero reward, right-censored at its run's length; the row
+    is the Gehan score per replicate (+1: FST left first), so a run that never left counts as
+    'not by then' rather than at a made-up time."""
     runs = {m: replicates(root, reps, EXPLORATION_TASK, m) for m in ("rl", "fst")}
     keys = [r for r in reps if all(r in v for v in runs.values())]
     out = {"task": EXPLORATION_TASK, "level": ZERO_LEVEL, "window": ZERO_WINDOW}
-    steps = {}
+    steps, cens = {}, {}
     for m, v in runs.items():
         found = [leave_zero(v[r]) for r in keys]
-        n_steps = [v[r][-1]["step"] + 1 for r in keys]
         # censored runs enter at their length: a lower bound on the steps they would need
-        steps[m] = [f if f is not None else n for f, n in zip(found, n_steps)]
-        out[m] = {"steps_to_leave_zero": ev.mean_std(steps[m]), "censored": found.count(None),
-                  "first_success": ev.mean_std([first_success(v[r]) for r in keys]),
-                  "final_val_acc": ev.mean_std([ev.curve(v[r])[1][-1] for r in keys])}
-    out["rl_minus_fst_steps"] = _paired(steps["rl"], steps["fst"], +1) if keys else {}
-    out["verdict"] = out["rl_minus_fst_steps"].get("verdict", "inconclusive")
+        steps[m] = [f if f is not None else v[r][-1]["step"] + 1 for f, r in zip(found, keys)]
+        cens[m] = [f is None for f in found]
+        out[m] = {"steps_to_leave_zero": stats.mean_std(steps[m], keys),
+                  "censored": found.count(None),
+                  "first_success": stats.mean_std([first_success(v[r]) for r in keys], keys),
+                  "final_val_acc": stats.mean_std([_final(v[r]) for r in keys], keys)}
     res["c8_exploration"] = out
+    if keys:
+        res["claims"].append(stats.row(
+            "C8 leaves zero sooner", EXPLORATION_TASK,
+            f"Gehan score, steps until the {ZERO_WINDOW}-step mean reward reaches {ZERO_LEVEL} "
+            f"(+1: FST first; never: RL {out['rl']['censored']}, FST {out['fst']['censored']})",
+            {r: stats.gehan_score(steps["fst"][i], cens["fst"][i], steps["rl"][i], cens["rl"][i])
+             for i, r in enumerate(keys)}))
 
 
 def reflector_sweep(root, seeds, res, hit_rates):
-    """C1 and C3 of FST with each reflector on the first base (the default's runs included)."""
+    """C1 and C3 of FST with each reflector on the first base (the default's runs included). Its
+    rows are a family of their own (n = run seeds: below MIN_N, no verdict, in the default grid)."""
     reps = [(0, s) for s in seeds]
-    out = {}
+    out, rows = {}, []
     for name, method in [("edit", "fst")] + [(n, f"fst-{n}") for n in SWEEP_REFLECTORS]:
         out[name] = {}
         for t in SUITE_TASKS:
@@ -335,12 +394,17 @@ def reflector_sweep(root, seeds, res, hit_rates):
             keys = [r for r in reps if r in rl and r in fst]
             if not keys:
                 continue
+            first = len(rows)
+            c1_ = c1(rl, fst, keys, t, rows)
+            c3(rl, fst, keys, None, "kl", t, rows)
+            for r in rows[first:]:
+                r["reflector"] = name
             out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name),
-                            "told": tasks.NAMED_TASKS[t].told,
-                            "c1": c1(rl, fst, keys), "c3": c3(rl, fst, keys, None, "kl"),
-                            "n": len(keys)}
-            out[name][t]["c1"].pop("per_replicate")
+                            "told": tasks.NAMED_TASKS[t].told, "n": len(keys),
+                            "c1_profile": c1_["profile"]}
     res["reflector_sweep"] = {k: v for k, v in out.items() if v}
+    res["reflector_sweep_rows"] = rows
+    res["reflector_sweep_family"] = stats.label_family(rows)
 
 
 # -----------------------------------------------------------------------------
@@ -348,7 +412,8 @@ def reflector_sweep(root, seeds, res, hit_rates):
 
 def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_rates=None):
     """Compute C1-C8 from the runs under `root` (bases 0..bases-1 x seeds 0..seeds-1) on `device`;
-    write results.json, report.md and PNG plots to `out` (default root)."""
+    label every claim and control row (Holm over all of them, stats.label_family); write
+    results.json, report.md and PNG plots to `out` (default root)."""
     out = out or root
     os.makedirs(out, exist_ok=True)
     reps = [(b, s) for b in range(bases) for s in range(seeds)]
@@ -365,15 +430,17 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
                                 "min_op_acc": min(m["acc_by_op"].values()),
                                 "acc_by_op": m["acc_by_op"], "wall_s": m["wall_s"]}
                             for b, m in metrics.items()},
-           "runs": {}, "rl_gain_by_base": {}, "controls": {}, "c1_sample_efficiency": {},
-           "c2_asymptote": {}, "c3_kl_at_matched_reward": {}, "c4_forgetting": {},
-           "c7_channels": {}}
+           "claims": [], "family": None, "curves": {}, "runs": {}, "rl_gain_by_base": {},
+           "controls": {}, "c1_sample_efficiency": {}, "c2_asymptote": {},
+           "c3_kl_at_matched_reward": {}, "c4_forgetting": {}, "c7_channels": {}}
     plots = []
     for t in SUITE_TASKS:
         task_claims(root, reps, t, base_models, preset, res, plots)
+    c7_pattern(res)
     plasticity(root, reps, res, plots)
     continual(root, reps, res, plots)
     exploration(root, reps, res)
+    res["family"] = stats.label_family(res["claims"])
     if hit_rates is None and os.path.exists(os.path.join(root, "hit_rates.json")):
         with open(os.path.join(root, "hit_rates.json")) as f:
             hit_rates = json.load(f)
@@ -396,95 +463,62 @@ def run_config(root, reps):
     return None
 
 
-def _m(x, digits=3):
-    """Format an aggregate {mean, ci95, n} (or a plain number): mean [95% interval]."""
-    if isinstance(x, dict) and "mean" in x:
-        if x["mean"] is None:
-            return "n/a"
-        ci = x.get("ci95")
-        return f"{x['mean']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-                                             if ci and x.get("n", 0) > 1 else "")
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _ratio(d):
-    """A ratio_verdict dict: geometric mean [interval]."""
-    if not d or d.get("geo_mean") is None:
-        return "n/a"
-    ci = d["ci95"]
-    return f"{d['geo_mean']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if d["n"] > 1 else "")
+_m = stats.fmt  # an aggregate or a number as text: mean [95% interval]
 
 
 def render_report(res, plots):
-    n = res["replicates"]
+    n, fam = res["replicates"], res["family"]
     L = [f"# fastslow report: preset `{res['preset']}`", "",
          f"Bases (pretraining seeds) {res['bases']} x run seeds {res['seeds']} = {n} replicates; "
          f"wall time {res['wall_s']:.0f} s (pretraining and every run, each on its own clock, "
          "summed). Accuracy = exact match on the 256-problem val split at the training "
-         "temperature, with each method's deployed prompt. Values: mean [95% bootstrap interval] "
-         "over replicates. Verdict: `reproduced` when the interval excludes no effect in the "
-         "paper's direction, `not reproduced` when it excludes it the other way, else "
-         "`inconclusive`.", "", "## Bases", "", "| base | general acc | weakest op | wall s |",
-         "|---|---|---|---|"]
+         "temperature, with each method's deployed prompt. Values: mean [95% interval] over "
+         "replicates; intervals resample bases, then run seeds within each base, so with "
+         f"{len(res['bases'])} bases an interval describes these bases, not bases in general.",
+         "", f"Tests: the family is every row below with a p value ({fam['rows']} rows, "
+         f"{fam['tests']} tests), Holm-corrected to a family-wise error rate of {fam['alpha']}. "
+         "Labels: `reproduced` / `not reproduced` (the adjusted test excludes 0 in / against "
+         "the paper's direction), `inconclusive`, `equivalent` (TOST within "
+         f"+-{stats.EQUIV_MARGIN}, for a claim of matching), `not tested` (the comparison cannot "
+         "test the claim), `not identifiable` (C2 without an observed plateau), "
+         f"`n < {stats.MIN_N}` (no verdict); controls: `higher` / `lower` / `tie` / `= rl`.",
+         "", "## Bases", "", "| base | general acc | weakest op | wall s |", "|---|---|---|---|"]
     for b, q in res["base_quality"].items():
         L.append(f"| {b} | {q['general_acc']:.3f} | {q['min_op_acc']:.3f} | {q['wall_s']:.0f} |")
-    L += ["", "## Claims", "", "| claim | task | measure | value | verdict |",
-          "|---|---|---|---|---|"]
-    for t, d in res["c1_sample_efficiency"].items():
-        for axis, label in (("ratio", "steps"), ("ratio_rollouts", "rollouts")):
-            s = d[axis]
-            L.append(f"| C1 faster | {t} | RL {label} to its running peak / FST {label} to reach "
-                     f"it | {s['text']} | {s['verdict']} |")
-    for t, d in res["c2_asymptote"].items():
-        if d:
-            why = "" if d["verdict"] != "not identifiable" else (
-                f"; RL: {d['rl']['why'] or 'ok'}, FST: {d['fst']['why'] or 'ok'}")
-            L.append(f"| C2 higher ceiling | {t} | A(FST) - A(RL) (RL {d['rl']['A']:.2f}, FST "
-                     f"{d['fst']['A']:.2f}{why}) | {_m(d['fst_minus_rl'])} | {d['verdict']} |")
-    for t, d in res["c3_kl_at_matched_reward"].items():
-        for k, label in (("kl", "deployed prompts"), ("kl_common", "common seed prompt")):
-            v = d[k]
-            if v.get("n", 1):
-                L.append(f"| C3 less drift | {t} | KL ratio FST/RL at matched reward "
-                         f"{_m(v['reward'], 2)}, {label} ({v['above_floor']} of "
-                         f"{v['ratio']['n']} above the context-only ceiling) | "
-                         f"{_ratio(v['ratio'])} | {v['verdict']} |")
-    for t, d in res["c4_forgetting"].items():
-        v = d["fst_minus_rl_general"]
-        L.append(f"| C4 forgets less | {t} | general acc FST - RL "
-                 f"(base {_m(d['base']['general_acc'])}) | {_m(v)} | {v['verdict']} |")
-    p = res["c5_plasticity"]
-    if "verdict" in p:
-        L.append(f"| C5 stays plastic | {p['task']} | area, RL from FST-init - from RL-init | "
-                 f"{_m(p['fst_minus_rl_auc'])} | {p['verdict']} |")
-    for k, d in res["c6_continual"].items():
-        if not k.startswith("stage1"):
-            L.append(f"| C6 keeps learning | {k} | mean val acc FST - RL | "
-                     f"{_m(d['fst_minus_rl_mean'])} | {d['verdict']} |")
+    L += ["", "## Claims", ""] + stats.table([r for r in res["claims"]
+                                              if r["claim"] != "control"])
+    L += ["", "## C1 profile (untested cells shown for the whole picture)", ""]
+    L += stats.profile_table({t: d["profile"] for t, d in res["c1_sample_efficiency"].items()})
+    L += _runs_lines(res)
+    L += ["", "## C7: {base, FST weights} x {seed, FST prompt}", "",
+          "| task | base + seed | base + FST prompt | FST weights + seed | "
+          "FST weights + FST prompt | prompt's gain | weights' gain |",
+          "|---|---|---|---|---|---|---|"]
     for t, d in res["c7_channels"].items():
-        L.append(f"| C7 channels | {t} | weights' gain (FST weights vs base, FST prompt) | "
-                 f"{_m(d['weights_gain'])} | {d['weights_gain']['verdict']} |")
-        L.append(f"| C7 channels | {t} | prompt's gain (FST prompt vs seed, FST weights) | "
-                 f"{_m(d['prompt_gain'])} | {d['prompt_gain']['verdict']} |")
-    e = res["c8_exploration"]
-    if e.get("rl_minus_fst_steps"):
-        L.append(f"| C8 leaves zero sooner | {e['task']} | steps until the 5-step mean reward "
-                 f"reaches {e['level']}, RL - FST (RL "
-                 f"{_m(e['rl']['steps_to_leave_zero'], 0)}, {e['rl']['censored']} never; FST "
-                 f"{_m(e['fst']['steps_to_leave_zero'], 0)}, {e['fst']['censored']} never) | "
-                 f"{_m(e['rl_minus_fst_steps'], 1)} | {e['verdict']} |")
-    L += ["", "## Runs and controls (final val acc; FST minus the control, paired by replicate)",
+        L.append(f"| {t} | {_m(d['base_weights']['seed_prompt'])} | "
+                 f"{_m(d['base_weights']['fst_prompt'])} | "
+                 f"{_m(d['fst_weights']['seed_prompt'])} | {_m(d['fst_weights']['fst_prompt'])} | "
+                 f"{_m(d['prompt_gain'])} | {_m(d['weights_gain'])} |")
+    L += _sweep_lines(res)
+    L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(L) + "\n"
+
+
+def _runs_lines(res):
+    """The runs table with each control's comparison, and RL-only's gain base by base."""
+    L = ["", "## Runs and controls (final val acc; FST minus the control, paired by replicate)",
           "",
           "Gain = final minus first val accuracy (after step 0); its minimum over replicates shows "
           "whether every replicate learned (the fair-test bar for RL only: >= 0.3).", "",
-          "| task | method | final val acc | gain (min) | FST - it | verdict (FST higher) | "
-          "rollouts | wall s |", "|---|---|---|---|---|---|---|---|"]
+          "| task | method | final val acc | gain (min) | FST - it | label | rollouts | wall s |",
+          "|---|---|---|---|---|---|---|---|"]
+    ctl = {(r["task"], r["method"]): r for r in res["claims"] if r["claim"] == "control"}
     for t, d in res["runs"].items():
         for m, v in d.items():
-            c = res["controls"][t].get(m)
-            diff = (_m(c["fst_minus_this"]), c["fst_minus_this"]["verdict"]) if c else ("", "")
+            c = ctl.get((t, m))
             L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(v['gain'], 2)} "
-                     f"({_m(v['min_gain'], 2)}) | {diff[0]} | {diff[1]} | "
+                     f"({_m(v['min_gain'], 2)}) | {stats.fmt(c) if c else ''} | "
+                     f"{(c['label'] + ' ' + stats.fmt_p(c)).strip() if c else ''} | "
                      f"{_m(v['rollouts'], 0)} | {_m(v['wall_s'], 0)} |")
     if res.get("rl_gain_by_base"):
         bases = sorted({b for d in res["rl_gain_by_base"].values() for b in d}, key=int)
@@ -494,29 +528,18 @@ def render_report(res, plots):
         for t, d in res["rl_gain_by_base"].items():
             L.append(f"| {t} | " + " | ".join(f"{_m(d[b], 2)} ({d[b]['min']:.2f})" if b in d
                                               else "" for b in bases) + " |")
-    L += ["", "## C7: {base, FST weights} x {seed, FST prompt}", "",
-          "| task | base + seed | base + FST prompt | FST weights + seed | "
-          "FST weights + FST prompt |",
-          "|---|---|---|---|---|"]
-    for t, d in res["c7_channels"].items():
-        L.append(f"| {t} | {_m(d['base_weights']['seed_prompt'])} | "
-                 f"{_m(d['base_weights']['fst_prompt'])} | "
-                 f"{_m(d['fst_weights']['seed_prompt'])} | {_m(d['fst_weights']['fst_prompt'])} |")
-    if res.get("reflector_sweep"):
-        L += ["",
-              "## Reflector sweep (first base): how much of FST's gain depends on the reflector",
-              "",
-              "| reflector | task | first-proposal hit rate | C1 ratio (steps) | C3 KL ratio | n |",
-              "|---|---|---|---|---|---|"]
-        for name, d in res["reflector_sweep"].items():
-            for t, v in d.items():
-                hit = ("n/a (told: the seed prompt states the rule)" if v.get("told")
-                       else _m(v["first_hit_rate"], 2))
-                L.append(f"| {name} | {t} | {hit} | "
-                         f"{v['c1']['ratio']['text']} | {_ratio(v['c3'].get('ratio'))} | "
-                         f"{v['n']} |")
-    L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    return "\n".join(L) + "\n"
+    return L
+
+
+def _sweep_lines(res):
+    if not res.get("reflector_sweep_rows"):
+        return []
+    return ["", "## Reflector sweep (first base): how much of FST's gain depends on the reflector",
+            "", "A family of its own; first-proposal hit rates: " + "; ".join(
+                f"{name} on {t} " + ("n/a (told)" if v.get("told") else _m(v["first_hit_rate"], 2))
+                for name, d in res["reflector_sweep"].items() for t, v in d.items()), ""
+            ] + stats.table([dict(r, claim=f"{r['reflector']}: {r['claim']}")
+                             for r in res["reflector_sweep_rows"]])
 
 
 def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), trials=100):
