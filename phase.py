@@ -24,6 +24,7 @@ import os
 
 import eval as ev
 import report
+import stats
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
 from model import write_atomic
@@ -101,7 +102,6 @@ def gepa_settles(rows):
 
 def cell_replicates(root, reps, k, refl):
     """{(base, seed): {measure: value, ...}} of one cell, for replicates whose runs all finished."""
-    import stats
     shared = {m: report.replicates(root, reps, SHARED_TASK, m) for m in SHARED_METHODS}
     own = {m: report.replicates(root, reps, level_task(k), method_dir(m, refl))
            for m in CELL_METHODS + ("context",)}
@@ -126,7 +126,6 @@ def cell_replicates(root, reps, k, refl):
 
 def cell_rows(k, refl, per):
     """The tested rows of one cell (stats.row), with the paper's direction."""
-    import stats
     keys = sorted(per)
     pick = lambda m: {key: per[key][m] for key in keys if per[key][m] is not None}
     name = f"k={k} {refl}"
@@ -164,7 +163,6 @@ def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
     """Every cell's measures over the replicates that finished, Holm over the whole family, the
     dial's and the reflectors' base measurements (dial.json, phase_hit_rates.json when present)
     -> phase.json, phase.md and one heatmap per measure in `out` (default root/phase)."""
-    import stats
     out = out or os.path.join(root, "phase")
     os.makedirs(out, exist_ok=True)
     reps = replicate_order(bases, seeds)
@@ -183,6 +181,10 @@ def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
                     root, reps, level_task(k), method_dir(m, refl))
     for m in SHARED_METHODS:
         res["curves"][f"cipher {m}"] = mean_curves(root, reps, SHARED_TASK, m)
+    # the fair-test bar: RL-only learns the cipher (last eval - first eval, per replicate)
+    rl_runs = report.replicates(root, reps, SHARED_TASK, "rl")
+    res["rl_gain"] = {stats.rep_name(key): ev.curve(r)[1][-1] - ev.curve(r)[1][0]
+                      for key, r in rl_runs.items()}
     res["family"] = stats.label_family(rows)
     for r in rows:
         r.pop("boots", None)
@@ -273,6 +275,11 @@ def render(res):
              f"family-wise rate of {res['family']['alpha']}; a cell with n < 5 carries no verdict.",
              "", "Stage wall time summed: " + ("n/a" if res["wall_s"] != res["wall_s"]
                                                else f"{res['wall_s']:.0f} s"), ""]
+    gains = res["rl_gain"]
+    if gains:
+        lines += [f"RL-only's gain on the cipher (last eval - first; the bar is 0.3), per replicate: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in gains.items()) + ". Reflector strength "
+                  "'none' is RL-only itself: every measure below is 0 or 1 there by definition.", ""]
     if "dial" in res:
         lines += ["## What a prompt within each budget carries (measured on the bases first)", "",
                   "| k | budget | per base: best prompt's mean@4 (carried = best / told) |",

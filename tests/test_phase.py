@@ -1,0 +1,80 @@
+"""
+phase.py on a synthetic runs folder: the grid's jobs (context-only first, replicates seed-major,
+RL-only and instructed shared by every cell), and the report's per-cell measures and labels where
+the answer is known (FST far ahead where the whole table fits, FST = RL where nothing fits).
+
+Run: python -m pytest -q tests/test_phase.py   (seconds)
+"""
+
+import json
+import os
+
+import numpy as np
+
+import phase
+import report
+import train
+
+
+def _write(folder, vals, kl, every=5, prompts=None):
+    os.makedirs(folder, exist_ok=True)
+    rows = []
+    for i, v in enumerate(vals):
+        for step in range(i * every, (i + 1) * every):
+            rows.append({"step": step, "rollouts": (step + 1) * 128})
+        rows[-1].update(val_acc=float(v), kl=kl, kl_common=kl,
+                        prompt=prompts[i] if prompts else "rule: ?")
+    with open(os.path.join(folder, "log.jsonl"), "w") as f:
+        f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump({}, f)
+
+
+def test_jobs_order_and_sharing():
+    jobs = phase.jobs(train.PRESETS["micro"], "R", bases=2, seeds=2)
+    waves = [w for w, _, _ in jobs]
+    assert waves == sorted(waves) and waves.count(1) == 2 * 2 * len(phase.LEVELS) * 2
+    assert all(kw["method"] == "context" for w, _, kw in jobs if w == 1)
+    wave2 = [(f, kw) for w, f, kw in jobs if w == 2]
+    per_rep = 2 + len(phase.LEVELS) * len(phase.REFLECTORS) * 2
+    assert len(wave2) == 4 * per_rep
+    # seed-major: both bases' seed 0 before any seed 1
+    assert [kw["seed"] for _, kw in wave2[::per_rep]] == [0, 0, 1, 1]
+    assert {kw["schedule"][0][0] for f, kw in wave2 if kw["method"] in ("rl", "instructed")} == \
+        {"cipher"}
+    assert len({f for _, f, _ in jobs}) == len(jobs)  # every run its own folder
+
+
+def test_report_on_a_synthetic_grid(tmp_path):
+    root, x = str(tmp_path), np.arange(1, 21) * 5.0
+    rng = np.random.default_rng(0)
+    rl = lambda: 0.05 + 0.6 / (1 + (50 / x) ** 3) + rng.normal(0, 0.01, 20)
+    for b in range(3):
+        for s in range(2):
+            broot = report.base_root(root, b)
+            for m, kl in (("rl", 1.0), ("instructed", 0.3)):
+                _write(report.run_dir(broot, "cipher", m, s), rl() if m == "rl" else
+                       0.9 + 0.0 * x, kl)
+            for k in phase.LEVELS:
+                for refl in phase.REFLECTORS:
+                    # k = 3: FST at the top from the start; k = 0: FST is RL
+                    fst = 0.9 + 0.0 * x if k == 3 else rl()
+                    for m in ("fst", "sequential"):
+                        _write(report.run_dir(broot, phase.level_task(k),
+                                              phase.method_dir(m, refl), s), fst, 0.1 if k else 1.0)
+                    _write(report.run_dir(broot, phase.level_task(k),
+                                          phase.method_dir("context", refl), s),
+                           [0.1] * 20, 0.0, prompts=["rule: ?"] * 3 + ["rule: map 2>7"] * 17)
+    res = phase.write_report(root, 3, 2, 1.0, out=os.path.join(root, "out"))
+    assert os.path.exists(os.path.join(root, "out", "phase.md"))
+    assert all(os.path.exists(os.path.join(root, "out", f"phase_{m}.png")) for m in phase.MEASURES)
+    gap = lambda k, r: phase.cell_value(res, k, r, "gap")
+    assert gap(3, "edit")["label"] == "reproduced" and gap(3, "edit")["n"] == 6
+    assert gap(0, "edit")["label"] == "inconclusive" and abs(gap(0, "edit")["mean"]) < 0.05
+    assert phase.cell_value(res, 3, "edit", "vs_sequential")["label"] == "tie"
+    assert phase.cell_value(res, 0, "edit", "vs_instructed")["label"] == "lower"
+    c1 = phase.cell_value(res, 3, "edit", "c1_0.9")
+    assert c1["label"] == "reproduced" and c1["ratio"]["n_lower_bounds"] == 6
+    ctx = next(iter(res["cells"]["k3 edit"]["per_replicate"].values()))["context"]
+    assert ctx["rounds"] == 4 and ctx["prompt"] == "rule: map 2>7"
+    assert res["family"]["rows"] > 0 and res["curves"]["cipher rl"]["n"] == 6
