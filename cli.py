@@ -5,14 +5,15 @@ errors are one line, and a number parser for flags.
     from cli import UserError, CLIParser, positive, exit_on_user_error
 
 Library code (train.py, report.py, ...) raises UserError (or tasks.SpecError /
-model.CheckpointError, which their own modules raise); only a script's `main` turns them into the
-one line `error: ...` and exit code 2 that users see, via exit_on_user_error. So every function
-stays usable from a notebook or a test.
+model.CheckpointError / fast_context.ReflectorError, which their own modules raise); only a
+script's `main` turns them into the one line `error: ...` and exit code 2 that users see, via
+exit_on_user_error. So every function stays usable from a notebook or a test.
 """
 
 import argparse
 import sys
 
+import fast_context
 import model
 import tasks
 
@@ -48,7 +49,8 @@ def exit_on_user_error(main):
     def wrapped(argv=None):
         try:
             return main(argv)
-        except (UserError, tasks.SpecError, model.CheckpointError) as e:
+        except (UserError, tasks.SpecError, model.CheckpointError,
+                fast_context.ReflectorError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
     return wrapped

@@ -22,7 +22,9 @@ Contracts (plain callables, so this file knows nothing about models or tasks obj
       "outputs": "<model output>", "feedback": "wrong at positions 2; expected: 6 1 4 8"}], strings
       only (make_records builds them). A reflector that raises any Exception, or returns an empty /
       too long / unchanged / duplicate prompt, is a rejected proposal: logged in state.events and
-      in the round summary's "invalid" list, never a crash.
+      in the round summary's "invalid" list, never a crash. The one exception: ReflectorError
+      (a reflector that cannot work at all, e.g. an endpoint that is down) goes through, so the
+      caller can stop the run instead of spending its budget on proposals that cannot come.
 
 The algorithm (GEPA, Agrawal et al. 2025, in its default configuration, without merge):
   1. Score the seed prompt on the Pareto set D_p. For every instance of D_p keep the best score
@@ -63,6 +65,11 @@ from dataclasses import dataclass, field
 from tasks import problem_text
 
 EPS = 1e-9  # float tolerance for "strictly better"
+
+
+class ReflectorError(Exception):
+    """A reflector that cannot work at all (its endpoint is unreachable, refuses the request, or
+    failed every call for rounds): not a rejected proposal but a reason to stop. One line."""
 
 
 def word_count(text):
@@ -241,6 +248,8 @@ def gepa_iteration(state, evaluate, reflector):
         return _log(state, event, "skipped", "parent perfect on the minibatch")
     try:
         text = reflector(state.candidates[parent], records)
+    except ReflectorError:  # it cannot work at all: the caller stops the run
+        raise
     except Exception as e:  # a broken reflector costs a proposal, never the run
         return _log(state, event, "invalid", f"reflector raised {type(e).__name__}: {e}")
     text = text.strip() if isinstance(text, str) else text

@@ -49,7 +49,8 @@ def autocast(device):
 def settings_of(preset, **kw):
     """What a checkpoint must match to be resumed, as plain JSON values: the run's own settings and
     the preset's numbers that shape its result (checkpoint cadence and the guard limit do not)."""
-    skip = ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps", "batch_workers")
+    skip = ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps", "batch_workers",
+            "reflector_fail_rounds")
     p = {k: v for k, v in asdict(preset).items() if k not in skip}
     return json.loads(json.dumps(dict(kw, preset=p)))
 

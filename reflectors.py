@@ -42,7 +42,12 @@ Design choices and why:
   (`swap` = `rotate 2 then reverse` on 3-4 digits) it can settle on the imitation for good.
 - `llm` speaks HTTP through urllib (no SDK), with timeouts and retries on transport errors and
   5xx/429 (exponential backoff). Any failure raises: the optimizer turns a raise into a rejected
-  proposal logged as invalid, so a flaky server costs proposals, never a run.
+  proposal logged as invalid, so a flaky server costs proposals, never a run. Two failures stop the
+  run instead (fast_context.ReflectorError, which the optimizer lets through): an endpoint that
+  cannot be reached or answers 4xx (429 aside) before it has ever answered, at once and without
+  retries (a wrong URL, model name or key does not heal), and `fail_limit` failed calls in a row
+  (train.py passes Preset.reflector_fail_rounds x gepa_proposals: that many rounds' proposals),
+  so a dead server does not eat the whole budget in retries and leave the seed prompt deployed.
 - first_hit_rate is a pure measurement: the records the optimizer would hand over from the seed
   prompt (a random minibatch of task.train, the caller's evaluate), one proposal each, no training.
 """
@@ -57,7 +62,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 
-from fast_context import make_records, word_count
+from fast_context import ReflectorError, make_records, word_count
 from tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, VALID_OPS_TEXT, Op, Problem, SpecError,
                    apply_rule, demo_context, digits_text, instruction, parse_digits, parse_rule,
                    rule_text)
@@ -459,19 +464,41 @@ class LLMReflector:
     environment variable OPENAI_API_KEY. Transport errors, timeouts and HTTP 5xx/429 are retried
     `retries` times after backoff * 2**attempt seconds; any other failure (HTTP 4xx, not a chat
     completion, a refusal, no fence, an empty or over-budget context) raises at once. `attempts`
-    counts HTTP requests."""
+    counts HTTP requests.
+
+    ReflectorError (the run stops) instead of a failed proposal: until the endpoint has answered
+    once with a chat completion (`answered`), a refused or unresolvable connection or an HTTP 4xx
+    other than 429, at once; and a failed call that is the `fail_limit`-th in a row (`failures`;
+    None: never), naming the endpoint and its last answer."""
 
     def __init__(self, url, model, timeout=30, retries=2, backoff=1.0, temperature=None,
-                 max_tokens=48, count_tokens=None):
+                 max_tokens=48, count_tokens=None, fail_limit=None):
         self.url, self.model, self.timeout, self.retries = url.rstrip("/"), model, timeout, retries
         self.backoff, self.temperature, self.max_tokens = backoff, temperature, max_tokens
         self.count_tokens, self.attempts = count_tokens or word_count, 0
+        self.fail_limit, self.failures, self.answered = fail_limit, 0, False
 
     def meta_prompt(self, current_prompt, records):
         return META_PROMPT.format(current=current_prompt, examples=format_records(records),
                                   ops=VALID_OPS_TEXT, max_tokens=self.max_tokens)
 
     def __call__(self, current_prompt, records):
+        try:
+            text = self.propose(current_prompt, records)
+        except ReflectorError:
+            raise
+        except Exception as e:  # a failed proposal, unless it is the fail_limit-th in a row
+            self.failures += 1
+            if self.fail_limit and self.failures >= self.fail_limit:
+                raise ReflectorError(" ".join(
+                    f"the llm reflector at {self.url} failed {self.failures} calls in a row; its "
+                    f"last answer: {e}".split())) from e
+            raise
+        self.failures = 0
+        return text
+
+    def propose(self, current_prompt, records):
+        """One call: meta-prompt -> the reply's fenced context (ValueError if over budget)."""
         text = fenced(self.complete(self.meta_prompt(current_prompt, records)))
         n = self.count_tokens(text)
         if n > self.max_tokens:
@@ -495,9 +522,20 @@ class LLMReflector:
                     raw = response.read()
                 break
             except urllib.error.HTTPError as e:
-                if (e.code < 500 and e.code != 429) or attempt == self.retries:
+                final = e.code < 500 and e.code != 429
+                if final and not self.answered:  # a wrong URL, model or key: stop the run
+                    raise ReflectorError(f"{url} answered HTTP {e.code} ({e.reason}) to the "
+                                         "first request; check --llm-url and --llm-model "
+                                         "(and OPENAI_API_KEY)") from e
+                if final or attempt == self.retries:
                     raise RuntimeError(f"HTTP {e.code} from {url}: {e.reason}") from e
-            except (urllib.error.URLError, OSError) as e:  # refused, reset, timed out
+            except urllib.error.URLError as e:  # no connection: refused, unknown host
+                if not self.answered:  # nothing listens there: stop the run
+                    raise ReflectorError(f"cannot reach {url}: {e.reason}; is the server "
+                                         "running, and is --llm-url right?") from e
+                if attempt == self.retries:
+                    raise RuntimeError(f"no reply from {url}: {e}") from e
+            except OSError as e:  # connected, then reset or timed out
                 if attempt == self.retries:
                     raise RuntimeError(f"no reply from {url}: {e}") from e
             time.sleep(self.backoff * 2 ** attempt)
@@ -505,6 +543,7 @@ class LLMReflector:
             message = json.loads(raw)["choices"][0]["message"]
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise ValueError(f"not a chat completion from {url}: {raw[:80]!r}") from e
+        self.answered = True  # the endpoint works: from now on its failures are transient
         if not isinstance(message, dict) or message.get("refusal"):
             raise ValueError(f"the model refused: {str(message)[:80]}")
         return str(message.get("content") or "")
@@ -580,7 +619,7 @@ def parse_reflector(spec):
 def make_reflector(spec, max_tokens=48, count_tokens=None, seed=0, **llm_options):
     """A reflector by name: oracle | edit | demo | llm, or NAME:P (wrong with probability P, see
     NoisyReflector; `seed` seeds its mistakes). llm_options (url, model, timeout, retries, backoff,
-    temperature) are LLMReflector's and only allowed with name 'llm'."""
+    temperature, fail_limit) are LLMReflector's and only allowed with name 'llm'."""
     name, p = parse_reflector(spec)
     if p > 0:
         return NoisyReflector(make_reflector(name, max_tokens, count_tokens, **llm_options), p, seed)

@@ -29,9 +29,11 @@ at the end, ckpt.pt (weights, optimizer, RNG states, step, rollouts, GEPA state,
 written atomically. `--resume` continues from it; every random draw comes from a seeded stream that
 is saved or is a function of the step, so a resumed run logs exactly what an uninterrupted one
 would. A non-finite loss or gradient skips the optimizer step (logged, counted); `max_bad_steps` in
-a row stop the run. Library functions raise cli.UserError for a user's mistake (flag, task spec,
-schedule, checkpoint, a folder holding another run), before any file is written; `main` prints it
-as one line, exit code 2.
+a row stop the run, and so does an llm reflector that cannot work (an endpoint down or refusing at
+the first call, or `reflector_fail_rounds` rounds of failed proposals): one line, the log and the
+last checkpoint kept for `--resume`, no summary.json. Library functions raise cli.UserError for a
+user's mistake (flag, task spec, schedule, checkpoint, a folder holding another run), before any
+file is written; `main` prints it as one line, exit code 2.
 
 Presets are dataclass instances in PRESETS: every number a run depends on is there.
 """
@@ -131,6 +133,9 @@ class Preset:
     pretrain_ckpt_every: int = 200
     max_bad_steps: int = 5        # this many skipped (non-finite) optimizer steps in a row
                                   # stop the run
+    # llm reflector: this many rounds' worth of proposals (x gepa_proposals) failing in a row
+    # stop the run (0: never)
+    reflector_fail_rounds: int = 3
 
 
 PRESETS = {
@@ -202,6 +207,8 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
                             fused=model.wte.weight.is_cuda)
     count_tokens = lambda text: len(enc.encode_ordinary(text))
     budget = task.context_tokens or preset.context_tokens  # a dial task brings its own budget
+    if reflector == "llm":  # a dead endpoint stops the run after that many failed calls in a row
+        llm = dict(llm or {}, fail_limit=preset.reflector_fail_rounds * preset.gepa_proposals)
     s = RunState(model=model, enc=enc, opt=opt,
                  ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
                  rng=random.Random(seed), seed=seed, **flags,
@@ -274,7 +281,10 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
         # a switch changes the data stream; nobody tells the learner
         s.task = stages[stage_at[step]][0]
         row["task"] = s.task.name
-        row.update(fst_step(s, step, preset))
+        try:
+            row.update(fst_step(s, step, preset))
+        except fc.ReflectorError as e:  # the reflector cannot work: stop, keep what is on disk
+            raise stopped(e, step, out_dir, rows, [logf, pbar]) from e
         if s.trains_weights:
             ledger.count(row.get("skipped", ""), f"step {step}", log)
         row["rollouts"] = s.rl_rollouts + (s.gepa.rollouts if s.gepa is not None else 0)
@@ -295,6 +305,18 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
             break  # the context-only baseline stops at its rollout budget
     logf.close()
     return finish_run(s, method, stages, rows, settings, seed, init, reflector, preset, ledger)
+
+
+def stopped(error, step, out_dir, rows, opened):
+    """A run whose reflector cannot work stops at `step`: the log so far and the last ckpt.pt stay
+    for --resume, and no summary.json is written (the run is not finished). The log file and the
+    progress bar (`opened`) are closed, so the error is the only line left. -> the one-line
+    error to raise."""
+    for f in opened:
+        f.close()
+    ck = "ckpt.pt" if os.path.exists(os.path.join(out_dir, "ckpt.pt")) else "no checkpoint yet"
+    return fc.ReflectorError(f"{error} (step {step}; {out_dir} keeps log.jsonl ({len(rows)} rows) "
+                             f"and {ck}; fix the endpoint, then rerun with --resume)")
 
 
 def save_run(s, ledger, steps_done, done, log_rows):

@@ -5,7 +5,9 @@ tests/test_reflectors.py: every reflector on feedback strings made by tasks.scor
   edit    one local edit per call (2-op rules take two calls, a map table grows entry by entry),
           a bounded number of hypotheses, reads the model's outputs, low first-hit rate;
   llm     against a local OpenAI-compatible server: request format, a good answer, HTTP 500,
-          a timeout, garbage; a failing server inside the optimizer is a logged invalid proposal.
+          a timeout, garbage; a failing server inside the optimizer is a logged invalid proposal;
+          an endpoint down or refusing at the first call, or failing fail_limit calls in a row,
+          raises ReflectorError, which the optimizer lets through (the run stops).
 Plus end-to-end searches with a fake policy that executes stated rules.
 
 Run: python -m pytest -q tests/test_reflectors.py   (a few seconds on CPU)
@@ -492,6 +494,7 @@ def test_failing_llm_is_a_rejected_proposal_not_a_crash(llm_server):
     url, _ = llm_server([(500, b"{}", 0)])
     broken = R.LLMReflector(url, "m", retries=1, backoff=0.001)
     unreachable = R.LLMReflector("http://127.0.0.1:9/v1", "m", timeout=1, retries=0)
+    unreachable.answered = True  # it answered before: a later outage costs a proposal only
     st = fc.init_state(task.seed_prompt, task.pareto, task.train, evaluate)
     summary = fc.run_round(st, evaluate, num_proposals=2, reflector=broken, rescore=False)
     assert summary["accepted"] == 0 and len(summary["invalid"]) == 2
@@ -554,3 +557,58 @@ def test_edit_keeps_to_a_small_budget():
         except ValueError:
             continue  # nothing fits: a rejected proposal
         assert count(out) <= 6, out
+
+def _closed_port():
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("down", ["404", "unreachable"])
+def test_llm_down_at_the_first_call_raises_reflector_error_at_once(llm_server, down):
+    if down == "404":
+        url, requests = llm_server([(404, b'{"error": "model not found"}', 0)])
+    else:
+        url, requests = f"http://127.0.0.1:{_closed_port()}/v1", []
+    refl = R.LLMReflector(url, "m", timeout=5, retries=3, backoff=0.5)  # retries would wait 3.5 s
+    t0 = time.perf_counter()
+    with pytest.raises(fc.ReflectorError) as e:
+        refl(T.SEED_PROMPT, cipher_records())
+    assert time.perf_counter() - t0 < 0.4 and refl.attempts == 1  # no retry, no backoff
+    assert "\n" not in str(e.value) and url in str(e.value)
+    assert ("HTTP 404" if down == "404" else "cannot reach") in str(e.value)
+    assert len(requests) == (1 if down == "404" else 0)
+
+
+def test_llm_that_answered_once_fails_transiently_until_fail_limit(llm_server):
+    good = (200, completion("```\nrule: sort\n```"), 0)
+    url, requests = llm_server([good, (404, b"{}", 0), (500, b"{}", 0), good, (500, b"{}", 0)])
+    refl = R.LLMReflector(url, "m", timeout=5, retries=0, backoff=0.001, fail_limit=3)
+    assert refl(T.SEED_PROMPT, cipher_records()) == "rule: sort" and refl.answered
+    for code in ("HTTP 404", "HTTP 500"):  # after a good answer, even a 4xx is one failed call
+        with pytest.raises(RuntimeError, match=code):
+            refl(T.SEED_PROMPT, cipher_records())
+    assert refl.failures == 2
+    assert refl(T.SEED_PROMPT, cipher_records()) == "rule: sort" and refl.failures == 0
+    for _ in (1, 2):  # the streak starts over after a success
+        with pytest.raises(RuntimeError, match="HTTP 500"):
+            refl(T.SEED_PROMPT, cipher_records())
+    with pytest.raises(fc.ReflectorError) as e:  # the third in a row stops
+        refl(T.SEED_PROMPT, cipher_records())
+    msg = str(e.value)
+    assert "\n" not in msg and url in msg and "HTTP 500" in msg and "3 calls in a row" in msg
+    assert len(requests) == 7 and not isinstance(e.value.__cause__, fc.ReflectorError)
+
+
+def test_optimizer_lets_a_reflector_error_through(llm_server):
+    task = T.make_task("cipher", n_train=16, n_pareto=4, n_val=4)
+    evaluate = policy_evaluate()
+    url, _ = llm_server([(401, b'{"error": "bad key"}', 0)])
+    st = fc.init_state(task.seed_prompt, task.pareto, task.train, evaluate)
+    with pytest.raises(fc.ReflectorError, match="HTTP 401"):
+        fc.run_round(st, evaluate, num_proposals=2, reflector=R.LLMReflector(url, "m"),
+                     rescore=False)
+    with pytest.raises(fc.ReflectorError, match="HTTP 401"):
+        fc.optimize(st, evaluate, R.LLMReflector(url, "m"), max_rollouts=100)

@@ -1,6 +1,7 @@
 """
 Runs that survive: checkpoints and resume, determinism, guarded optimizer steps, clear errors on bad
-input.
+input, an llm reflector whose endpoint is down (the run stops with one line, its log and checkpoint
+kept for --resume).
 
 Everything runs on the `micro` preset (a 2-layer, 64-wide model pretrained for 30 steps): the
 numbers mean nothing, the plumbing is what is tested. The kill test uses a real subprocess and
@@ -13,13 +14,17 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 
+import fast_context as fc
 import fst
 import pretrain
 import reflectors
@@ -373,3 +378,119 @@ def test_command_lines_print_one_line_not_a_traceback(cmd, workdir):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+
+
+# -----------------------------------------------------------------------------
+# an llm reflector whose endpoint is down: the run stops, what is on disk stays
+
+GOOD = json.dumps({"choices": [{"message": {"role": "assistant",
+                                            "content": "```\nrule: add 1\n```"}}]}).encode()
+
+
+@pytest.fixture
+def endpoint():
+    """start(replies) -> (url, statuses): an OpenAI-compatible server on 127.0.0.1 (port 0) whose
+    k-th POST gets replies[k] = (status, body); the last one repeats, and the list may be changed
+    while it runs. statuses: the status of every request answered."""
+    servers = []
+
+    def start(replies):
+        statuses = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, body = replies[min(len(statuses), len(replies) - 1)]
+                statuses.append(status)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/v1", statuses
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _terminal(err):
+    """The lines a terminal shows for `err` (a progress bar redrawn with \\r and cleared is
+    gone)."""
+    return [seg.split("\r")[-1] for seg in err.split("\n") if seg.split("\r")[-1].strip()]
+
+
+@pytest.mark.parametrize("down", ["404", "unreachable"])
+def test_endpoint_down_at_the_first_call_stops_the_run_at_once(micro_base, tmp_path, endpoint,
+                                                               capsys, monkeypatch, down):
+    if down == "404":
+        url, statuses = endpoint([(404, b'{"error": "model x not found"}')])
+    else:  # a port nothing listens on
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            url, statuses = f"http://127.0.0.1:{sock.getsockname()[1]}/v1", []
+    sleeps, real_sleep = [], time.sleep  # the reflector's backoff (1 s, 2 s by default)
+    monkeypatch.setattr(reflectors.time, "sleep", lambda t: (sleeps.append(t), real_sleep(t)))
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as e:
+        train.main(["run", "--preset", "micro", "--method", "context", "--task", "hidden-rule",
+                    "--reflector", "llm", "--llm-url", url, "--llm-model", "x",
+                    "--init", micro_base, "--out", "r"])
+    elapsed = time.perf_counter() - t0
+    assert e.value.code == 2
+    lines = _terminal(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and url in lines[0], lines
+    assert ("HTTP 404" if down == "404" else "cannot reach") in lines[0]
+    assert sleeps == [] and statuses == ([404] if down == "404" else [])  # one request, no retry
+    assert elapsed < 30, elapsed  # a micro run's start; no backoff was waited through
+    assert _rows(tmp_path / "r") == [] and not os.path.exists(tmp_path / "r" / "summary.json")
+
+
+@pytest.mark.parametrize("method, stop_step, steps", [("context", 3, 12), ("fst", 6, 8)])
+def test_endpoint_failing_for_rounds_stops_the_run_and_resume_continues(
+        micro_base, tmp_path, endpoint, method, stop_step, steps):
+    """The first call answers well, then HTTP 500 forever: micro has 2 proposals a round, so 3
+    rounds' worth = 6 failed calls in a row; context-only runs a round every step, FST every 2."""
+    replies = [(200, GOOD), (500, b'{"error": "overloaded"}')]
+    url, statuses = endpoint(replies)
+    preset = train.replace(MICRO, ckpt_every=1, reflector_fail_rounds=3, eval_every=4, kl_every=4)
+    llm = dict(url=url, model="x", timeout=5, retries=1, backoff=0.01)
+    out = tmp_path / method
+    t0 = time.perf_counter()
+    with pytest.raises(fc.ReflectorError) as e:
+        train.run(method, [("hidden-rule", steps)], preset, micro_base, str(out),
+                  reflector="llm", llm=llm, log=lambda *a: None)
+    msg = str(e.value)
+    assert "\n" not in msg and url in msg and "HTTP 500" in msg and "6 calls in a row" in msg
+    assert f"step {stop_step};" in msg and time.perf_counter() - t0 < 60
+    assert statuses == [200] + [500] * 12  # each failed call: one try, one retry
+    rows = _rows(out)  # every step before the stop is logged and checkpointed
+    assert [r["step"] for r in rows] == list(range(stop_step))
+    invalid = [x for r in rows for x in r.get("gepa_invalid", [])]
+    assert len(invalid) == 5 and all("HTTP 500" in x for x in invalid)
+    assert os.path.exists(out / "ckpt.pt") and not os.path.exists(out / "summary.json")
+    replies[1] = (200, GOOD)  # the endpoint is fixed: --resume continues from the checkpoint
+    s = train.run(method, [("hidden-rule", steps)], preset, micro_base, str(out),
+                  reflector="llm", llm=llm, log=lambda *a: None, resume=True)
+    assert _rows(out)[:stop_step] == rows and len(_rows(out)) > stop_step
+    assert s["steps"] == len(_rows(out)) and os.path.exists(out / "summary.json")
+
+
+def test_sequential_stops_before_writing_anything(micro_base, tmp_path, endpoint):
+    url, _ = endpoint([(500, b"{}")])  # down from the first call: 6 failed calls in GEPA's phase
+    with pytest.raises(fc.ReflectorError, match="6 calls in a row"):
+        train.run("sequential", [("hidden-rule", 4)], MICRO, micro_base, str(tmp_path / "q"),
+                  reflector="llm", llm=dict(url=url, model="x", retries=0, backoff=0.01),
+                  log=lambda *a: None)
+    assert not os.path.exists(tmp_path / "q")
