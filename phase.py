@@ -323,7 +323,7 @@ def hit_rates(root, bases, device="cpu", trials=100):
     table fits) and on hidden-rule, with each base's own greedy outputs as the records.
     -> {base: {task: {reflector: rate}}} (reflectors.first_hit_rate)."""
     import reflectors
-    from episodes import greedy_evaluate
+    from rollout import greedy_evaluate
     from model import load_checkpoint
     out = {}
     for b in range(bases):

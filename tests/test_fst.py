@@ -79,7 +79,7 @@ def test_batched_greedy_evaluate_gives_each_contexts_own_results():
     # evaluate.many (one generate for every context, as make_policy uses on CUDA) against one call
     # per context: left-padding to the longest prompt changes nothing in greedy completions
     import torch
-    from episodes import greedy_evaluate
+    from rollout import greedy_evaluate
     from model import GPT, GPTConfig
     enc = tasks.build_tokenizer()
     torch.manual_seed(0)
