@@ -7,7 +7,7 @@ reads folders.
     acc, greedy = task_accuracy(model, enc, context, problems)  # mean@4, greedy exact match
     kl = kl_to_base(model, base, enc, context, problems)        # KL(pi_theta || pi_base) per token
 
-Every measurement samples through episodes.sample_rollouts, i.e. the sampler and verifier the RL
+Every measurement samples through rollout.sample_rollouts, i.e. the sampler and verifier the RL
 loop uses:
   task_accuracy     exact-match mean@k (k samples per problem at the training temperature), greedy
   kl_to_base        KL(pi_theta || pi_base) per token, exact over the vocabulary, along completions
@@ -35,7 +35,7 @@ import torch
 import rollout
 import stats
 import tasks
-from episodes import sample_rollouts
+from rollout import sample_rollouts
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ and it does not know which reflector writes the proposals (they live in reflecto
     reflect = make_reflector("edit", max_tokens=48, count_tokens=word_count)
     state = init_state(task.seed_prompt, task.pareto, task.train, evaluate)  # seed scored on D_p
     run_round(state, evaluate, num_proposals=4, reflector=reflect)  # FST: every T RL steps
+    set_data(state, new_pareto, new_train)   # a schedule: GEPA's data moved with the stream
     frontier_prompts(state)   # [(prompt, count)]: draw per RL problem with weight = count
     optimize(state, evaluate, reflect, max_rollouts=2000)          # context-only baseline
 
@@ -160,6 +161,14 @@ def init_state(seed_prompt, pareto, train, evaluate, seed=0, minibatch_size=3,
                       count_tokens=count_tokens or word_count, rng=random.Random(seed))
     add_candidate(state, evaluate, seed_prompt, [])
     return state
+
+
+def set_data(state, pareto, train):
+    """New data for GEPA (a schedule's window moved): D_p and the minibatch pool are replaced and
+    the next minibatch starts a fresh epoch over the new pool. The fronts keep their old scores
+    until the next round's re-score (run_round with rescore=True)."""
+    state.pareto, state.train = list(pareto), list(train)
+    state.order, state.pos = [], 0
 
 
 def _mean(xs):

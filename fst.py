@@ -1,21 +1,24 @@
 """
 fst.py: the method. One step of Fast-Slow Training, and the same step with switches for the
-baselines and controls (METHODS); train.py runs it step after step and keeps the books.
+baselines and controls (METHODS); the method's own phases around the step (GEPA's birth, the
+sequential control's first phase, context-only's budget stop) live here too. train.py runs the
+step after step and keeps the books (evaluation, logs, checkpoints).
 
+    start_fast_weights(state, preset, max_tokens, count_tokens)   # GEPA's birth (or restore)
     row = fst_step(state, step, preset)        # a GEPA round if due, sample, advantages, update
-    evaluate_step(state, base, preset, step, last, row)
+    last_step(state, preset, step, n_steps)    # the schedule's end, or context-only's budget
 
 The FST step (`fst_step`, one screen):
   1. every T steps, a GEPA round with the current weights (fast_context.run_round); in a schedule,
      GEPA's data first slides with the stream (slide_window), untold of any switch
   2. m prompts per problem drawn from GEPA's frontier, weighted by the instances each covers
      (draw_prompts)
-  3. the problem's G rollouts split over its prompts, sampled and scored (episodes.sample_rollouts)
-  4. ONE advantage baseline per problem across all its rollouts, whatever prompt they used
+  3. the problem's G rollouts split over its prompts, sampled and scored (rollout.sample_rollouts)
+  4. ONE advantage baseline per problem across all its rollouts whatever prompt they used
      (rl.group_advantages)
   5. the CISPO update over minibatches, each rollout conditioned on the prompt it actually used, old
      log-probs from the sampler (update_policy)
-Evaluation deploys the frontier prompt with the best D_p mean (evaluate_step).
+Evaluation deploys the frontier prompt with the best D_p mean (deployed_prompt).
 """
 
 import random
@@ -23,14 +26,11 @@ from dataclasses import dataclass
 
 import torch
 
-import eval as ev
 import fast_context as fc
 import rl
 import rollout
 import tasks
-from episodes import greedy_evaluate, sample_rollouts
 from model import GPT
-from pretrain import guarded_step
 
 # the methods, as switches of the one FST step: a frontier of prompts in the RL groups
 # (uses_context), GEPA rounds interleaved with RL (gepa_rounds), RL updates (trains_weights), the
@@ -56,11 +56,11 @@ METHODS = {m: {k: bool(v) for k, v in flags.items()} for m, flags in METHODS.ite
 #   sequential  GEPA to its budget first, then rl over that frozen frontier (a control)
 
 def make_policy(model, enc, preset):
-    """The policy as GEPA sees it (episodes.greedy_evaluate with the current weights). On CUDA a
+    """The policy as GEPA sees it (rollout.greedy_evaluate with the current weights). On CUDA a
     frontier re-score is one generate call (evaluate.many); on the CPU it stays one call per
     candidate, the path every CPU result was measured with."""
-    return greedy_evaluate(model, enc, preset.max_new_tokens,
-                           batched=model.wte.weight.device.type == "cuda")
+    return rollout.greedy_evaluate(model, enc, preset.max_new_tokens,
+                                   batched=model.wte.weight.device.type == "cuda")
 
 
 @dataclass
@@ -84,6 +84,61 @@ class RunState:
     task: tasks.Task           # the task of the current stage
     window: list = None        # schedules: the stream's last problems, GEPA's data (else None)
     rl_rollouts: int = 0
+
+
+def token_counter(enc):
+    """A context's size in the run's own tokens (the unit of the context budget)."""
+    return lambda text: len(enc.encode_ordinary(text))
+
+
+def start_fast_weights(s, preset, max_tokens, count_tokens, saved=None, windowed=False):
+    """The fast weights at a run's start. Fresh: GEPA's pool holds the seed prompt, scored on D_p
+    with the current weights; sequential then runs GEPA on the frozen base to its budget, before any
+    RL. From `saved` (a checkpoint holding fast_weights_state): the pool, and a schedule's window
+    with the GEPA data drawn from it. Methods without fast weights keep s.gepa None."""
+    if windowed:  # a schedule: GEPA's data follows the stream (slide_window)
+        s.window = []
+    if saved is not None and saved["window"] is not None:
+        s.window, pareto, train = [problems_from(x) for x in saved["window"]]
+    else:
+        pareto, train = s.task.pareto, s.task.train
+    if s.uses_context and saved is not None:
+        s.gepa = fc.load_state_dict(saved["gepa"], pareto, train, count_tokens)
+    elif s.uses_context:
+        s.gepa = fc.init_state(s.task.seed_prompt, s.task.pareto, s.task.train, s.policy,
+                               seed=s.seed, minibatch_size=preset.minibatch,
+                               max_context_tokens=max_tokens, count_tokens=count_tokens)
+        # sequential: GEPA on the frozen base to its budget, before any RL
+        if not s.gepa_rounds:
+            fc.optimize(s.gepa, s.policy, s.reflect, preset.context_budget)
+
+
+def fast_weights_state(s):
+    """What a checkpoint keeps of the fast weights (start_fast_weights(saved=...) restores it):
+    GEPA's state, and in a schedule the stream's window and GEPA's data drawn from it."""
+    window = None
+    if s.window is not None:
+        window = [problems_state(x) for x in (s.window, s.gepa.pareto if s.gepa else [],
+                                              s.gepa.train if s.gepa else [])]
+    return dict(gepa=fc.state_dict(s.gepa) if s.gepa else None, window=window)
+
+
+def last_step(s, preset, step, n_steps):
+    """Is `step` the run's last? The schedule's end, or for context-only (no weight updates) GEPA's
+    rollout budget spent."""
+    return (step == n_steps - 1
+            or (not s.trains_weights and s.gepa.rollouts >= preset.context_budget))
+
+
+def total_rollouts(s):
+    """Every rollout generated so far: the RL groups' and GEPA's evaluations."""
+    return s.rl_rollouts + (s.gepa.rollouts if s.gepa is not None else 0)
+
+
+def deployed_prompt(s):
+    """The prompt evaluation deploys: the frontier prompt with the best D_p mean, or the fixed
+    prompt of a method without fast weights."""
+    return fc.best_prompt(s.gepa) if s.gepa is not None else fixed_prompt(s)
 
 
 def gepa_round(s, preset, rescore):
@@ -148,7 +203,7 @@ def update_policy(s, ro, adv, preset):
                 loss = loss + preset.beta * rl.masked_mean(
                     rl.kl_k3(logp, ref_logp.detach(), mask), mask)
             # non-finite: skipped
-            grad_norm, reason = guarded_step(s.model, s.opt, loss, preset.grad_clip)
+            grad_norm, reason = rl.guarded_step(s.model, s.opt, loss, preset.grad_clip)
             # no NaN in JSON
             stats.append((loss.item() if torch.isfinite(loss) else None, grad_norm, m))
             if reason:
@@ -187,9 +242,9 @@ def fst_step(s, step, preset):
     s.model.train()
     contexts, sizes, group = draw_prompts(s, problems, preset)
     # 3. sample the groups: G rollouts per problem, split over its prompts, scored by the verifier
-    ro = sample_rollouts(s.model, s.enc, contexts, [problems[i] for i in group], sizes,
-                         preset.temperature, seed=s.seed * preset.rollout_seed_stride + step,
-                         max_new_tokens=preset.max_new_tokens, group=group)
+    ro = rollout.sample_rollouts(s.model, s.enc, contexts, [problems[i] for i in group], sizes,
+                                 preset.temperature, s.seed * preset.rollout_seed_stride + step,
+                                 max_new_tokens=preset.max_new_tokens, group=group)
     s.rl_rollouts += len(ro)
     # 4. one advantage baseline per problem, across all its rollouts whatever prompt they used
     adv = rl.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group),
@@ -205,33 +260,8 @@ def slide_window(s, preset):
     simply moves with the stream. -> True if its data moved (the frontier must be re-scored)."""
     if s.window is None or len(s.window) <= preset.n_pareto:
         return False
-    s.gepa.pareto, s.gepa.train = s.window[-preset.n_pareto:], s.window[:-preset.n_pareto]
-    s.gepa.order, s.gepa.pos = [], 0
+    fc.set_data(s.gepa, s.window[-preset.n_pareto:], s.window[:-preset.n_pareto])
     return True
-
-
-def evaluate_step(s, base_model, preset, step, last, row):
-    """Val accuracy with the deployed prompt every eval_every steps and at the end (greedy exact
-    match at the end only); at every kl_every-th of those steps and at the end, KL to the base under
-    the deployed prompt and under the task's seed prompt, which every method shares
-    (`kl_common`)."""
-    if not (step % preset.eval_every == 0 or last):
-        return
-    deployed = fc.best_prompt(s.gepa) if s.gepa is not None else fixed_prompt(s)
-    val = s.task.val
-    acc, greedy = ev.task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples,
-                                   preset.temperature, seed=step,
-                                   max_new_tokens=preset.max_new_tokens, greedy=last)
-    row.update(val_acc=acc, prompt=deployed)
-    if last:
-        row["val_greedy"] = greedy
-    if step % preset.kl_every == 0 or last:
-        def kl(context):
-            return ev.kl_to_base(s.model, base_model, s.enc, context, val[:preset.kl_problems],
-                                 preset.kl_samples, preset.temperature, seed=step,
-                                 max_new_tokens=preset.max_new_tokens)
-        row["kl"] = kl(deployed)
-        row["kl_common"] = row["kl"] if deployed == s.task.seed_prompt else kl(s.task.seed_prompt)
 
 
 def problems_state(problems):

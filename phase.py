@@ -277,7 +277,7 @@ def render(res):
                                                else f"{res['wall_s']:.0f} s"), ""]
     gains = res["rl_gain"]
     if gains:
-        lines += [f"RL-only's gain on the cipher (last eval - first; the bar is 0.3), per replicate: "
+        lines += ["RL-only's gain on the cipher (last eval - first; the bar is 0.3), per replicate: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in gains.items()) + ". Reflector strength "
                   "'none' is RL-only itself: every measure below is 0 or 1 there by definition.", ""]
     if "dial" in res:
@@ -330,7 +330,7 @@ def hit_rates(root, bases, device="cpu", trials=100):
     table fits) and on hidden-rule, with each base's own greedy outputs as the records.
     -> {base: {task: {reflector: rate}}} (reflectors.first_hit_rate)."""
     import reflectors
-    from episodes import greedy_evaluate
+    from rollout import greedy_evaluate
     from model import load_checkpoint
     out = {}
     for b in range(bases):

@@ -12,10 +12,10 @@ LLM" of the paper, a general instruction follower. Greedy exact match is measure
 teacher-forced forward pass: greedy decoding reproduces the answer exactly iff the argmax at every
 answer position (eos included) equals the answer token given the correct prefix.
 
-The bookkeeping (`Ledger`, `guarded_step`) is shared with train.py's runs: ckpt.pt written
-atomically every few steps (weights, optimizer, counters) for --resume, the wall clock across
-interruptions, and optimizer steps skipped when the loss or the gradient is non-finite
-(`max_bad_steps` in a row stop the work with a UserError). The batch of a step is a function of
+The bookkeeping (`Ledger`) is shared with train.py's runs: ckpt.pt written atomically every few
+steps (weights, optimizer, counters) for --resume, the wall clock across interruptions, and the
+count of optimizer steps skipped when the loss or the gradient is non-finite (rl.guarded_step;
+`max_bad_steps` in a row stop the work with a UserError). The batch of a step is a function of
 (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
 batches built ahead in host processes (`batch_workers`, the gpu preset) are the same batches.
 """
@@ -35,6 +35,7 @@ from tqdm import tqdm
 import tasks
 from cli import UserError
 from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint, write_atomic
+from rl import guarded_step
 
 
 def autocast(device):
@@ -72,21 +73,6 @@ def load_state(path, kind, settings):
         raise UserError(f"{path} was made with other settings ({', '.join(diff)}); "
                         "resume with the same flags or use a new --out")
     return ck
-
-
-def guarded_step(model, opt, loss, clip=1.0):
-    """backward, clip, step, unless the loss or the gradient is non-finite (then the step is skipped
-    and the weights and optimizer state are untouched). -> (grad_norm or None, reason or '')."""
-    opt.zero_grad(set_to_none=True)
-    if loss.requires_grad:  # a non-finite loss gives a non-finite norm: one check covers both
-        loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    loss_v, norm = torch.stack([loss.detach().float(), norm.float()]).tolist()  # one host sync
-    if not math.isfinite(norm) or not math.isfinite(loss_v):
-        opt.zero_grad(set_to_none=True)  # drop the poisoned gradient
-        return None, "non-finite loss" if not math.isfinite(loss_v) else "non-finite gradient"
-    opt.step()
-    return norm, ""
 
 
 class Ledger:

@@ -25,6 +25,7 @@ import plots as draw  # the figures
 import stats
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
+from fst import METHODS
 from model import load_checkpoint, write_atomic
 
 SUITE_TASKS = ["hidden-rule", "cipher", "long-chain"]   # like CodeIO, HoVer, Math
@@ -35,7 +36,7 @@ PLASTICITY_TASK = "hidden-rule-2"                       # ... and learns this on
 CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three markers,
                                                         # untold switches
 EXPLORATION_TASK = "sparse"                             # C8: zero reward under the seed prompt
-SUITE_METHODS = ["rl", "context", "fst", "instructed", "sequential"]  # the last two: controls
+SUITE_METHODS = list(METHODS)                           # fst.METHODS: the one table
 SWEEP_REFLECTORS = ["oracle", "demo"]                   # FST with these too (`--sweep`, first base)
 
 
@@ -547,7 +548,7 @@ def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), tr
     first base's own greedy outputs as the records: {task: {reflector: rate}}
     (reflectors.first_hit_rate)."""
     import reflectors
-    from episodes import greedy_evaluate
+    from rollout import greedy_evaluate
     base, extra = load_checkpoint(os.path.join(base_root(root, 0), "base", "model.pt"), device)
     enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]
     evaluate = greedy_evaluate(base.eval(), enc, preset["max_new_tokens"])

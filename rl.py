@@ -1,22 +1,20 @@
 """
 rl.py: the RL math of fastslow -- group-relative advantages, the policy-gradient losses
-(grpo, dr_grpo, dapo, cispo) and the k3 KL estimate. Plain functions on tensors; nothing here
-knows about models, tokenizers or tasks.
+(grpo, dr_grpo, dapo, cispo), the k3 KL estimate, and the one guarded optimizer step beside them.
+Plain functions on tensors (guarded_step takes any module and its optimizer); nothing here knows
+about tokenizers or tasks.
 
-How the trainer uses it, once per optimizer step:
+How the trainer uses it (fst.update_policy: the rollouts cut into minibatches, one optimizer step
+each):
 
     adv = group_advantages(rewards, group_ids, scale="group")          # (B,) one scalar per rollout
-    # over ALL micro-batches of the step
-    num_tokens = mask.sum().clamp(min=1)
-    for mb in micro_batches:
-        logp = token_logprobs(model, mb)                               # (b, T), with grad
-        loss, metrics = policy_loss(logp, mb.old_logp, adv[mb.rows], mb.mask, "cispo",
-                                    num_tokens=num_tokens)
+    for mb in minibatches:
+        logp = completion_logprobs(model, mb.prompts, mb.tokens, mb.mask)  # (b, T), with grad
+        loss, metrics = policy_loss(logp, mb.old_logp, adv[mb.rows], mb.mask, "cispo")
         # optional KL penalty (beta=0 by default)
         if beta > 0:
             loss = loss + beta * masked_mean(kl_k3(logp, mb.ref_logp, mb.mask), mb.mask)
-        loss.backward()
-    opt.step()
+        grad_norm, reason = guarded_step(model, opt, loss, clip=1.0)  # skipped if non-finite
 
 Design choices, and why:
 - Advantages follow TRL: A = r - mean_group, divided by (std + 1e-4) with the unbiased (Bessel) std,
@@ -35,9 +33,14 @@ Design choices, and why:
 - Masked positions are handled with torch.where, never by multiplying with the mask: logp at padding
   may be -inf or NaN, and 0 * inf = NaN would leak into the loss and the gradients. The log-ratio is
   masked to 0 and clamped to [-20, 20] before exp so exp can never overflow.
+- guarded_step skips an optimizer step whose loss or gradient is non-finite, leaving weights and
+  optimizer state untouched: pretraining (pretrain.py) and the RL update (fst.update_policy) share
+  it, and their callers log and count the skip.
 - frac_zero_adv (from policy_loss) and zero_std_fraction (from the rewards) say how much of the
   batch carries no learning signal: groups where every sample got the same reward.
 """
+
+import math
 
 import torch
 
@@ -165,3 +168,18 @@ def masked_mean(x, mask):
     mask = mask.bool()
     return (torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum()
             / mask.sum().clamp(min=1))
+
+
+def guarded_step(model, opt, loss, clip=1.0):
+    """backward, clip, step, unless the loss or the gradient is non-finite (then the step is skipped
+    and the weights and optimizer state are untouched). -> (grad_norm or None, reason or '')."""
+    opt.zero_grad(set_to_none=True)
+    if loss.requires_grad:  # a non-finite loss gives a non-finite norm: one check covers both
+        loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    loss_v, norm = torch.stack([loss.detach().float(), norm.float()]).tolist()  # one host sync
+    if not math.isfinite(norm) or not math.isfinite(loss_v):
+        opt.zero_grad(set_to_none=True)  # drop the poisoned gradient
+        return None, "non-finite loss" if not math.isfinite(loss_v) else "non-finite gradient"
+    opt.step()
+    return norm, ""

@@ -1,10 +1,15 @@
 """
-rollout.py: sampling and batched generation for the RL side of Fast-Slow Training.
+rollout.py: sampling and batched generation for the RL side of Fast-Slow Training, and the one
+record of sampled completions that flows through fastslow (Rollouts).
 
-    from rollout import generate, completion_logprobs
+    from rollout import generate, completion_logprobs, sample_rollouts
     tokens, mask, logps = generate(model, prompts, num_samples=8, max_new_tokens=24,
                                    temperature=1.0, eos_id=eos)
     new_logps = completion_logprobs(model, prompts, tokens, mask)   # (rows, L), differentiable
+    ro = sample_rollouts(model, enc, contexts, problems, num_samples=8, temperature=1.0, seed=0)
+    ro.rewards, ro.texts, ro.feedback          # per row: scored by the world's verifier
+    ro.tokens, ro.mask, ro.logp                # (R, L) what the sampler emitted, and its log-probs
+    ro.prompts, ro.group                       # per row: its prompt, its problem's id
 
     # kernels (Triton interpreter on CPU), sampler statistics, generation
     python -m pytest tests/test_rollout.py
@@ -22,6 +27,9 @@ What is here:
   completion_logprobs  the trainer's differentiable re-score of generated tokens
   generate_naive       reference generator that re-runs the whole prefix every step (tests and
                        bench)
+  sample_rollouts      contexts + problems -> Rollouts: generate, decode, score (tasks.score)
+  greedy_evaluate      the policy as GEPA sees it: (context, problems) -> [(reward, output,
+                       feedback)], one greedy rollout per problem
 The fast paths (the Triton sampler and log-prob kernels, and the top-k / top-p window search that
 training never uses) live in kernels.py; this file keeps the plain torch paths they are tested
 against.
@@ -63,13 +71,22 @@ Design choices and why:
   * generate runs under torch.no_grad and does not touch model.training (the GPT has no dropout).
     Finished rows keep decoding (their outputs are discarded) so the batch keeps its shape; pad_id
     is only written to the output and need not be a valid token id.
+  * Every consumer reads the same Rollouts record (like GRPO-Zero's Episode): GEPA's evaluate (one
+    greedy rollout per problem -> (reward, output, feedback)), the RL step (rewards -> one advantage
+    per problem, tokens + mask + prompts -> the trainer's re-score, logp -> the sampler's
+    log-probs), and the accuracy measurements. The generation code above never sees a reward; only
+    sample_rollouts calls the verifier. `group[r]` is the id of the problem row r answers (by
+    default its prompt's index): an FST step puts several prompts of one problem into one group,
+    so one problem may own rows of several prompts.
 """
 
 import os
+from dataclasses import dataclass
 
 import torch
 
 import kernels
+import tasks
 # (re-exported: the tests and gpu_check ask rollout for it)
 from kernels import HAS_TRITON  # noqa: F401
 
@@ -235,25 +252,13 @@ def _check_len(model, prompts, max_new_tokens):
 def expand_prompts(prompts, num_samples):
     """The per-row prompt list that matches generate's row order (prompt i repeated num_samples[i]
     times)."""
-    return [p for p, n in zip(prompts, _group_sizes(prompts, num_samples)) for _ in range(n)]
+    return expand(prompts, _group_sizes(prompts, num_samples))
 
 
-@torch.no_grad()
-def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0,
-             seed=0, eos_id=None, pad_id=0, backend="auto", graphs=False):
-    """Sample num_samples completions for each prompt (lists of token ids, any lengths).
-
-    num_samples: an int, or one int per prompt. Returns (tokens long, mask bool, logprobs float32),
-    each (rows, L) with rows = sum of the group sizes, row order prompt-major, L <= max_new_tokens
-    the longest completion. A row stops at its first eos_id (kept, mask True); after it tokens are
-    pad_id, mask False, logprobs 0. eos_id=None: every row runs max_new_tokens. logprobs are the
-    sampler's (see sample_tokens). graphs=True decodes with fixed shapes (model.decode_step: the
-    whole cache under a mask, the slot a device tensor), which on CUDA is captured once as a CUDA
-    graph and replayed every step (no per-kernel launch cost); same tokens as the default path.
-    """
-    _check_options(temperature, top_k, top_p)
-    sizes = _group_sizes(prompts, num_samples)
-    _check_len(model, prompts, max_new_tokens)
+def _prefill(model, prompts, max_new_tokens):
+    """Left-pad the P prompts to the longest (Lp tokens) and run them once into a KV cache sized
+    for the whole rollout. -> (logits (P, V) at each prompt's last token, cache, key_mask
+    (P, Lp + max_new_tokens), lens (P,), Lp)."""
     device = model.wte.weight.device
     P, Lp = len(prompts), max(len(p) for p in prompts)
     lens = torch.tensor([len(p) for p in prompts], device=device)        # (P,)
@@ -273,7 +278,27 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
     # sized once, for the whole rollout
     cache = model.new_cache(P, Lp + max_new_tokens)
     logits = model(idx, positions=positions, cache=cache, key_mask=key_mask)[:, -1]  # (P, V)
+    return logits, cache, key_mask, lens, Lp
 
+
+@torch.no_grad()
+def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0,
+             seed=0, eos_id=None, pad_id=0, backend="auto", graphs=False):
+    """Sample num_samples completions for each prompt (lists of token ids, any lengths).
+
+    num_samples: an int, or one int per prompt. Returns (tokens long, mask bool, logprobs float32),
+    each (rows, L) with rows = sum of the group sizes, row order prompt-major, L <= max_new_tokens
+    the longest completion. A row stops at its first eos_id (kept, mask True); after it tokens are
+    pad_id, mask False, logprobs 0. eos_id=None: every row runs max_new_tokens. logprobs are the
+    sampler's (see sample_tokens). graphs=True decodes with fixed shapes (model.decode_step: the
+    whole cache under a mask, the slot a device tensor), which on CUDA is captured once as a CUDA
+    graph and replayed every step (no per-kernel launch cost); same tokens as the default path.
+    """
+    _check_options(temperature, top_k, top_p)
+    sizes = _group_sizes(prompts, num_samples)
+    _check_len(model, prompts, max_new_tokens)
+    device = model.wte.weight.device
+    logits, cache, key_mask, lens, Lp = _prefill(model, prompts, max_new_tokens)
     G = sizes[0] if len(set(sizes)) == 1 else torch.tensor(sizes, device=device)
     # prefill once per prompt, not per sample
     cache.repeat_rows(G)
@@ -415,3 +440,74 @@ def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature
     pad = lambda xs, v: torch.cat([torch.nn.functional.pad(x, (0, L - x.shape[1]), value=v)
                                    for x in xs])
     return pad(out_t, pad_id), pad(out_m, False), pad(out_l, 0.0)
+
+
+# -----------------------------------------------------------------------------
+# the rollout record: sampled, decoded, scored
+
+@dataclass
+class Rollouts:
+    """Sampled completions, prompt-major rows (prompt i owns num_samples[i] consecutive rows)."""
+    tokens: torch.Tensor    # (R, L) sampled token ids, pad after each row's eos
+    mask: torch.Tensor      # (R, L) True on real completion tokens (eos included)
+    logp: torch.Tensor      # (R, L) the sampler's log-probs of those tokens (0 where mask is False)
+    prompts: list           # R token lists: the prompt each row was sampled from
+    group: list             # R ints: the problem each row answers (the advantage baseline's group)
+    texts: list             # R decoded completions
+    rewards: list           # R floats in [0, 1] from tasks.score
+    feedback: list          # R strings: the verifier's textual feedback
+
+    def __len__(self):
+        return len(self.texts)
+
+    def results(self):
+        """GEPA's view: [(reward, output, feedback)] per row."""
+        return list(zip(self.rewards, self.texts, self.feedback))
+
+
+def expand(items, sizes):
+    """One entry per prompt -> one per row (prompt i repeated sizes[i] times)."""
+    return [x for x, n in zip(items, sizes) for _ in range(n)]
+
+
+def sample_rollouts(model, enc, contexts, problems, num_samples=1, temperature=1.0, seed=0,
+                    max_new_tokens=12, group=None):
+    """contexts[i] + problems[i] is prompt i; num_samples an int or one int per prompt; group[i]
+    the id of prompt i's problem (default i). Samples, decodes and scores -> Rollouts."""
+    special = tasks.special_ids(enc)
+    prompts = [tasks.encode_prompt(enc, c, p) for c, p in zip(contexts, problems)]
+    sizes = _group_sizes(prompts, num_samples)
+    was_training = model.training
+    model.eval()
+    tokens, mask, logp = generate(model, prompts, num_samples, max_new_tokens,
+                                  temperature=temperature, seed=seed,
+                                  eos_id=special["<|eos|>"], pad_id=special["<|pad|>"])
+    model.train(was_training)
+    host_tokens, host_mask = tokens.cpu(), mask.cpu()  # one copy to the host, not one per row
+    texts = [tasks.decode_completion(enc, row[m].tolist())
+             for row, m in zip(host_tokens, host_mask)]
+    scored = [tasks.score(p, t) for p, t in zip(expand(problems, sizes), texts)]
+    group = group or range(len(prompts))
+    return Rollouts(tokens=tokens, mask=mask, logp=logp, prompts=expand(prompts, sizes),
+                    group=expand(group, sizes), texts=texts,
+                    rewards=[r for r, _ in scored], feedback=[f for _, f in scored])
+
+
+def greedy_evaluate(model, enc, max_new_tokens=12, batched=False):
+    """The policy as GEPA sees it: (context, problems) -> [(reward, output, feedback)], one greedy
+    rollout per problem (deterministic, so a prompt's score does not depend on sampling luck).
+    batched=True adds evaluate.many(contexts, problems): every (context, problem) pair in one
+    generate call, the same greedy completions up to float round-off in the batched matmuls."""
+    def evaluate(context, problems):
+        return sample_rollouts(model, enc, [context] * len(problems), problems, 1, 0.0, 0,
+                               max_new_tokens).results()
+
+    def many(contexts, problems):
+        n = len(problems)
+        res = sample_rollouts(model, enc, [c for c in contexts for _ in range(n)],
+                              list(problems) * len(contexts), 1, 0.0, 0, max_new_tokens).results()
+        return [res[i * n:(i + 1) * n] for i in range(len(contexts))]  # context-major rows
+
+    if batched:
+        evaluate.many = many
+    return evaluate

@@ -120,7 +120,6 @@ def measure_dial(models, n_val=256, log=print):
     instruction. -> {"criteria", "levels": {k: {"budget", "prompts", "per_base": [...]}}}"""
     out = {"criteria": tasks.DIAL_CRITERIA, "levels": {}, "sound": []}
     cipher = tasks.make_task("cipher", n_train=1, n_pareto=1, n_val=n_val)
-    per_base = []
     for model, enc in models:
         count = lambda t: len(enc.encode_ordinary(t))
         acc = lambda ctx: task_accuracy(model, enc, ctx, cipher.val, greedy=False)[0]

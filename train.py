@@ -15,14 +15,16 @@ train.py: the training side of fastslow: pretraining, the FST loop and its basel
     # continue an interrupted run
     python train.py run --method fst --task cipher --resume
 
-Pretraining and the bookkeeping runs share with it (checkpoints, guarded steps) live in pretrain.py.
+Pretraining and the bookkeeping runs share with it (checkpoints, the skipped-step count) live in
+pretrain.py; the guarded optimizer step lives beside the loss in rl.py.
 
 The method itself is fst.py: one step (`fst.fst_step`, one screen) with switches for the baselines
-and controls (`fst.METHODS`). This file runs it: `run` is the loop (resume, evaluate, log,
-checkpoint), `suite` is every run the report needs. Evaluation deploys the frontier prompt with the
-best D_p mean. Every run logs one JSON line per step (log.jsonl), a summary.json and its final
-model.pt. `rollouts` counts every generated rollout, GEPA's evaluations included (evaluation on val
-is not counted).
+and controls (`fst.METHODS`), and the method's phases around it (GEPA's birth, context-only's
+budget stop). This file runs it: `run` is the loop (resume, evaluate, log, checkpoint;
+`evaluate_step` is the harness's measurement), `suite` is every run the report needs. Evaluation
+deploys the frontier prompt with the best D_p mean. Every run logs one JSON line per step
+(log.jsonl), a summary.json and its final model.pt. `rollouts` counts every generated rollout,
+GEPA's evaluations included (evaluation on val is not counted).
 
 Runs survive interruption (`Ledger`, shared by pretraining and runs): every `ckpt_every` steps and
 at the end, ckpt.pt (weights, optimizer, RNG states, step, rollouts, GEPA state, log position) is
@@ -49,6 +51,7 @@ from dataclasses import dataclass, asdict, replace
 import torch
 from tqdm import tqdm
 
+import eval as ev
 import fast_context as fc
 import phase as phase_grid
 import reflectors
@@ -56,8 +59,8 @@ import report
 import rl
 import tasks
 from cli import CLIParser, UserError, exit_on_user_error, positive
-from fst import (METHODS, RunState, evaluate_step, fst_step, make_policy, problems_from,
-                 problems_state)
+from fst import (METHODS, RunState, deployed_prompt, fast_weights_state, fst_step, last_step,
+                 make_policy, start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
 from pretrain import Ledger, load_base, pretrain, settings_of
 
@@ -202,16 +205,15 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
         raise UserError(f"{init} and the base {base} differ in tokenizer or model shape; KL needs "
                         "the base this run started from")
     torch.manual_seed(seed)
-    flags = METHODS[method]
     opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=preset.betas, weight_decay=0.0,
                             fused=model.wte.weight.is_cuda)
-    count_tokens = lambda text: len(enc.encode_ordinary(text))
+    count_tokens = token_counter(enc)
     budget = task.context_tokens or preset.context_tokens  # a dial task brings its own budget
     if reflector == "llm":  # a dead endpoint stops the run after that many failed calls in a row
         llm = dict(llm or {}, fail_limit=preset.reflector_fail_rounds * preset.gepa_proposals)
     s = RunState(model=model, enc=enc, opt=opt,
                  ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
-                 rng=random.Random(seed), seed=seed, **flags,
+                 rng=random.Random(seed), seed=seed, **METHODS[method],
                  policy=make_policy(model, enc, preset), gepa=None, task=task,
                  reflect=reflectors.make_reflector(reflector, budget, count_tokens, seed=seed,
                                                    **(llm or {})))
@@ -226,21 +228,8 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
         with open(os.path.join(os.path.dirname(ledger.path), "log.jsonl")) as f:
             # drop later rows
             rows = [json.loads(line) for line in f.read().splitlines()[:ck["log_rows"]]]
-    if windowed:  # a schedule: GEPA's data follows the stream (slide_window)
-        s.window = []
-    if ck is not None and ck["window"] is not None:
-        s.window, pareto, train = [problems_from(x) for x in ck["window"]]
-    else:
-        pareto, train = s.task.pareto, s.task.train
-    if flags["uses_context"] and ck is not None:
-        s.gepa = fc.load_state_dict(ck["gepa"], pareto, train, count_tokens)
-    elif flags["uses_context"]:
-        s.gepa = fc.init_state(s.task.seed_prompt, s.task.pareto, s.task.train, s.policy, seed=seed,
-                               minibatch_size=preset.minibatch,
-                               max_context_tokens=budget, count_tokens=count_tokens)
-        # sequential: GEPA on the frozen base to its budget, before any RL
-        if not flags["gepa_rounds"]:
-            fc.optimize(s.gepa, s.policy, s.reflect, preset.context_budget)
+    # the fast weights: GEPA's birth (sequential: to its budget), or its state from the checkpoint
+    start_fast_weights(s, preset, budget, count_tokens, saved=ck, windowed=windowed)
     base_model.eval()
     return s, base_model, rows, done
 
@@ -285,11 +274,9 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
             row.update(fst_step(s, step, preset))
         except fc.ReflectorError as e:  # the reflector cannot work: stop, keep what is on disk
             raise stopped(e, step, out_dir, rows, [logf, pbar]) from e
-        if s.trains_weights:
-            ledger.count(row.get("skipped", ""), f"step {step}", log)
-        row["rollouts"] = s.rl_rollouts + (s.gepa.rollouts if s.gepa is not None else 0)
-        last = (step == len(stage_at) - 1
-                or (not s.trains_weights and s.gepa.rollouts >= preset.context_budget))
+        ledger.count(row.get("skipped", ""), f"step {step}", log)  # no update, no skip: a no-op
+        row["rollouts"] = total_rollouts(s)
+        last = last_step(s, preset, step, len(stage_at))
         evaluate_step(s, base_model, preset, step, last, row)
         if "val_acc" in row:
             pbar.set_postfix(val=f"{row['val_acc']:.2f}", rollouts=row["rollouts"])
@@ -297,8 +284,7 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
         rows.append(row)
         logf.write(json.dumps(row) + "\n")
         logf.flush()
-        if s.trains_weights:
-            ledger.check(step, row.get("skipped", ""))
+        ledger.check(step, row.get("skipped", ""))
         if last or (step + 1) % preset.ckpt_every == 0:
             save_run(s, ledger, step + 1, last, len(rows))
         if last:
@@ -319,16 +305,35 @@ def stopped(error, step, out_dir, rows, opened):
                              f"and {ck}; fix the endpoint, then rerun with --resume)")
 
 
+def evaluate_step(s, base_model, preset, step, last, row):
+    """Val accuracy with the deployed prompt every eval_every steps and at the end (greedy exact
+    match at the end only); at every kl_every-th of those steps and at the end, KL to the base under
+    the deployed prompt and under the task's seed prompt, which every method shares
+    (`kl_common`)."""
+    if not (step % preset.eval_every == 0 or last):
+        return
+    deployed = deployed_prompt(s)
+    val = s.task.val
+    acc, greedy = ev.task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples,
+                                   preset.temperature, seed=step,
+                                   max_new_tokens=preset.max_new_tokens, greedy=last)
+    row.update(val_acc=acc, prompt=deployed)
+    if last:
+        row["val_greedy"] = greedy
+    if step % preset.kl_every == 0 or last:
+        def kl(context):
+            return ev.kl_to_base(s.model, base_model, s.enc, context, val[:preset.kl_problems],
+                                 preset.kl_samples, preset.temperature, seed=step,
+                                 max_new_tokens=preset.max_new_tokens)
+        row["kl"] = kl(deployed)
+        row["kl_common"] = row["kl"] if deployed == s.task.seed_prompt else kl(s.task.seed_prompt)
+
+
 def save_run(s, ledger, steps_done, done, log_rows):
     """ckpt.pt: everything a resumed run needs to log exactly what an uninterrupted one would."""
-    window = None
-    if s.window is not None:  # a schedule: the stream's window and GEPA's data drawn from it
-        window = [problems_state(x) for x in (s.window, s.gepa.pareto if s.gepa else [],
-                                              s.gepa.train if s.gepa else [])]
     ledger.save(steps_done, done=done, model=s.model.state_dict(), opt=s.opt.state_dict(),
                 rng=list(s.rng.getstate()), torch_rng=torch.get_rng_state(),
-                rl_rollouts=s.rl_rollouts, gepa=fc.state_dict(s.gepa) if s.gepa else None,
-                log_rows=log_rows, window=window)
+                rl_rollouts=s.rl_rollouts, log_rows=log_rows, **fast_weights_state(s))
 
 
 def finish_run(s, method, stages, rows, settings, seed, init, reflector, preset, ledger):
@@ -368,7 +373,7 @@ def suite_jobs(preset, root, bases=1, seeds=1, sweep=False):
                                             base=base, reflector=reflector)))
         for seed in range(seeds):
             for task in report.SUITE_TASKS:
-                for method in report.SUITE_METHODS:
+                for method in METHODS:  # every method of the one table (fst.METHODS)
                     add(1, method, [(task, preset.steps)],
                         report.run_dir(broot, task, method, seed), seed)
             for method in ("rl", "fst"):  # C8: exploration from zero reward

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 import eval as ev
-from episodes import sample_rollouts
+from rollout import sample_rollouts
 import tasks
 from model import GPT, GPTConfig
 

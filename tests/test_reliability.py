@@ -25,7 +25,6 @@ import pytest
 import torch
 
 import fast_context as fc
-import fst
 import pretrain
 import reflectors
 import rl
@@ -223,7 +222,7 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
 def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch):
     """A finite loss whose gradient is NaN (a hook poisons one parameter's gradient) is skipped
     too."""
-    real_step = fst.guarded_step
+    real_step = rl.guarded_step
 
     def poisoned_step(model, opt, loss, clip=1.0):
         h = model.wte.weight.register_hook(lambda g: g * float("nan"))
@@ -231,7 +230,7 @@ def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch):
             return real_step(model, opt, loss, clip)
         finally:
             h.remove()
-    monkeypatch.setattr(fst, "guarded_step", poisoned_step)
+    monkeypatch.setattr(rl, "guarded_step", poisoned_step)
     s = train.run("rl", [("cipher", 3)], train.replace(MICRO, max_bad_steps=10), micro_base,
                   str(tmp_path / "g"), log=lambda *a: None)
     assert s["skipped_steps"] == 3
