@@ -277,9 +277,10 @@ def render(res):
                                                else f"{res['wall_s']:.0f} s"), ""]
     gains = res["rl_gain"]
     if gains:
-        lines += ["RL-only's gain on the cipher (last eval - first; the bar is 0.3), per replicate: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in gains.items()) + ". Reflector strength "
-                  "'none' is RL-only itself: every measure below is 0 or 1 there by definition.", ""]
+        per = ", ".join(f"{k} {v:.2f}" for k, v in gains.items())
+        lines += [f"RL-only's gain on the cipher (last eval - first; the bar is 0.3), per "
+                  f"replicate: {per}. Reflector strength 'none' is RL-only itself: every measure "
+                  "below is 0 (or a ratio of 1) there by definition.", ""]
     if "dial" in res:
         lines += ["## What a prompt within each budget carries (measured on the bases first)", "",
                   "| k | budget | per base: best prompt's mean@4 (carried = best / told) |",
@@ -291,15 +292,16 @@ def render(res):
         told = "; ".join(f"b{b}: seed {x['seed']:.2f}, told {x['told']:.2f}"
                          for b, x in enumerate(res["dial"]["levels"]["3"]["per_base"]))
         lines += ["", f"Seed prompt and full instruction: {told}. Criteria per base "
-                  f"(tasks.DIAL_CRITERIA): {res['dial']['sound']}", ""]
+                  f"(select_tasks.DIAL_CRITERIA): {res['dial']['sound']}", ""]
     if "phase_hit_rates" in res:
         lines += ["## The reflectors on the frozen bases: first-proposal hit rate", "",
                   "| base | task | " + " | ".join(HIT_REFLECTORS) + " |",
                   "|---|---|" + "---|" * len(HIT_REFLECTORS)]
         for b, by_task in res["phase_hit_rates"].items():
             for t, rates in by_task.items():
-                lines.append(f"| {b} | {t} | " + " | ".join(
-                    "n/a" if rates[r] is None else f"{rates[r]:.2f}" for r in HIT_REFLECTORS) + " |")
+                shown_rates = ["n/a" if rates[r] is None else f"{rates[r]:.2f}"
+                               for r in HIT_REFLECTORS]
+                lines.append(f"| {b} | {t} | " + " | ".join(shown_rates) + " |")
         lines.append("")
     lines += ["## Context-only on the frozen bases (GEPA to its budget, before any FST run)", "",
               "| k | reflector | rounds until the deployed prompt stops changing | its final val "
@@ -355,7 +357,8 @@ def main(argv=None):
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
     ap.add_argument("--bases", type=positive(int), default=3)
     ap.add_argument("--seeds", type=positive(int), default=3)
-    ap.add_argument("--out", default=None, help="write the report here (default runs/<preset>/phase)")
+    ap.add_argument("--out", default=None,
+                    help="write the report here (default runs/<preset>/phase)")
     ap.add_argument("--hit-rates", action="store_true",
                     help="only: each reflector setting's first-proposal hit rate on every base "
                          "(-> runs/<preset>/phase_hit_rates.json)")

@@ -18,6 +18,9 @@ Four reflectors, in graded strength (make_reflector builds them by name):
           failures, with at most max_hypotheses candidate rules checked per call.
   demo    DemoReflector: curates demonstrations; knows nothing of the op library.
   llm     LLMReflector: GEPA's reflection meta-prompt, sent to any OpenAI-compatible chat endpoint.
+          It lives in llm.py, the one reflector that talks to the outside world.
+and the strength dial over any of them: `NAME:P` (NoisyReflector) makes a proposal wrong with
+probability P (one detail changed, its length kept); strength = 1 - P.
 
 Design choices and why:
 - `edit` is the default because an oracle that searches the grammar with the world's executor
@@ -54,16 +57,13 @@ Design choices and why:
 
 import functools
 import json
-import os
 import random
 import re
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 
-from fast_context import ReflectorError, make_records, word_count
-from tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, VALID_OPS_TEXT, Op, Problem, SpecError,
+from fast_context import make_records, word_count
+from llm import LLMReflector
+from tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, Op, Problem, SpecError,
                    apply_rule, demo_context, digits_text, instruction, parse_digits, parse_rule,
                    rule_text)
 
@@ -420,136 +420,6 @@ class EditReflector(_Reflector):
 
 
 # -----------------------------------------------------------------------------
-# llm: GEPA's reflection meta-prompt over any OpenAI-compatible chat endpoint
-
-META_PROMPT = """I provided an assistant with the following context to perform a task for me:
-```
-{current}
-```
-The following are examples of task inputs provided to the assistant along with the assistant's \
-response for each of them, and some feedback on how the assistant's response could be better:
-```
-{examples}
-```
-The assistant only understands contexts in this small language, one item per line:
-- an instruction: `rule: OP` or `rule: OP then OP` (1 to 3 ops, applied left to right), with ops \
-from: {ops}. Example: `rule: add 3 then reverse`.
-- demonstrations: `demo: 3 1 2 -> 5 4 6 ; 7 0 1 -> 9 2 3`
-After the context it reads a labelled input line such as `in: <digits>` and answers with digits.
-Your task is to write a new context for the assistant. Read the inputs, the generated outputs \
-and the feedback (it holds the expected answers), work out the transformation, and state it with \
-every niche fact (such as a substitution table) in the language above, in at most {max_tokens} \
-tokens. Provide the new context within ``` blocks."""
-
-
-def format_records(records):
-    """GEPA's layout of the records: one '# Example k' block with Inputs / Outputs / Feedback."""
-    return "\n\n".join(f"# Example {k}\n## Inputs\n{r['inputs']}\n\n## Generated Outputs\n"
-                       f"{str(r['outputs']).strip()}\n\n## Feedback\n{r['feedback']}"
-                       for k, r in enumerate(records, 1))
-
-
-def fenced(text):
-    """The text in the last ``` fenced block (a language tag on the fence line dropped)."""
-    blocks = re.findall(r"```(?:[\w+-]*\n)?(.*?)```", text, re.S)
-    if not blocks or not blocks[-1].strip():
-        raise ValueError("the reply has no non-empty ``` fenced block")
-    return blocks[-1].strip()
-
-
-class LLMReflector:
-    """POSTs GEPA's meta-prompt to {url}/chat/completions and returns the fenced context.
-
-    url: the API root, e.g. http://localhost:11434/v1 (Ollama). The key, if any, comes from the
-    environment variable OPENAI_API_KEY. Transport errors, timeouts and HTTP 5xx/429 are retried
-    `retries` times after backoff * 2**attempt seconds; any other failure (HTTP 4xx, not a chat
-    completion, a refusal, no fence, an empty or over-budget context) raises at once. `attempts`
-    counts HTTP requests.
-
-    ReflectorError (the run stops) instead of a failed proposal: until the endpoint has answered
-    once with a chat completion (`answered`), a refused or unresolvable connection or an HTTP 4xx
-    other than 429, at once; and a failed call that is the `fail_limit`-th in a row (`failures`;
-    None: never), naming the endpoint and its last answer."""
-
-    def __init__(self, url, model, timeout=30, retries=2, backoff=1.0, temperature=None,
-                 max_tokens=48, count_tokens=None, fail_limit=None):
-        self.url, self.model, self.timeout, self.retries = url.rstrip("/"), model, timeout, retries
-        self.backoff, self.temperature, self.max_tokens = backoff, temperature, max_tokens
-        self.count_tokens, self.attempts = count_tokens or word_count, 0
-        self.fail_limit, self.failures, self.answered = fail_limit, 0, False
-
-    def meta_prompt(self, current_prompt, records):
-        return META_PROMPT.format(current=current_prompt, examples=format_records(records),
-                                  ops=VALID_OPS_TEXT, max_tokens=self.max_tokens)
-
-    def __call__(self, current_prompt, records):
-        try:
-            text = self.propose(current_prompt, records)
-        except ReflectorError:
-            raise
-        except Exception as e:  # a failed proposal, unless it is the fail_limit-th in a row
-            self.failures += 1
-            if self.fail_limit and self.failures >= self.fail_limit:
-                raise ReflectorError(" ".join(
-                    f"the llm reflector at {self.url} failed {self.failures} calls in a row; its "
-                    f"last answer: {e}".split())) from e
-            raise
-        self.failures = 0
-        return text
-
-    def propose(self, current_prompt, records):
-        """One call: meta-prompt -> the reply's fenced context (ValueError if over budget)."""
-        text = fenced(self.complete(self.meta_prompt(current_prompt, records)))
-        n = self.count_tokens(text)
-        if n > self.max_tokens:
-            raise ValueError(f"proposal too long: {n} tokens > {self.max_tokens}")
-        return text
-
-    def complete(self, prompt):
-        """One chat completion -> the reply's text."""
-        url = self.url + "/chat/completions"
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get("OPENAI_API_KEY"):
-            headers["Authorization"] = "Bearer " + os.environ["OPENAI_API_KEY"]
-        request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
-        for attempt in range(self.retries + 1):
-            self.attempts += 1
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    raw = response.read()
-                break
-            except urllib.error.HTTPError as e:
-                final = e.code < 500 and e.code != 429
-                if final and not self.answered:  # a wrong URL, model or key: stop the run
-                    raise ReflectorError(f"{url} answered HTTP {e.code} ({e.reason}) to the "
-                                         "first request; check --llm-url and --llm-model "
-                                         "(and OPENAI_API_KEY)") from e
-                if final or attempt == self.retries:
-                    raise RuntimeError(f"HTTP {e.code} from {url}: {e.reason}") from e
-            except urllib.error.URLError as e:  # no connection: refused, unknown host
-                if not self.answered:  # nothing listens there: stop the run
-                    raise ReflectorError(f"cannot reach {url}: {e.reason}; is the server "
-                                         "running, and is --llm-url right?") from e
-                if attempt == self.retries:
-                    raise RuntimeError(f"no reply from {url}: {e}") from e
-            except OSError as e:  # connected, then reset or timed out
-                if attempt == self.retries:
-                    raise RuntimeError(f"no reply from {url}: {e}") from e
-            time.sleep(self.backoff * 2 ** attempt)
-        try:
-            message = json.loads(raw)["choices"][0]["message"]
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise ValueError(f"not a chat completion from {url}: {raw[:80]!r}") from e
-        self.answered = True  # the endpoint works: from now on its failures are transient
-        if not isinstance(message, dict) or message.get("refusal"):
-            raise ValueError(f"the model refused: {str(message)[:80]}")
-        return str(message.get("content") or "")
-
-
-# -----------------------------------------------------------------------------
 # the strength dial: a proposal made wrong with probability p
 
 def corrupt(text, rng):
@@ -622,7 +492,8 @@ def make_reflector(spec, max_tokens=48, count_tokens=None, seed=0, **llm_options
     temperature, fail_limit) are LLMReflector's and only allowed with name 'llm'."""
     name, p = parse_reflector(spec)
     if p > 0:
-        return NoisyReflector(make_reflector(name, max_tokens, count_tokens, **llm_options), p, seed)
+        inner = make_reflector(name, max_tokens, count_tokens, **llm_options)
+        return NoisyReflector(inner, p, seed)
     if name == "llm":
         return LLMReflector(max_tokens=max_tokens, count_tokens=count_tokens, **llm_options)
     classes = {"oracle": OracleReflector, "edit": EditReflector, "demo": DemoReflector}

@@ -337,7 +337,7 @@ def c7_pattern(res):
 
 
 # C8: "left zero reward" = the training reward, averaged over the last 5 steps, reaches 0.05 (the
-# level at which tasks.CRITERIA says a context unlocks RL). A single lucky success is not leaving
+# level at which select_tasks.CRITERIA says a context unlocks RL). One lucky success is not leaving
 # zero: RL-only on `sparse` had isolated successes from step 1 while its mean stayed <= 0.02 for 50
 # steps (the first replicate, base 0 seed 0, which is why this definition replaced "first success").
 ZERO_LEVEL, ZERO_WINDOW = 0.05, 5

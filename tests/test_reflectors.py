@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fast_context as fc  # noqa: E402
 import reflectors as R  # noqa: E402
 import tasks as T  # noqa: E402
+from llm import LLMReflector  # noqa: E402
 from reflectors import DemoReflector, EditReflector, OracleReflector, parse_demos  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -433,7 +434,7 @@ def test_llm_good_answer_and_request_format(llm_server, monkeypatch):
     answer = "The digits 2, 5, 8 are replaced.\n```text\nrule: map 2>7 5>1 8>3\n```\nDone."
     url, requests = llm_server([(200, completion(answer), 0)])
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    refl = R.LLMReflector(url, "tiny-model", timeout=5, max_tokens=30)
+    refl = LLMReflector(url, "tiny-model", timeout=5, max_tokens=30)
     assert refl("rule: ?\ndemo: 1 -> 1", cipher_records()) == "rule: map 2>7 5>1 8>3"
     (req,) = requests
     assert req["ok"] and req["body"]["model"] == "tiny-model" and req["auth"] == "Bearer sk-test"
@@ -446,25 +447,25 @@ def test_llm_good_answer_and_request_format(llm_server, monkeypatch):
     # no key in the environment: no Authorization header; a fence on one line works too
     monkeypatch.delenv("OPENAI_API_KEY")
     url, requests = llm_server([(200, completion("```rule: add 2```"), 0)])
-    assert R.LLMReflector(url, "m")(T.SEED_PROMPT, cipher_records()) == "rule: add 2"
+    assert LLMReflector(url, "m")(T.SEED_PROMPT, cipher_records()) == "rule: add 2"
     assert requests[0]["auth"] is None
 
 
 def test_llm_http_500_is_retried_then_raises(llm_server):
     url, requests = llm_server([(500, b'{"error": "overloaded"}', 0)])
-    refl = R.LLMReflector(url, "m", timeout=5, retries=2, backoff=0.001)
+    refl = LLMReflector(url, "m", timeout=5, retries=2, backoff=0.001)
     with pytest.raises(RuntimeError, match="HTTP 500"):
         refl(T.SEED_PROMPT, cipher_records())
     assert refl.attempts == 3 == len(requests)
     # a 500 then a good answer: the retry succeeds
     url, requests = llm_server([(500, b"{}", 0), (200, completion("```\nrule: sort\n```"), 0)])
-    refl = R.LLMReflector(url, "m", retries=2, backoff=0.001)
+    refl = LLMReflector(url, "m", retries=2, backoff=0.001)
     assert refl(T.SEED_PROMPT, cipher_records()) == "rule: sort" and refl.attempts == 2
 
 
 def test_llm_timeout_raises(llm_server):
     url, requests = llm_server([(200, completion("```rule: sort```"), 1.0)])
-    refl = R.LLMReflector(url, "m", timeout=0.1, retries=1, backoff=0.001)
+    refl = LLMReflector(url, "m", timeout=0.1, retries=1, backoff=0.001)
     t0 = time.perf_counter()
     with pytest.raises(RuntimeError, match="no reply"):
         refl(T.SEED_PROMPT, cipher_records())
@@ -482,7 +483,7 @@ def test_llm_timeout_raises(llm_server):
 ])
 def test_llm_garbage_raises_without_retrying(llm_server, payload, match):
     url, requests = llm_server([(200, payload, 0)])
-    refl = R.LLMReflector(url, "m", retries=2, backoff=0.001)
+    refl = LLMReflector(url, "m", retries=2, backoff=0.001)
     with pytest.raises(ValueError, match=match):
         refl(T.SEED_PROMPT, cipher_records())
     assert refl.attempts == 1
@@ -492,8 +493,8 @@ def test_failing_llm_is_a_rejected_proposal_not_a_crash(llm_server):
     task = T.make_task("cipher", n_train=16, n_pareto=4, n_val=4)
     evaluate = policy_evaluate()
     url, _ = llm_server([(500, b"{}", 0)])
-    broken = R.LLMReflector(url, "m", retries=1, backoff=0.001)
-    unreachable = R.LLMReflector("http://127.0.0.1:9/v1", "m", timeout=1, retries=0)
+    broken = LLMReflector(url, "m", retries=1, backoff=0.001)
+    unreachable = LLMReflector("http://127.0.0.1:9/v1", "m", timeout=1, retries=0)
     unreachable.answered = True  # it answered before: a later outage costs a proposal only
     st = fc.init_state(task.seed_prompt, task.pareto, task.train, evaluate)
     summary = fc.run_round(st, evaluate, num_proposals=2, reflector=broken, rescore=False)
@@ -572,7 +573,7 @@ def test_llm_down_at_the_first_call_raises_reflector_error_at_once(llm_server, d
         url, requests = llm_server([(404, b'{"error": "model not found"}', 0)])
     else:
         url, requests = f"http://127.0.0.1:{_closed_port()}/v1", []
-    refl = R.LLMReflector(url, "m", timeout=5, retries=3, backoff=0.5)  # retries would wait 3.5 s
+    refl = LLMReflector(url, "m", timeout=5, retries=3, backoff=0.5)  # retries would wait 3.5 s
     t0 = time.perf_counter()
     with pytest.raises(fc.ReflectorError) as e:
         refl(T.SEED_PROMPT, cipher_records())
@@ -585,7 +586,7 @@ def test_llm_down_at_the_first_call_raises_reflector_error_at_once(llm_server, d
 def test_llm_that_answered_once_fails_transiently_until_fail_limit(llm_server):
     good = (200, completion("```\nrule: sort\n```"), 0)
     url, requests = llm_server([good, (404, b"{}", 0), (500, b"{}", 0), good, (500, b"{}", 0)])
-    refl = R.LLMReflector(url, "m", timeout=5, retries=0, backoff=0.001, fail_limit=3)
+    refl = LLMReflector(url, "m", timeout=5, retries=0, backoff=0.001, fail_limit=3)
     assert refl(T.SEED_PROMPT, cipher_records()) == "rule: sort" and refl.answered
     for code in ("HTTP 404", "HTTP 500"):  # after a good answer, even a 4xx is one failed call
         with pytest.raises(RuntimeError, match=code):
@@ -608,7 +609,7 @@ def test_optimizer_lets_a_reflector_error_through(llm_server):
     url, _ = llm_server([(401, b'{"error": "bad key"}', 0)])
     st = fc.init_state(task.seed_prompt, task.pareto, task.train, evaluate)
     with pytest.raises(fc.ReflectorError, match="HTTP 401"):
-        fc.run_round(st, evaluate, num_proposals=2, reflector=R.LLMReflector(url, "m"),
+        fc.run_round(st, evaluate, num_proposals=2, reflector=LLMReflector(url, "m"),
                      rescore=False)
     with pytest.raises(fc.ReflectorError, match="HTTP 401"):
-        fc.optimize(st, evaluate, R.LLMReflector(url, "m"), max_rollouts=100)
+        fc.optimize(st, evaluate, LLMReflector(url, "m"), max_rollouts=100)

@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+import select_tasks
 import tasks
 from tasks import (NAMED_TASKS, OPS, PARAM_RANGE, MAX_MAP, HELDOUT_TYPES, UNSEEN_RULES, SEED_PROMPT,
                    LIST_LEN, Op, Problem, SpecError, apply_rule, parse_rule, rule_text, chain_type,
@@ -327,14 +328,15 @@ def test_exact_only_reward_is_binary_with_the_same_feedback():
 
 
 def test_selection_criteria_and_disguised_single_ops():
-    assert tasks.in_disguise(parse_rule("rotate 2 then reverse")) == 3  # = swap on 3 and 4 digits
-    assert tasks.in_disguise(parse_rule("add 1 then add 2")) == 3       # = add 3
-    assert tasks.in_disguise(parse_rule("map 1>2")) == 3                # a map is a single op
+    disguise = select_tasks.in_disguise
+    assert disguise(parse_rule("rotate 2 then reverse")) == 3  # = swap on 3 and 4 digits
+    assert disguise(parse_rule("add 1 then add 2")) == 3       # = add 3
+    assert disguise(parse_rule("map 1>2")) == 3                # a map is a single op
     for name, d in NAMED_TASKS.items():
         if d.kind not in ("fact", "dial"):  # the cipher and its dial levels are one map
-            assert tasks.in_disguise(parse_rule(d.rule)) is None, name
-    assert tasks.passes("zero", 0.0, 0.5) and not tasks.passes("zero", 0.004, 0.5)
-    assert tasks.passes("hidden", 0.02, 0.8) and not tasks.passes("hidden", 0.02, 0.5)
+            assert select_tasks.in_disguise(parse_rule(d.rule)) is None, name
+    assert select_tasks.passes("zero", 0.0, 0.5) and not select_tasks.passes("zero", 0.004, 0.5)
+    assert select_tasks.passes("hidden", 0.02, 0.8) and not select_tasks.passes("hidden", 0.02, 0.5)
 
 
 def test_custom_rule_task():
@@ -635,7 +637,6 @@ def test_calibration_rows_use_the_seed_prompt(enc):
 def test_carriability_dial_levels():
     # every level is the cipher (same rule, marker and splits); only the budget changes, and it fits
     # exactly k of the table's entries
-    import select_tasks
     enc = tasks.build_tokenizer()
     count = lambda t: len(enc.encode_ordinary(t))
     cipher = make_task("cipher", n_train=64)
@@ -652,7 +653,7 @@ def test_carriability_dial_levels():
 
 def test_dial_criteria():
     best, told, seed = {0: 0.05, 1: 0.3, 2: 0.6, 3: 0.9}, 0.95, 0.04
-    assert all(tasks.dial_sound(best, told, seed).values())
-    s = tasks.dial_sound({0: 0.05, 1: 0.06, 2: 0.6, 3: 0.7}, told, seed)
+    assert all(select_tasks.dial_sound(best, told, seed).values())
+    s = select_tasks.dial_sound({0: 0.05, 1: 0.06, 2: 0.6, 3: 0.7}, told, seed)
     assert not s["middle"] and not s["full"] and s["ordered"] and s["empty"]
-    assert not tasks.dial_sound({0: 0.3, 1: 0.2, 2: 0.6, 3: 0.9}, told, seed)["ordered"]
+    assert not select_tasks.dial_sound({0: 0.3, 1: 0.2, 2: 0.6, 3: 0.9}, told, seed)["ordered"]
