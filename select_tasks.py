@@ -26,7 +26,8 @@ import torch
 
 import report
 import tasks
-from cli import CLIParser, UserError, exit_on_user_error, positive
+from cli import (CLIParser, UserError, checkpoint_file, exit_on_user_error, positive,
+                 writable_folder)
 from eval import task_accuracy
 from model import write_atomic
 from pretrain import load_base
@@ -100,14 +101,18 @@ def select(models, screen=64, n_val=256, log=print):
     return out
 
 
-@exit_on_user_error
-def main(argv=None):
+def build_parser():
     ap = CLIParser(prog="select_tasks.py",
                    description="measure the task selection criteria on the bases")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--bases", type=positive(int), default=3)
     ap.add_argument("--screen", type=positive(int), default=64, help="val problems used to screen")
-    args = ap.parse_args(argv)
+    return ap
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(2)
     root = os.path.join("runs", args.preset)
     paths = [os.path.join(report.base_root(root, k), "base", "model.pt") for k in range(args.bases)]
@@ -115,6 +120,9 @@ def main(argv=None):
     if missing:
         raise UserError(f"no base at {missing[0]}; "
                         "run `python train.py pretrain --seed K --out ...` first")
+    for p in paths:
+        checkpoint_file(p)
+    writable_folder(root)  # task_selection.json goes there
     models = [load_base(p, "cpu") for p in paths]  # each base with its own tokenizer
     out = select([(m.eval(), enc) for m, enc in models], screen=args.screen)
     write_atomic(os.path.join(root, "task_selection.json"), json.dumps(out, indent=1))
