@@ -31,7 +31,8 @@ import torch
 from model import GPT, GPTConfig
 from rollout import generate, generate_naive, sample_tokens
 # one-line errors, as every fastslow command
-from cli import CLIParser, UserError, exit_on_user_error, positive
+from cli import (CLIParser, UserError, exit_on_user_error, nonnegative, positive,
+                 writable_folder)
 
 # peak memory bandwidth, GB/s, by a substring of torch.cuda.get_device_name()
 CARD_GBPS = {"H200": 4800, "H100 SXM": 3350, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350,
@@ -60,9 +61,12 @@ def print_table(rows, cols):
         print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))
 
 
+RESULTS = "runs/bench/{name}.json"
+
+
 def save(name, result):
-    os.makedirs("runs/bench", exist_ok=True)
-    path = f"runs/bench/{name}.json"
+    path = RESULTS.format(name=name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {path}")
@@ -210,8 +214,7 @@ def bench_sample(args, device):
                         torch=torch.__version__, peak_GBps=gbps_peak, rows=rows))
 
 
-@exit_on_user_error
-def main(argv=None):
+def build_parser():
     ap = CLIParser(description=__doc__.split("\n\n")[0],
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["rollout", "sample"])
@@ -219,7 +222,7 @@ def main(argv=None):
                     choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=positive(int), default=None,
                     help="torch.set_num_threads (default: torch's default)")
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=nonnegative(int), default=1)
     ap.add_argument("--repeats", type=positive(int), default=5)
     # rollout
     ap.add_argument("--prompts", type=positive(int), default=64)
@@ -235,13 +238,19 @@ def main(argv=None):
     ap.add_argument("--vocabs", default="512,32768")
     ap.add_argument("--bandwidth", type=positive(float), default=None,
                     help="peak GB/s of the card (default: looked up)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
     if args.min_len > args.max_len:
         raise UserError(f"--min-len {args.min_len} > --max-len {args.max_len}")
-    if not all(v.strip().isdigit() for v in args.vocabs.split(",")):
-        raise UserError(f"--vocabs must be comma-separated integers, got '{args.vocabs}'")
+    if not all(v.strip().isdigit() and int(v) > 0 for v in args.vocabs.split(",")):
+        raise UserError(f"--vocabs must be comma-separated integers > 0, got '{args.vocabs}'")
+    writable_folder(os.path.dirname(RESULTS))  # before any timing
     args.vocabs = [int(v) for v in args.vocabs.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)

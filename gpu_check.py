@@ -31,7 +31,6 @@ Equivalence checks run with TF32 off (they test the code path, not the precision
 settings `train.setup_device` chooses (TF32 matmuls, deterministic kernels, bf16 pretraining).
 """
 
-import argparse
 import json
 import math
 import os
@@ -42,22 +41,32 @@ import sys
 import time
 import traceback
 
+from cli import FOLDER, CLIParser, exit_on_user_error, positive  # torch, but not triton yet
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def parse_args():
-    ap = argparse.ArgumentParser(
-        description="validate and measure fastslow on a GPU (or a CPU smoke run)")
-    ap.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_check",
+def build_parser():
+    ap = CLIParser(prog="gpu_check.py",
+                   description="validate and measure fastslow on a GPU (or a CPU smoke run)")
+    ap.add_argument("--out", type=FOLDER, default=os.environ.get("OUT") or "runs/gpu_check",
                     help="folder for the JSON")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks the check itself")
-    ap.add_argument("--pretrain-steps", type=int, default=400,
+    ap.add_argument("--pretrain-steps", type=positive(int), default=400,
                     help="steps of the short gpu-preset pretraining")
-    ap.add_argument("--fst-steps", type=int, default=12, help="steps of the short fst run")
-    return ap.parse_args()
+    ap.add_argument("--fst-steps", type=positive(int), default=12,
+                    help="steps of the short fst run")
+    return ap
 
 
-ARGS = parse_args()
+@exit_on_user_error
+def parse_args(argv=None):
+    """The flags, checked before any work (one line and exit code 2 when one is wrong)."""
+    return build_parser().parse_args(argv)
+
+
+# imported (by the tests) it reads no command line
+ARGS = parse_args(None if __name__ == "__main__" else [])
 if ARGS.smoke:
     # must precede the first triton import (in rollout)
     os.environ.setdefault("TRITON_INTERPRET", "1")

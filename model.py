@@ -240,11 +240,16 @@ def write_atomic(path, data):
     """Text, or anything torch.save takes, written to a temp file and then renamed over `path`: a
     run killed at any moment leaves the old file or the new one, never half of one."""
     tmp = str(path) + ".tmp"
-    if isinstance(data, str):
-        with open(tmp, "w") as f:
-            f.write(data)
-    else:
-        torch.save(data, tmp)
+    try:
+        if isinstance(data, str):
+            with open(tmp, "w") as f:
+                f.write(data)
+        else:
+            torch.save(data, tmp)
+    except BaseException:  # Ctrl-C mid-write too: `path` is untouched and no half file stays
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     os.replace(tmp, path)
 
 
@@ -260,6 +265,9 @@ def load_checkpoint(path, device="cpu"):
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path} (run `python train.py pretrain` first "
                               "or pass a valid path)")
+    if os.path.isdir(path):  # torch.load would say IsADirectoryError; the folder is not damaged
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; pass the .pt file "
+                              "inside it (e.g. model.pt)")
     try:
         ck = torch.load(path, map_location=device, weights_only=True)  # no pickled code runs
     except Exception as e:

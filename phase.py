@@ -26,7 +26,7 @@ import eval as ev
 import report
 import stats
 import tasks
-from cli import CLIParser, UserError, exit_on_user_error, positive
+from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive
 from model import write_atomic
 
 LEVELS = tasks.DIAL_LEVELS                 # k: table entries the budget fits
@@ -351,18 +351,22 @@ def hit_rates(root, bases, device="cpu", trials=100):
     return out
 
 
-@exit_on_user_error
-def main(argv=None):
+def build_parser():
     ap = CLIParser(prog="phase.py", description="the phase diagram's report from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
     ap.add_argument("--bases", type=positive(int), default=3)
     ap.add_argument("--seeds", type=positive(int), default=3)
-    ap.add_argument("--out", default=None,
+    ap.add_argument("--out", type=FOLDER, default=None,
                     help="write the report here (default runs/<preset>/phase)")
     ap.add_argument("--hit-rates", action="store_true",
                     help="only: each reflector setting's first-proposal hit rate on every base "
                          "(-> runs/<preset>/phase_hit_rates.json)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     root = os.path.join("runs", args.preset)
     missing = [b for b in range(args.bases)
                if not os.path.exists(os.path.join(report.base_root(root, b), "base", "model.pt"))]

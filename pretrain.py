@@ -12,18 +12,21 @@ LLM" of the paper, a general instruction follower. Greedy exact match is measure
 teacher-forced forward pass: greedy decoding reproduces the answer exactly iff the argmax at every
 answer position (eos included) equals the answer token given the correct prefix.
 
-The bookkeeping (`Ledger`) is shared with train.py's runs: ckpt.pt written atomically every few
-steps (weights, optimizer, counters) for --resume, the wall clock across interruptions, and the
-count of optimizer steps skipped when the loss or the gradient is non-finite (rl.guarded_step;
-`max_bad_steps` in a row stop the work with a UserError). The batch of a step is a function of
-(seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
-batches built ahead in host processes (`batch_workers`, the gpu preset) are the same batches.
+The bookkeeping (`Ledger`) is shared with train.py's runs: ckpt.pt written
+atomically every few steps (weights, optimizer, counters) for --resume, the wall clock across
+interruptions, and optimizer steps skipped when the loss or the gradient is non-finite
+(rl.guarded_step; `max_bad_steps` in a row stop the work with a UserError). Ctrl-C raises cli.Interrupted, whose
+text says how many steps were done and which step the checkpoint holds. The batch of a step is a
+function of (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one
+would, and batches built ahead in host processes (`batch_workers`, the gpu preset) are the same
+batches.
 """
 
 import json
 import math
 import os
 import random
+import signal
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import tasks
-from cli import UserError
+from cli import Interrupted, UserError, writable_folder
 from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint, write_atomic
 from rl import guarded_step
 
@@ -59,6 +62,8 @@ def settings_of(preset, **kw):
 def load_state(path, kind, settings):
     """-> the checkpoint dict; UserError (one line) if it is corrupt, foreign or made with
     other settings."""
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder where a checkpoint file belongs; pass another --out")
     try:
         # tensors and plain values only
         ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -87,6 +92,8 @@ class Ledger:
         old = self.saved or {}
         self.skipped, self.bad_run, self.wall0 = (old.get("skipped", 0), old.get("bad_run", 0),
                                                   old.get("wall_s", 0.0))
+        # steps done, and the step the checkpoint on disk holds (None: no checkpoint yet)
+        self.reached, self.saved_step = old.get("step", 0), old.get("step")
         self.start_clock()
 
     def start_clock(self):
@@ -112,6 +119,14 @@ class Ledger:
         write_atomic(self.path, dict(format=self.kind, settings=self.settings, step=step,
                                      wall_s=self.wall(), skipped=self.skipped, bad_run=self.bad_run,
                                      **state))
+        self.saved_step = step
+
+    def interrupted(self):
+        """-> the Interrupted error of a Ctrl-C now: how far the work got, what its checkpoint
+        holds."""
+        held = (f"the checkpoint {self.path} holds step {self.saved_step}"
+                if self.saved_step is not None else "no checkpoint yet, a resume starts at step 0")
+        return Interrupted(f"interrupted after {self.reached} steps ({held})")
 
     def finish(self):
         os.remove(self.path)  # model.pt / summary.json now mark the work as finished
@@ -246,7 +261,10 @@ def batches(enc, preset, seed, start, device):
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
     state, todo, ahead = tasks.tokenizer_state(enc), iter(steps), deque()
-    with ProcessPoolExecutor(preset.batch_workers, mp_context=mp.get_context("spawn")) as pool:
+    # the workers ignore Ctrl-C: the training process stops them (no traceback from each)
+    with ProcessPoolExecutor(preset.batch_workers, mp_context=mp.get_context("spawn"),
+                             initializer=signal.signal,
+                             initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         while True:
             while len(ahead) < 2 * preset.batch_workers:  # keep every worker busy, two batches deep
                 step = next(todo, None)
@@ -262,13 +280,24 @@ def batches(enc, preset, seed, start, device):
 def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     """Train the base model -> metrics dict. Checkpoints out_dir/ckpt.pt every
     preset.pretrain_ckpt_every steps; resume=True continues from it."""
+    writable_folder(out_dir)
     if os.path.exists(os.path.join(out_dir, "model.pt")):  # check before touching any file
-        raise UserError(f"{out_dir} already holds a base model; delete it or pass another --out")
+        raise UserError(f"{out_dir} already holds a base model; pass another --out")
     if os.path.exists(os.path.join(out_dir, "ckpt.pt")) and not resume:
         raise UserError(f"{out_dir} holds an unfinished pretraining; add --resume to continue it, "
-                        f"or delete {os.path.join(out_dir, 'ckpt.pt')}")
+                        "or pass another --out")
     ledger = Ledger(out_dir, "fastslow-pretrain-1", settings_of(preset, seed=seed), resume,
                     preset.max_bad_steps)
+    try:
+        return pretrain_from(ledger, preset, out_dir, device, seed, log)
+    except KeyboardInterrupt:
+        pass  # leave the handler first: the loop's frames go and its progress bar closes
+    raise ledger.interrupted()
+
+
+def pretrain_from(ledger, preset, out_dir, device, seed, log):
+    """The body of `pretrain` once its folder is checked: the model, the loop, the base's metrics.
+    -> metrics dict."""
     torch.manual_seed(seed)
     enc = tasks.build_tokenizer(seed=seed)
     model = GPT(base_config(enc, preset)).to(device)
@@ -297,6 +326,7 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
         _, reason = guarded_step(model, opt, loss, preset.grad_clip)
         ledger.count(reason, f"pretrain step {step}", log)
         ledger.check(step, reason)
+        ledger.reached = step + 1
         tokens += x.numel()
         if step % 20 == 0:
             pbar.set_postfix(loss=f"{loss.item():.3f}",

@@ -24,7 +24,7 @@ import eval as ev
 import plots as draw  # the figures
 import stats
 import tasks
-from cli import CLIParser, UserError, exit_on_user_error, positive
+from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive, writable_folder
 from fst import METHODS
 from model import load_checkpoint, write_atomic
 
@@ -563,23 +563,31 @@ def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), tr
     return out
 
 
-@exit_on_user_error
-def main(argv=None):
-    import torch
+def build_parser():
     ap = CLIParser(prog="report.py",
                    description="rebuild report.md, plots and results.json from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
     ap.add_argument("--bases", type=positive(int), default=1)
     ap.add_argument("--seeds", type=positive(int), default=1)
-    ap.add_argument("--out", default=None, help="write the report here (default runs/<preset>)")
+    ap.add_argument("--out", type=FOLDER, default=None,
+                    help="write the report here (default runs/<preset>)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--hit-rates", action="store_true",
                     help="only: each reflector's first-proposal hit rate "
                          "(-> runs/<preset>/hit_rates.json)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+@exit_on_user_error
+def main(argv=None):
+    import torch
+    args = build_parser().parse_args(argv)
     root = os.path.join("runs", args.preset)
     if not os.path.exists(os.path.join(base_root(root, 0), "base", "model.pt")):
         raise UserError(f"no runs under {root}; run `python train.py --preset {args.preset}` first")
+    writable_folder(args.out or root)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
     device = (("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
               else args.device)
     if args.hit_rates:

@@ -28,7 +28,8 @@ import torch
 
 import report
 import tasks
-from cli import CLIParser, UserError, exit_on_user_error, positive
+from cli import (CLIParser, UserError, checkpoint_file, exit_on_user_error, positive,
+                 writable_folder)
 from eval import task_accuracy
 from model import write_atomic
 from pretrain import load_base
@@ -207,8 +208,7 @@ def measure_dial(models, n_val=256, log=print):
     return out
 
 
-@exit_on_user_error
-def main(argv=None):
+def build_parser():
     ap = CLIParser(prog="select_tasks.py",
                    description="measure the task selection criteria on the bases")
     ap.add_argument("--preset", default="tiny")
@@ -216,7 +216,12 @@ def main(argv=None):
     ap.add_argument("--screen", type=positive(int), default=64, help="val problems used to screen")
     ap.add_argument("--dial", action="store_true",
                     help="measure the carriability dial instead (-> runs/<preset>/dial.json)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(2)
     root = os.path.join("runs", args.preset)
     paths = [os.path.join(report.base_root(root, k), "base", "model.pt") for k in range(args.bases)]
@@ -224,6 +229,9 @@ def main(argv=None):
     if missing:
         raise UserError(f"no base at {missing[0]}; "
                         "run `python train.py pretrain --seed K --out ...` first")
+    for p in paths:
+        checkpoint_file(p)
+    writable_folder(root)  # task_selection.json goes there
     models = [load_base(p, "cpu") for p in paths]  # each base with its own tokenizer
     models = [(m.eval(), enc) for m, enc in models]
     if args.dial:

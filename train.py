@@ -30,12 +30,13 @@ Runs survive interruption (`Ledger`, shared by pretraining and runs): every `ckp
 at the end, ckpt.pt (weights, optimizer, RNG states, step, rollouts, GEPA state, log position) is
 written atomically. `--resume` continues from it; every random draw comes from a seeded stream that
 is saved or is a function of the step, so a resumed run logs exactly what an uninterrupted one
-would. A non-finite loss or gradient skips the optimizer step (logged, counted); `max_bad_steps` in
-a row stop the run, and so does an llm reflector that cannot work (an endpoint down or refusing at
-the first call, or `reflector_fail_rounds` rounds of failed proposals): one line, the log and the
-last checkpoint kept for `--resume`, no summary.json. Library functions raise cli.UserError for a
-user's mistake (flag, task spec, schedule, checkpoint, a folder holding another run), before any
-file is written; `main` prints it as one line, exit code 2.
+would. Ctrl-C prints one line (steps done, the step ckpt.pt holds, the command that continues), exit
+code 130. A non-finite loss or gradient skips the optimizer step (logged, counted); `max_bad_steps`
+in a row stop the run, and so does an llm reflector that cannot work (an endpoint down or
+refusing at the first call, or `reflector_fail_rounds` rounds of failed proposals): one line, the
+log and the last checkpoint kept for `--resume`, no summary.json. Library functions raise cli.UserError for a user's mistake (flag, path, task
+spec, schedule, checkpoint, a folder holding another run) before any file is written; `main` prints
+it as one line, exit code 2.
 
 Presets are dataclass instances in PRESETS: every number a run depends on is there.
 """
@@ -58,7 +59,8 @@ import reflectors
 import report
 import rl
 import tasks
-from cli import CLIParser, UserError, exit_on_user_error, positive
+from cli import (CHECKPOINT, FOLDER, URL, CLIParser, UserError, continue_line, exit_on_user_error,
+                 nonnegative, positive, quiet_worker, writable_folder)
 from fst import (METHODS, RunState, deployed_prompt, fast_weights_state, fst_step, last_step,
                  make_policy, start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
@@ -184,8 +186,8 @@ def finished_summary(out_dir, settings, resume, log):
         with open(summary_path) as f:
             summary = json.load(f)
         if summary.get("settings") != settings:
-            raise UserError(f"{out_dir} holds a finished run with other settings; delete that "
-                            "folder or write elsewhere (--out)")
+            raise UserError(f"{out_dir} holds a finished run with other settings; resume with "
+                            "the same flags or pass a new --out")
         log(f"{out_dir}: finished earlier, nothing to resume")
         return summary
     if not resume and holds_run(out_dir):
@@ -239,7 +241,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
     """One training run from checkpoint `init`; writes out_dir/log.jsonl, summary.json and model.pt.
     `base` (default: init) is the model KL(pi_theta || pi_base) is measured against. resume=True
     continues from out_dir/ckpt.pt, or returns the summary of a run that already finished.
-    -> summary dict."""
+    -> summary dict. Ctrl-C raises cli.Interrupted (how far it got, what the checkpoint holds)."""
+    writable_folder(out_dir)
     settings = settings_of(preset, method=method, schedule=[[t, n] for t, n in schedule], seed=seed,
                            init=init, base=base or init, reflector=reflector)
     summary = finished_summary(out_dir, settings, resume, log)
@@ -248,6 +251,17 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
     ledger = Ledger(out_dir, "fastslow-run-1", settings, resume, preset.max_bad_steps)
     if resume and ledger.saved is None and holds_run(out_dir):  # killed before its first checkpoint
         log(f"{out_dir}: no checkpoint to resume from, starting from step 0")
+    try:
+        return run_from(ledger, settings, method, schedule, preset, init, out_dir, seed, reflector,
+                        base, device, log, llm)
+    except KeyboardInterrupt:
+        pass  # leave the handler first: the loop's frames go and its progress bar closes
+    raise ledger.interrupted()
+
+
+def run_from(ledger, settings, method, schedule, preset, init, out_dir, seed, reflector, base,
+             device, log, llm):
+    """The body of `run` once its folder is checked: models, the loop, the final files."""
     stages = [(tasks.make_task(spec, n_pareto=preset.n_pareto, n_val=preset.n_val), n)
               for spec, n in schedule]
     # step -> index of its stage
@@ -284,6 +298,7 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
         rows.append(row)
         logf.write(json.dumps(row) + "\n")
         logf.flush()
+        ledger.reached = step + 1
         ledger.check(step, row.get("skipped", ""))
         if last or (step + 1) % preset.ckpt_every == 0:
             save_run(s, ledger, step + 1, last, len(rows))
@@ -407,7 +422,9 @@ def wave_runs(preset, batch, device, jobs, log):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+    # Ctrl-C reaches every worker: each quits at once, its checkpoint intact (written atomically)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
+                             initializer=quiet_worker) as pool:
         yield from pool.map(_run_job, *zip(*[(preset, f, kw, device, threads) for f, kw in batch]))
 
 
@@ -478,8 +495,9 @@ def build_parser():
     sub = ap.add_subparsers(dest="cmd", parser_class=CLIParser)
     p = sub.add_parser("pretrain", help="train the base model")
     common(p, lambda d: argparse.SUPPRESS)  # SUPPRESS: an absent flag keeps the top-level value
-    p.add_argument("--out", default=None, help="output folder (default runs/<preset>/b<seed>/base)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=FOLDER, default=None,
+                   help="output folder (default runs/<preset>/b<seed>/base)")
+    p.add_argument("--seed", type=nonnegative(int), default=0)
     p.add_argument("--steps", type=positive(int), default=None,
                    help="pretraining steps (default: the preset's)")
     p.add_argument("--resume", action="store_true",
@@ -500,13 +518,13 @@ def add_run_flags(r):
                    help="hidden-rule | cipher | long-chain | hidden-rule-2 | sparse | 'rule:OP,OP'")
     r.add_argument("--schedule", default=None,
                    help="continual: 'TASK@STEPS;TASK@STEPS;...' (overrides --task)")
-    r.add_argument("--init", default=None,
+    r.add_argument("--init", type=CHECKPOINT, default=None,
                    help="checkpoint to start from (default runs/<preset>/b0/base/model.pt)")
-    r.add_argument("--base", default=None,
+    r.add_argument("--base", type=CHECKPOINT, default=None,
                    help="checkpoint KL is measured against (default: the preset's base)")
-    r.add_argument("--out", default=None,
+    r.add_argument("--out", type=FOLDER, default=None,
                    help="output folder (default runs/<preset>/<task>/<method>/s<seed>)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=nonnegative(int), default=0)
     # reliability
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
@@ -521,12 +539,14 @@ def add_run_flags(r):
     r.add_argument("--minibatches", type=positive(int), default=None,
                    help="optimizer steps per pass")
     r.add_argument("--loss", default=None, choices=list(rl.LOSS_TYPES))
-    r.add_argument("--beta", type=float, default=None, help="k3 KL penalty to the initial weights")
+    r.add_argument("--beta", type=nonnegative(float), default=None,
+                   help="k3 KL penalty to the initial weights")
     # fast weights
     r.add_argument("--reflector", default="edit", type=reflector_spec,
                    help="oracle | edit | demo | llm, or NAME:P (a proposal wrong with probability "
                         "P, the strength dial), e.g. edit:0.5")
-    r.add_argument("--llm-url", default=None, help="llm: API root, e.g. http://localhost:11434/v1")
+    r.add_argument("--llm-url", type=URL, default=None,
+                   help="llm: API root, e.g. http://localhost:11434/v1")
     r.add_argument("--llm-model", default=None, help="llm: the model's name on that server")
     r.add_argument("--llm-timeout", type=positive(float), default=30.0, help="llm: seconds per try")
     r.add_argument("--gepa-every", type=positive(int), default=None,
@@ -550,6 +570,23 @@ def with_overrides(preset, **flags):
     return replace(preset, **{k: v for k, v in flags.items() if v is not None})
 
 
+def say_if_nothing_to_resume(out_dir, resume):
+    """--resume on a folder that holds no run (nor a checkpoint): one line, then step 0."""
+    if resume and not holds_run(out_dir):
+        print(f"{out_dir}: no checkpoint to resume from, starting from step 0")
+
+
+def pretrain_command(args, preset, root, device):
+    """`python train.py pretrain ...`: one base, its metrics printed."""
+    preset = with_overrides(preset, pretrain_steps=args.steps, pretrain_ckpt_every=args.ckpt_every)
+    out = args.out or os.path.join(report.base_root(root, args.seed), "base")
+    say_if_nothing_to_resume(out, args.resume)
+    m = pretrain(preset, out, device, seed=args.seed, resume=args.resume)
+    print(json.dumps({k: m[k] for k in ("general_acc", "heldout_chain_acc", "acc_by_op",
+                                        "acc_by_chain_len", "params", "tokens", "wall_s")}))
+    print(json.dumps(m["tasks"]))
+
+
 def run_command(args, preset, root, device):
     """`python train.py run ...`: validate every spec before any work, then one run."""
     preset = with_overrides(preset, steps=args.steps, lr=args.lr, inner_steps=args.inner_steps,
@@ -561,6 +598,8 @@ def run_command(args, preset, root, device):
     for spec, _ in schedule:
         tasks.make_task(spec)
     llm = None
+    if args.reflector != "llm" and (args.llm_url or args.llm_model):
+        raise UserError("--llm-url and --llm-model are for --reflector llm")
     if args.reflector == "llm":
         if not (args.llm_url and args.llm_model):
             raise UserError("--reflector llm needs --llm-url and --llm-model")
@@ -570,6 +609,7 @@ def run_command(args, preset, root, device):
     tag = ("schedule" if args.schedule
            else args.task.replace(":", "_").replace(" ", "").replace(",", "+"))
     out = args.out or os.path.join(root, tag, args.method, f"s{args.seed}")
+    say_if_nothing_to_resume(out, args.resume)
     s = run(args.method, schedule, preset, args.init or default_base, out, args.seed,
             args.reflector, device=device, base=base, resume=args.resume, llm=llm)
     print(json.dumps({k: s[k] for k in ("final_val_acc", "best_val_acc", "final_val_greedy",
@@ -589,19 +629,16 @@ def main(argv=None):
     preset = PRESETS[name]
     torch.set_num_threads(preset.threads if device == "cpu" else torch.get_num_threads())
     root = os.path.join("runs", name)
-    if args.cmd is None:
-        suite(preset, root, bases=args.bases, seeds=args.seeds, device=device, sweep=args.sweep,
-              jobs=args.jobs, phase=args.phase)
-    elif args.cmd == "pretrain":
-        preset = with_overrides(preset, pretrain_steps=args.steps,
-                                pretrain_ckpt_every=args.ckpt_every)
-        out = args.out or os.path.join(report.base_root(root, args.seed), "base")
-        m = pretrain(preset, out, device, seed=args.seed, resume=args.resume)
-        print(json.dumps({k: m[k] for k in ("general_acc", "heldout_chain_acc", "acc_by_op",
-                                            "acc_by_chain_len", "params", "tokens", "wall_s")}))
-        print(json.dumps(m["tasks"]))
-    else:
-        run_command(args, preset, root, device)
+    try:
+        if args.cmd is None:
+            suite(preset, root, bases=args.bases, seeds=args.seeds, device=device,
+                  sweep=args.sweep, jobs=args.jobs, phase=args.phase)
+        elif args.cmd == "pretrain":
+            pretrain_command(args, preset, root, device)
+        else:
+            run_command(args, preset, root, device)
+    except KeyboardInterrupt as e:  # one line: how far it got and the command that continues
+        raise continue_line(e, "train.py", argv, args.cmd and "--resume") from None
 
 
 if __name__ == "__main__":
