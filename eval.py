@@ -32,6 +32,7 @@ import math
 import numpy as np
 import torch
 
+import fst
 import rollout
 import stats
 import tasks
@@ -303,3 +304,29 @@ def area_and_threshold(rows, threshold):
     xs, ys = curve(rows)
     return {"auc": float(np.mean(ys)), "steps_to_threshold": first_reach(xs, ys, threshold),
             "final": ys[-1]}
+
+
+# the per-step measurement the run loop logs ---------------------------------------
+
+def evaluate_step(s, base_model, preset, step, last, row):
+    """Val accuracy with the deployed prompt every eval_every steps and at the end (greedy exact
+    match at the end only); at every kl_every-th of those steps and at the end, KL to the base under
+    the deployed prompt and under the task's seed prompt, which every method shares
+    (`kl_common`)."""
+    if not (step % preset.eval_every == 0 or last):
+        return
+    deployed = fst.deployed_prompt(s)
+    val = s.task.val
+    acc, greedy = task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples,
+                                   preset.temperature, seed=step,
+                                   max_new_tokens=preset.max_new_tokens, greedy=last)
+    row.update(val_acc=acc, prompt=deployed)
+    if last:
+        row["val_greedy"] = greedy
+    if step % preset.kl_every == 0 or last:
+        def kl(context):
+            return kl_to_base(s.model, base_model, s.enc, context, val[:preset.kl_problems],
+                                 preset.kl_samples, preset.temperature, seed=step,
+                                 max_new_tokens=preset.max_new_tokens)
+        row["kl"] = kl(deployed)
+        row["kl_common"] = row["kl"] if deployed == s.task.seed_prompt else kl(s.task.seed_prompt)

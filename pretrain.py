@@ -12,14 +12,13 @@ LLM" of the paper, a general instruction follower. Greedy exact match is measure
 teacher-forced forward pass: greedy decoding reproduces the answer exactly iff the argmax at every
 answer position (eos included) equals the answer token given the correct prefix.
 
-The bookkeeping (`Ledger`) is shared with train.py's runs: ckpt.pt written
-atomically every few steps (weights, optimizer, counters) for --resume, the wall clock across
-interruptions, and optimizer steps skipped when the loss or the gradient is non-finite
-(rl.guarded_step; `max_bad_steps` in a row stop the work with a UserError). Ctrl-C raises cli.Interrupted, whose
-text says how many steps were done and which step the checkpoint holds. The batch of a step is a
-function of (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one
-would, and batches built ahead in host processes (`batch_workers`, the gpu preset) are the same
-batches.
+The bookkeeping (`Ledger`) is shared with train.py's runs: ckpt.pt written atomically every few
+steps (weights, optimizer, counters) for --resume, the wall clock across interruptions, and
+optimizer steps skipped when the loss or the gradient is non-finite (rl.guarded_step;
+`max_bad_steps` in a row stop the work with a UserError). Ctrl-C raises cli.Interrupted, whose text
+says how many steps were done and which step the checkpoint holds. The batch of a step is a function
+of (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
+batches built ahead in host processes (`batch_workers`, the gpu preset) are the same batches.
 """
 
 import json
@@ -57,6 +56,30 @@ def settings_of(preset, **kw):
             "reflector_fail_rounds")
     p = {k: v for k, v in asdict(preset).items() if k not in skip}
     return json.loads(json.dumps(dict(kw, preset=p)))
+
+
+def holds_run(out_dir):
+    return any(os.path.exists(os.path.join(out_dir, f))
+               for f in ("log.jsonl", "ckpt.pt", "summary.json", "model.pt"))
+
+
+def finished_summary(out_dir, settings, resume, log):
+    """Check the output folder before any file is touched. -> the summary of a finished run to
+    resume, or None (start or continue); UserError when the folder holds another run."""
+    summary_path = os.path.join(out_dir, "summary.json")
+    if (resume and os.path.exists(summary_path)
+            and not os.path.exists(os.path.join(out_dir, "ckpt.pt"))):
+        with open(summary_path) as f:
+            summary = json.load(f)
+        if summary.get("settings") != settings:
+            raise UserError(f"{out_dir} holds a finished run with other settings; resume with "
+                            "the same flags or pass a new --out")
+        log(f"{out_dir}: finished earlier, nothing to resume")
+        return summary
+    if not resume and holds_run(out_dir):
+        raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or pass a "
+                        "new --out")
+    return None
 
 
 def load_state(path, kind, settings):

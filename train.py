@@ -12,6 +12,8 @@ train.py: the training side of fastslow: pretraining, the FST loop and its basel
         --init runs/tiny/b0/hidden-rule/fst/s0/model.pt
     # the grid: 3 bases x 3 run seeds, one report
     python train.py --bases 3 --seeds 3 --sweep --jobs 1
+    # the phase diagram: carriability dial x reflector strength (phase.py)
+    python train.py --phase --bases 3 --seeds 3 --jobs 2
     # continue an interrupted run
     python train.py run --method fst --task cipher --resume
 
@@ -19,12 +21,12 @@ Pretraining and the bookkeeping runs share with it (checkpoints, the skipped-ste
 pretrain.py; the guarded optimizer step lives beside the loss in rl.py.
 
 The method itself is fst.py: one step (`fst.fst_step`, one screen) with switches for the baselines
-and controls (`fst.METHODS`), and the method's phases around it (GEPA's birth, context-only's
-budget stop). This file runs it: `run` is the loop (resume, evaluate, log, checkpoint;
-`evaluate_step` is the harness's measurement), `suite` is every run the report needs. Evaluation
-deploys the frontier prompt with the best D_p mean. Every run logs one JSON line per step
-(log.jsonl), a summary.json and its final model.pt. `rollouts` counts every generated rollout,
-GEPA's evaluations included (evaluation on val is not counted).
+and controls (`fst.METHODS`), and the method's phases around it (GEPA's birth, context-only's budget
+stop). This file runs it: `run` is the loop (resume, evaluate, log, checkpoint; `eval.evaluate_step`
+is the harness's measurement), `suite` is every run the report needs. Evaluation deploys the
+frontier prompt with the best D_p mean. Every run logs one JSON line per step (log.jsonl), a
+summary.json and its final model.pt. `rollouts` counts every generated rollout, GEPA's evaluations
+included (evaluation on val is not counted).
 
 Runs survive interruption (`Ledger`, shared by pretraining and runs): every `ckpt_every` steps and
 at the end, ckpt.pt (weights, optimizer, RNG states, step, rollouts, GEPA state, log position) is
@@ -32,11 +34,11 @@ written atomically. `--resume` continues from it; every random draw comes from a
 is saved or is a function of the step, so a resumed run logs exactly what an uninterrupted one
 would. Ctrl-C prints one line (steps done, the step ckpt.pt holds, the command that continues), exit
 code 130. A non-finite loss or gradient skips the optimizer step (logged, counted); `max_bad_steps`
-in a row stop the run, and so does an llm reflector that cannot work (an endpoint down or
-refusing at the first call, or `reflector_fail_rounds` rounds of failed proposals): one line, the
-log and the last checkpoint kept for `--resume`, no summary.json. Library functions raise cli.UserError for a user's mistake (flag, path, task
-spec, schedule, checkpoint, a folder holding another run) before any file is written; `main` prints
-it as one line, exit code 2.
+in a row stop the run, and so does an llm reflector that cannot work (an endpoint down or refusing
+at the first call, or `reflector_fail_rounds` rounds of failed proposals): one line, the log and the
+last checkpoint kept for `--resume`, no summary.json. Library functions raise cli.UserError for a
+user's mistake (flag, path, task spec, schedule, checkpoint, a folder holding another run) before
+any file is written; `main` prints it as one line, exit code 2.
 
 Presets are dataclass instances in PRESETS: every number a run depends on is there.
 """
@@ -61,10 +63,10 @@ import rl
 import tasks
 from cli import (CHECKPOINT, FOLDER, URL, CLIParser, UserError, continue_line, exit_on_user_error,
                  nonnegative, positive, quiet_worker, writable_folder)
-from fst import (METHODS, RunState, deployed_prompt, fast_weights_state, fst_step, last_step,
-                 make_policy, start_fast_weights, token_counter, total_rollouts)
+from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step, make_policy,
+                 start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
-from pretrain import Ledger, load_base, pretrain, settings_of
+from pretrain import Ledger, finished_summary, holds_run, load_base, pretrain, settings_of
 
 
 # -----------------------------------------------------------------------------
@@ -172,30 +174,6 @@ def setup_device(device):
     return device
 
 
-def holds_run(out_dir):
-    return any(os.path.exists(os.path.join(out_dir, f))
-               for f in ("log.jsonl", "ckpt.pt", "summary.json", "model.pt"))
-
-
-def finished_summary(out_dir, settings, resume, log):
-    """Check the output folder before any file is touched. -> the summary of a finished run to
-    resume, or None (start or continue); UserError when the folder holds another run."""
-    summary_path = os.path.join(out_dir, "summary.json")
-    if (resume and os.path.exists(summary_path)
-            and not os.path.exists(os.path.join(out_dir, "ckpt.pt"))):
-        with open(summary_path) as f:
-            summary = json.load(f)
-        if summary.get("settings") != settings:
-            raise UserError(f"{out_dir} holds a finished run with other settings; resume with "
-                            "the same flags or pass a new --out")
-        log(f"{out_dir}: finished earlier, nothing to resume")
-        return summary
-    if not resume and holds_run(out_dir):
-        raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or pass a "
-                        "new --out")
-    return None
-
-
 def start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger,
               windowed=False):
     """Models, optimizer, reflector and GEPA state of a run, restored from ledger.saved when
@@ -291,7 +269,7 @@ def run_from(ledger, settings, method, schedule, preset, init, out_dir, seed, re
         ledger.count(row.get("skipped", ""), f"step {step}", log)  # no update, no skip: a no-op
         row["rollouts"] = total_rollouts(s)
         last = last_step(s, preset, step, len(stage_at))
-        evaluate_step(s, base_model, preset, step, last, row)
+        ev.evaluate_step(s, base_model, preset, step, last, row)
         if "val_acc" in row:
             pbar.set_postfix(val=f"{row['val_acc']:.2f}", rollouts=row["rollouts"])
         row["wall_s"] = ledger.wall()
@@ -318,30 +296,6 @@ def stopped(error, step, out_dir, rows, opened):
     ck = "ckpt.pt" if os.path.exists(os.path.join(out_dir, "ckpt.pt")) else "no checkpoint yet"
     return fc.ReflectorError(f"{error} (step {step}; {out_dir} keeps log.jsonl ({len(rows)} rows) "
                              f"and {ck}; fix the endpoint, then rerun with --resume)")
-
-
-def evaluate_step(s, base_model, preset, step, last, row):
-    """Val accuracy with the deployed prompt every eval_every steps and at the end (greedy exact
-    match at the end only); at every kl_every-th of those steps and at the end, KL to the base under
-    the deployed prompt and under the task's seed prompt, which every method shares
-    (`kl_common`)."""
-    if not (step % preset.eval_every == 0 or last):
-        return
-    deployed = deployed_prompt(s)
-    val = s.task.val
-    acc, greedy = ev.task_accuracy(s.model, s.enc, deployed, val, preset.eval_samples,
-                                   preset.temperature, seed=step,
-                                   max_new_tokens=preset.max_new_tokens, greedy=last)
-    row.update(val_acc=acc, prompt=deployed)
-    if last:
-        row["val_greedy"] = greedy
-    if step % preset.kl_every == 0 or last:
-        def kl(context):
-            return ev.kl_to_base(s.model, base_model, s.enc, context, val[:preset.kl_problems],
-                                 preset.kl_samples, preset.temperature, seed=step,
-                                 max_new_tokens=preset.max_new_tokens)
-        row["kl"] = kl(deployed)
-        row["kl_common"] = row["kl"] if deployed == s.task.seed_prompt else kl(s.task.seed_prompt)
 
 
 def save_run(s, ledger, steps_done, done, log_rows):

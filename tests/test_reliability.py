@@ -535,8 +535,9 @@ FLAG_KINDS = {
         "--out": "folder", "--seed": "number", "--steps": "number", "--resume": "switch",
         "--ckpt-every": "number"}),
     "train.py run": dict(COMMON, **{
-        "--method": "choice", "--loss": "choice", "--reflector": ("text", [["--reflector", v] for v in
-                                                      ("bogus", "edit:2", "edit:x", "llm:0.5")]),
+        "--method": "choice", "--loss": "choice",
+        "--reflector": ("text", [["--reflector", v]
+                                 for v in ("bogus", "edit:2", "edit:x", "llm:0.5")]),
         "--task": ("text", [["--task", "rule:frobnicate 3"], ["--task", "nan"],
                             ["--task", "-3"]]),
         "--schedule": ("text", [["--schedule", "cipher@x"], ["--schedule", "cipher@-3"],
