@@ -330,3 +330,26 @@ def evaluate_step(s, base_model, preset, step, last, row):
                                  max_new_tokens=preset.max_new_tokens)
         row["kl"] = kl(deployed)
         row["kl_common"] = row["kl"] if deployed == s.task.seed_prompt else kl(s.task.seed_prompt)
+
+
+# the reflectors on a frozen base -----------------------------------------------------------
+
+def hit_rates(base_path, task_names, names, device="cpu", trials=100, seed=0):
+    """First-proposal hit rate (reflectors.first_hit_rate) of each reflector setting in `names` on
+    each task, with the base's own greedy outputs as the records; a task's own context budget, else
+    the base's preset's. `seed` seeds a NAME:P reflector's mistakes. -> {task: {name: rate}}"""
+    import reflectors
+    from model import load_checkpoint
+    base, extra = load_checkpoint(base_path, device)
+    enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]
+    evaluate = rollout.greedy_evaluate(base.eval(), enc, preset["max_new_tokens"])
+    count = lambda text: len(enc.encode_ordinary(text))
+    out = {}
+    for name in task_names:
+        task = tasks.make_task(name)  # the default splits, whichever code version made the base
+        budget = task.context_tokens or preset["context_tokens"]
+        out[name] = {r: reflectors.first_hit_rate(reflectors.make_reflector(r, budget, count,
+                                                                            seed=seed),
+                                                  task, evaluate, trials=trials)
+                     for r in names}
+    return out

@@ -329,26 +329,11 @@ HIT_REFLECTORS = ("oracle", "oracle:0.5", "edit", "edit:0.5", "demo")
 
 def hit_rates(root, bases, device="cpu", trials=100):
     """First-proposal hit rate of each reflector setting on the dial's full level (cipher-k3: the
-    table fits) and on hidden-rule, with each base's own greedy outputs as the records.
-    -> {base: {task: {reflector: rate}}} (reflectors.first_hit_rate)."""
-    import reflectors
-    from rollout import greedy_evaluate
-    from model import load_checkpoint
-    out = {}
-    for b in range(bases):
-        model, extra = load_checkpoint(os.path.join(report.base_root(root, b), "base", "model.pt"),
-                                       device)
-        enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]
-        evaluate = greedy_evaluate(model.eval(), enc, preset["max_new_tokens"])
-        count = lambda text: len(enc.encode_ordinary(text))
-        out[b] = {}
-        for name in (level_task(3), "hidden-rule"):
-            task = tasks.make_task(name)
-            budget = task.context_tokens or preset["context_tokens"]
-            out[b][name] = {r: reflectors.first_hit_rate(
-                reflectors.make_reflector(r, budget, count, seed=b), task, evaluate, trials=trials)
-                for r in HIT_REFLECTORS}
-    return out
+    table fits) and on hidden-rule, with each base's own greedy outputs as the records (each base
+    seeds the noisy settings' mistakes). -> {base: {task: {reflector: rate}}} (eval.hit_rates)."""
+    return {b: ev.hit_rates(os.path.join(report.base_root(root, b), "base", "model.pt"),
+                            (level_task(3), "hidden-rule"), HIT_REFLECTORS, device, trials, seed=b)
+            for b in range(bases)}
 
 
 def build_parser():

@@ -545,22 +545,9 @@ def _sweep_lines(res):
 
 def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), trials=100):
     """First-proposal hit rate of each reflector on each suite task (and the probe's), with the
-    first base's own greedy outputs as the records: {task: {reflector: rate}}
-    (reflectors.first_hit_rate)."""
-    import reflectors
-    from rollout import greedy_evaluate
-    base, extra = load_checkpoint(os.path.join(base_root(root, 0), "base", "model.pt"), device)
-    enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]
-    evaluate = greedy_evaluate(base.eval(), enc, preset["max_new_tokens"])
-    count = lambda text: len(enc.encode_ordinary(text))
-    out = {}
-    for name in SUITE_TASKS + [PLASTICITY_TASK, EXPLORATION_TASK]:
-        task = tasks.make_task(name)  # the default splits, whichever code version made the base
-        out[name] = {r: reflectors.first_hit_rate(
-                         reflectors.make_reflector(r, preset["context_tokens"], count),
-                         task, evaluate, trials=trials)
-                     for r in names}
-    return out
+    first base's own greedy outputs as the records: {task: {reflector: rate}} (eval.hit_rates)."""
+    return ev.hit_rates(os.path.join(base_root(root, 0), "base", "model.pt"),
+                        SUITE_TASKS + [PLASTICITY_TASK, EXPLORATION_TASK], names, device, trials)
 
 
 def build_parser():
