@@ -29,6 +29,7 @@ import torch
 
 import fast_context as fc
 import pretrain
+import llm
 import reflectors
 import rl
 import tasks
@@ -454,7 +455,7 @@ def test_endpoint_down_at_the_first_call_stops_the_run_at_once(micro_base, tmp_p
             sock.bind(("127.0.0.1", 0))
             url, statuses = f"http://127.0.0.1:{sock.getsockname()[1]}/v1", []
     sleeps, real_sleep = [], time.sleep  # the reflector's backoff (1 s, 2 s by default)
-    monkeypatch.setattr(reflectors.time, "sleep", lambda t: (sleeps.append(t), real_sleep(t)))
+    monkeypatch.setattr(llm.time, "sleep", lambda t: (sleeps.append(t), real_sleep(t)))
     monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
     with pytest.raises(SystemExit) as e:
