@@ -18,6 +18,7 @@ ceiling), so they are the cipher's runs and are shared by every cell. Runs are o
 replicate (seed-major over bases), so a grid stopped early holds whole replicates of every cell.
 """
 
+import glob
 import json
 import math
 import os
@@ -142,6 +143,7 @@ def cell_rows(k, refl, per):
             stats.row("control", name, "vs_instructed", pick("vs_instructed"), kind="control"),
             stats.row("control", name, "vs_sequential", pick("vs_sequential"), kind="control"),
             stats.row("C3", name, "kl_ratio", kl, direction=-1,
+                      label="not tested" if below and not kl else None,
                       why=f"log ratio; {below} replicate(s) matched at a level the prompt alone "
                           "reaches are not counted")]
     return rows
@@ -250,7 +252,7 @@ def reflectors_p(spec):
 
 def _fmt(r, measure):
     if r is None or r["mean"] is None:
-        return "n/a"
+        return "n/a" if r is None else f"n/a: {r['label']} ({r['why']})"
     lo, hi = r["ci95"]
     if measure == "kl_ratio":
         lo, hi = math.exp(lo), math.exp(hi)
@@ -363,7 +365,14 @@ def main(argv=None):
         write_atomic(os.path.join(root, "phase_hit_rates.json"), json.dumps(rates, indent=1))
         print(json.dumps(rates))
         return
-    res = write_report(root, args.bases, args.seeds, float("nan"), out=args.out)
+    walls = []  # every finished run of the grid, on its own clock
+    for b, seed in replicate_order(args.bases, args.seeds):
+        for task in [SHARED_TASK] + [level_task(k) for k in LEVELS]:
+            for path in glob.glob(os.path.join(report.base_root(root, b), task, "*", f"s{seed}",
+                                               "summary.json")):
+                with open(path) as f:
+                    walls.append(json.load(f)["wall_s"])
+    res = write_report(root, args.bases, args.seeds, sum(walls), out=args.out)
     print(f"wrote {res['_out']}/phase.md")
 
 
