@@ -468,7 +468,7 @@ def test_endpoint_down_at_the_first_call_stops_the_run_at_once(micro_base, tmp_p
     assert len(lines) == 1 and lines[0].startswith("error: ") and url in lines[0], lines
     assert ("HTTP 404" if down == "404" else "cannot reach") in lines[0]
     assert sleeps == [] and statuses == ([404] if down == "404" else [])  # one request, no retry
-    assert elapsed < 30, elapsed  # a micro run's start; no backoff was waited through
+    assert elapsed < 60, elapsed  # a micro run's start (1-3 s here, 20x margin for a busy CPU)
     assert _rows(tmp_path / "r") == [] and not os.path.exists(tmp_path / "r" / "summary.json")
 
 
@@ -482,13 +482,12 @@ def test_endpoint_failing_for_rounds_stops_the_run_and_resume_continues(
     preset = train.replace(MICRO, ckpt_every=1, reflector_fail_rounds=3, eval_every=4, kl_every=4)
     llm = dict(url=url, model="x", timeout=5, retries=1, backoff=0.01)
     out = tmp_path / method
-    t0 = time.perf_counter()
     with pytest.raises(fc.ReflectorError) as e:
         train.run(method, [("hidden-rule", steps)], preset, micro_base, str(out),
                   reflector="llm", llm=llm, log=lambda *a: None)
     msg = str(e.value)
     assert "\n" not in msg and url in msg and "HTTP 500" in msg and "6 calls in a row" in msg
-    assert f"step {stop_step};" in msg and time.perf_counter() - t0 < 60
+    assert f"step {stop_step};" in msg
     assert statuses == [200] + [500] * 12  # each failed call: one try, one retry
     rows = _rows(out)  # every step before the stop is logged and checkpointed
     assert [r["step"] for r in rows] == list(range(stop_step))
