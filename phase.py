@@ -101,9 +101,9 @@ def gepa_settles(rows):
     return {"rounds": last + 1, "final_acc": final["val_acc"], "prompt": final["prompt"]}
 
 
-def cell_replicates(root, reps, k, refl):
-    """{(base, seed): {measure: value, ...}} of one cell, for replicates whose runs all finished."""
-    shared = {m: report.replicates(root, reps, SHARED_TASK, m) for m in SHARED_METHODS}
+def cell_replicates(root, reps, k, refl, shared):
+    """{(base, seed): {measure: value, ...}} of one cell, for replicates whose runs all finished.
+    shared: {method: report.replicates(...)} of RL-only and instructed, read once for every cell."""
     own = {m: report.replicates(root, reps, level_task(k), method_dir(m, refl))
            for m in CELL_METHODS + ("context",)}
     out = {}
@@ -171,9 +171,10 @@ def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
     res = {"bases": bases, "seeds": seeds, "wall_s": wall_s, "cells": {}, "curves": {},
            "measures": MEASURES, "_out": out}
     rows = []
+    shared = {m: report.replicates(root, reps, SHARED_TASK, m) for m in SHARED_METHODS}
     for k in LEVELS:
         for refl in REFLECTORS:
-            per = cell_replicates(root, reps, k, refl)
+            per = cell_replicates(root, reps, k, refl, shared)
             cell = {"n": len(per), "rows": cell_rows(k, refl, per),
                     "per_replicate": {stats.rep_name(key): v for key, v in per.items()}}
             rows += cell["rows"]
@@ -184,9 +185,8 @@ def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
     for m in SHARED_METHODS:
         res["curves"][f"cipher {m}"] = mean_curves(root, reps, SHARED_TASK, m)
     # the fair-test bar: RL-only learns the cipher (last eval - first eval, per replicate)
-    rl_runs = report.replicates(root, reps, SHARED_TASK, "rl")
     res["rl_gain"] = {stats.rep_name(key): ev.curve(r)[1][-1] - ev.curve(r)[1][0]
-                      for key, r in rl_runs.items()}
+                      for key, r in shared["rl"].items()}
     res["family"] = stats.label_family(rows)
     for r in rows:
         r.pop("boots", None)
