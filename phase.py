@@ -4,12 +4,14 @@ same RL-only baseline and controls:
 
     python train.py --phase --bases 3 --seeds 3      # every run (resumable), then the report
     python phase.py --preset tiny --bases 3 --seeds 3 --out results/tiny/phase   # the report alone
+    python phase.py --bases 3 --seeds 3 --archive results/tiny/phase/runs   # keep finished runs
+    cp -r results/tiny/phase/runs/. runs/tiny/    # a fresh checkout: resume the grid from them
 
 - carriability (tasks.DIAL_LEVELS): the cipher under a context budget that fits k = 3, 2, 1, 0 of
   its 3 table entries. What a prompt within the budget can carry is measured on the bases alone,
   before any run (`python select_tasks.py --dial`).
-- reflector strength (REFLECTORS): `edit`, and `edit:P`, whose proposals are wrong with probability
-  P (reflectors.NoisyReflector); strength = 1 - P. RL-only is strength "none".
+- reflector strength (REFLECTORS): `edit`, and `edit:0.9`, whose proposals are wrong with
+  probability 0.9 (reflectors.NoisyReflector); strength = 1 - P. RL-only is strength "none".
 
 Per cell (level x reflector) and replicate (base x run seed): FST, the sequential control and
 context-only (GEPA on the frozen base, whose logs measure the reflector before any FST run). RL-only
@@ -22,6 +24,7 @@ import glob
 import json
 import math
 import os
+import shutil
 
 import eval as ev
 import report
@@ -31,7 +34,7 @@ from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive
 from model import write_atomic
 
 LEVELS = tasks.DIAL_LEVELS                 # k: table entries the budget fits
-REFLECTORS = ("edit", "edit:0.5")          # strength 1.0 and 0.5
+REFLECTORS = ("edit", "edit:0.9")          # strength 1.0 and 0.1
 CELL_METHODS = ("fst", "sequential")       # run per cell; context-only too, in wave 0
 SHARED_METHODS = ("rl", "instructed")      # one run per replicate, every cell's baseline
 SHARED_TASK = "cipher"
@@ -42,7 +45,7 @@ def level_task(k):
 
 
 def method_dir(method, reflector):
-    """fst + edit:0.5 -> 'fst-edit-p0.5' (no ':' in folder names)."""
+    """fst + edit:0.9 -> 'fst-edit-p0.9' (no ':' in folder names)."""
     return f"{method}-{reflector.replace(':', '-p')}"
 
 
@@ -326,7 +329,8 @@ def render(res):
 # -----------------------------------------------------------------------------
 # the reflectors on the frozen bases, before any FST run
 
-HIT_REFLECTORS = ("oracle", "oracle:0.5", "edit", "edit:0.5", "demo")
+HIT_REFLECTORS = ("oracle", "oracle:0.5", "oracle:0.9", "edit", "edit:0.5", "edit:0.9",
+                  "demo")
 
 
 def hit_rates(root, bases, device="cpu", trials=100):
@@ -336,6 +340,35 @@ def hit_rates(root, bases, device="cpu", trials=100):
     return {b: ev.hit_rates(os.path.join(report.base_root(root, b), "base", "model.pt"),
                             (level_task(3), "hidden-rule"), HIT_REFLECTORS, device, trials, seed=b)
             for b in range(bases)}
+
+
+def archive(root, bases, seeds, dest):
+    """Copy the grid's finished runs (log.jsonl and summary.json; no weights) and the bases (model.pt,
+    metrics.json) from `root` into `dest`, same layout, with dial.json and phase_hit_rates.json. A
+    checkout that copies `dest` back (cp -r DEST/. runs/<preset>/) resumes the grid where it stood.
+    -> the number of runs copied."""
+    copied = 0
+    for b in range(bases):
+        broot = report.base_root(root, b)
+        folders = [(os.path.join(broot, "base"), ("model.pt", "metrics.json"))]
+        for seed in range(seeds):
+            for task in [SHARED_TASK] + [level_task(k) for k in LEVELS]:
+                for run in glob.glob(os.path.join(broot, task, "*", f"s{seed}")):
+                    if (os.path.exists(os.path.join(run, "summary.json"))
+                            and not os.path.exists(os.path.join(run, "ckpt.pt"))):
+                        folders.append((run, ("log.jsonl", "summary.json")))
+        for folder, files in folders:
+            if not os.path.exists(os.path.join(folder, files[0])):
+                continue
+            to = os.path.join(dest, os.path.relpath(folder, root))
+            os.makedirs(to, exist_ok=True)
+            for name in files:
+                shutil.copyfile(os.path.join(folder, name), os.path.join(to, name))
+            copied += files[0] == "log.jsonl"
+    for name in ("dial.json", "phase_hit_rates.json"):
+        if os.path.exists(os.path.join(root, name)):
+            shutil.copyfile(os.path.join(root, name), os.path.join(dest, name))
+    return copied
 
 
 def build_parser():
@@ -348,6 +381,9 @@ def build_parser():
     ap.add_argument("--hit-rates", action="store_true",
                     help="only: each reflector setting's first-proposal hit rate on every base "
                          "(-> runs/<preset>/phase_hit_rates.json)")
+    ap.add_argument("--archive", type=FOLDER, default=None,
+                    help="only: copy the finished runs' logs and summaries and the bases here "
+                         "(copy back into runs/<preset>/ to resume the grid)")
     return ap
 
 
@@ -360,6 +396,10 @@ def main(argv=None):
     if missing:
         raise UserError(f"no base {missing[0]} under {root}; run `python train.py pretrain "
                         f"--preset {args.preset} --seed {missing[0]}` first")
+    if args.archive:
+        n = archive(root, args.bases, args.seeds, args.archive)
+        print(f"copied {n} finished runs and the bases to {args.archive}")
+        return
     if args.hit_rates:
         rates = hit_rates(root, args.bases)
         write_atomic(os.path.join(root, "phase_hit_rates.json"), json.dumps(rates, indent=1))

@@ -78,3 +78,29 @@ def test_report_on_a_synthetic_grid(tmp_path):
     ctx = next(iter(res["cells"]["k3 edit"]["per_replicate"].values()))["context"]
     assert ctx["rounds"] == 4 and ctx["prompt"] == "rule: map 2>7"
     assert res["family"]["rows"] > 0 and res["curves"]["cipher rl"]["n"] == 6
+
+
+def test_archive_keeps_finished_runs_and_bases(tmp_path):
+    root, dest = str(tmp_path / "runs"), str(tmp_path / "kept")
+    broot = report.base_root(root, 0)
+    os.makedirs(os.path.join(broot, "base"))
+    for name in ("model.pt", "metrics.json"):
+        with open(os.path.join(broot, "base", name), "w") as f:
+            f.write(name)
+    done = report.run_dir(broot, "cipher", "rl", 0)
+    busy = report.run_dir(broot, phase.level_task(2), phase.method_dir("fst", "edit"), 0)
+    _write(done, [0.1, 0.2], 1.0)
+    _write(busy, [0.1], 1.0)
+    with open(os.path.join(busy, "ckpt.pt"), "w") as f:  # unfinished: a checkpoint is kept
+        f.write("ckpt")
+    with open(os.path.join(done, "model.pt"), "w") as f:
+        f.write("weights")
+    assert phase.archive(root, 1, 1, dest) == 1
+    kept = sorted(os.path.relpath(os.path.join(d, f), dest)
+                  for d, _, fs in os.walk(dest) for f in fs)
+    assert kept == ["b0/base/metrics.json", "b0/base/model.pt",
+                    "b0/cipher/rl/s0/log.jsonl", "b0/cipher/rl/s0/summary.json"]
+    for name in ("log.jsonl", "summary.json"):
+        with open(os.path.join(done, name)) as a:
+            with open(os.path.join(dest, "b0/cipher/rl/s0", name)) as b:
+                assert a.read() == b.read()
