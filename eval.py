@@ -347,7 +347,7 @@ def hit_rates(base_path, task_names, names, device="cpu", trials=100, seed=0):
     out = {}
     for name in task_names:
         task = tasks.make_task(name)  # the default splits, whichever code version made the base
-        budget = task.context_tokens or preset["context_tokens"]
+        budget = task.max_context_tokens or preset["max_context_tokens"]
         out[name] = {r: reflectors.first_hit_rate(reflectors.make_reflector(r, budget, count,
                                                                             seed=seed),
                                                   task, evaluate, trials=trials)

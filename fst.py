@@ -55,7 +55,7 @@ METHODS = {m: {k: bool(v) for k, v in flags.items()} for m, flags in METHODS.ite
 #   instructed  rl with the true instruction as the fixed prompt (a control)
 #   sequential  GEPA to its budget first, then rl over that frozen frontier (a control)
 
-def make_policy(model, enc, preset):
+def make_evaluate(model, enc, preset):
     """The policy as GEPA sees it (rollout.greedy_evaluate with the current weights). On CUDA a
     frontier re-score is one generate call (evaluate.many); on the CPU it stays one call per
     candidate, the path every CPU result was measured with."""
@@ -78,7 +78,7 @@ class RunState:
     trains_weights: bool       # RL updates (slow weights)
     instructed: bool           # the fixed prompt is the task's true instruction,
                                # not its seed prompt
-    policy: object             # make_policy(...): GEPA's evaluate
+    evaluate: object           # make_evaluate(...): GEPA's evaluate (greedy, current weights)
     reflect: object            # the reflector (fast_context's reflection step)
     gepa: object               # fast_context.GEPAState, or None for rl
     task: tasks.Task           # the task of the current stage
@@ -105,12 +105,12 @@ def start_fast_weights(s, preset, max_tokens, count_tokens, saved=None, windowed
     if s.uses_context and saved is not None:
         s.gepa = fc.load_state_dict(saved["gepa"], pareto, train, count_tokens)
     elif s.uses_context:
-        s.gepa = fc.init_state(s.task.seed_prompt, s.task.pareto, s.task.train, s.policy,
-                               seed=s.seed, minibatch_size=preset.minibatch,
+        s.gepa = fc.init_state(s.task.seed_prompt, s.task.pareto, s.task.train, s.evaluate,
+                               seed=s.seed, minibatch_size=preset.gepa_minibatch,
                                max_context_tokens=max_tokens, count_tokens=count_tokens)
         # sequential: GEPA on the frozen base to its budget, before any RL
         if not s.gepa_rounds:
-            fc.optimize(s.gepa, s.policy, s.reflect, preset.context_budget)
+            fc.optimize(s.gepa, s.evaluate, s.reflect, preset.context_only_rollouts)
 
 
 def fast_weights_state(s):
@@ -127,7 +127,7 @@ def last_step(s, preset, step, n_steps):
     """Is `step` the run's last? The schedule's end, or for context-only (no weight updates) GEPA's
     rollout budget spent."""
     return (step == n_steps - 1
-            or (not s.trains_weights and s.gepa.rollouts >= preset.context_budget))
+            or (not s.trains_weights and s.gepa.rollouts >= preset.context_only_rollouts))
 
 
 def total_rollouts(s):
@@ -145,7 +145,7 @@ def gepa_round(s, preset, rescore):
     """Fast weights: one GEPA round of K proposals, evaluated with the current policy
     -> log fields."""
     s.model.eval()
-    r = fc.run_round(s.gepa, s.policy, preset.gepa_proposals, s.reflect, rescore=rescore)
+    r = fc.run_round(s.gepa, s.evaluate, preset.gepa_proposals, s.reflect, rescore=rescore)
     row = dict(gepa_accepted=r["accepted"], frontier=r["frontier"], prompt=r["best_prompt"])
     if r["invalid"]:  # empty, over-budget or failed proposals: rejected, and logged here
         row["gepa_invalid"] = r["invalid"]
@@ -179,14 +179,14 @@ def draw_prompts(s, problems, preset):
 
 
 def update_policy(s, ro, adv, preset):
-    """Slow weights: the batch of rollouts is cut into preset.minibatches row chunks, one optimizer
-    step each (and preset.inner_steps passes over them). Each rollout is re-scored conditioned on
-    the prompt it was sampled with; the old log-probs are the sampler's, as an inference engine
-    would return them, so from the second optimizer step on the importance ratio differs from 1 and
-    CISPO's cap can act. -> log fields."""
+    """Slow weights: the batch of rollouts is cut into preset.optimizer_steps row chunks
+    (minibatches), one optimizer step each (and preset.inner_steps passes over them). Each rollout
+    is re-scored conditioned on the prompt it was sampled with; the old log-probs are the
+    sampler's, as an inference engine would return them, so from the second optimizer step on the
+    importance ratio differs from 1 and CISPO's cap can act. -> log fields."""
     s.model.train()
     old_logp = ro.logp  # (R, L) the sampler's log-probs: the behaviour policy
-    chunks = [idx.tolist() for idx in torch.arange(len(ro)).chunk(preset.minibatches)]
+    chunks = [idx.tolist() for idx in torch.arange(len(ro)).chunk(preset.optimizer_steps)]
     stats, reason, gap = [], "", None
     for _ in range(preset.inner_steps):
         for rows in chunks:

@@ -343,9 +343,10 @@ def hit_rates(root, bases, device="cpu", trials=100):
 
 
 def archive(root, bases, seeds, dest):
-    """Copy the grid's finished runs (log.jsonl and summary.json; no weights) and the bases (model.pt,
-    metrics.json) from `root` into `dest`, same layout, with dial.json and phase_hit_rates.json. A
-    checkout that copies `dest` back (cp -r DEST/. runs/<preset>/) resumes the grid where it stood.
+    """Copy the grid's finished runs (log.jsonl and summary.json; no weights) and the bases
+    (model.pt, metrics.json) from `root` into `dest`, same layout, with dial.json and
+    phase_hit_rates.json. A checkout that copies `dest` back (cp -r DEST/. runs/<preset>/) resumes
+    the grid where it stood.
     -> the number of runs copied."""
     copied = 0
     for b in range(bases):

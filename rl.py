@@ -4,8 +4,8 @@ rl.py: the RL math of fastslow -- group-relative advantages, the policy-gradient
 Plain functions on tensors (guarded_step takes any module and its optimizer); nothing here knows
 about tokenizers or tasks.
 
-How the trainer uses it (fst.update_policy: the rollouts cut into minibatches, one optimizer step
-each):
+How the trainer uses it (fst.update_policy: the rollouts cut into preset.optimizer_steps
+minibatches, one optimizer step each):
 
     adv = group_advantages(rewards, group_ids, scale="group")          # (B,) one scalar per rollout
     for mb in minibatches:

@@ -170,14 +170,15 @@ def select(models, screen=64, n_val=256, log=print):
 
 def dial_prompts(task, count_tokens):
     """Every prompt a dial level's budget is searched over: the seed prompt, each single non-map op,
-    each non-empty subset of the hidden table (in its order), those that fit task.context_tokens."""
+    each non-empty subset of the hidden table (in its order), those that fit
+    task.max_context_tokens."""
     (table_op,) = task.rule
     entries = table_op.arg
     subsets = [tuple(e for j, e in enumerate(entries) if mask >> j & 1)
                for mask in range(1, 2 ** len(entries))]
     texts = ([task.seed_prompt] + [tasks.instruction(op) for op in tasks.single_ops()]
              + [tasks.instruction((tasks.Op("map", s),)) for s in subsets])
-    return [t for t in texts if count_tokens(t) <= task.context_tokens]
+    return [t for t in texts if count_tokens(t) <= task.max_context_tokens]
 
 
 def measure_dial(models, n_val=256, log=print):
@@ -197,11 +198,11 @@ def measure_dial(models, n_val=256, log=print):
                       for p in dial_prompts(t, count)}
             top = max(scores, key=scores.get)
             best[k] = scores[top]
-            lvl = out["levels"].setdefault(k, {"budget": t.context_tokens, "per_base": []})
+            lvl = out["levels"].setdefault(k, {"budget": t.max_context_tokens, "per_base": []})
             lvl["per_base"].append({"seed": seed, "told": told, "best": scores[top],
                                     "best_prompt": top, "carried": scores[top] / max(told, 1e-9),
                                     "scores": scores})
-            log(f"k={k} budget {t.context_tokens:2d}: best {scores[top]:.3f} ({top!r}), "
+            log(f"k={k} budget {t.max_context_tokens:2d}: best {scores[top]:.3f} ({top!r}), "
                 f"seed {seed:.3f}, told {told:.3f}, {len(scores)} prompts")
         out["sound"].append(dial_sound(best, told, seed))
         log(f"dial criteria on this base: {out['sound'][-1]}")

@@ -391,7 +391,7 @@ class Task:
     val: list              # held-out Problems for evaluation
     list_len: tuple = LIST_LEN
     spec: str = ""
-    context_tokens: int = None  # the task's context budget (None: the preset's)
+    max_context_tokens: int = None  # the task's context budget (None: the preset's)
 
     @property
     def instruction(self):
@@ -421,7 +421,7 @@ class TaskDef:
                               # SEED_PROMPT)
     exact_only: bool = False  # binary reward
     lens: tuple = LIST_LEN
-    context_tokens: int = None  # the task's context budget in tokens (None: the preset's)
+    max_context_tokens: int = None  # the task's context budget in tokens (None: the preset's)
     family: str = None          # tasks of one family share their splits (None: its own name)
 
 
@@ -446,7 +446,7 @@ NAMED_TASKS = {
 DIAL_LEVELS = (3, 2, 1, 0)
 for _k in DIAL_LEVELS:
     NAMED_TASKS[f"cipher-k{_k}"] = TaskDef(NAMED_TASKS["cipher"].rule, "dial", "xs",
-                                           context_tokens=3 + 3 * _k if _k else 5,
+                                           max_context_tokens=3 + 3 * _k if _k else 5,
                                            family="cipher")
 # long-chain, hidden-rule-2 and sparse were drawn by select_tasks.py from the rules that meet its
 # CRITERIA on all three bases, measured before any RL or FST run (LOG.md, 2026-11-27). The cipher
@@ -503,7 +503,7 @@ def build_task(spec, d, seed=0, n_train=2048, n_pareto=16, n_val=256):
         splits.append(split)
         val_inputs = {q.inputs for q in splits[0]}
     val, pareto, train = splits
-    return Task(spec, rule, seed_prompt, train, pareto, val, d.lens, spec, d.context_tokens)
+    return Task(spec, rule, seed_prompt, train, pareto, val, d.lens, spec, d.max_context_tokens)
 
 
 # -----------------------------------------------------------------------------

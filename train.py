@@ -63,7 +63,7 @@ import rl
 import tasks
 from cli import (CHECKPOINT, FOLDER, URL, CLIParser, UserError, continue_line, exit_on_user_error,
                  nonnegative, positive, quiet_worker, writable_folder)
-from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step, make_policy,
+from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step, make_evaluate,
                  start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
 from pretrain import Ledger, finished_summary, holds_run, load_base, pretrain, settings_of
@@ -105,7 +105,7 @@ class Preset:
     temperature: float = 1.0
     max_new_tokens: int = 12
     inner_steps: int = 1          # passes over one batch of rollouts
-    minibatches: int = 2          # optimizer steps per pass (row chunks):
+    optimizer_steps: int = 2      # optimizer steps per pass (row chunks, minibatches):
                                   # from the 2nd one, ratio != 1
     loss_type: str = "cispo"
     adv_scale: str = "group"
@@ -122,9 +122,10 @@ class Preset:
     gepa_every: int = 6           # T: a GEPA round every T RL steps
     gepa_proposals: int = 4       # K proposals per round
     prompts_per_problem: int = 2  # m frontier prompts share each problem's G rollouts
-    minibatch: int = 3
-    context_tokens: int = 48      # token budget of a context
-    context_budget: int = 600     # rollouts for the context-only baseline
+    gepa_minibatch: int = 3       # b: train problems per GEPA mutation (parent and child)
+    max_context_tokens: int = 48  # token budget of a context (a dial task brings its own)
+    context_only_rollouts: int = 600  # rollouts for the context-only baseline (and sequential's
+                                      # first phase)
     n_val: int = 256              # val problems per task
     n_pareto: int = 16            # |D_p|, GEPA's Pareto set
     window: int = 64              # schedules: GEPA's data is the last `window` problems
@@ -152,7 +153,7 @@ PRESETS = {
     # micro: the end-to-end smoke test's preset (seconds, not minutes; its numbers mean nothing)
     "micro": Preset("micro", n_layer=2, n_head=2, n_embd=64, pretrain_steps=30, pretrain_batch=16,
                     pretrain_eval_every=1000, steps=4, batch_problems=4, group_size=4, eval_every=2,
-                    kl_every=2, gepa_every=2, gepa_proposals=2, context_budget=60, n_val=8,
+                    kl_every=2, gepa_every=2, gepa_proposals=2, context_only_rollouts=60, n_val=8,
                     n_pareto=4, window=8, continual_steps=3, max_new_tokens=8),
 }
 def pick_device(flag):
@@ -188,13 +189,13 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
     opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=preset.betas, weight_decay=0.0,
                             fused=model.wte.weight.is_cuda)
     count_tokens = token_counter(enc)
-    budget = task.context_tokens or preset.context_tokens  # a dial task brings its own budget
+    budget = task.max_context_tokens or preset.max_context_tokens  # a dial task brings its own
     if reflector == "llm":  # a dead endpoint stops the run after that many failed calls in a row
         llm = dict(llm or {}, fail_limit=preset.reflector_fail_rounds * preset.gepa_proposals)
     s = RunState(model=model, enc=enc, opt=opt,
                  ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
                  rng=random.Random(seed), seed=seed, **METHODS[method],
-                 policy=make_policy(model, enc, preset), gepa=None, task=task,
+                 evaluate=make_evaluate(model, enc, preset), gepa=None, task=task,
                  reflect=reflectors.make_reflector(reflector, budget, count_tokens, seed=seed,
                                                    **(llm or {})))
     ck, rows, done = ledger.saved, [], False
@@ -490,7 +491,7 @@ def add_run_flags(r):
     r.add_argument("--lr", type=positive(float), default=None)
     r.add_argument("--inner-steps", type=positive(int), default=None,
                    help="passes over one rollout batch")
-    r.add_argument("--minibatches", type=positive(int), default=None,
+    r.add_argument("--optimizer-steps", type=positive(int), default=None,
                    help="optimizer steps per pass")
     r.add_argument("--loss", default=None, choices=list(rl.LOSS_TYPES))
     r.add_argument("--beta", type=nonnegative(float), default=None,
@@ -544,9 +545,9 @@ def pretrain_command(args, preset, root, device):
 def run_command(args, preset, root, device):
     """`python train.py run ...`: validate every spec before any work, then one run."""
     preset = with_overrides(preset, steps=args.steps, lr=args.lr, inner_steps=args.inner_steps,
-                            minibatches=args.minibatches,
+                            optimizer_steps=args.optimizer_steps,
                             loss_type=args.loss, beta=args.beta, gepa_every=args.gepa_every,
-                            gepa_proposals=args.proposals, context_budget=args.budget,
+                            gepa_proposals=args.proposals, context_only_rollouts=args.budget,
                             ckpt_every=args.ckpt_every)
     schedule = tasks.parse_schedule(args.schedule or args.task, preset.steps)
     for spec, _ in schedule:

@@ -83,7 +83,7 @@ def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
 
 
 def test_batched_greedy_evaluate_gives_each_contexts_own_results():
-    # evaluate.many (one generate for every context, as make_policy uses on CUDA) against one call
+    # evaluate.many (one generate for every context, as make_evaluate uses on CUDA) against one call
     # per context: left-padding to the longest prompt changes nothing in greedy completions
     from rollout import greedy_evaluate
     enc = tasks.build_tokenizer()
@@ -130,14 +130,15 @@ def _two_prompt_state(preset, task, enc):
     model = _tiny_model(enc)
     s = fst.RunState(model=model, enc=enc, opt=torch.optim.SGD(model.parameters(), lr=0.1),
                      ref=None, rng=random.Random(0), seed=0, **fst.METHODS["fst"],
-                     policy=evaluate, reflect=lambda prompt, records: OTHER, gepa=None, task=task)
+                     evaluate=evaluate, reflect=lambda prompt, records: OTHER, gepa=None, task=task)
     fst.start_fast_weights(s, preset, 48, fc.word_count)
     return s
 
 
 def test_fst_step_groups_span_frontier_prompts_and_rows_are_rescored_under_their_own(monkeypatch):
     preset = replace(train.PRESETS["micro"], batch_problems=6, group_size=4, prompts_per_problem=2,
-                     gepa_every=2, gepa_proposals=1, minibatch=2, minibatches=2, n_pareto=4)
+                     gepa_every=2, gepa_proposals=1, gepa_minibatch=2, optimizer_steps=2,
+                     n_pareto=4)
     enc = tasks.build_tokenizer()
     task = tasks.make_task("hidden-rule", n_train=32, n_pareto=4, n_val=4)
     s = _two_prompt_state(preset, task, enc)
@@ -176,7 +177,7 @@ def test_fst_step_groups_span_frontier_prompts_and_rows_are_rescored_under_their
     assert torch.equal(adv, rl.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group)))
     # the re-score: the minibatches cover every row once, each under the prompt it was sampled with
     calls = seen["completion_logprobs"]
-    assert len(calls) == preset.minibatches
+    assert len(calls) == preset.optimizer_steps
     rescored = [p for (_, prompts, tokens, mask, _), _, _ in calls for p in prompts]
     assert rescored == ro.prompts
     assert torch.equal(torch.cat([c[0][2] for c in calls]), ro.tokens)
@@ -192,9 +193,9 @@ def _naive_logp(model, prompt, tokens, mask):
 
 
 def test_update_policy_matches_a_per_row_naive_reference(monkeypatch):
-    # minibatches x inner_steps optimizer steps, each rollout re-scored under its own prompt,
+    # optimizer_steps x inner_steps optimizer steps, each rollout re-scored under its own prompt,
     # CISPO with the sampler's log-probs as the old policy: against a loop written row by row
-    preset = replace(train.PRESETS["micro"], minibatches=2, inner_steps=2, loss_type="cispo",
+    preset = replace(train.PRESETS["micro"], optimizer_steps=2, inner_steps=2, loss_type="cispo",
                      temperature=1.0, grad_clip=1e9)
     enc = tasks.build_tokenizer()
     task = tasks.make_task("hidden-rule", n_train=8)
@@ -223,7 +224,7 @@ def test_update_policy_matches_a_per_row_naive_reference(monkeypatch):
                 n_tok += len(logp)
             (sum(terms) / n_tok).backward()
             opt.step()
-    assert len(steps) == preset.minibatches * preset.inner_steps
+    assert len(steps) == preset.optimizer_steps * preset.inner_steps
     for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
     assert not torch.equal(model.wte.weight, _tiny_model(enc, seed=1).wte.weight)  # it did learn

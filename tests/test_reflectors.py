@@ -17,9 +17,7 @@ import json
 import os
 import random
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -368,57 +366,7 @@ def test_optimize_finds_hidden_rule_end_to_end(name, spec, budget):
 # llm: a local OpenAI-compatible server
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):  # a client that timed out: not a failure
-        pass
-
-
-@pytest.fixture
-def llm_server():
-    """start(replies) -> (url, requests): a server on 127.0.0.1 that answers POST
-    /v1/chat/completions from `replies` [(status, body bytes, delay s)] in turn (the last one
-    repeats), and records every request. A malformed request gets HTTP 400."""
-    servers = []
-
-    def start(replies):
-        requests = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    body = json.loads(raw)
-                    ok = (self.path == "/v1/chat/completions" and isinstance(body["model"], str)
-                          and body["messages"][-1]["role"] == "user"
-                          and isinstance(body["messages"][-1]["content"], str))
-                except (ValueError, KeyError, IndexError, TypeError):
-                    body, ok = None, False
-                requests.append({"path": self.path, "body": body, "ok": ok,
-                                 "auth": self.headers.get("Authorization")})
-                status, payload, delay = replies[min(len(requests), len(replies)) - 1]
-                status, payload = (status, payload) if ok else (400, b'{"error": "bad request"}')
-                time.sleep(delay)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        server = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/v1", requests
-
-    yield start
-    for s in servers:
-        s.shutdown()
-        s.server_close()
+# the server is conftest.llm_server
 
 
 def completion(content):

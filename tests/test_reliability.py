@@ -20,9 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -112,12 +110,12 @@ def test_sigkill_then_resume_matches_uninterrupted_run(micro_base, tmp_path):
 
 def test_context_only_resume_matches(micro_base, tmp_path):
     """The context-only run stops at a rollout budget; its GEPA state must survive a resume too."""
-    preset = train.replace(MICRO, ckpt_every=2, context_budget=300)
+    preset = train.replace(MICRO, ckpt_every=2, context_only_rollouts=300)
     quiet = lambda *a: None
     a = train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "a"), seed=1,
                   log=quiet)
     # an interrupted copy: stop it by raising from the policy after a few GEPA rounds
-    calls, real = {"n": 0}, train.make_policy
+    calls, real = {"n": 0}, train.make_evaluate
 
     def flaky_policy(model, enc, p):
         evaluate = real(model, enc, p)
@@ -127,13 +125,13 @@ def test_context_only_resume_matches(micro_base, tmp_path):
                 raise KeyboardInterrupt
             return evaluate(context, problems)
         return wrapped
-    train.make_policy = flaky_policy
+    train.make_evaluate = flaky_policy
     try:
         with pytest.raises(KeyboardInterrupt):
             train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "b"),
                       seed=1, log=quiet)
     finally:
-        train.make_policy = real
+        train.make_evaluate = real
     assert (os.path.exists(tmp_path / "b" / "ckpt.pt")
             and not os.path.exists(tmp_path / "b" / "summary.json"))
     b = train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "b"), seed=1,
@@ -203,7 +201,7 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
         return (loss * float("nan") if policy_loss.calls - 1 in poisoned else loss), m
     policy_loss.calls = 0
     monkeypatch.setattr(rl, "policy_loss", policy_loss)
-    one_step = train.replace(MICRO, minibatches=1)  # one policy_loss call per step
+    one_step = train.replace(MICRO, optimizer_steps=1)  # one policy_loss call per step
     s = train.run("rl", [("cipher", 5)], one_step, micro_base, str(tmp_path / "r"),
                   log=lambda *a: None)
     rows = _rows(tmp_path / "r")
@@ -402,43 +400,6 @@ GOOD = json.dumps({"choices": [{"message": {"role": "assistant",
                                             "content": "```\nrule: add 1\n```"}}]}).encode()
 
 
-@pytest.fixture
-def endpoint():
-    """start(replies) -> (url, statuses): an OpenAI-compatible server on 127.0.0.1 (port 0) whose
-    k-th POST gets replies[k] = (status, body); the last one repeats, and the list may be changed
-    while it runs. statuses: the status of every request answered."""
-    servers = []
-
-    def start(replies):
-        statuses = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, body = replies[min(len(statuses), len(replies) - 1)]
-                statuses.append(status)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/v1", statuses
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 def _terminal(err):
     """The lines a terminal shows for `err` (a progress bar redrawn with \\r and cleared is
     gone)."""
@@ -446,14 +407,14 @@ def _terminal(err):
 
 
 @pytest.mark.parametrize("down", ["404", "unreachable"])
-def test_endpoint_down_at_the_first_call_stops_the_run_at_once(micro_base, tmp_path, endpoint,
+def test_endpoint_down_at_the_first_call_stops_the_run_at_once(micro_base, tmp_path, llm_server,
                                                                capsys, monkeypatch, down):
     if down == "404":
-        url, statuses = endpoint([(404, b'{"error": "model x not found"}')])
+        url, requests = llm_server([(404, b'{"error": "model x not found"}')])
     else:  # a port nothing listens on
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
-            url, statuses = f"http://127.0.0.1:{sock.getsockname()[1]}/v1", []
+            url, requests = f"http://127.0.0.1:{sock.getsockname()[1]}/v1", []
     sleeps, real_sleep = [], time.sleep  # the reflector's backoff (1 s, 2 s by default)
     monkeypatch.setattr(llm.time, "sleep", lambda t: (sleeps.append(t), real_sleep(t)))
     monkeypatch.chdir(tmp_path)
@@ -467,6 +428,7 @@ def test_endpoint_down_at_the_first_call_stops_the_run_at_once(micro_base, tmp_p
     lines = _terminal(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("error: ") and url in lines[0], lines
     assert ("HTTP 404" if down == "404" else "cannot reach") in lines[0]
+    statuses = [r["status"] for r in requests]
     assert sleeps == [] and statuses == ([404] if down == "404" else [])  # one request, no retry
     assert elapsed < 60, elapsed  # a micro run's start (1-3 s here, 20x margin for a busy CPU)
     assert _rows(tmp_path / "r") == [] and not os.path.exists(tmp_path / "r" / "summary.json")
@@ -474,11 +436,11 @@ def test_endpoint_down_at_the_first_call_stops_the_run_at_once(micro_base, tmp_p
 
 @pytest.mark.parametrize("method, stop_step, steps", [("context", 3, 12), ("fst", 6, 8)])
 def test_endpoint_failing_for_rounds_stops_the_run_and_resume_continues(
-        micro_base, tmp_path, endpoint, method, stop_step, steps):
+        micro_base, tmp_path, llm_server, method, stop_step, steps):
     """The first call answers well, then HTTP 500 forever: micro has 2 proposals a round, so 3
     rounds' worth = 6 failed calls in a row; context-only runs a round every step, FST every 2."""
     replies = [(200, GOOD), (500, b'{"error": "overloaded"}')]
-    url, statuses = endpoint(replies)
+    url, requests = llm_server(replies)
     preset = train.replace(MICRO, ckpt_every=1, reflector_fail_rounds=3, eval_every=4, kl_every=4)
     llm = dict(url=url, model="x", timeout=5, retries=1, backoff=0.01)
     out = tmp_path / method
@@ -488,7 +450,8 @@ def test_endpoint_failing_for_rounds_stops_the_run_and_resume_continues(
     msg = str(e.value)
     assert "\n" not in msg and url in msg and "HTTP 500" in msg and "6 calls in a row" in msg
     assert f"step {stop_step};" in msg
-    assert statuses == [200] + [500] * 12  # each failed call: one try, one retry
+    # each failed call: one try, one retry
+    assert [r["status"] for r in requests] == [200] + [500] * 12
     rows = _rows(out)  # every step before the stop is logged and checkpointed
     assert [r["step"] for r in rows] == list(range(stop_step))
     invalid = [x for r in rows for x in r.get("gepa_invalid", [])]
@@ -501,8 +464,8 @@ def test_endpoint_failing_for_rounds_stops_the_run_and_resume_continues(
     assert s["steps"] == len(_rows(out)) and os.path.exists(out / "summary.json")
 
 
-def test_sequential_stops_before_writing_anything(micro_base, tmp_path, endpoint):
-    url, _ = endpoint([(500, b"{}")])  # down from the first call: 6 failed calls in GEPA's phase
+def test_sequential_stops_before_writing_anything(micro_base, tmp_path, llm_server):
+    url, _ = llm_server([(500, b"{}")])  # down from the first call: 6 failed calls in GEPA's phase
     with pytest.raises(fc.ReflectorError, match="6 calls in a row"):
         train.run("sequential", [("hidden-rule", 4)], MICRO, micro_base, str(tmp_path / "q"),
                   reflector="llm", llm=dict(url=url, model="x", retries=0, backoff=0.01),
@@ -544,7 +507,8 @@ FLAG_KINDS = {
                                 ["--schedule", "cipher@nan"], ["--schedule", ";"]]),
         "--init": "checkpoint", "--base": "checkpoint", "--out": "folder",
         "--seed": "number", "--resume": "switch", "--ckpt-every": "number", "--steps": "number",
-        "--lr": "number", "--inner-steps": "number", "--minibatches": "number", "--beta": "number",
+        "--lr": "number", "--inner-steps": "number", "--optimizer-steps": "number",
+        "--beta": "number",
         "--llm-url": ("text", [LLM + ["--llm-url", v] for v in ("notaurl", "ftp://h/v1", "nan",
                                                               "http://")]),
         "--llm-model": ("text", [LLM + ["--llm-model", ""], ["--llm-model", "m"]]),

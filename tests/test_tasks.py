@@ -648,7 +648,7 @@ def test_carriability_dial_levels():
                    for p in select_tasks.dial_prompts(t, count) if p.startswith("rule: map")]
         assert max(entries, default=0) == k
         assert t.seed_prompt in select_tasks.dial_prompts(t, count)
-    assert cipher.context_tokens is None  # the preset's budget
+    assert cipher.max_context_tokens is None  # the preset's budget
 
 
 def test_dial_criteria():
