@@ -26,6 +26,8 @@ import math
 import os
 import shutil
 
+import numpy as np
+
 import eval as ev
 import report
 import stats
@@ -190,6 +192,9 @@ def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
     # the fair-test bar: RL-only learns the cipher (last eval - first eval, per replicate)
     res["rl_gain"] = {stats.rep_name(key): ev.curve(r)[1][-1] - ev.curve(r)[1][0]
                       for key, r in shared["rl"].items()}
+    res["c2"] = c2_long(root, bases)
+    if res["c2"] and "row" in res["c2"]:
+        rows.append(res["c2"]["row"])
     res["family"] = stats.label_family(rows)
     for r in rows:
         r.pop("boots", None)
@@ -227,7 +232,6 @@ def heatmap(path, res, measure):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     vals = np.array([[shown(cell_value(res, k, refl, measure), measure) or np.nan
                       for refl in REFLECTORS] for k in LEVELS], float)
     fig, ax = plt.subplots(figsize=(4, 3.6))
@@ -323,7 +327,73 @@ def render(res):
         for k in LEVELS:
             lines.append(f"| {k} | " + " | ".join(_fmt(cell_value(res, k, r, m), m)
                                                   for r in REFLECTORS) + " |")
+    if res.get("c2"):
+        lines += [""] + render_c2(res["c2"])
     return "\n".join(lines) + "\n"
+
+
+# -----------------------------------------------------------------------------
+# C2 on the dial: one level run long, its budget set from RL-only's long curves alone (LOG.md)
+
+C2_LEVEL, C2_REFLECTOR = 2, "edit"     # the dial's middle level, the default reflector
+C2_RL_STEPS = 800                      # RL-only's long runs (cipher), run seed 0 on every base
+C2_WINDOW, C2_MOVE = 200, 0.05         # flat: moved < C2_MOVE from B - C2_WINDOW to the end
+C2_RL_TASK = f"{SHARED_TASK}-long{C2_RL_STEPS}"
+
+
+def c2_budget(rl_runs, steps=C2_RL_STEPS, window=C2_WINDOW, move=C2_MOVE):
+    """B: the smallest multiple of 100 steps from which back `window` steps every RL-only curve
+    (log rows) moves by less than `move` (max - min of its evals) to its end; `steps` if none."""
+    for budget in range(window, steps + 1, 100):
+        if all(np.ptp([a for x, a in zip(*ev.curve(rows)) if x > budget - window]) < move
+               for rows in rl_runs.values()):
+            return budget
+    return steps
+
+
+def c2_task(budget):
+    return f"{level_task(C2_LEVEL)}-long{budget}"
+
+
+def c2_long(root, bases, seed=0):
+    """RL-only's long runs -> B; FST at C2_LEVEL for B steps; report.c2 on both, RL cut at B.
+    -> {budget, rl (each base's long curve), row, fits} (row once FST's runs are there), or None
+    before RL-only's long runs finished."""
+    reps = [(b, seed) for b in range(bases)]
+    rl = report.replicates(root, reps, C2_RL_TASK, "rl")
+    if len(rl) < bases:
+        return None
+    budget = c2_budget(rl)
+    out = {"budget": budget, "rl_steps": C2_RL_STEPS, "task": c2_task(budget),
+           "rl": {stats.rep_name(k): ev.curve(rows) for k, rows in rl.items()}}
+    fst = report.replicates(root, reps, c2_task(budget), method_dir("fst", C2_REFLECTOR))
+    if len(fst) == bases:
+        claims = []
+        cut = {k: [r for r in rows if r["step"] < budget] for k, rows in rl.items()}
+        out["fits"] = report.c2(cut, fst, sorted(fst), c2_task(budget), claims)
+        out["row"] = claims[0]
+        out["fst"] = {stats.rep_name(k): ev.curve(rows) for k, rows in fst.items()}
+    return out
+
+
+def render_c2(c2):
+    """phase.md's C2 section."""
+    lines = ["## C2 on the dial: a long run at k = %d" % C2_LEVEL, ""]
+    finals = "; ".join(f"{k}: {ys[-1]:.2f} at step {xs[-1]}" for k, (xs, ys) in c2["rl"].items())
+    lines += [f"RL-only on the cipher for {c2['rl_steps']} steps (final val acc {finals}) sets the "
+              f"budget B = {c2['budget']} steps: every base's curve moves by less than {C2_MOVE} "
+              f"over the last {C2_WINDOW} steps before B and after it (or B = {c2['rl_steps']})."]
+    if "row" not in c2:
+        return lines + ["", f"FST at `{c2['task']}` has not run yet.", ""]
+    r, fits = c2["row"], c2["fits"]
+    lines += ["", "| method | A | A's 95% interval | identified? |", "|---|---|---|---|"]
+    for m in ("rl", "fst"):
+        f = fits[m]
+        lines.append(f"| {m} | {f['A']:.3f} | [{f['ci95'][0]:.3f}, {f['ci95'][1]:.3f}] | "
+                     f"{'yes' if f['identifiable'] else 'no: ' + f['why']} |")
+    lines += ["", f"A(FST) - A(RL): {r['mean']:.3f}, n = {r['n']}, label `{r.get('label')}`"
+              + (f" ({r['why']})" if r.get("why") else ""), ""]
+    return lines
 
 
 # -----------------------------------------------------------------------------
@@ -353,7 +423,7 @@ def archive(root, bases, seeds, dest):
         broot = report.base_root(root, b)
         folders = [(os.path.join(broot, "base"), ("model.pt", "metrics.json"))]
         for seed in range(seeds):
-            for task in [SHARED_TASK] + [level_task(k) for k in LEVELS]:
+            for task in sorted(os.listdir(broot)) if os.path.isdir(broot) else []:
                 for run in glob.glob(os.path.join(broot, task, "*", f"s{seed}")):
                     if (os.path.exists(os.path.join(run, "summary.json"))
                             and not os.path.exists(os.path.join(run, "ckpt.pt"))):

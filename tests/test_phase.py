@@ -104,3 +104,33 @@ def test_archive_keeps_finished_runs_and_bases(tmp_path):
         with open(os.path.join(done, name)) as a:
             with open(os.path.join(dest, "b0/cipher/rl/s0", name)) as b:
                 assert a.read() == b.read()
+
+
+def test_c2_budget_waits_for_every_rl_curve_to_stop_moving():
+    def rows(vals):
+        return [{"step": (i + 1) * 5 - 1, "val_acc": v} for i, v in enumerate(vals)]
+    x = np.arange(1, 161) * 5  # 800 steps, an eval every 5
+    flat_early = rows(np.where(x <= 100, 0.2, 0.5))
+    step_late = rows(np.where(x <= 400, 0.5, 0.9))  # a flat stretch, then one more step up
+    assert phase.c2_budget({0: flat_early}) == 300
+    assert phase.c2_budget({0: flat_early, 1: step_late}) == 600
+    assert phase.c2_budget({0: rows(x / 1000)}) == 800  # never flat: the whole run
+
+
+def test_c2_long_reads_rl_long_runs_then_fst_at_the_budget(tmp_path):
+    root, x = str(tmp_path), np.arange(1, 161) * 5
+    assert phase.c2_long(root, 3) is None  # before RL-only's long runs
+    for b in range(3):
+        rl = np.where(x <= 100, 0.3, 0.6) + 0.01 * b
+        _write(report.run_dir(report.base_root(root, b), phase.C2_RL_TASK, "rl", 0), rl, 1.0)
+    c2 = phase.c2_long(root, 3)
+    assert c2["budget"] == 300 and "row" not in c2 and c2["task"] == "cipher-k2-long300"
+    assert "has not run yet" in "\n".join(phase.render_c2(c2))
+    for b in range(3):
+        fst = 0.95 - 0.6 * np.exp(-x[:60] / 30) + 0.01 * b
+        _write(report.run_dir(report.base_root(root, b), c2["task"],
+                              phase.method_dir("fst", "edit"), 0), fst, 0.5)
+    c2 = phase.c2_long(root, 3)
+    assert c2["row"]["n"] == 3 and c2["row"]["mean"] > 0.2  # FST's A above RL's
+    assert set(c2["fits"]) == {"rl", "fst"} and 0.55 < c2["fits"]["rl"]["A"] < 0.65
+    assert "| fst |" in "\n".join(phase.render_c2(c2))
