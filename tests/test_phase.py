@@ -124,7 +124,8 @@ def test_c2_long_reads_rl_long_runs_then_fst_at_the_budget(tmp_path):
         rl = np.where(x <= 100, 0.3, 0.6) + 0.01 * b
         _write(report.run_dir(report.base_root(root, b), phase.C2_RL_TASK, "rl", 0), rl, 1.0)
     c2 = phase.c2_long(root, 3)
-    assert c2["budget"] == 300 and "row" not in c2 and c2["task"] == "cipher-k2-long300"
+    assert c2["budget"] == 300 and c2["rule_met"] and "row" not in c2
+    assert c2["task"] == "cipher-k2-long300"
     assert "has not run yet" in "\n".join(phase.render_c2(c2))
     for b in range(3):
         fst = 0.95 - 0.6 * np.exp(-x[:60] / 30) + 0.01 * b
