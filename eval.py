@@ -27,7 +27,9 @@ The claims are pure numpy functions of log rows:
 Intervals, tests and labels live in stats.py (one bootstrap, over bases then seeds).
 """
 
+import json
 import math
+import os
 
 import numpy as np
 import torch
@@ -353,3 +355,20 @@ def hit_rates(base_path, task_names, names, device="cpu", trials=100, seed=0):
                                                   task, evaluate, trials=trials)
                      for r in names}
     return out
+
+
+# one replicate against the committed grid ---------------------------------------------------
+
+def grid_reference(preset_name, rows):
+    """The committed grid's results.json (results/<preset>/ in this repository) beside a
+    one-replicate run's claim rows (stats.against_grid). -> {path, n, matched} or {path, note}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", preset_name,
+                        "results.json")
+    grid = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            grid = json.load(f)
+    if not isinstance(grid.get("claims"), list):
+        return {"path": path, "note": "no committed grid with per-row intervals to compare with"}
+    return {"path": path, "n": grid.get("replicates"),
+            "matched": stats.against_grid(rows, grid["claims"])}

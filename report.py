@@ -442,6 +442,8 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
     continual(root, reps, res, plots)
     exploration(root, reps, res)
     res["family"] = stats.label_family(res["claims"])
+    if len(reps) == 1:  # one replicate: its numbers beside the committed grid's intervals
+        res["grid_reference"] = ev.grid_reference(res["preset"], res["claims"])
     if hit_rates is None and os.path.exists(os.path.join(root, "hit_rates.json")):
         with open(os.path.join(root, "hit_rates.json")) as f:
             hit_rates = json.load(f)
@@ -483,6 +485,7 @@ def render_report(res, plots):
          f"+-{stats.EQUIV_MARGIN}, for a claim of matching), `not tested` (the comparison cannot "
          "test the claim), `not identifiable` (C2 without an observed plateau), "
          f"`n < {stats.MIN_N}` (no verdict); controls: `higher` / `lower` / `tie` / `= rl`.",
+         *stats.single_replicate_lines(res.get("grid_reference")),
          "", "## Bases", "", "| base | general acc | weakest op | wall s |", "|---|---|---|---|"]
     for b, q in res["base_quality"].items():
         L.append(f"| {b} | {q['general_acc']:.3f} | {q['min_op_acc']:.3f} | {q['wall_s']:.0f} |")

@@ -439,16 +439,49 @@ def fmt_ratio(s):
             f"({s['n_lower_bounds']} >=, {s['n_upper_bounds']} <=)")
 
 
+def against_grid(rows, grid_rows):
+    """A single replicate's rows beside a committed grid's: each row whose (claim, task, measure)
+    the grid has gains r["grid"] = {ci95, n, label, inside}, inside = this replicate's value lies
+    in the grid's 95% interval (both on the row's own scale). -> how many rows matched."""
+    ref = {(g["claim"], g["task"], g["measure"]): g for g in grid_rows}
+    matched = 0
+    for r in rows:
+        g = ref.get((r["claim"], r["task"], r["measure"]))
+        if g is None or g["ci95"] is None or r["mean"] is None:
+            continue
+        r["grid"] = {"ci95": g["ci95"], "n": g["n"], "label": g["label"],
+                     "inside": bool(g["ci95"][0] <= r["mean"] <= g["ci95"][1])}
+        matched += 1
+    return matched
+
+
+def single_replicate_lines(ref):
+    """The report's note for a one-replicate run (ref: eval.grid_reference's dict, or None)."""
+    if ref is None:
+        return []
+    where = ("Beside each number: the committed grid's interval for the same row "
+             f"({ref['n']} replicates, {ref['matched']} rows matched) and whether this run lies "
+             "inside it." if "matched" in ref else f"({ref['note']}.)")
+    return ["", "**One replicate: no verdicts here.** The verdicts are in the committed reports "
+            "(results/tiny/report.md, results/tiny/phase/phase.md). " + where]
+
+
 def table(rows):
     """Rows as a markdown table: the tested statistic beside its p values and label (with the
-    reason where a row is outside the family)."""
-    out = ["| claim | task | tested statistic | value [95% interval] | n | p (Holm) | label |",
-           "|---|---|---|---|---|---|---|"]
+    reason where a row is outside the family); with against_grid's column where rows have it."""
+    grid = any("grid" in r for r in rows)
+    out = ["| claim | task | tested statistic | value [95% interval] | n | p (Holm) | label |"
+           + (" committed grid [95%], n: this run inside? |" if grid else ""),
+           "|---|---|---|---|---|---|---|" + ("---|" if grid else "")]
     for r in rows:
         why = r["why"] and r["p"] is None and r["label"] != "n < 5"
+        g = r.get("grid")
+        col = ("" if not grid else " n/a |" if g is None else
+               f" [{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}], {g['n']}: "
+               f"{'inside' if g['inside'] else 'outside'} |")
         out.append(f"| {r['claim']} | {r['task']} | {r['measure']} | "
                    f"{fmt(r, 2 if r.get('geo_mean') is not None else 3)} | {r['n']} | "
-                   f"{fmt_p(r)} | {r['label'] + (': ' + r['why'] if why else '')} |")
+                   f"{fmt_p(r)} | {r['label'] + (': ' + r['why'] if why else '')} |" + col)
     return out
 
 

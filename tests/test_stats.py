@@ -6,6 +6,8 @@ equivalence and pattern tests, and "n < 5" carrying no verdict. Pure numpy apart
 sigmoid fit.
 """
 
+import json
+
 import numpy as np
 
 import eval as ev
@@ -269,3 +271,30 @@ def test_report_claims_on_a_synthetic_runs_folder(tmp_path):
     assert all(set(r["per_replicate"]) == {stats.rep_name(k) for k in reps} for r in claims)
     lines = stats.table(claims)
     assert len(lines) == len(claims) + 2 and "(Holm " in "".join(lines)
+
+
+def test_one_replicate_beside_the_committed_grid(tmp_path, monkeypatch):
+    grid = [{"claim": "C1 faster", "task": "cipher", "measure": "gap", "ci95": [0.1, 0.3],
+             "n": 9, "label": "reproduced"},
+            {"claim": "C3 less drift", "task": "cipher", "measure": "kl", "ci95": [-1.0, -0.5],
+             "n": 9, "label": "reproduced"}]
+    one = lambda measure, v: {"claim": grid[0]["claim"] if measure == "gap" else grid[1]["claim"],
+                              "task": "cipher", "measure": measure, "mean": v, "ci95": [v, v],
+                              "n": 1, "p": None, "why": "", "label": "n < 5"}
+    rows = [one("gap", 0.2), one("kl", 0.0),
+            dict(one("gap", 0.2), task="hidden-rule")]  # a row the grid does not have
+    assert stats.against_grid(rows, grid) == 2
+    assert rows[0]["grid"]["inside"] and not rows[1]["grid"]["inside"] and "grid" not in rows[2]
+    text = "\n".join(stats.table(rows))
+    assert "[0.100, 0.300], 9: inside" in text and "[-1.000, -0.500], 9: outside" in text
+    assert text.splitlines()[-1].endswith("| n/a |")
+    # eval.grid_reference reads results/<preset>/results.json beside eval.py
+    root = tmp_path / "repo"
+    (root / "results" / "toy").mkdir(parents=True)
+    monkeypatch.setattr(ev, "__file__", str(root / "eval.py"))
+    assert "note" in ev.grid_reference("toy", rows)  # nothing committed
+    (root / "results" / "toy" / "results.json").write_text(
+        '{"replicates": 9, "claims": %s}' % json.dumps(grid))
+    ref = ev.grid_reference("toy", [one("gap", 0.5)])
+    assert ref["matched"] == 1 and ref["n"] == 9
+    assert "9 replicates, 1 rows matched" in "\n".join(stats.single_replicate_lines(ref))
