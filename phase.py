@@ -398,8 +398,14 @@ def render_c2(c2):
         lines.append(f"| {m} | {f['A']:.3f} | [{f['ci95'][0]:.3f}, {f['ci95'][1]:.3f}] | "
                      f"{'yes' if f['identifiable'] else 'no: ' + f['why']} |")
     lines += ["", f"A(FST) - A(RL): {r['mean']:.3f}, n = {r['n']}, label `{r.get('label')}`"
-              + (f" ({r['why']})" if r.get("why") else ""), ""]
-    return lines
+              + (f" ({r['why']})" if r.get("why") else ""), "",
+              "Per replicate: the last 4 evals' mean (the level each run ends on) and A of its own "
+              "fit, RL / FST:", ""]
+    end = lambda ys: sum(ys[-4:]) / len(ys[-4:])
+    for k, a in r["per_replicate"].items():
+        lines.append(f"- {k}: end {end(c2['rl'][k][1]):.2f} / {end(c2['fst'][k][1]):.2f}; "
+                     f"A {a['A_rl']:.2f} / {a['A_fst']:.2f}")
+    return lines + [""]
 
 
 # -----------------------------------------------------------------------------
