@@ -34,6 +34,7 @@ import stats
 import tasks
 from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive
 from model import write_atomic
+from pretrain import finished
 
 LEVELS = tasks.DIAL_LEVELS                 # k: table entries the budget fits
 REFLECTORS = ("edit", "edit:0.9")          # strength 1.0 and 0.1
@@ -342,13 +343,14 @@ C2_RL_TASK = f"{SHARED_TASK}-long{C2_RL_STEPS}"
 
 
 def c2_budget(rl_runs, steps=C2_RL_STEPS, window=C2_WINDOW, move=C2_MOVE):
-    """B: the smallest multiple of 100 steps from which back `window` steps every RL-only curve
-    (log rows) moves by less than `move` (max - min of its evals) to its end; `steps` if none."""
+    """-> (B, met): B the smallest multiple of 100 steps from which back `window` steps every
+    RL-only curve (log rows) moves by less than `move` (max - min of its evals) to its end, met
+    True; (steps, False) if none."""
     for budget in range(window, steps + 1, 100):
         if all(np.ptp([a for x, a in zip(*ev.curve(rows)) if x > budget - window]) < move
                for rows in rl_runs.values()):
-            return budget
-    return steps
+            return budget, True
+    return steps, False
 
 
 def c2_task(budget):
@@ -363,10 +365,8 @@ def c2_long(root, bases, seed=0):
     rl = report.replicates(root, reps, C2_RL_TASK, "rl")
     if len(rl) < bases:
         return None
-    budget = c2_budget(rl)
-    met = all(np.ptp([a for x, a in zip(*ev.curve(rows)) if x > budget - C2_WINDOW]) < C2_MOVE
-              for rows in rl.values())
-    out = {"budget": budget, "rule_met": bool(met), "rl_steps": C2_RL_STEPS,
+    budget, met = c2_budget(rl)
+    out = {"budget": budget, "rule_met": met, "rl_steps": C2_RL_STEPS,
            "task": c2_task(budget),
            "rl": {stats.rep_name(k): ev.curve(rows) for k, rows in rl.items()}}
     fst = report.replicates(root, reps, c2_task(budget), method_dir("fst", C2_REFLECTOR))
@@ -381,7 +381,7 @@ def c2_long(root, bases, seed=0):
 
 def render_c2(c2):
     """phase.md's C2 section."""
-    lines = ["## C2 on the dial: a long run at k = %d" % C2_LEVEL, ""]
+    lines = [f"## C2 on the dial: a long run at k = {C2_LEVEL}", ""]
     finals = "; ".join(f"{k}: {ys[-1]:.2f} at step {xs[-1]}" for k, (xs, ys) in c2["rl"].items())
     how = (f"the smallest multiple of 100 from which back {C2_WINDOW} steps every base's curve "
            f"moves by less than {C2_MOVE} to its end" if c2["rule_met"] else
@@ -399,9 +399,9 @@ def render_c2(c2):
                      f"{'yes' if f['identifiable'] else 'no: ' + f['why']} |")
     lines += ["", f"A(FST) - A(RL): {r['mean']:.3f}, n = {r['n']}, label `{r.get('label')}`"
               + (f" ({r['why']})" if r.get("why") else ""), "",
-              "Per replicate: the last 4 evals' mean (the level each run ends on) and A of its own "
-              "fit, RL / FST:", ""]
-    end = lambda ys: sum(ys[-4:]) / len(ys[-4:])
+              f"Per replicate: the last {stats.PLATEAU_EVALS} evals' mean (the level each run "
+              "ends on) and A of its own fit, RL / FST:", ""]
+    end = lambda ys: float(np.mean(ys[-stats.PLATEAU_EVALS:]))
     for k, a in r["per_replicate"].items():
         lines.append(f"- {k}: end {end(c2['rl'][k][1]):.2f} / {end(c2['fst'][k][1]):.2f}; "
                      f"A {a['A_rl']:.2f} / {a['A_fst']:.2f}")
@@ -425,33 +425,28 @@ def hit_rates(root, bases, device="cpu", trials=100):
 
 
 def archive(root, bases, seeds, dest):
-    """Copy the grid's finished runs (log.jsonl and summary.json; no weights) and the bases
-    (model.pt, metrics.json) from `root` into `dest`, same layout, with dial.json and
-    phase_hit_rates.json. A checkout that copies `dest` back (cp -r DEST/. runs/<preset>/) resumes
-    the grid where it stood.
-    -> the number of runs copied."""
-    copied = 0
+    """Copy the grid's finished runs (pretrain.finished: log.jsonl and summary.json; no weights)
+    and the bases (model.pt, metrics.json) from `root` into `dest`, same layout, with dial.json
+    and phase_hit_rates.json. A checkout that copies `dest` back (cp -r DEST/. runs/<preset>/)
+    resumes the grid where it stood. -> the number of runs copied."""
+    def copy(folder, names):
+        to = os.path.join(dest, os.path.relpath(folder, root))
+        os.makedirs(to, exist_ok=True)
+        for name in names:
+            shutil.copyfile(os.path.join(folder, name), os.path.join(to, name))
+    runs = [run for b in range(bases) for s in range(seeds)
+            for run in sorted(glob.glob(os.path.join(report.base_root(root, b), "*", "*", f"s{s}")))
+            if finished(run)]
+    for run in runs:
+        copy(run, ("log.jsonl", "summary.json"))
     for b in range(bases):
-        broot = report.base_root(root, b)
-        folders = [(os.path.join(broot, "base"), ("model.pt", "metrics.json"))]
-        for seed in range(seeds):
-            for task in sorted(os.listdir(broot)) if os.path.isdir(broot) else []:
-                for run in glob.glob(os.path.join(broot, task, "*", f"s{seed}")):
-                    if (os.path.exists(os.path.join(run, "summary.json"))
-                            and not os.path.exists(os.path.join(run, "ckpt.pt"))):
-                        folders.append((run, ("log.jsonl", "summary.json")))
-        for folder, files in folders:
-            if not os.path.exists(os.path.join(folder, files[0])):
-                continue
-            to = os.path.join(dest, os.path.relpath(folder, root))
-            os.makedirs(to, exist_ok=True)
-            for name in files:
-                shutil.copyfile(os.path.join(folder, name), os.path.join(to, name))
-            copied += files[0] == "log.jsonl"
+        base = os.path.join(report.base_root(root, b), "base")
+        if os.path.exists(os.path.join(base, "model.pt")):
+            copy(base, ("model.pt", "metrics.json"))
     for name in ("dial.json", "phase_hit_rates.json"):
         if os.path.exists(os.path.join(root, name)):
             shutil.copyfile(os.path.join(root, name), os.path.join(dest, name))
-    return copied
+    return len(runs)
 
 
 def build_parser():

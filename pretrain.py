@@ -63,12 +63,17 @@ def holds_run(out_dir):
                for f in ("log.jsonl", "ckpt.pt", "summary.json", "model.pt"))
 
 
+def finished(out_dir):
+    """A run that ended: its summary.json written and its checkpoint gone."""
+    return (os.path.exists(os.path.join(out_dir, "summary.json"))
+            and not os.path.exists(os.path.join(out_dir, "ckpt.pt")))
+
+
 def finished_summary(out_dir, settings, resume, log):
     """Check the output folder before any file is touched. -> the summary of a finished run to
     resume, or None (start or continue); UserError when the folder holds another run."""
     summary_path = os.path.join(out_dir, "summary.json")
-    if (resume and os.path.exists(summary_path)
-            and not os.path.exists(os.path.join(out_dir, "ckpt.pt"))):
+    if resume and finished(out_dir):
         with open(summary_path) as f:
             summary = json.load(f)
         if summary.get("settings") != settings:

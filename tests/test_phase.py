@@ -112,9 +112,9 @@ def test_c2_budget_waits_for_every_rl_curve_to_stop_moving():
     x = np.arange(1, 161) * 5  # 800 steps, an eval every 5
     flat_early = rows(np.where(x <= 100, 0.2, 0.5))
     step_late = rows(np.where(x <= 400, 0.5, 0.9))  # a flat stretch, then one more step up
-    assert phase.c2_budget({0: flat_early}) == 300
-    assert phase.c2_budget({0: flat_early, 1: step_late}) == 600
-    assert phase.c2_budget({0: rows(x / 1000)}) == 800  # never flat: the whole run
+    assert phase.c2_budget({0: flat_early}) == (300, True)
+    assert phase.c2_budget({0: flat_early, 1: step_late}) == (600, True)
+    assert phase.c2_budget({0: rows(x / 1000)}) == (800, False)  # never flat: the whole run
 
 
 def test_c2_long_reads_rl_long_runs_then_fst_at_the_budget(tmp_path):
