@@ -196,7 +196,8 @@ def update_policy(s, ro, adv, preset):
             if gap is None:  # sampler vs trainer, before any update: numerics only
                 gap = float(((logp.detach() - old_logp[rows]).abs() * mask).sum() / mask.sum())
             # token normalization once per optimizer step: this chunk's token count
-            loss, m = rl.policy_loss(logp, old_logp[rows], adv[rows], mask, preset.loss_type)
+            loss, m = rl.policy_loss(logp, old_logp[rows], adv[rows], mask, preset.loss_type,
+                                     preset.clip_eps, preset.dapo_clip_higher, preset.cispo_cap)
             if s.ref is not None:
                 ref_logp = rollout.completion_logprobs(s.ref, prompts, tokens, mask,
                                                        preset.temperature)

@@ -48,8 +48,9 @@ def level_task(k):
 
 
 def method_dir(method, reflector):
-    """fst + edit:0.9 -> 'fst-edit-p0.9' (no ':' in folder names)."""
-    return f"{method}-{reflector.replace(':', '-p')}"
+    """fst + edit:0.9 -> 'fst-edit-p0.9' (no ':' in folder names); under the default reflector the
+    suite's own folder ('fst'), so the suite's cipher-k2 runs are this grid's k = 2 edit cells."""
+    return method if reflector == "edit" else f"{method}-{reflector.replace(':', '-p')}"
 
 
 def replicate_order(bases, seeds):

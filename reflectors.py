@@ -486,20 +486,27 @@ def parse_reflector(spec):
     return name, rate
 
 
-def make_reflector(spec, max_tokens=48, count_tokens=None, seed=0, **llm_options):
+def make_reflector(spec, max_tokens=48, count_tokens=None, seed=0, max_hypotheses=8,
+                   demos_with_rule=2, demos_alone=3, **llm_options):
     """A reflector by name: oracle | edit | demo | llm, or NAME:P (wrong with probability P, see
-    NoisyReflector; `seed` seeds its mistakes). llm_options (url, model, timeout, retries, backoff,
-    temperature, fail_limit) are LLMReflector's and only allowed with name 'llm'."""
+    NoisyReflector; `seed` seeds its mistakes). max_hypotheses (edit), demos_with_rule (oracle,
+    edit) and demos_alone (demo) are the preset's limits. llm_options (url, model, timeout,
+    retries, backoff, temperature, fail_limit) are LLMReflector's and only allowed with 'llm'."""
     name, p = parse_reflector(spec)
     if p > 0:
-        inner = make_reflector(name, max_tokens, count_tokens, **llm_options)
+        inner = make_reflector(name, max_tokens, count_tokens, 0, max_hypotheses, demos_with_rule,
+                               demos_alone, **llm_options)
         return NoisyReflector(inner, p, seed)
     if name == "llm":
         return LLMReflector(max_tokens=max_tokens, count_tokens=count_tokens, **llm_options)
-    classes = {"oracle": OracleReflector, "edit": EditReflector, "demo": DemoReflector}
     if llm_options:
         raise ValueError(f"options {sorted(llm_options)} are for the llm reflector, not '{name}'")
-    return classes[name](max_tokens=max_tokens, count_tokens=count_tokens)
+    size = dict(max_tokens=max_tokens, count_tokens=count_tokens)
+    if name == "edit":
+        return EditReflector(max_hypotheses, demos_with_rule, **size)
+    if name == "oracle":
+        return OracleReflector(demos_with_rule, **size)
+    return DemoReflector(demos_alone, **size)
 
 
 def first_hit_rate(reflector, task, evaluate, trials=100, minibatch=3, seed=0):

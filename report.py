@@ -28,7 +28,8 @@ from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive, writ
 from fst import METHODS
 from model import load_checkpoint, write_atomic
 
-SUITE_TASKS = ["hidden-rule", "cipher", "long-chain"]   # like CodeIO, HoVer, Math
+# like CodeIO, HoVer, Math; then the dial's middle level (a prompt fits 2 of the 3 entries)
+SUITE_TASKS = ["hidden-rule", "cipher", "long-chain", "cipher-k2"]
 PRIOR_TASK = "hidden-rule"                              # the plasticity probe starts from
                                                         # its weights ...
 PLASTICITY_TASK = "hidden-rule-2"                       # ... and learns this one
@@ -45,8 +46,15 @@ def base_root(root, b):
     return os.path.join(root, f"b{b}")
 
 
+BUDGET_BLIND = ("rl", "instructed")  # methods that never read a context budget
+
+
 def run_dir(root, task, method, seed):
-    """One run: <base root>/<task or 'plasticity' or 'continual'>/<method or init>/s<seed>."""
+    """One run: <base root>/<task or 'plasticity' or 'continual'>/<method or init>/s<seed>. A dial
+    level's budget-blind methods are its family's runs (cipher-k2's rl is the cipher's)."""
+    d = tasks.NAMED_TASKS.get(task)
+    if method in BUDGET_BLIND and d is not None and d.family:
+        task = d.family
     return os.path.join(root, task, method, f"s{seed}")
 
 
@@ -72,7 +80,7 @@ def _final(rows):
 # Which task each claim is the paper's for (its figures): C3 is stated for CodeIO and HoVer, not for
 # Math, whose analogue here is long-chain; C7's pattern puts the gain in the prompt on the first
 # two kinds and in the weights on the third.
-C3_TASKS = ("hidden-rule", "cipher")
+C3_TASKS = ("hidden-rule", "cipher", "cipher-k2")
 PROMPT_TASKS, WEIGHTS_TASKS = ("hidden-rule", "cipher"), ("long-chain",)
 
 

@@ -95,13 +95,15 @@ def zero_std_fraction(rewards, group_ids):
     return _constant_groups(r, inv, counts.numel()).float().mean().item()
 
 
-def policy_loss(logp, old_logp, advantages, mask, loss_type, eps_low=0.2, eps_high=0.28,
+def policy_loss(logp, old_logp, advantages, mask, loss_type, clip_eps=0.2, clip_higher=0.28,
                 cispo_cap=5.0, num_tokens=None):
     """Policy-gradient loss to minimize -> (loss scalar, metrics dict of python floats).
 
     logp (B, T) with grad; old_logp (B, T) treated as a constant; advantages (B,); mask (B, T) bool
     or 0/1 float. loss_type in LOSS_TYPES (see the module docstring and the README's Algorithm
     section).
+    clip_eps, clip_higher, cispo_cap: the trainer passes Preset's clip_eps, dapo_clip_higher and
+    cispo_cap.
     num_tokens: masked-token count of the whole optimizer step (dapo, cispo); default: this batch's.
     metrics: clip_frac, clip_low_frac, clip_high_frac (fractions of masked tokens), ratio_mean
     (masked mean of the ratio), frac_zero_adv (fraction of sequences with advantage exactly 0).
@@ -123,8 +125,8 @@ def policy_loss(logp, old_logp, advantages, mask, loss_type, eps_low=0.2, eps_hi
         clip_low = torch.zeros_like(mask)
         clip_high = mask & (ratio > cispo_cap)
     else:
-        hi = 1.0 + (eps_high if loss_type == "dapo" else eps_low)  # clip-higher only for dapo
-        lo = 1.0 - eps_low
+        hi = 1.0 + (clip_higher if loss_type == "dapo" else clip_eps)  # clip-higher only for dapo
+        lo = 1.0 - clip_eps
         per_tok = -torch.min(ratio * A, ratio.clamp(lo, hi) * A)  # (B, T) PPO clipped surrogate
         # where the min picks the clipped term (no gradient)
         clip_low = mask & (A < 0) & (ratio < lo)

@@ -17,28 +17,21 @@ train.py: the training side of fastslow: pretraining, the FST loop and its basel
     # continue an interrupted run
     python train.py run --method fst --task cipher --resume
 
-Pretraining and the bookkeeping runs share with it (checkpoints, the skipped-step count) live in
-pretrain.py; the guarded optimizer step lives beside the loss in rl.py.
+The method is fst.py (one step, `fst.fst_step`, with switches for the baselines: `fst.METHODS`,
+and its phases: GEPA's birth, context-only's budget stop); pretraining and the books runs share
+live in pretrain.py. Here `run` is the loop (resume, evaluate, log, checkpoint), `suite` every
+run the report needs. Every run logs one JSON line per step (log.jsonl), then summary.json and model.pt;
+`rollouts` counts every generated rollout, GEPA's evaluations included (not val's).
 
-The method itself is fst.py: one step (`fst.fst_step`, one screen) with switches for the baselines
-and controls (`fst.METHODS`), and the method's phases around it (GEPA's birth, context-only's budget
-stop). This file runs it: `run` is the loop (resume, evaluate, log, checkpoint; `eval.evaluate_step`
-is the harness's measurement), `suite` is every run the report needs. Evaluation deploys the
-frontier prompt with the best D_p mean. Every run logs one JSON line per step (log.jsonl), a
-summary.json and its final model.pt. `rollouts` counts every generated rollout, GEPA's evaluations
-included (evaluation on val is not counted).
-
-Runs survive interruption (`Ledger`, shared by pretraining and runs): every `ckpt_every` steps and
-at the end, ckpt.pt (weights, optimizer, RNG states, step, rollouts, GEPA state, log position) is
-written atomically. `--resume` continues from it; every random draw comes from a seeded stream that
-is saved or is a function of the step, so a resumed run logs exactly what an uninterrupted one
-would. Ctrl-C prints one line (steps done, the step ckpt.pt holds, the command that continues), exit
-code 130. A non-finite loss or gradient skips the optimizer step (logged, counted); `max_bad_steps`
-in a row stop the run, and so does an llm reflector that cannot work (an endpoint down or refusing
-at the first call, or `reflector_fail_rounds` rounds of failed proposals): one line, the log and the
-last checkpoint kept for `--resume`, no summary.json. Library functions raise cli.UserError for a
-user's mistake (flag, path, task spec, schedule, checkpoint, a folder holding another run) before
-any file is written; `main` prints it as one line, exit code 2.
+Runs survive interruption (`Ledger`): every `ckpt_every` steps and at the end ckpt.pt (weights,
+optimizer, RNG states, step, GEPA state, log position) is written atomically, and `--resume`
+continues from it; every random draw is saved or a function of the step, so a resumed run logs what
+an uninterrupted one would. Ctrl-C prints one line (the command that continues), exit code 130. A
+non-finite loss or gradient skips the step (logged, counted); `max_bad_steps` in a row stop the run,
+as does an llm reflector that cannot work (down or refusing at the first call, or
+`reflector_fail_rounds` rounds of failed proposals): one line, log and last checkpoint kept, no
+summary.json. A user's mistake (flag, path, spec, a folder holding another run) raises
+cli.UserError before any file is written; `main` prints it as one line, exit code 2.
 
 Presets are dataclass instances in PRESETS: every number a run depends on is there.
 """
@@ -92,8 +85,7 @@ class Preset:
                                   # (tasks.pretrain_row)
     calibration: float = 0.05     # share of rows whose context is the seed prompt
                                   # over a random rule
-    batch_workers: int = 0        # host processes building pretraining batches ahead
-                                  # (0: in the loop)
+    batch_workers: int = 0        # processes building pretraining batches ahead (0: in the loop)
     threads: int = 2
     # RL (slow weights)
     steps: int = 100              # RL steps per run (per stage for schedules)
@@ -108,9 +100,11 @@ class Preset:
     optimizer_steps: int = 2      # optimizer steps per pass (row chunks, minibatches):
                                   # from the 2nd one, ratio != 1
     loss_type: str = "cispo"
+    cispo_cap: float = 5.0        # CISPO: the importance weight's cap
+    clip_eps: float = 0.2         # grpo, dr_grpo, dapo: the ratio is clipped to 1 -/+ clip_eps ...
+    dapo_clip_higher: float = 0.28  # ... and dapo's upper side to 1 + dapo_clip_higher
     adv_scale: str = "group"
-    beta: float = 0.0             # optional k3 KL penalty to the initial weights
-                                  # (0: measured, not optimized)
+    beta: float = 0.0             # k3 KL penalty to the initial weights (0: measured only)
     eval_every: int = 5
     eval_samples: int = 1         # one sample per val problem (256 rollouts); greedy exact
                                   # match at the last eval only
@@ -124,14 +118,18 @@ class Preset:
     prompts_per_problem: int = 2  # m frontier prompts share each problem's G rollouts
     gepa_minibatch: int = 3       # b: train problems per GEPA mutation (parent and child)
     max_context_tokens: int = 48  # token budget of a context (a dial task brings its own)
-    context_only_rollouts: int = 600  # rollouts for the context-only baseline (and sequential's
-                                      # first phase)
+    context_only_rollouts: int = 600  # context-only's rollouts (and sequential's first phase)
+    n_train: int = 2048           # train problems per task (RL batches, GEPA's minibatches)
     n_val: int = 256              # val problems per task
     n_pareto: int = 16            # |D_p|, GEPA's Pareto set
     window: int = 64              # schedules: GEPA's data is the last `window` problems
                                   # of the stream
     continual_steps: int = 100    # steps per stage of the suite's continual schedule
                                   # (not a multiple of T)
+    # reflectors (fast_context's reflection step)
+    edit_hypotheses: int = 8      # edit: candidate rules checked per call, at most
+    demos_with_rule: int = 2      # oracle, edit: demonstrations below a proposed rule
+    demos_alone: int = 3          # demo: demonstrations in a proposal
     # random streams: pretraining batch = f(seed * data_seed_stride + step),
     # rollouts of a step likewise
     data_seed_stride: int = 1_000_003
@@ -196,8 +194,9 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
                  ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
                  rng=random.Random(seed), seed=seed, **METHODS[method],
                  evaluate=make_evaluate(model, enc, preset), gepa=None, task=task,
-                 reflect=reflectors.make_reflector(reflector, budget, count_tokens, seed=seed,
-                                                   **(llm or {})))
+                 reflect=reflectors.make_reflector(
+                     reflector, budget, count_tokens, seed, preset.edit_hypotheses,
+                     preset.demos_with_rule, preset.demos_alone, **(llm or {})))
     ck, rows, done = ledger.saved, [], False
     # resume: weights, optimizer, RNG streams, counters, GEPA state, the log so far
     if ck is not None:
@@ -241,8 +240,8 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
 def run_from(ledger, settings, method, schedule, preset, init, out_dir, seed, reflector, base,
              device, log, llm):
     """The body of `run` once its folder is checked: models, the loop, the final files."""
-    stages = [(tasks.make_task(spec, n_pareto=preset.n_pareto, n_val=preset.n_val), n)
-              for spec, n in schedule]
+    stages = [(tasks.make_task(spec, n_train=preset.n_train, n_pareto=preset.n_pareto,
+                               n_val=preset.n_val), n) for spec, n in schedule]
     # step -> index of its stage
     stage_at = [k for k, (_, n) in enumerate(stages) for _ in range(n)]
     start = ledger.saved["step"] if ledger.saved else 0
@@ -330,39 +329,40 @@ def finish_run(s, method, stages, rows, settings, seed, init, reflector, preset,
 # the reproduction suite: every run the report needs, then the report (folders: report.run_dir)
 
 def suite_jobs(preset, root, bases=1, seeds=1, sweep=False):
-    """Every run of the suite as (wave, folder, run kwargs), in the order --jobs 1 runs them. A
-    wave's runs depend only on earlier waves: 1 = from the base, 2 = the plasticity probe from
-    wave-1 weights."""
+    """Every run of the suite as (wave, folder, run kwargs), in the order --jobs 1 runs them:
+    seed-major (every base's seed 0 first), so a grid stopped early still spans the bases. A wave's
+    runs depend only on earlier waves: 1 = from the base, 2 = the plasticity probe from wave-1
+    weights."""
     jobs = []
-    for b in range(bases):
+    for seed, b in [(s, b) for s in range(seeds) for b in range(bases)]:
         broot = report.base_root(root, b)
         base = os.path.join(broot, "base", "model.pt")
 
         def add(wave, method, schedule, folder, seed, init=base, reflector="edit"):
-            jobs.append((wave, folder, dict(method=method, schedule=schedule, init=init, seed=seed,
-                                            base=base, reflector=reflector)))
-        for seed in range(seeds):
-            for task in report.SUITE_TASKS:
-                for method in METHODS:  # every method of the one table (fst.METHODS)
-                    add(1, method, [(task, preset.steps)],
-                        report.run_dir(broot, task, method, seed), seed)
-            for method in ("rl", "fst"):  # C8: exploration from zero reward
-                add(1, method, [(report.EXPLORATION_TASK, preset.steps)],
-                    report.run_dir(broot, report.EXPLORATION_TASK, method, seed), seed)
-            for method in ("rl", "fst"):  # C6 continual: untold task switches
-                add(1, method, [(t, preset.continual_steps) for t in report.CONTINUAL],
-                    report.run_dir(broot, "continual", method, seed), seed)
-            if sweep and b == 0:  # FST with the other reflectors, on the first base
-                for name in report.SWEEP_REFLECTORS:
-                    for task in report.SUITE_TASKS:
-                        add(1, "fst", [(task, preset.steps)],
-                            report.run_dir(broot, task, f"fst-{name}", seed), seed, reflector=name)
-            # C5 plasticity: RL on a new task from the prior task's weights
-            for init in ("base", "rl", "fst"):
-                path = base if init == "base" else os.path.join(
-                    report.run_dir(broot, report.PRIOR_TASK, init, seed), "model.pt")
-                add(2, "rl", [(report.PLASTICITY_TASK, preset.steps)],
-                    report.run_dir(broot, "plasticity", init, seed), seed, init=path)
+            if folder not in [f for _, f, _ in jobs]:  # a dial level shares its family's rl run
+                jobs.append((wave, folder, dict(method=method, schedule=schedule, init=init,
+                                                seed=seed, base=base, reflector=reflector)))
+        for task in report.SUITE_TASKS:
+            for method in METHODS:  # every method of the one table (fst.METHODS)
+                add(1, method, [(task, preset.steps)],
+                    report.run_dir(broot, task, method, seed), seed)
+        for method in ("rl", "fst"):  # C8: exploration from zero reward
+            add(1, method, [(report.EXPLORATION_TASK, preset.steps)],
+                report.run_dir(broot, report.EXPLORATION_TASK, method, seed), seed)
+        for method in ("rl", "fst"):  # C6 continual: untold task switches
+            add(1, method, [(t, preset.continual_steps) for t in report.CONTINUAL],
+                report.run_dir(broot, "continual", method, seed), seed)
+        if sweep and b == 0:  # FST with the other reflectors, on the first base
+            for name in report.SWEEP_REFLECTORS:
+                for task in report.SUITE_TASKS:
+                    add(1, "fst", [(task, preset.steps)],
+                        report.run_dir(broot, task, f"fst-{name}", seed), seed, reflector=name)
+        # C5 plasticity: RL on a new task from the prior task's weights
+        for init in ("base", "rl", "fst"):
+            path = base if init == "base" else os.path.join(
+                report.run_dir(broot, report.PRIOR_TASK, init, seed), "model.pt")
+            add(2, "rl", [(report.PLASTICITY_TASK, preset.steps)],
+                report.run_dir(broot, "plasticity", init, seed), seed, init=path)
     return jobs
 
 
