@@ -20,8 +20,8 @@ train.py: the training side of fastslow: pretraining, the FST loop and its basel
 The method is fst.py (one step, `fst.fst_step`, with switches for the baselines: `fst.METHODS`,
 and its phases: GEPA's birth, context-only's budget stop); pretraining and the books runs share
 live in pretrain.py. Here `run` is the loop (resume, evaluate, log, checkpoint), `suite` every
-run the report needs. Every run logs one JSON line per step (log.jsonl), then summary.json and model.pt;
-`rollouts` counts every generated rollout, GEPA's evaluations included (not val's).
+run the report needs. A run logs a JSON line per step (log.jsonl), then summary.json and model.pt;
+`rollouts` counts every rollout generated, GEPA's evaluations included (not val's).
 
 Runs survive interruption (`Ledger`): every `ckpt_every` steps and at the end ckpt.pt (weights,
 optimizer, RNG states, step, GEPA state, log position) is written atomically, and `--resume`
@@ -86,7 +86,7 @@ class Preset:
     calibration: float = 0.05     # share of rows whose context is the seed prompt
                                   # over a random rule
     batch_workers: int = 0        # processes building pretraining batches ahead (0: in the loop)
-    threads: int = 2
+    threads: int = 1              # torch threads in all (split over --jobs); sums depend on it
     # RL (slow weights)
     steps: int = 100              # RL steps per run (per stage for schedules)
     batch_problems: int = 16      # problems per RL step
@@ -130,8 +130,7 @@ class Preset:
     edit_hypotheses: int = 8      # edit: candidate rules checked per call, at most
     demos_with_rule: int = 2      # oracle, edit: demonstrations below a proposed rule
     demos_alone: int = 3          # demo: demonstrations in a proposal
-    # random streams: pretraining batch = f(seed * data_seed_stride + step),
-    # rollouts of a step likewise
+    # random streams: pretraining batch = f(seed * data_seed_stride + step), a step's rollouts too
     data_seed_stride: int = 1_000_003
     rollout_seed_stride: int = 100_003
     # reliability
@@ -394,12 +393,11 @@ def _run_job(preset, folder, kwargs, device, threads):
 
 def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False, jobs=1,
           phase=False):
-    """Every run the report needs, for pretraining seeds 0..bases-1 x run seeds 0..seeds-1, then one
-    report. Re-running it skips finished stages and resumes an interrupted one from its checkpoint.
-    jobs > 1 runs independent stages in that many processes (threads split among them); every run
-    is a deterministic function of its settings, so the results are those of jobs = 1. The report's
-    wall time is the sum of the stages' own wall times (pretraining included); the last log line
-    adds the invocation's. phase=True runs the phase diagram's grid instead (phase.py)."""
+    """Every run the report needs, for bases 0..bases-1 x run seeds 0..seeds-1, then one report;
+    finished stages are skipped, an interrupted one resumes. jobs > 1: stages in that many processes
+    (preset.threads split among them, one at least); a run is a function of its settings and its
+    thread count, so with one thread any jobs gives the same runs. The report's wall time sums the
+    stages' (pretraining included). phase=True: the phase diagram's grid instead (phase.py)."""
     t0, walls, device = time.time(), [], pick_device(device)
     for b in range(bases):  # the bases, one per pretraining seed
         out = os.path.join(report.base_root(root, b), "base")
@@ -440,8 +438,9 @@ def build_parser():
                             help="suite: repeat every run with seeds 0..N-1")
         parser.add_argument("--bases", type=positive(int), default=default(1),
                             help="suite: one base per pretraining seed 0..N-1, every run on each")
-        parser.add_argument("--jobs", type=positive(int), default=default(1),
-                            help="suite: run independent stages in N processes")
+        parser.add_argument("--jobs", type=positive(int), default=default(None),
+                            help="suite: run independent stages in N processes (default: 2 on "
+                                 "a CPU with 2 or more cores, else 1)")
         parser.add_argument("--sweep", action="store_true", default=default(False),
                             help="suite: also FST with the oracle and demo reflectors (first base)")
         parser.add_argument("--phase", action="store_true", default=default(False),
@@ -587,7 +586,8 @@ def main(argv=None):
     try:
         if args.cmd is None:
             suite(preset, root, bases=args.bases, seeds=args.seeds, device=device,
-                  sweep=args.sweep, jobs=args.jobs, phase=args.phase)
+                  sweep=args.sweep, phase=args.phase,
+                  jobs=args.jobs or (2 if device == "cpu" and (os.cpu_count() or 1) > 1 else 1))
         elif args.cmd == "pretrain":
             pretrain_command(args, preset, root, device)
         else:
