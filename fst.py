@@ -22,6 +22,7 @@ Evaluation deploys the frontier prompt with the best D_p mean (deployed_prompt).
 """
 
 import random
+from collections import namedtuple
 from dataclasses import dataclass
 
 import torch
@@ -158,24 +159,21 @@ def fixed_prompt(s):
     return s.task.instruction if s.instructed else s.task.seed_prompt
 
 
+# one prompt drawn for a problem: the context, its share of the G rollouts, the problem's index
+Draw = namedtuple("Draw", "context rollouts problem")
+
+
 def draw_prompts(s, problems, preset):
     """m frontier prompts per problem, weighted by the instances each covers; the problem's G
-    rollouts are split among them. Without GEPA: the seed prompt, G rollouts. -> per prompt:
-    contexts, sizes, problem ids."""
+    rollouts are split among them. Without GEPA: the fixed prompt, G rollouts. -> [Draw]"""
     if s.gepa is None:
-        n = len(problems)
-        return [fixed_prompt(s)] * n, [preset.group_size] * n, list(range(n))
+        return [Draw(fixed_prompt(s), preset.group_size, i) for i in range(len(problems))]
     front = fc.frontier_prompts(s.gepa)
     m = preset.prompts_per_problem
     split = [preset.group_size // m + (j < preset.group_size % m) for j in range(m)]
-    contexts, sizes, group = [], [], []
-    for i in range(len(problems)):
-        for j, ctx in enumerate(s.rng.choices([p for p, _ in front],
-                                              weights=[c for _, c in front], k=m)):
-            contexts.append(ctx)
-            sizes.append(split[j])
-            group.append(i)
-    return contexts, sizes, group
+    return [Draw(ctx, split[j], i) for i in range(len(problems))
+            for j, ctx in enumerate(s.rng.choices([p for p, _ in front],
+                                                  weights=[c for _, c in front], k=m))]
 
 
 def update_policy(s, ro, adv, preset):
@@ -241,11 +239,13 @@ def fst_step(s, step, preset):
         return row
     # 2. m frontier prompts for each problem (the fixed prompt alone without GEPA)
     s.model.train()
-    contexts, sizes, group = draw_prompts(s, problems, preset)
+    draws = draw_prompts(s, problems, preset)
     # 3. sample the groups: G rollouts per problem, split over its prompts, scored by the verifier
-    ro = rollout.sample_rollouts(s.model, s.enc, contexts, [problems[i] for i in group], sizes,
+    ro = rollout.sample_rollouts(s.model, s.enc, [d.context for d in draws],
+                                 [problems[d.problem] for d in draws], [d.rollouts for d in draws],
                                  preset.temperature, s.seed * preset.rollout_seed_stride + step,
-                                 max_new_tokens=preset.max_new_tokens, group=group)
+                                 max_new_tokens=preset.max_new_tokens,
+                                 group=[d.problem for d in draws])
     s.rl_rollouts += len(ro)
     # 4. one advantage baseline per problem, across all its rollouts whatever prompt they used
     adv = rl.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group),

@@ -35,8 +35,8 @@ def test_draw_prompts_splits_each_group_over_m_frontier_prompts(monkeypatch):
     front = [("rule: a", 3), ("rule: b", 1)]  # (prompt, instances it is best on)
     monkeypatch.setattr(fc, "frontier_prompts", lambda state: front)
     s = SimpleNamespace(gepa=object(), rng=random.Random(0))
-    contexts, sizes, group = fst.draw_prompts(s, list(range(400)), preset)
-    assert len(contexts) == len(sizes) == len(group) == 400 * 3
+    contexts, sizes, group = map(list, zip(*fst.draw_prompts(s, list(range(400)), preset)))
+    assert len(contexts) == 400 * 3
     assert sizes[:3] == [3, 3, 2] and sum(sizes[:3]) == 8  # G rollouts split over m prompts
     assert group[:6] == [0, 0, 0, 1, 1, 1]
     share = Counter(contexts)["rule: a"] / len(contexts)
@@ -44,9 +44,9 @@ def test_draw_prompts_splits_each_group_over_m_frontier_prompts(monkeypatch):
     # without GEPA: the fixed prompt, the whole group
     task = tasks.make_task("hidden-rule", n_train=4)
     plain = SimpleNamespace(gepa=None, task=task, instructed=False)
-    assert fst.draw_prompts(plain, [0, 1], preset) == (["rule: ?"] * 2, [8, 8], [0, 1])
+    assert fst.draw_prompts(plain, [0, 1], preset) == [("rule: ?", 8, 0), ("rule: ?", 8, 1)]
     told = SimpleNamespace(gepa=None, task=task, instructed=True)
-    assert fst.draw_prompts(told, [0], preset)[0] == [task.instruction]
+    assert fst.draw_prompts(told, [0], preset)[0].context == task.instruction
 
 
 def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
@@ -157,7 +157,8 @@ def test_fst_step_groups_span_frontier_prompts_and_rows_are_rescored_under_their
     row = fst.fst_step(s, 0, preset)  # step 0: a GEPA round (no re-score), then the RL update
     assert row["gepa_accepted"] == 1 and row["frontier"] == 2
     assert sorted(p for p, _ in fc.frontier_prompts(s.gepa)) == sorted([SEED, OTHER])
-    (_, problems, _), _, (contexts, sizes, group) = seen["draw_prompts"][0]
+    (_, problems, _), _, draws = seen["draw_prompts"][0]
+    contexts, sizes, group = map(list, zip(*draws))
     ctx_row = rollout.expand(contexts, sizes)                        # the prompt each row drew
     prob_row = rollout.expand([problems[i] for i in group], sizes)   # the problem it answers
     group_row = rollout.expand(group, sizes)
