@@ -31,6 +31,7 @@ import numpy as np
 import eval as ev
 import report
 import stats
+import suite
 import tasks
 from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive
 from model import write_atomic
@@ -59,17 +60,17 @@ def replicate_order(bases, seeds):
 
 
 def jobs(preset, root, bases=3, seeds=3):
-    """Every run of the phase diagram as (wave, folder, run kwargs), like train.suite_jobs. Wave 1:
+    """Every run of the phase diagram as (wave, folder, run kwargs), like suite.jobs. Wave 1:
     context-only in every cell (the reflectors on the frozen bases); wave 2: the training runs,
     replicate by replicate."""
     out = []
     for wave in (1, 2):
         for b, seed in replicate_order(bases, seeds):
-            broot = report.base_root(root, b)
-            base = os.path.join(broot, "base", "model.pt")
+            broot = suite.base_root(root, b)
+            base = suite.base_path(root, b)
 
             def add(method, task, folder, reflector="edit"):
-                out.append((wave, report.run_dir(broot, task, folder, seed),
+                out.append((wave, suite.run_dir(broot, task, folder, seed),
                             dict(method=method, schedule=[(task, preset.steps)], init=base,
                                  seed=seed, base=base, reflector=reflector)))
             if wave == 2:
@@ -420,7 +421,7 @@ def hit_rates(root, bases, device="cpu", trials=100):
     """First-proposal hit rate of each reflector setting on the dial's full level (cipher-k3: the
     table fits) and on hidden-rule, with each base's own greedy outputs as the records (each base
     seeds the noisy settings' mistakes). -> {base: {task: {reflector: rate}}} (eval.hit_rates)."""
-    return {b: ev.hit_rates(os.path.join(report.base_root(root, b), "base", "model.pt"),
+    return {b: ev.hit_rates(suite.base_path(root, b),
                             (level_task(3), "hidden-rule"), HIT_REFLECTORS, device, trials, seed=b)
             for b in range(bases)}
 
@@ -436,12 +437,12 @@ def archive(root, bases, seeds, dest):
         for name in names:
             shutil.copyfile(os.path.join(folder, name), os.path.join(to, name))
     runs = [run for b in range(bases) for s in range(seeds)
-            for run in sorted(glob.glob(os.path.join(report.base_root(root, b), "*", "*", f"s{s}")))
+            for run in sorted(glob.glob(os.path.join(suite.base_root(root, b), "*", "*", f"s{s}")))
             if finished(run)]
     for run in runs:
         copy(run, ("log.jsonl", "summary.json"))
     for b in range(bases):
-        base = os.path.join(report.base_root(root, b), "base")
+        base = os.path.dirname(suite.base_path(root, b))
         if os.path.exists(os.path.join(base, "model.pt")):
             copy(base, ("model.pt", "metrics.json"))
     for name in ("dial.json", "phase_hit_rates.json"):
@@ -471,7 +472,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     root = os.path.join("runs", args.preset)
     missing = [b for b in range(args.bases)
-               if not os.path.exists(os.path.join(report.base_root(root, b), "base", "model.pt"))]
+               if not os.path.exists(suite.base_path(root, b))]
     if missing:
         raise UserError(f"no base {missing[0]} under {root}; run `python train.py pretrain "
                         f"--preset {args.preset} --seed {missing[0]}` first")
@@ -487,7 +488,7 @@ def main(argv=None):
     walls = []  # every finished run of the grid, on its own clock
     for b, seed in replicate_order(args.bases, args.seeds):
         for task in [SHARED_TASK] + [level_task(k) for k in LEVELS]:
-            for path in glob.glob(os.path.join(report.base_root(root, b), task, "*", f"s{seed}",
+            for path in glob.glob(os.path.join(suite.base_root(root, b), task, "*", f"s{seed}",
                                                "summary.json")):
                 with open(path) as f:
                     walls.append(json.load(f)["wall_s"])

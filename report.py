@@ -1,18 +1,17 @@
 """
-report.py: the reproduction's report. Reads the suite's runs (the folder layout is defined here,
-once), computes the claims C1-C8 with eval.py's measurements over every replicate (pretraining seed
-x run seed), tests them with stats.py, and writes report.md, PNG plots and results.json.
+report.py: the reproduction's report. Reads the suite's runs (their folders: suite.py), computes
+the claims C1-C8 with eval.py's measurements over every replicate (pretraining seed x run seed),
+tests them with stats.py, and writes report.md, PNG plots and results.json.
 
     python report.py --preset tiny                # rebuild runs/tiny/{report.md, ...}
     python report.py --preset tiny --bases 3 --seeds 3 --out results/tiny   # the grid, copied out
     python report.py --preset tiny --hit-rates    # each reflector's first-proposal hit rate
 
-Layout: root/b<base seed>/base/model.pt is a base; its runs sit in
-run_dir(base_root(root, b), task, method, seed). Every aggregate in results.json is
-{mean, std, ci95, n} over replicates (a bootstrap over bases, then seeds). res["claims"] holds
-one row per tested statistic (stats.row: mean, ci95, n, per-replicate values "b{base}s{seed}",
-p values raw and Holm-adjusted over the family, label); res["curves"] the mean val acc curve of
-each task and method on steps and on rollouts. Nothing here trains.
+Every aggregate in results.json is {mean, std, ci95, n} over replicates (a bootstrap over bases,
+then seeds). res["claims"] holds one row per tested statistic (stats.row: mean, ci95, n,
+per-replicate values "b{base}s{seed}", p values raw and Holm-adjusted over the family, label);
+res["curves"] the mean val acc curve of each task and method on steps and on rollouts. Nothing here
+trains.
 """
 
 import json
@@ -23,40 +22,10 @@ import numpy as np
 import eval as ev
 import plots as draw  # the figures
 import stats
+import suite
 import tasks
 from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive, writable_folder
-from fst import METHODS
 from model import load_checkpoint, write_atomic
-
-# like CodeIO, HoVer, Math; then the dial's middle level (a prompt fits 2 of the 3 entries)
-SUITE_TASKS = ["hidden-rule", "cipher", "long-chain", "cipher-k2"]
-PRIOR_TASK = "hidden-rule"                              # the plasticity probe starts from
-                                                        # its weights ...
-PLASTICITY_TASK = "hidden-rule-2"                       # ... and learns this one
-                                                        # (another input marker)
-CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three markers,
-                                                        # untold switches
-EXPLORATION_TASK = "sparse"                             # C8: zero reward under the seed prompt
-SUITE_METHODS = list(METHODS)                           # fst.METHODS: the one table
-SWEEP_REFLECTORS = ["oracle", "demo"]                   # FST with these too (`--sweep`, first base)
-
-
-def base_root(root, b):
-    """Where base `b` (pretraining seed b) and every run from it live."""
-    return os.path.join(root, f"b{b}")
-
-
-BUDGET_BLIND = ("rl", "instructed")  # methods that never read a context budget
-
-
-def run_dir(root, task, method, seed):
-    """One run: <base root>/<task or 'plasticity' or 'continual'>/<method or init>/s<seed>. A dial
-    level's budget-blind methods are its family's runs (cipher-k2's rl is the cipher's)."""
-    d = tasks.NAMED_TASKS.get(task)
-    if method in BUDGET_BLIND and d is not None and d.family:
-        task = d.family
-    return os.path.join(root, task, method, f"s{seed}")
-
 
 def read_log(folder):
     with open(os.path.join(folder, "log.jsonl")) as f:
@@ -67,7 +36,7 @@ def replicates(root, reps, task, method):
     """{(base, seed): log rows} of one configuration, for the replicates whose run finished."""
     out = {}
     for b, s in reps:
-        folder = run_dir(base_root(root, b), task, method, s)
+        folder = suite.run_dir(suite.base_root(root, b), task, method, s)
         if os.path.exists(os.path.join(folder, "summary.json")):
             out[(b, s)] = read_log(folder)
     return out
@@ -88,7 +57,7 @@ PROMPT_TASKS, WEIGHTS_TASKS = ("hidden-rule", "cipher"), ("long-chain",)
 # per-task claims (each appends its labelled rows to res["claims"])
 
 def task_claims(root, reps, t, base_models, preset, res, plots):
-    runs = {m: replicates(root, reps, t, m) for m in SUITE_METHODS}
+    runs = {m: replicates(root, reps, t, m) for m in suite.SUITE_METHODS}
     keys = [r for r in reps if all(r in runs[m] for m in ("rl", "fst"))]
     final = {m: {r: _final(v[r]) for r in keys if r in v} for m, v in runs.items()}
     gain = {m: {r: _final(v[r]) - ev.curve(v[r])[1][0] for r in keys if r in v}
@@ -135,7 +104,7 @@ def controls(runs, final, keys, t, claims):
     and not tested."""
     clockless = lambda rows: [{k: v for k, v in r.items() if "wall" not in k} for r in rows]
     out = {}
-    for m in SUITE_METHODS:
+    for m in suite.SUITE_METHODS:
         if m == "fst" or len(final[m]) != len(keys):
             continue
         same = m != "rl" and all(clockless(runs[m][r]) == clockless(runs["rl"][r]) for r in keys)
@@ -235,11 +204,11 @@ def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache,
     base / rl / fst, and the 2x2 table {base, fst weights} x {seed, fst prompt}. The base's own
     numbers are the same for every run seed and are measured once (base_cache)."""
     task = tasks.make_task(task_name, n_val=preset["n_val"])  # the runs' own val split
-    broot, device = base_root(root, rep[0]), base.wte.weight.device
+    broot, device = suite.base_root(root, rep[0]), base.wte.weight.device
     models = {"base": (base, None)}
     for m in ("rl", "fst"):
         model, extra = load_checkpoint(
-            os.path.join(run_dir(broot, task_name, m, rep[1]), "model.pt"), device)
+            os.path.join(suite.run_dir(broot, task_name, m, rep[1]), "model.pt"), device)
         models[m] = (model.eval(), extra)
     out = {"c4": {}, "c7": {}}
     for name, (model, _) in models.items():
@@ -263,19 +232,19 @@ def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache,
 # C5, C6, C7's pattern, C8 and the reflector sweep
 
 def plasticity(root, reps, res, plots):
-    """C5: fresh RL on PLASTICITY_TASK from the base and from RL's and FST's final weights on the
+    """C5: fresh RL on suite.PLASTICITY_TASK from the base and from RL's and FST's final weights on the
     prior task. The paper's sub-claims apart (RL-init below base-init; FST-init ~ base-init, TOST),
     on the area under the curve, with the share of runs reaching 0.5 beside (bimodal probes)."""
     pl = {i: replicates(root, reps, "plasticity", i) for i in ("base", "rl", "fst")}
     keys = [r for r in reps if all(r in v for v in pl.values())]
-    out = {"task": PLASTICITY_TASK, "prior_task": PRIOR_TASK, "threshold": 0.5}
+    out = {"task": suite.PLASTICITY_TASK, "prior_task": suite.PRIOR_TASK, "threshold": 0.5}
     per = {i: {r: ev.area_and_threshold(v[r], 0.5) for r in keys} for i, v in pl.items()}
     for init, v in pl.items():
         out[f"from_{init}"] = stats.aggregate(list(per[init].values()), keys) if keys else {}
         out[f"from_{init}"]["reached"] = sum(p["steps_to_threshold"] is not None
                                              for p in per[init].values())
         if init != "base":
-            prior = replicates(root, keys, PRIOR_TASK, init)
+            prior = replicates(root, keys, suite.PRIOR_TASK, init)
             out[f"from_{init}"]["prior_learned"] = sum(_final(prior[r]) >= 0.5 for r in prior)
     res["c5_plasticity"] = out
     if not keys:
@@ -283,18 +252,18 @@ def plasticity(root, reps, res, plots):
     share = lambda i: f"{out[f'from_{i}']['reached']} of {len(keys)} reach 0.5"
     auc = lambda a, b: {r: per[a][r]["auc"] - per[b][r]["auc"] for r in keys}
     res["claims"] += [
-        stats.row("C5 RL-init barely learns", PLASTICITY_TASK,
+        stats.row("C5 RL-init barely learns", suite.PLASTICITY_TASK,
                   f"area, RL-init - base-init ({share('rl')}; {share('base')})",
                   auc("rl", "base"), direction=-1),
-        stats.row("C5 FST-init ~ base-init", PLASTICITY_TASK,
+        stats.row("C5 FST-init ~ base-init", suite.PLASTICITY_TASK,
                   f"area, FST-init - base-init ({share('fst')})", auc("fst", "base"),
                   "equivalence"),
-        stats.row("C5 stays plastic", PLASTICITY_TASK, "area, FST-init - RL-init",
+        stats.row("C5 stays plastic", suite.PLASTICITY_TASK, "area, FST-init - RL-init",
                   auc("fst", "rl"))]
     draw.bands(os.path.join(res["_out"], "plasticity.png"),
                {f"RL from {i}-init": ev.mean_band([ev.curve(v[r]) for r in keys])
                 for i, v in pl.items()},
-               "RL steps", f"plasticity: RL on {PLASTICITY_TASK} after {PRIOR_TASK}")
+               "RL steps", f"plasticity: RL on {suite.PLASTICITY_TASK} after {suite.PRIOR_TASK}")
     plots.append("plasticity.png")
 
 
@@ -307,8 +276,8 @@ def continual(root, reps, res, plots):
     for r in keys:
         per = {m: [[row["val_acc"] for row in cont[m][r]
                     if "val_acc" in row and row["task"] == name]
-                   for name in CONTINUAL] for m in cont}
-        for i, name in enumerate(CONTINUAL):
+                   for name in suite.CONTINUAL] for m in cont}
+        for i, name in enumerate(suite.CONTINUAL):
             best = max(max(per[m][i]) for m in per) or 1.0
             for m in per:
                 stages.setdefault(f"stage{i + 1}_{name}", {}).setdefault(m, []).append(
@@ -325,10 +294,10 @@ def continual(root, reps, res, plots):
     res["c6_continual"] = out
     if keys:
         rows = cont["rl"][keys[0]]
-        bounds = np.cumsum([sum(r["task"] == name for r in rows) for name in CONTINUAL])[:-1]
+        bounds = np.cumsum([sum(r["task"] == name for r in rows) for name in suite.CONTINUAL])[:-1]
         draw.bands(os.path.join(res["_out"], "continual.png"),
                    {m: ev.mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()},
-                   "RL steps", "continual: " + " -> ".join(CONTINUAL), vlines=bounds)
+                   "RL steps", "continual: " + " -> ".join(suite.CONTINUAL), vlines=bounds)
         plots.append("continual.png")
 
 
@@ -368,9 +337,9 @@ def exploration(root, reps, res):
     """C8: steps until each method leaves zero reward, right-censored at its run's length; the row
     is the Gehan score per replicate (+1: FST left first), so a run that never left counts as
     'not by then' rather than at a made-up time."""
-    runs = {m: replicates(root, reps, EXPLORATION_TASK, m) for m in ("rl", "fst")}
+    runs = {m: replicates(root, reps, suite.EXPLORATION_TASK, m) for m in ("rl", "fst")}
     keys = [r for r in reps if all(r in v for v in runs.values())]
-    out = {"task": EXPLORATION_TASK, "level": ZERO_LEVEL, "window": ZERO_WINDOW}
+    out = {"task": suite.EXPLORATION_TASK, "level": ZERO_LEVEL, "window": ZERO_WINDOW}
     steps, cens = {}, {}
     for m, v in runs.items():
         found = [leave_zero(v[r]) for r in keys]
@@ -384,7 +353,7 @@ def exploration(root, reps, res):
     res["c8_exploration"] = out
     if keys:
         res["claims"].append(stats.row(
-            "C8 leaves zero sooner", EXPLORATION_TASK,
+            "C8 leaves zero sooner", suite.EXPLORATION_TASK,
             f"Gehan score, steps until the {ZERO_WINDOW}-step mean reward reaches {ZERO_LEVEL} "
             f"(+1: FST first; never: RL {out['rl']['censored']}, FST {out['fst']['censored']})",
             {r: stats.gehan_score(steps["fst"][i], cens["fst"][i], steps["rl"][i], cens["rl"][i])
@@ -396,9 +365,9 @@ def reflector_sweep(root, seeds, res, hit_rates):
     rows are a family of their own (n = run seeds: below MIN_N, no verdict, in the default grid)."""
     reps = [(0, s) for s in seeds]
     out, rows = {}, []
-    for name, method in [("edit", "fst")] + [(n, f"fst-{n}") for n in SWEEP_REFLECTORS]:
+    for name, method in [("edit", "fst")] + [(n, f"fst-{n}") for n in suite.SWEEP_REFLECTORS]:
         out[name] = {}
-        for t in SUITE_TASKS:
+        for t in suite.SUITE_TASKS:
             rl, fst = replicates(root, reps, t, "rl"), replicates(root, reps, t, method)
             keys = [r for r in reps if r in rl and r in fst]
             if not keys:
@@ -428,7 +397,7 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
     reps = [(b, s) for b in range(bases) for s in range(seeds)]
     base_models, metrics = {}, {}
     for b in range(bases):
-        model, extra = load_checkpoint(os.path.join(base_root(root, b), "base", "model.pt"), device)
+        model, extra = load_checkpoint(suite.base_path(root, b), device)
         # each pretraining seed builds its own BPE: a base is read with its own tokenizer
         base_models[b] = (model.eval(), tasks.tokenizer_from_state(extra["tokenizer"]))
         metrics[b] = extra["metrics"]
@@ -443,7 +412,7 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
            "controls": {}, "c1_sample_efficiency": {}, "c2_asymptote": {},
            "c3_kl_at_matched_reward": {}, "c4_forgetting": {}, "c7_channels": {}}
     plots = []
-    for t in SUITE_TASKS:
+    for t in suite.SUITE_TASKS:
         task_claims(root, reps, t, base_models, preset, res, plots)
     c7_pattern(res)
     plasticity(root, reps, res, plots)
@@ -466,8 +435,8 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
 def run_config(root, reps):
     """The preset the runs were made with (from the first finished run's summary), or None."""
     for b, s in reps:
-        for t in SUITE_TASKS:
-            path = os.path.join(run_dir(base_root(root, b), t, "rl", s), "summary.json")
+        for t in suite.SUITE_TASKS:
+            path = os.path.join(suite.run_dir(suite.base_root(root, b), t, "rl", s), "summary.json")
             if os.path.exists(path):
                 with open(path) as f:
                     return json.load(f)["config"]
@@ -557,8 +526,8 @@ def _sweep_lines(res):
 def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), trials=100):
     """First-proposal hit rate of each reflector on each suite task (and the probe's), with the
     first base's own greedy outputs as the records: {task: {reflector: rate}} (eval.hit_rates)."""
-    return ev.hit_rates(os.path.join(base_root(root, 0), "base", "model.pt"),
-                        SUITE_TASKS + [PLASTICITY_TASK, EXPLORATION_TASK], names, device, trials)
+    return ev.hit_rates(suite.base_path(root, 0),
+                        suite.SUITE_TASKS + [suite.PLASTICITY_TASK, suite.EXPLORATION_TASK], names, device, trials)
 
 
 def build_parser():
@@ -581,7 +550,7 @@ def main(argv=None):
     import torch
     args = build_parser().parse_args(argv)
     root = os.path.join("runs", args.preset)
-    if not os.path.exists(os.path.join(base_root(root, 0), "base", "model.pt")):
+    if not os.path.exists(suite.base_path(root, 0)):
         raise UserError(f"no runs under {root}; run `python train.py --preset {args.preset}` first")
     writable_folder(args.out or root)
     if args.device == "cuda" and not torch.cuda.is_available():

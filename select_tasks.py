@@ -26,7 +26,7 @@ import random
 
 import torch
 
-import report
+import suite
 import tasks
 from cli import (CLIParser, UserError, checkpoint_file, exit_on_user_error, positive,
                  writable_folder)
@@ -225,7 +225,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     torch.set_num_threads(2)
     root = os.path.join("runs", args.preset)
-    paths = [os.path.join(report.base_root(root, k), "base", "model.pt") for k in range(args.bases)]
+    paths = [suite.base_path(root, k) for k in range(args.bases)]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise UserError(f"no base at {missing[0]}; "

@@ -60,6 +60,7 @@ from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step, mak
                  start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
 from pretrain import Ledger, finished_summary, holds_run, load_base, pretrain, settings_of
+from suite import base_path, jobs as suite_jobs
 
 
 # -----------------------------------------------------------------------------
@@ -325,45 +326,7 @@ def finish_run(s, method, stages, rows, settings, seed, init, reflector, preset,
 
 
 # -----------------------------------------------------------------------------
-# the reproduction suite: every run the report needs, then the report (folders: report.run_dir)
-
-def suite_jobs(preset, root, bases=1, seeds=1, sweep=False):
-    """Every run of the suite as (wave, folder, run kwargs), in the order --jobs 1 runs them:
-    seed-major (every base's seed 0 first), so a grid stopped early still spans the bases. A wave's
-    runs depend only on earlier waves: 1 = from the base, 2 = the plasticity probe from wave-1
-    weights."""
-    jobs = []
-    for seed, b in [(s, b) for s in range(seeds) for b in range(bases)]:
-        broot = report.base_root(root, b)
-        base = os.path.join(broot, "base", "model.pt")
-
-        def add(wave, method, schedule, folder, seed, init=base, reflector="edit"):
-            if folder not in [f for _, f, _ in jobs]:  # a dial level shares its family's rl run
-                jobs.append((wave, folder, dict(method=method, schedule=schedule, init=init,
-                                                seed=seed, base=base, reflector=reflector)))
-        for task in report.SUITE_TASKS:
-            for method in METHODS:  # every method of the one table (fst.METHODS)
-                add(1, method, [(task, preset.steps)],
-                    report.run_dir(broot, task, method, seed), seed)
-        for method in ("rl", "fst"):  # C8: exploration from zero reward
-            add(1, method, [(report.EXPLORATION_TASK, preset.steps)],
-                report.run_dir(broot, report.EXPLORATION_TASK, method, seed), seed)
-        for method in ("rl", "fst"):  # C6 continual: untold task switches
-            add(1, method, [(t, preset.continual_steps) for t in report.CONTINUAL],
-                report.run_dir(broot, "continual", method, seed), seed)
-        if sweep and b == 0:  # FST with the other reflectors, on the first base
-            for name in report.SWEEP_REFLECTORS:
-                for task in report.SUITE_TASKS:
-                    add(1, "fst", [(task, preset.steps)],
-                        report.run_dir(broot, task, f"fst-{name}", seed), seed, reflector=name)
-        # C5 plasticity: RL on a new task from the prior task's weights
-        for init in ("base", "rl", "fst"):
-            path = base if init == "base" else os.path.join(
-                report.run_dir(broot, report.PRIOR_TASK, init, seed), "model.pt")
-            add(2, "rl", [(report.PLASTICITY_TASK, preset.steps)],
-                report.run_dir(broot, "plasticity", init, seed), seed, init=path)
-    return jobs
-
+# the reproduction suite: every run the report needs, then the report (folders: suite.run_dir)
 
 def wave_runs(preset, batch, device, jobs, log):
     """Yield (folder, summary) for the runs of one wave, in order: here one after another, or in
@@ -400,7 +363,7 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
     stages' (pretraining included). phase=True: the phase diagram's grid instead (phase.py)."""
     t0, walls, device = time.time(), [], pick_device(device)
     for b in range(bases):  # the bases, one per pretraining seed
-        out = os.path.join(report.base_root(root, b), "base")
+        out = os.path.dirname(base_path(root, b))
         if not os.path.exists(os.path.join(out, "model.pt")):
             log(f"pretraining base {b}")
             pretrain(preset, out, device, seed=b, log=log, resume=True)
@@ -533,7 +496,7 @@ def say_if_nothing_to_resume(out_dir, resume):
 def pretrain_command(args, preset, root, device):
     """`python train.py pretrain ...`: one base, its metrics printed."""
     preset = with_overrides(preset, pretrain_steps=args.steps, pretrain_ckpt_every=args.ckpt_every)
-    out = args.out or os.path.join(report.base_root(root, args.seed), "base")
+    out = args.out or os.path.dirname(base_path(root, args.seed))
     say_if_nothing_to_resume(out, args.resume)
     m = pretrain(preset, out, device, seed=args.seed, resume=args.resume)
     print(json.dumps({k: m[k] for k in ("general_acc", "heldout_chain_acc", "acc_by_op",
@@ -558,7 +521,7 @@ def run_command(args, preset, root, device):
         if not (args.llm_url and args.llm_model):
             raise UserError("--reflector llm needs --llm-url and --llm-model")
         llm = dict(url=args.llm_url, model=args.llm_model, timeout=args.llm_timeout)
-    default_base = os.path.join(report.base_root(root, 0), "base", "model.pt")
+    default_base = base_path(root, 0)
     base = args.base or (default_base if os.path.exists(default_base) else None)
     tag = ("schedule" if args.schedule
            else args.task.replace(":", "_").replace(" ", "").replace(",", "+"))

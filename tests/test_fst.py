@@ -231,3 +231,36 @@ def test_update_policy_matches_a_per_row_naive_reference(monkeypatch):
     assert not torch.equal(model.wte.weight, _tiny_model(enc, seed=1).wte.weight)  # it did learn
     assert row["reward"] == sum(ro.rewards) / len(ro) and "skipped" not in row
     assert abs(row["ratio_mean"] - 1.0) > 1e-6  # from the 2nd optimizer step on, ratio != 1
+
+
+def test_one_fst_step_runs_the_learners_files_and_no_triton_on_the_cpu():
+    """The code one FST step (a GEPA round due, the real evaluate and edit reflector) executes,
+    file by file: the method's files only, never kernels.py (Triton) on the CPU path, nothing of
+    the harness (train, pretrain, eval, report)."""
+    import sys
+    import reflectors
+    preset = replace(train.PRESETS["micro"], batch_problems=4, group_size=4, gepa_every=2,
+                     gepa_proposals=1, n_pareto=4)
+    enc = tasks.build_tokenizer()
+    task = tasks.make_task("cipher-k2", n_train=32, n_pareto=4, n_val=4)
+    model = _tiny_model(enc)
+    count = fst.token_counter(enc)
+    s = fst.RunState(model=model, enc=enc, opt=torch.optim.SGD(model.parameters(), lr=0.1),
+                     ref=None, rng=random.Random(0), seed=0, **fst.METHODS["fst"],
+                     evaluate=fst.make_evaluate(model, enc, preset), gepa=None, task=task,
+                     reflect=reflectors.make_reflector("edit", task.max_context_tokens, count))
+    fst.start_fast_weights(s, preset, task.max_context_tokens, count)
+    here, files = os.path.dirname(os.path.abspath(fst.__file__)), set()
+
+    def watch(frame, event, arg):
+        name = os.path.abspath(frame.f_code.co_filename)
+        if event == "call" and os.path.dirname(name) == here and name.endswith(".py"):
+            files.add(os.path.basename(name))
+    sys.setprofile(watch)
+    try:
+        row = fst.fst_step(s, preset.gepa_every, preset)  # a round with a re-score, then RL
+    finally:
+        sys.setprofile(None)
+    assert "frontier" in row and "loss" in row
+    assert files == {"fst.py", "fast_context.py", "reflectors.py", "rollout.py", "model.py",
+                     "rl.py", "tasks.py"}

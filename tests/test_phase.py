@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 import phase
-import report
+import suite
 import train
 
 
@@ -51,18 +51,18 @@ def test_report_on_a_synthetic_grid(tmp_path):
     rl = lambda: 0.05 + 0.6 / (1 + (50 / x) ** 3) + rng.normal(0, 0.01, 20)
     for b in range(3):
         for s in range(2):
-            broot = report.base_root(root, b)
+            broot = suite.base_root(root, b)
             for m, kl in (("rl", 1.0), ("instructed", 0.3)):
-                _write(report.run_dir(broot, "cipher", m, s), rl() if m == "rl" else
+                _write(suite.run_dir(broot, "cipher", m, s), rl() if m == "rl" else
                        0.9 + 0.0 * x, kl)
             for k in phase.LEVELS:
                 for refl in phase.REFLECTORS:
                     # k = 3: FST at the top from the start; k = 0: FST is RL
                     fst = 0.9 + 0.0 * x if k == 3 else rl()
                     for m in ("fst", "sequential"):
-                        _write(report.run_dir(broot, phase.level_task(k),
+                        _write(suite.run_dir(broot, phase.level_task(k),
                                               phase.method_dir(m, refl), s), fst, 0.1 if k else 1.0)
-                    _write(report.run_dir(broot, phase.level_task(k),
+                    _write(suite.run_dir(broot, phase.level_task(k),
                                           phase.method_dir("context", refl), s),
                            [0.1] * 20, 0.0, prompts=["rule: ?"] * 3 + ["rule: map 2>7"] * 17)
     res = phase.write_report(root, 3, 2, 1.0, out=os.path.join(root, "out"))
@@ -82,13 +82,13 @@ def test_report_on_a_synthetic_grid(tmp_path):
 
 def test_archive_keeps_finished_runs_and_bases(tmp_path):
     root, dest = str(tmp_path / "runs"), str(tmp_path / "kept")
-    broot = report.base_root(root, 0)
+    broot = suite.base_root(root, 0)
     os.makedirs(os.path.join(broot, "base"))
     for name in ("model.pt", "metrics.json"):
         with open(os.path.join(broot, "base", name), "w") as f:
             f.write(name)
-    done = report.run_dir(broot, "cipher", "rl", 0)
-    busy = report.run_dir(broot, phase.level_task(2), phase.method_dir("fst", "edit"), 0)
+    done = suite.run_dir(broot, "cipher", "rl", 0)
+    busy = suite.run_dir(broot, phase.level_task(2), phase.method_dir("fst", "edit"), 0)
     _write(done, [0.1, 0.2], 1.0)
     _write(busy, [0.1], 1.0)
     with open(os.path.join(busy, "ckpt.pt"), "w") as f:  # unfinished: a checkpoint is kept
@@ -122,14 +122,14 @@ def test_c2_long_reads_rl_long_runs_then_fst_at_the_budget(tmp_path):
     assert phase.c2_long(root, 3) is None  # before RL-only's long runs
     for b in range(3):
         rl = np.where(x <= 100, 0.3, 0.6) + 0.01 * b
-        _write(report.run_dir(report.base_root(root, b), phase.C2_RL_TASK, "rl", 0), rl, 1.0)
+        _write(suite.run_dir(suite.base_root(root, b), phase.C2_RL_TASK, "rl", 0), rl, 1.0)
     c2 = phase.c2_long(root, 3)
     assert c2["budget"] == 300 and c2["rule_met"] and "row" not in c2
     assert c2["task"] == "cipher-k2-long300"
     assert "has not run yet" in "\n".join(phase.render_c2(c2))
     for b in range(3):
         fst = 0.95 - 0.6 * np.exp(-x[:60] / 30) + 0.01 * b
-        _write(report.run_dir(report.base_root(root, b), c2["task"],
+        _write(suite.run_dir(suite.base_root(root, b), c2["task"],
                               phase.method_dir("fst", "edit"), 0), fst, 0.5)
     c2 = phase.c2_long(root, 3)
     assert c2["row"]["n"] == 3 and c2["row"]["mean"] > 0.2  # FST's A above RL's

@@ -12,6 +12,7 @@ import numpy as np
 
 import eval as ev
 import stats
+import suite
 
 KEYS = [(b, s) for b in range(3) for s in range(3)]  # 3 bases x 3 run seeds
 
@@ -241,10 +242,10 @@ def test_report_claims_on_a_synthetic_runs_folder(tmp_path):
         rl = list(0.05 + 0.85 / (1 + (40 / x) ** 3) + jitter)
         fst = list(0.05 + 0.85 / (1 + (15 / x) ** 3) + jitter)
         ctx = [0.2 + jitter] * 20
-        base = report.base_root(root, b)
+        base = suite.base_root(root, b)
         for m, vals, kl, wall in (("rl", rl, 0.5, 1.0), ("fst", fst, 0.1, 2.0),
                                   ("context", ctx, 0.0, 3.0), ("instructed", rl, 0.5, 4.0)):
-            _write_run(report.run_dir(base, t, m, s), vals, [kl + 0.01 * b] * 20, wall)
+            _write_run(suite.run_dir(base, t, m, s), vals, [kl + 0.01 * b] * 20, wall)
     runs = {m: report.replicates(root, reps, t, m) for m in ("rl", "fst", "context", "instructed")}
     assert len(runs["rl"]) == 6
     claims = []

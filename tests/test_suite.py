@@ -14,6 +14,7 @@ import shutil
 
 import report
 import stats
+import suite
 import train
 
 
@@ -42,7 +43,7 @@ def test_suite_end_to_end(tmp_path):
                 "c5_plasticity", "c6_continual", "c7_channels", "c8_exploration", "controls",
                 "claims", "family", "curves"):
         assert key in res, key
-    for task in report.SUITE_TASKS:
+    for task in suite.SUITE_TASKS:
         c1 = res["c1_sample_efficiency"][task]
         assert set(c1["profile"]) == {"0.5", "0.8", "0.9", "1.0", "peak"}
         assert {"rl", "fst"} <= set(res["c2_asymptote"][task])
@@ -63,9 +64,9 @@ def test_suite_end_to_end(tmp_path):
         assert r["label"] in stats.LABELS and list(r["per_replicate"]) == ["b0s0"]
         assert r["label"] == "n < 5" or r["p"] is None  # one replicate: no verdict anywhere
         claims.setdefault(r["claim"], []).append(r)
-    assert len(claims["C1 faster"]) == len(report.SUITE_TASKS) * (len(stats.C1_TESTED) + 1)
-    assert len(claims["control"]) == 4 * len(report.SUITE_TASKS)
-    assert len(claims["C6 keeps learning"]) == len(report.CONTINUAL) - 1
+    assert len(claims["C1 faster"]) == len(suite.SUITE_TASKS) * (len(stats.C1_TESTED) + 1)
+    assert len(claims["control"]) == 4 * len(suite.SUITE_TASKS)
+    assert len(claims["C6 keeps learning"]) == len(suite.CONTINUAL) - 1
     for c in ("C2 higher ceiling", "C3 less drift", "C4 forgets less (matches or beats)",
               "C5 RL-init barely learns", "C5 FST-init ~ base-init", "C7 channel split (pattern)",
               "C8 leaves zero sooner"):
@@ -75,10 +76,10 @@ def test_suite_end_to_end(tmp_path):
     assert lc[0]["label"] == "= rl" and res["controls"]["long-chain"]["instructed"]["same_as_rl"]
     assert res["family"]["tests"] == 0  # nothing to test at n = 1
     assert {"from_base", "from_rl", "from_fst"} <= set(res["c5_plasticity"])
-    assert len(res["c6_continual"]) == len(report.CONTINUAL)
+    assert len(res["c6_continual"]) == len(suite.CONTINUAL)
     assert {"rl", "fst"} <= set(res["c8_exploration"])
     # the fair-test bar per base: RL-only's gain on base 0 is the gain the runs table shows
-    for t in report.SUITE_TASKS:
+    for t in suite.SUITE_TASKS:
         by_base = res["rl_gain_by_base"][t]["0"]
         assert by_base["mean"] == res["runs"][t]["rl"]["gain"]["mean"]
         assert by_base["min"] == res["runs"][t]["rl"]["min_gain"]
@@ -93,10 +94,10 @@ def test_suite_end_to_end(tmp_path):
             assert 0.0 <= v <= 1.0, (path, v)
     assert os.path.getsize(os.path.join(root, "report.md")) > 500
     pngs = [f for f in os.listdir(root) if f.endswith(".png")]
-    assert len(pngs) == 3 * len(report.SUITE_TASKS) + 2, pngs
+    assert len(pngs) == 3 * len(suite.SUITE_TASKS) + 2, pngs
     # every run logged the keys the design asks for
-    b0 = report.base_root(root, 0)
-    rows = report.read_log(report.run_dir(b0, "cipher", "fst", 0))
+    b0 = suite.base_root(root, 0)
+    rows = report.read_log(suite.run_dir(b0, "cipher", "fst", 0))
     for k in ("step", "rollouts", "reward", "loss", "clip_frac", "capped_frac", "entropy",
               "grad_norm", "wall_s"):
         assert k in rows[0], k
@@ -104,30 +105,30 @@ def test_suite_end_to_end(tmp_path):
     # every step generates
     assert all(b["rollouts"] > a["rollouts"] for a, b in zip(rows, rows[1:]))
     # the exploration task's runs log a reward per step (binary per rollout: tests/test_tasks.py)
-    sparse = report.read_log(report.run_dir(b0, report.EXPLORATION_TASK, "rl", 0))
+    sparse = report.read_log(suite.run_dir(b0, suite.EXPLORATION_TASK, "rl", 0))
     assert len(sparse) == train.PRESETS["micro"].steps and all("reward" in r for r in sparse)
     # running the suite again skips every finished stage (no log is rewritten)
     # and reports the same numbers
     logs = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
             for d, _, fs in os.walk(root) for f in fs if f == "log.jsonl"}
     # a dial level's rl and instructed runs are its family's (one folder)
-    per_task = {report.run_dir(b0, t, m, 0)
-                for t in report.SUITE_TASKS for m in report.SUITE_METHODS}
-    assert len(per_task) == len(report.SUITE_METHODS) * len(report.SUITE_TASKS) - 2
+    per_task = {suite.run_dir(b0, t, m, 0)
+                for t in suite.SUITE_TASKS for m in suite.SUITE_METHODS}
+    assert len(per_task) == len(suite.SUITE_METHODS) * len(suite.SUITE_TASKS) - 2
     assert len(logs) == len(per_task) + 2 + 3 + 2
     again = train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     assert {p: os.stat(p).st_mtime_ns for p in logs} == logs
     assert json.loads(json.dumps(again)) == res
     # --jobs 2 on a copy of the same base gives the same results.json
     other = str(tmp_path / "jobs")
-    shutil.copytree(os.path.join(b0, "base"), os.path.join(report.base_root(other, 0), "base"))
+    shutil.copytree(os.path.join(b0, "base"), os.path.join(suite.base_root(other, 0), "base"))
     train.suite(train.PRESETS["micro"], other, seeds=1, log=lambda *a: None, jobs=2)
     with open(os.path.join(other, "results.json")) as f:
         par = json.load(f)
     assert _without_wall(par) == _without_wall(res)  # wall clocks are the one thing that may differ
     # each reflector's first-proposal hit rate, from the base's own outputs: graded strength
     rates = report.reflector_hit_rates(root, trials=5)
-    assert set(rates) == set(report.SUITE_TASKS) | {report.PLASTICITY_TASK, report.EXPLORATION_TASK}
+    assert set(rates) == set(suite.SUITE_TASKS) | {suite.PLASTICITY_TASK, suite.EXPLORATION_TASK}
     # the grammar search writes the 2-op rule from 3 examples
     assert rates["hidden-rule"]["oracle"] == 1.0
     # one local edit from `rule: ?` cannot state a 2-op rule
