@@ -87,7 +87,8 @@ class Preset:
     calibration: float = 0.05     # share of rows whose context is the seed prompt
                                   # over a random rule
     batch_workers: int = 0        # processes building pretraining batches ahead (0: in the loop)
-    threads: int = 1              # torch threads in all (split over --jobs); sums depend on it
+    threads: int = 2              # torch threads in all: pretraining's, split over --jobs for runs
+                                  # (one each at least); a run's sums depend on its thread count
     # RL (slow weights)
     steps: int = 100              # RL steps per run (per stage for schedules)
     batch_problems: int = 16      # problems per RL step
@@ -359,7 +360,7 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
     """Every run the report needs, for bases 0..bases-1 x run seeds 0..seeds-1, then one report;
     finished stages are skipped, an interrupted one resumes. jobs > 1: stages in that many processes
     (preset.threads split among them, one at least); a run is a function of its settings and its
-    thread count, so with one thread any jobs gives the same runs. The report's wall time sums the
+    thread count (jobs 1 and 2 agree only when preset.threads is 1). The wall time sums the
     stages' (pretraining included). phase=True: the phase diagram's grid instead (phase.py)."""
     t0, walls, device = time.time(), [], pick_device(device)
     for b in range(bases):  # the bases, one per pretraining seed
@@ -406,6 +407,9 @@ def build_parser():
                                  "a CPU with 2 or more cores, else 1)")
         parser.add_argument("--sweep", action="store_true", default=default(False),
                             help="suite: also FST with the oracle and demo reflectors (first base)")
+        parser.add_argument("--threads", type=positive(int), default=default(None),
+                            help="torch threads in all (default: the preset's); the committed "
+                                 "grids used 1")
         parser.add_argument("--phase", action="store_true", default=default(False),
                             help="the phase diagram's grid instead of the suite (phase.py)")
     common(ap, lambda d: d)
@@ -543,7 +547,7 @@ def main(argv=None):
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
-    preset = PRESETS[name]
+    preset = with_overrides(PRESETS[name], threads=args.threads)
     torch.set_num_threads(preset.threads if device == "cpu" else torch.get_num_threads())
     root = os.path.join("runs", name)
     try:

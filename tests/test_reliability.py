@@ -489,6 +489,7 @@ import select_tasks  # noqa: E402
 LLM = ["--reflector", "llm", "--llm-url", "http://localhost:9/v1", "--llm-model", "m"]
 COMMON = {"--preset": ("text", [["--preset", "huge"], ["--preset", "nan"]]),
           "--device": "choice", "--seeds": "number", "--bases": "number", "--jobs": "number",
+          "--threads": "number",
           "--sweep": "switch", "--phase": "switch"}
 # kind: number | folder (written into) | checkpoint (read) | choice | switch | text; a text flag
 # carries the argv fragments that must be refused
