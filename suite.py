@@ -52,9 +52,9 @@ def run_dir(root, task, method, seed):
 
 def jobs(preset, root, bases=1, seeds=1, sweep=False):
     """Every run of the suite as (wave, folder, run kwargs), in the order --jobs 1 runs them:
-    seed-major (every base's seed 0 first), so a grid stopped early still spans the bases. A wave's
-    runs depend only on earlier waves: 1 = from the base, 2 = the plasticity probe from wave-1
-    weights."""
+    seed-major (every base's seed 0 first), so a grid stopped early still spans the bases; in a
+    replicate the continual runs (three stages) first, so two workers end together. One wave: the
+    plasticity probe starts once its prior task's weights exist (train.wave_runs)."""
     out = []
     for seed, b in [(s, b) for s in range(seeds) for b in range(bases)]:
         broot = base_root(root, b)
@@ -64,6 +64,9 @@ def jobs(preset, root, bases=1, seeds=1, sweep=False):
             if folder not in [f for _, f, _ in out]:  # a dial level shares its family's rl run
                 out.append((wave, folder, dict(method=method, schedule=schedule, init=init,
                                                 seed=seed, base=base, reflector=reflector)))
+        for method in ("fst", "rl"):  # C6 continual: untold task switches
+            add(1, method, [(t, preset.continual_steps) for t in CONTINUAL],
+                run_dir(broot, "continual", method, seed), seed)
         for task in SUITE_TASKS:
             for method in METHODS:  # every method of the one table (fst.METHODS)
                 add(1, method, [(task, preset.steps)],
@@ -71,9 +74,6 @@ def jobs(preset, root, bases=1, seeds=1, sweep=False):
         for method in ("rl", "fst"):  # C8: exploration from zero reward
             add(1, method, [(EXPLORATION_TASK, preset.steps)],
                 run_dir(broot, EXPLORATION_TASK, method, seed), seed)
-        for method in ("rl", "fst"):  # C6 continual: untold task switches
-            add(1, method, [(t, preset.continual_steps) for t in CONTINUAL],
-                run_dir(broot, "continual", method, seed), seed)
         if sweep and b == 0:  # FST with the other reflectors, on the first base
             for name in SWEEP_REFLECTORS:
                 for task in SUITE_TASKS:
@@ -83,6 +83,6 @@ def jobs(preset, root, bases=1, seeds=1, sweep=False):
         for init in ("base", "rl", "fst"):
             path = base if init == "base" else os.path.join(
                 run_dir(broot, PRIOR_TASK, init, seed), "model.pt")
-            add(2, "rl", [(PLASTICITY_TASK, preset.steps)],
+            add(1, "rl", [(PLASTICITY_TASK, preset.steps)],
                 run_dir(broot, "plasticity", init, seed), seed, init=path)
     return out

@@ -329,21 +329,43 @@ def finish_run(s, method, stages, rows, settings, seed, init, reflector, preset,
 # -----------------------------------------------------------------------------
 # the reproduction suite: every run the report needs, then the report (folders: suite.run_dir)
 
+def next_ready(pending):
+    """The first pending (folder, kwargs) whose starting weights exist (the plasticity probe waits
+    for its prior task's run), removed from `pending`; None if none is ready."""
+    for i, (_, kwargs) in enumerate(pending):
+        if os.path.exists(kwargs["init"]):
+            return pending.pop(i)
+    return None
+
+
 def wave_runs(preset, batch, device, jobs, log):
-    """Yield (folder, summary) for the runs of one wave, in order: here one after another, or in
-    `jobs` worker processes sharing this process's threads."""
+    """Yield (folder, summary) for the runs of one wave as they finish: here one after another, or
+    in `jobs` worker processes sharing this process's threads; each starts, in list order, once the
+    weights it starts from exist."""
+    pending = list(batch)
     if jobs == 1 or not batch:
-        for folder, kwargs in batch:
+        while pending:
+            folder, kwargs = next_ready(pending) or stuck(pending)
             yield folder, run(preset=preset, out_dir=folder, device=device, log=log, resume=True,
                               **kwargs)
         return
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    threads = max(1, torch.get_num_threads() // jobs)
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    threads, running = max(1, torch.get_num_threads() // jobs), set()
     # Ctrl-C reaches every worker: each quits at once, its checkpoint intact (written atomically)
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
                              initializer=quiet_worker) as pool:
-        yield from pool.map(_run_job, *zip(*[(preset, f, kw, device, threads) for f, kw in batch]))
+        while pending or running:
+            while len(running) < jobs and (job := next_ready(pending)):
+                running.add(pool.submit(_run_job, preset, *job, device, threads))
+            if not running:
+                stuck(pending)
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            yield from (f.result() for f in done)
+
+
+def stuck(pending):
+    raise UserError(f"{pending[0][0]} cannot start: {pending[0][1]['init']} does not exist")
 
 
 def _run_job(preset, folder, kwargs, device, threads):

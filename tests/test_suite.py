@@ -12,10 +12,13 @@ import math
 import os
 import shutil
 
+import pytest
+
 import report
 import stats
 import suite
 import train
+from cli import UserError
 
 
 def _finite_leaves(d, path=""):
@@ -142,3 +145,14 @@ def test_leaving_zero_reward_needs_a_sustained_mean():
     assert report.first_success(rows) == 1
     assert report.leave_zero(rows) == 8  # steps 4-8: (0.02 + 0 + 0.1 + 0.1 + 0.1) / 5 >= 0.05
     assert report.leave_zero(rows[:6]) is None  # censored: never left zero
+
+
+def test_a_run_starts_once_the_weights_it_starts_from_exist(tmp_path):
+    have = tmp_path / "have.pt"
+    have.write_bytes(b"")
+    pending = [("a", {"init": str(tmp_path / "later.pt")}), ("b", {"init": str(have)})]
+    assert train.next_ready(pending) == ("b", {"init": str(have)})  # "a" waits, "b" goes first
+    assert train.next_ready(pending) is None and len(pending) == 1
+    # nothing running and nothing ready: one line naming the run and the missing weights
+    with pytest.raises(UserError, match="a cannot start: .*later.pt does not exist"):
+        list(train.wave_runs(train.PRESETS["micro"], pending, "cpu", 1, print))
