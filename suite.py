@@ -11,6 +11,7 @@ run_dir(base_root(root, b), task, method, seed). To add a task to the suite, add
 SUITE_TASKS; to add a method, add a row to fst.METHODS (the suite runs every row).
 """
 
+import json
 import os
 
 import tasks
@@ -38,6 +39,32 @@ def base_root(root, b):
 def base_path(root, b):
     """Base b's weights: <root>/b<b>/base/model.pt (the one place this path is built)."""
     return os.path.join(base_root(root, b), "base", "model.pt")
+
+
+COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")  # the grids
+# What a base depends on: a committed base is used in place of pretraining only if these agree
+BASE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "pretrain_steps", "pretrain_batch",
+               "pretrain_lr", "pretrain_warmup", "pretrain_betas", "pack", "row_tokens",
+               "calibration")
+
+
+def committed_base(preset, b):
+    """The committed grid's base b (results/<preset>/runs/b<b>/base), if its pretraining settings
+    are the preset's, else None. Pretraining is deterministic (the same tensors on 1 or 2 threads,
+    on every machine of this kind tried), so copying it gives the run the weights it would train."""
+    folder = os.path.join(COMMITTED, preset.name, "runs", f"b{b}", "base")
+    try:
+        with open(os.path.join(folder, "metrics.json")) as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return None
+    same = m.get("seed") == b and all(
+        m.get("preset", {}).get(k) == as_json(getattr(preset, k)) for k in BASE_FIELDS)
+    return folder if same and os.path.exists(os.path.join(folder, "model.pt")) else None
+
+
+def as_json(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 def run_dir(root, task, method, seed):

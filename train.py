@@ -1,8 +1,9 @@
 r"""
 train.py: the training side of fastslow: pretraining, the FST loop and its baselines, the suite.
 
-    # the whole reproduction (see README), then the report
-    python train.py
+    # the whole reproduction (see README), then the report; a missing base is copied from the
+    # committed grid's (results/<preset>/runs) when its pretraining settings match
+    python train.py                   # --fresh-bases: pretrain it here instead
     # a base -> runs/tiny/b0/base/{model.pt,metrics.json}
     python train.py pretrain --preset tiny --seed 0
     python train.py run --method rl|context|fst --task hidden-rule [--steps N --seed S --out DIR]
@@ -18,10 +19,11 @@ train.py: the training side of fastslow: pretraining, the FST loop and its basel
     python train.py run --method fst --task cipher --resume
 
 The method is fst.py (one step, `fst.fst_step`, with switches for the baselines: `fst.METHODS`,
-and its phases: GEPA's birth, context-only's budget stop); pretraining and the books runs share
-live in pretrain.py. Here `run` is the loop (resume, evaluate, log, checkpoint), `suite` every
-run the report needs. A run logs a JSON line per step (log.jsonl), then summary.json and model.pt;
-`rollouts` counts every rollout generated, GEPA's evaluations included (not val's).
+and its phases: GEPA's birth, context-only's budget stop); pretraining, and the bookkeeping runs
+share (settings, checkpoints, the ledger), live in pretrain.py. Here `run` is the loop (resume,
+evaluate, log, checkpoint), `suite` every run the report needs. A run logs a JSON line per step
+(log.jsonl), then summary.json and model.pt; `rollouts` counts every rollout generated, GEPA's
+evaluations included (not val's).
 
 Runs survive interruption (`Ledger`): every `ckpt_every` steps and at the end ckpt.pt (weights,
 optimizer, RNG states, step, GEPA state, log position) is written atomically, and `--resume`
@@ -41,6 +43,7 @@ import copy
 import json
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, asdict, replace
 
@@ -60,7 +63,7 @@ from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step, mak
                  start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
 from pretrain import Ledger, finished_summary, holds_run, load_base, pretrain, settings_of
-from suite import base_path, jobs as suite_jobs
+from suite import base_path, committed_base, jobs as suite_jobs
 
 
 # -----------------------------------------------------------------------------
@@ -377,21 +380,37 @@ def _run_job(preset, folder, kwargs, device, threads):
                        resume=True, **kwargs)
 
 
-def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False, jobs=1,
-          phase=False):
-    """Every run the report needs, for bases 0..bases-1 x run seeds 0..seeds-1, then one report;
-    finished stages are skipped, an interrupted one resumes. jobs > 1: stages in that many processes
-    (preset.threads split among them, one at least); a run is a function of its settings and its
-    thread count (jobs 1 and 2 agree only when preset.threads is 1). The wall time sums the
-    stages' (pretraining included). phase=True: the phase diagram's grid instead (phase.py)."""
-    t0, walls, device = time.time(), [], pick_device(device)
-    for b in range(bases):  # the bases, one per pretraining seed
+def prepare_bases(preset, root, bases, device, log=print, fresh_bases=False):
+    """Bases 0..bases-1 under root, one per pretraining seed: a missing one is copied from the
+    committed grid's when its pretraining settings match (suite.committed_base), else (or with
+    fresh_bases) pretrained here. Returns each base's pretraining wall time."""
+    walls = []
+    for b in range(bases):
         out = os.path.dirname(base_path(root, b))
-        if not os.path.exists(os.path.join(out, "model.pt")):
+        cached = None if fresh_bases else committed_base(preset, b)
+        if not os.path.exists(os.path.join(out, "model.pt")) and cached:
+            shutil.copytree(cached, out, dirs_exist_ok=True)
+            log(f"base {b}: the committed grid's ({os.path.relpath(cached)}), the weights "
+                f"pretraining gives; --fresh-bases pretrains it here")
+        elif not os.path.exists(os.path.join(out, "model.pt")):
             log(f"pretraining base {b}")
             pretrain(preset, out, device, seed=b, log=log, resume=True)
         with open(os.path.join(out, "metrics.json")) as f:
             walls.append(json.load(f)["wall_s"])
+    return walls
+
+
+def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False, jobs=1,
+          phase=False, fresh_bases=False):
+    """Every run the report needs, for bases 0..bases-1 x run seeds 0..seeds-1, then one report;
+    finished stages are skipped, an interrupted one resumes. jobs > 1: stages in that many processes
+    (preset.threads split among them, one at least); a run is a function of its settings and its
+    thread count (jobs 1 and 2 agree only when preset.threads is 1). The wall time sums the
+    stages' (pretraining included). A missing base is copied from the committed grid's when its
+    pretraining settings match (suite.committed_base), else pretrained; fresh_bases=True always
+    pretrains. phase=True: the phase diagram's grid instead (phase.py)."""
+    t0, device = time.time(), pick_device(device)
+    walls = prepare_bases(preset, root, bases, device, log, fresh_bases)
     todo = phase_grid.jobs(preset, root, bases, seeds) if phase else suite_jobs(preset, root, bases,
                                                                                  seeds, sweep)
     for wave in (1, 2):
@@ -434,6 +453,9 @@ def build_parser():
                                  "grids used 1")
         parser.add_argument("--phase", action="store_true", default=default(False),
                             help="the phase diagram's grid instead of the suite (phase.py)")
+        parser.add_argument("--fresh-bases", action="store_true", default=default(False),
+                            help="suite: pretrain missing bases here instead of copying the "
+                                 "committed grid's (results/<preset>/runs)")
     common(ap, lambda d: d)
     sub = ap.add_subparsers(dest="cmd", parser_class=CLIParser)
     p = sub.add_parser("pretrain", help="train the base model")
@@ -575,7 +597,7 @@ def main(argv=None):
     try:
         if args.cmd is None:
             suite(preset, root, bases=args.bases, seeds=args.seeds, device=device,
-                  sweep=args.sweep, phase=args.phase,
+                  sweep=args.sweep, phase=args.phase, fresh_bases=args.fresh_bases,
                   jobs=args.jobs or (2 if device == "cpu" and (os.cpu_count() or 1) > 1 else 1))
         elif args.cmd == "pretrain":
             pretrain_command(args, preset, root, device)

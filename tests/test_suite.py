@@ -156,3 +156,37 @@ def test_a_run_starts_once_the_weights_it_starts_from_exist(tmp_path):
     # nothing running and nothing ready: one line naming the run and the missing weights
     with pytest.raises(UserError, match="a cannot start: .*later.pt does not exist"):
         list(train.wave_runs(train.PRESETS["micro"], pending, "cpu", 1, print))
+
+
+def test_a_missing_base_is_copied_from_the_committed_grid_only_if_its_settings_match(
+        tmp_path, monkeypatch):
+    """prepare_bases copies results/<preset>/runs/b<b>/base when its pretraining settings and seed
+    are the preset's, pretrains otherwise (and always with fresh_bases)."""
+    from dataclasses import asdict
+    preset = train.PRESETS["micro"]
+    committed = tmp_path / "results" / "micro" / "runs" / "b0" / "base"
+    committed.mkdir(parents=True)
+    (committed / "model.pt").write_bytes(b"weights")
+    metrics = {"preset": json.loads(json.dumps(asdict(preset))), "seed": 0, "wall_s": 12.0}
+    (committed / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setattr(suite, "COMMITTED", str(tmp_path / "results"))
+    trained = []
+
+    def fake_pretrain(preset, out, device, seed=0, log=print, resume=False):
+        trained.append(seed)
+        os.makedirs(out, exist_ok=True)
+        open(os.path.join(out, "model.pt"), "wb").write(b"trained")
+        open(os.path.join(out, "metrics.json"), "w").write(json.dumps({"wall_s": 3.0}))
+    monkeypatch.setattr(train, "pretrain", fake_pretrain)
+    lines = []
+    walls = train.prepare_bases(preset, str(tmp_path / "a"), 2, "cpu", lines.append)
+    assert walls == [12.0, 3.0] and trained == [1]  # b0 copied; no committed b1: pretrained
+    assert (tmp_path / "a" / "b0" / "base" / "model.pt").read_bytes() == b"weights"
+    assert "committed grid's" in lines[0] and lines[1] == "pretraining base 1"
+    train.prepare_bases(preset, str(tmp_path / "b"), 1, "cpu", lines.append, fresh_bases=True)
+    assert trained == [1, 0]
+    metrics["preset"]["pretrain_steps"] += 1  # other settings: not the same base
+    (committed / "metrics.json").write_text(json.dumps(metrics))
+    assert suite.committed_base(preset, 0) is None
+    train.prepare_bases(preset, str(tmp_path / "c"), 1, "cpu", lines.append)
+    assert trained == [1, 0, 0]
