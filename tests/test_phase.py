@@ -95,11 +95,24 @@ def test_archive_keeps_finished_runs_and_bases(tmp_path):
         f.write("ckpt")
     with open(os.path.join(done, "model.pt"), "w") as f:
         f.write("weights")
-    assert phase.archive(root, 1, 1, dest) == 1
+    # the plasticity probe starts from the prior task's weights: kept while its run is unfinished
+    for init, probe_done in (("rl", False), ("fst", True)):
+        prior = suite.run_dir(broot, suite.PRIOR_TASK, init, 0)
+        _write(prior, [0.1, 0.2], 1.0)
+        with open(os.path.join(prior, "model.pt"), "w") as f:
+            f.write("weights")
+        if probe_done:
+            _write(suite.run_dir(broot, "plasticity", init, 0), [0.1, 0.2], 1.0)
+    assert phase.archive(root, 1, 1, dest) == 4
     kept = sorted(os.path.relpath(os.path.join(d, f), dest)
                   for d, _, fs in os.walk(dest) for f in fs)
+    prior = f"b0/{suite.PRIOR_TASK}"
     assert kept == ["b0/base/metrics.json", "b0/base/model.pt",
-                    "b0/cipher/rl/s0/log.jsonl", "b0/cipher/rl/s0/summary.json"]
+                    "b0/cipher/rl/s0/log.jsonl", "b0/cipher/rl/s0/summary.json",
+                    f"{prior}/fst/s0/log.jsonl", f"{prior}/fst/s0/summary.json",
+                    f"{prior}/rl/s0/log.jsonl", f"{prior}/rl/s0/model.pt",
+                    f"{prior}/rl/s0/summary.json",
+                    "b0/plasticity/fst/s0/log.jsonl", "b0/plasticity/fst/s0/summary.json"]
     for name in ("log.jsonl", "summary.json"):
         with open(os.path.join(done, name)) as a:
             with open(os.path.join(dest, "b0/cipher/rl/s0", name)) as b:
