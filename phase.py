@@ -428,8 +428,8 @@ def hit_rates(root, bases, device="cpu", trials=100):
 
 def archive(root, bases, seeds, dest):
     """Copy the grid's finished runs (pretrain.finished: log.jsonl and summary.json; weights only
-    where an unfinished plasticity run starts from them) and the bases (model.pt, metrics.json) from `root` into `dest`, same layout, with dial.json
-    and phase_hit_rates.json. A checkout that copies `dest` back (cp -r DEST/. runs/<preset>/)
+    where an unfinished plasticity run starts from them) and the bases (model.pt, metrics.json)
+    from `root` into `dest`, same layout, with dial.json and phase_hit_rates.json. A checkout that copies `dest` back (cp -r DEST/. runs/<preset>/)
     resumes the grid where it stood. -> the number of runs copied."""
     def copy(folder, names):
         to = os.path.join(dest, os.path.relpath(folder, root))
