@@ -390,8 +390,8 @@ def prepare_bases(preset, root, bases, device, log=print, fresh_bases=False):
         cached = None if fresh_bases else committed_base(preset, b)
         if not os.path.exists(os.path.join(out, "model.pt")) and cached:
             shutil.copytree(cached, out, dirs_exist_ok=True)
-            log(f"base {b}: the committed grid's ({os.path.relpath(cached)}), the weights "
-                f"pretraining gives; --fresh-bases pretrains it here")
+            log(f"base {b}: the committed grid's ({os.path.relpath(cached)}), so the runs are "
+                f"comparable with the grid's; --fresh-bases pretrains one here")
         elif not os.path.exists(os.path.join(out, "model.pt")):
             log(f"pretraining base {b}")
             pretrain(preset, out, device, seed=b, log=log, resume=True)
