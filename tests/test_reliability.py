@@ -490,7 +490,7 @@ LLM = ["--reflector", "llm", "--llm-url", "http://localhost:9/v1", "--llm-model"
 COMMON = {"--preset": ("text", [["--preset", "huge"], ["--preset", "nan"]]),
           "--device": "choice", "--seeds": "number", "--bases": "number", "--jobs": "number",
           "--threads": "number",
-          "--sweep": "switch", "--phase": "switch"}
+          "--sweep": "switch", "--phase": "switch", "--fresh-bases": "switch"}
 # kind: number | folder (written into) | checkpoint (read) | choice | switch | text; a text flag
 # carries the argv fragments that must be refused
 FLAG_KINDS = {
