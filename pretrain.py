@@ -19,12 +19,15 @@ optimizer steps skipped when the loss or the gradient is non-finite (rl.guarded_
 says how many steps were done and which step the checkpoint holds. The batch of a step is a function
 of (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
 batches built ahead in host processes (`batch_workers`, the gpu preset) are the same batches.
+`prepare_bases` gives a grid its bases: copied from the committed grid's when the pretraining
+settings match (suite.committed_base), else pretrained.
 """
 
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import time
 from collections import defaultdict
@@ -38,6 +41,7 @@ import tasks
 from cli import Interrupted, UserError, writable_folder
 from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint, write_atomic
 from rl import guarded_step
+from suite import base_path, committed_base
 
 
 def autocast(device):
@@ -382,3 +386,23 @@ def load_base(path, device):
         raise CheckpointError(f"{path} has no tokenizer inside; re-create it with "
                               "`python train.py pretrain`")
     return model, tasks.tokenizer_from_state(extra["tokenizer"])
+
+
+def prepare_bases(preset, root, bases, device, log=print, fresh_bases=False):
+    """Bases 0..bases-1 under root, one per pretraining seed: a missing one is copied from the
+    committed grid's when its pretraining settings match (suite.committed_base), else (or with
+    fresh_bases) pretrained here. Returns each base's pretraining wall time."""
+    walls = []
+    for b in range(bases):
+        out = os.path.dirname(base_path(root, b))
+        cached = None if fresh_bases else committed_base(preset, b)
+        if not os.path.exists(os.path.join(out, "model.pt")) and cached:
+            shutil.copytree(cached, out, dirs_exist_ok=True)
+            log(f"base {b}: the committed grid's ({os.path.relpath(cached)}), so the runs are "
+                f"comparable with the grid's; --fresh-bases pretrains one here")
+        elif not os.path.exists(os.path.join(out, "model.pt")):
+            log(f"pretraining base {b}")
+            pretrain(preset, out, device, seed=b, log=log, resume=True)
+        with open(os.path.join(out, "metrics.json")) as f:
+            walls.append(json.load(f)["wall_s"])
+    return walls

@@ -43,7 +43,6 @@ import copy
 import json
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, asdict, replace
 
@@ -62,8 +61,9 @@ from cli import (CHECKPOINT, FOLDER, URL, CLIParser, UserError, continue_line, e
 from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step, make_evaluate,
                  start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
-from pretrain import Ledger, finished_summary, holds_run, load_base, pretrain, settings_of
-from suite import base_path, committed_base, jobs as suite_jobs
+from pretrain import (Ledger, finished_summary, holds_run, load_base, prepare_bases, pretrain,
+                      settings_of)
+from suite import base_path, jobs as suite_jobs
 
 
 # -----------------------------------------------------------------------------
@@ -380,35 +380,13 @@ def _run_job(preset, folder, kwargs, device, threads):
                        resume=True, **kwargs)
 
 
-def prepare_bases(preset, root, bases, device, log=print, fresh_bases=False):
-    """Bases 0..bases-1 under root, one per pretraining seed: a missing one is copied from the
-    committed grid's when its pretraining settings match (suite.committed_base), else (or with
-    fresh_bases) pretrained here. Returns each base's pretraining wall time."""
-    walls = []
-    for b in range(bases):
-        out = os.path.dirname(base_path(root, b))
-        cached = None if fresh_bases else committed_base(preset, b)
-        if not os.path.exists(os.path.join(out, "model.pt")) and cached:
-            shutil.copytree(cached, out, dirs_exist_ok=True)
-            log(f"base {b}: the committed grid's ({os.path.relpath(cached)}), so the runs are "
-                f"comparable with the grid's; --fresh-bases pretrains one here")
-        elif not os.path.exists(os.path.join(out, "model.pt")):
-            log(f"pretraining base {b}")
-            pretrain(preset, out, device, seed=b, log=log, resume=True)
-        with open(os.path.join(out, "metrics.json")) as f:
-            walls.append(json.load(f)["wall_s"])
-    return walls
-
-
 def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False, jobs=1,
           phase=False, fresh_bases=False):
     """Every run the report needs, for bases 0..bases-1 x run seeds 0..seeds-1, then one report;
     finished stages are skipped, an interrupted one resumes. jobs > 1: stages in that many processes
     (preset.threads split among them, one at least); a run is a function of its settings and its
     thread count (jobs 1 and 2 agree only when preset.threads is 1). The wall time sums the
-    stages' (pretraining included). A missing base is copied from the committed grid's when its
-    pretraining settings match (suite.committed_base), else pretrained; fresh_bases=True always
-    pretrains. phase=True: the phase diagram's grid instead (phase.py)."""
+    stages' (pretraining included); missing bases: pretrain.prepare_bases. phase=True: the phase diagram's grid instead (phase.py)."""
     t0, device = time.time(), pick_device(device)
     walls = prepare_bases(preset, root, bases, device, log, fresh_bases)
     todo = phase_grid.jobs(preset, root, bases, seeds) if phase else suite_jobs(preset, root, bases,

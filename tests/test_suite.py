@@ -14,6 +14,7 @@ import shutil
 
 import pytest
 
+import pretrain
 import report
 import stats
 import suite
@@ -177,16 +178,16 @@ def test_a_missing_base_is_copied_from_the_committed_grid_only_if_its_settings_m
         os.makedirs(out, exist_ok=True)
         open(os.path.join(out, "model.pt"), "wb").write(b"trained")
         open(os.path.join(out, "metrics.json"), "w").write(json.dumps({"wall_s": 3.0}))
-    monkeypatch.setattr(train, "pretrain", fake_pretrain)
+    monkeypatch.setattr(pretrain, "pretrain", fake_pretrain)
     lines = []
-    walls = train.prepare_bases(preset, str(tmp_path / "a"), 2, "cpu", lines.append)
+    walls = pretrain.prepare_bases(preset, str(tmp_path / "a"), 2, "cpu", lines.append)
     assert walls == [12.0, 3.0] and trained == [1]  # b0 copied; no committed b1: pretrained
     assert (tmp_path / "a" / "b0" / "base" / "model.pt").read_bytes() == b"weights"
     assert "committed grid's" in lines[0] and lines[1] == "pretraining base 1"
-    train.prepare_bases(preset, str(tmp_path / "b"), 1, "cpu", lines.append, fresh_bases=True)
+    pretrain.prepare_bases(preset, str(tmp_path / "b"), 1, "cpu", lines.append, fresh_bases=True)
     assert trained == [1, 0]
     metrics["preset"]["pretrain_steps"] += 1  # other settings: not the same base
     (committed / "metrics.json").write_text(json.dumps(metrics))
     assert suite.committed_base(preset, 0) is None
-    train.prepare_bases(preset, str(tmp_path / "c"), 1, "cpu", lines.append)
+    pretrain.prepare_bases(preset, str(tmp_path / "c"), 1, "cpu", lines.append)
     assert trained == [1, 0, 0]
