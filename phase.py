@@ -429,22 +429,24 @@ def hit_rates(root, bases, device="cpu", trials=100):
 def archive(root, bases, seeds, dest):
     """Copy the grid's finished runs (pretrain.finished: log.jsonl and summary.json; weights only
     where an unfinished plasticity run starts from them) and the bases (model.pt, metrics.json)
-    from `root` into `dest`, same layout, with dial.json and phase_hit_rates.json. A checkout that copies `dest` back (cp -r DEST/. runs/<preset>/)
-    resumes the grid where it stood. -> the number of runs copied."""
+    from `root` into `dest`, same layout, with dial.json and phase_hit_rates.json. A checkout that
+    copies `dest` back (cp -r DEST/. runs/<preset>/) resumes the grid where it stood. -> the number
+    of runs copied."""
     def copy(folder, names):
         to = os.path.join(dest, os.path.relpath(folder, root))
         os.makedirs(to, exist_ok=True)
         for name in names:
             shutil.copyfile(os.path.join(folder, name), os.path.join(to, name))
-    def needed(run):  # a prior task's weights, while the plasticity run from them is unfinished
-        return any(run == suite.run_dir(suite.base_root(root, b), suite.PRIOR_TASK, init, s)
-                   and not finished(suite.run_dir(suite.base_root(root, b), "plasticity", init, s))
-                   for b in range(bases) for s in range(seeds) for init in ("rl", "fst"))
+    keep = {suite.plasticity_init(root, b, init, s)  # weights an unfinished probe starts from
+            for b in range(bases) for s in range(seeds) for init in suite.PLASTICITY_INITS
+            if init != "base" and not finished(suite.run_dir(suite.base_root(root, b),
+                                                             "plasticity", init, s))}
     runs = [run for b in range(bases) for s in range(seeds)
             for run in sorted(glob.glob(os.path.join(suite.base_root(root, b), "*", "*", f"s{s}")))
             if finished(run)]
     for run in runs:
-        copy(run, ("log.jsonl", "summary.json") + (("model.pt",) if needed(run) else ()))
+        weights = ("model.pt",) if os.path.join(run, "model.pt") in keep else ()
+        copy(run, ("log.jsonl", "summary.json") + weights)
     for b in range(bases):
         base = os.path.dirname(suite.base_path(root, b))
         if os.path.exists(os.path.join(base, "model.pt")):

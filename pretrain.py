@@ -20,7 +20,7 @@ says how many steps were done and which step the checkpoint holds. The batch of 
 of (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
 batches built ahead in host processes (`batch_workers`, the gpu preset) are the same batches.
 `prepare_bases` gives a grid its bases: copied from the committed grid's when the pretraining
-settings match (suite.committed_base), else pretrained.
+settings match (`committed_base`), else pretrained.
 """
 
 import json
@@ -41,7 +41,7 @@ import tasks
 from cli import Interrupted, UserError, writable_folder
 from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint, write_atomic
 from rl import guarded_step
-from suite import base_path, committed_base
+import suite
 
 
 def autocast(device):
@@ -388,21 +388,44 @@ def load_base(path, device):
     return model, tasks.tokenizer_from_state(extra["tokenizer"])
 
 
+# What a base depends on: a committed base stands in for pretraining only if these agree
+BASE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "pretrain_steps", "pretrain_batch",
+               "pretrain_lr", "pretrain_warmup", "pretrain_betas", "pack", "row_tokens",
+               "calibration")
+
+
+def committed_base(preset, b):
+    """The committed grid's base b (results/<preset>/runs/b<b>/base), if it was pretrained with
+    seed b and the preset's BASE_FIELDS, else None. Runs from it are comparable with the committed
+    grid's; pretraining here gives the same tensors on the CPU the grid's bases came from, and
+    another base on other CPUs (general acc 0.906 against 0.867 for base 0 on a faster one)."""
+    folder = os.path.dirname(suite.base_path(suite.committed_root(preset.name), b))
+    try:
+        with open(os.path.join(folder, "metrics.json")) as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return None
+    want = settings_of(preset)["preset"]  # the preset as plain JSON values
+    same = m.get("seed") == b and all(m.get("preset", {}).get(k) == want[k] for k in BASE_FIELDS)
+    return folder if same and os.path.exists(os.path.join(folder, "model.pt")) else None
+
+
 def prepare_bases(preset, root, bases, device, log=print, fresh_bases=False):
     """Bases 0..bases-1 under root, one per pretraining seed: a missing one is copied from the
-    committed grid's when its pretraining settings match (suite.committed_base), else (or with
-    fresh_bases) pretrained here. Returns each base's pretraining wall time."""
+    committed grid's (committed_base), else (or with fresh_bases) pretrained here. -> each base's
+    pretraining wall time."""
     walls = []
     for b in range(bases):
-        out = os.path.dirname(base_path(root, b))
-        cached = None if fresh_bases else committed_base(preset, b)
-        if not os.path.exists(os.path.join(out, "model.pt")) and cached:
-            shutil.copytree(cached, out, dirs_exist_ok=True)
-            log(f"base {b}: the committed grid's ({os.path.relpath(cached)}), so the runs are "
-                f"comparable with the grid's; --fresh-bases pretrains one here")
-        elif not os.path.exists(os.path.join(out, "model.pt")):
-            log(f"pretraining base {b}")
-            pretrain(preset, out, device, seed=b, log=log, resume=True)
+        out = os.path.dirname(suite.base_path(root, b))
+        if not os.path.exists(os.path.join(out, "model.pt")):
+            cached = None if fresh_bases else committed_base(preset, b)
+            if cached:
+                shutil.copytree(cached, out, dirs_exist_ok=True)
+                log(f"base {b}: the committed grid's ({os.path.relpath(cached)}), so the runs are "
+                    f"comparable with the grid's; --fresh-bases pretrains one here")
+            else:
+                log(f"pretraining base {b}")
+                pretrain(preset, out, device, seed=b, log=log, resume=True)
         with open(os.path.join(out, "metrics.json")) as f:
             walls.append(json.load(f)["wall_s"])
     return walls

@@ -11,7 +11,6 @@ run_dir(base_root(root, b), task, method, seed). To add a task to the suite, add
 SUITE_TASKS; to add a method, add a row to fst.METHODS (the suite runs every row).
 """
 
-import json
 import os
 
 import tasks
@@ -23,6 +22,7 @@ PRIOR_TASK = "hidden-rule"                              # the plasticity probe s
                                                         # its weights ...
 PLASTICITY_TASK = "hidden-rule-2"                       # ... and learns this one
                                                         # (another input marker)
+PLASTICITY_INITS = ("base", "rl", "fst")                # C5: RL on it from these weights
 CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three markers,
                                                         # untold switches
 EXPLORATION_TASK = "sparse"                             # C8: zero reward under the seed prompt
@@ -42,30 +42,18 @@ def base_path(root, b):
 
 
 COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")  # the grids
-# What a base depends on: a committed base is used in place of pretraining only if these agree
-BASE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "pretrain_steps", "pretrain_batch",
-               "pretrain_lr", "pretrain_warmup", "pretrain_betas", "pack", "row_tokens",
-               "calibration")
 
 
-def committed_base(preset, b):
-    """The committed grid's base b (results/<preset>/runs/b<b>/base), if its pretraining settings
-    are the preset's, else None. Runs from it are comparable with the committed grid's; pretraining
-    here would give the same tensors on the CPU the grid's bases came from, and another base on
-    other CPUs (general acc 0.906 against 0.867 for base 0 on a faster 2-core machine)."""
-    folder = os.path.join(COMMITTED, preset.name, "runs", f"b{b}", "base")
-    try:
-        with open(os.path.join(folder, "metrics.json")) as f:
-            m = json.load(f)
-    except (OSError, ValueError):
-        return None
-    same = m.get("seed") == b and all(
-        m.get("preset", {}).get(k) == as_json(getattr(preset, k)) for k in BASE_FIELDS)
-    return folder if same and os.path.exists(os.path.join(folder, "model.pt")) else None
+def committed_root(preset_name):
+    """Where the committed grid of a preset keeps its runs and bases (phase.archive writes it)."""
+    return os.path.join(COMMITTED, preset_name, "runs")
 
 
-def as_json(v):
-    return list(v) if isinstance(v, tuple) else v
+def plasticity_init(root, b, init, seed):
+    """The weights C5's run from `init` starts from: base b, or the prior task's rl / fst run's."""
+    if init == "base":
+        return base_path(root, b)
+    return os.path.join(run_dir(base_root(root, b), PRIOR_TASK, init, seed), "model.pt")
 
 
 def run_dir(root, task, method, seed):
@@ -108,9 +96,8 @@ def jobs(preset, root, bases=1, seeds=1, sweep=False):
                     add(1, "fst", [(task, preset.steps)],
                         run_dir(broot, task, f"fst-{name}", seed), seed, reflector=name)
         # C5 plasticity: RL on a new task from the prior task's weights
-        for init in ("base", "rl", "fst"):
-            path = base if init == "base" else os.path.join(
-                run_dir(broot, PRIOR_TASK, init, seed), "model.pt")
+        for init in PLASTICITY_INITS:
             add(1, "rl", [(PLASTICITY_TASK, preset.steps)],
-                run_dir(broot, "plasticity", init, seed), seed, init=path)
+                run_dir(broot, "plasticity", init, seed), seed,
+                init=plasticity_init(root, b, init, seed))
     return out

@@ -386,7 +386,8 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
     finished stages are skipped, an interrupted one resumes. jobs > 1: stages in that many processes
     (preset.threads split among them, one at least); a run is a function of its settings and its
     thread count (jobs 1 and 2 agree only when preset.threads is 1). The wall time sums the
-    stages' (pretraining included); missing bases: pretrain.prepare_bases. phase=True: the phase diagram's grid instead (phase.py)."""
+    stages' (pretraining included); missing bases: pretrain.prepare_bases. phase=True: the phase
+    diagram's grid instead (phase.py)."""
     t0, device = time.time(), pick_device(device)
     walls = prepare_bases(preset, root, bases, device, log, fresh_bases)
     todo = phase_grid.jobs(preset, root, bases, seeds) if phase else suite_jobs(preset, root, bases,

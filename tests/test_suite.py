@@ -176,8 +176,10 @@ def test_a_missing_base_is_copied_from_the_committed_grid_only_if_its_settings_m
     def fake_pretrain(preset, out, device, seed=0, log=print, resume=False):
         trained.append(seed)
         os.makedirs(out, exist_ok=True)
-        open(os.path.join(out, "model.pt"), "wb").write(b"trained")
-        open(os.path.join(out, "metrics.json"), "w").write(json.dumps({"wall_s": 3.0}))
+        with open(os.path.join(out, "model.pt"), "wb") as f:
+            f.write(b"trained")
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            f.write(json.dumps({"wall_s": 3.0}))
     monkeypatch.setattr(pretrain, "pretrain", fake_pretrain)
     lines = []
     walls = pretrain.prepare_bases(preset, str(tmp_path / "a"), 2, "cpu", lines.append)
@@ -188,6 +190,6 @@ def test_a_missing_base_is_copied_from_the_committed_grid_only_if_its_settings_m
     assert trained == [1, 0]
     metrics["preset"]["pretrain_steps"] += 1  # other settings: not the same base
     (committed / "metrics.json").write_text(json.dumps(metrics))
-    assert suite.committed_base(preset, 0) is None
+    assert pretrain.committed_base(preset, 0) is None
     pretrain.prepare_bases(preset, str(tmp_path / "c"), 1, "cpu", lines.append)
     assert trained == [1, 0, 0]
