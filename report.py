@@ -171,8 +171,9 @@ def c2(rl, fst, keys, t, claims, reps=200, seed=0):
     why = "; ".join(f"{m.upper()}: {out[m]['why']}" for m in ("rl", "fst")
                     if not out[m]["identifiable"])
     row = stats.row("C2 higher ceiling", t,
-                    f"A(FST) - A(RL) of the mean curves (RL {out['rl']['A']:.2f}, FST "
-                    f"{out['fst']['A']:.2f})", {r: tuple(c) for r, c in zip(keys, curves)},
+                    "A(FST) - A(RL) of the mean curves",
+                    {r: tuple(c) for r, c in zip(keys, curves)},
+                    detail=f"RL {out['rl']['A']:.2f}, FST {out['fst']['A']:.2f}",
                     label="not identifiable" if why else None, why=why,
                     stat=lambda a: fit_a(a[:, n:].mean(0)) - fit_a(a[:, :n].mean(0)),
                     boots=boots["fst"] - boots["rl"] if boots else None, reps=reps)
@@ -235,7 +236,7 @@ def plasticity(root, reps, res, plots):
     """C5: fresh RL on suite.PLASTICITY_TASK from the base and from RL's and FST's final weights on the
     prior task. The paper's sub-claims apart (RL-init below base-init; FST-init ~ base-init, TOST),
     on the area under the curve, with the share of runs reaching 0.5 beside (bimodal probes)."""
-    pl = {i: replicates(root, reps, "plasticity", i) for i in ("base", "rl", "fst")}
+    pl = {i: replicates(root, reps, "plasticity", i) for i in suite.PLASTICITY_INITS}
     keys = [r for r in reps if all(r in v for v in pl.values())]
     out = {"task": suite.PLASTICITY_TASK, "prior_task": suite.PRIOR_TASK, "threshold": 0.5}
     per = {i: {r: ev.area_and_threshold(v[r], 0.5) for r in keys} for i, v in pl.items()}
@@ -249,15 +250,15 @@ def plasticity(root, reps, res, plots):
     res["c5_plasticity"] = out
     if not keys:
         return
-    share = lambda i: f"{out[f'from_{i}']['reached']} of {len(keys)} reach 0.5"
+    share = lambda i: f"{i}-init: {out[f'from_{i}']['reached']} of {len(keys)} reach 0.5"
     auc = lambda a, b: {r: per[a][r]["auc"] - per[b][r]["auc"] for r in keys}
     res["claims"] += [
         stats.row("C5 RL-init barely learns", suite.PLASTICITY_TASK,
-                  f"area, RL-init - base-init ({share('rl')}; {share('base')})",
-                  auc("rl", "base"), direction=-1),
+                  "area, RL-init - base-init", auc("rl", "base"), direction=-1,
+                  detail=f"{share('rl')}; {share('base')}"),
         stats.row("C5 FST-init ~ base-init", suite.PLASTICITY_TASK,
-                  f"area, FST-init - base-init ({share('fst')})", auc("fst", "base"),
-                  "equivalence"),
+                  "area, FST-init - base-init", auc("fst", "base"), "equivalence",
+                  detail=share("fst")),
         stats.row("C5 stays plastic", suite.PLASTICITY_TASK, "area, FST-init - RL-init",
                   auc("fst", "rl"))]
     draw.bands(os.path.join(res["_out"], "plasticity.png"),
@@ -355,9 +356,10 @@ def exploration(root, reps, res):
         res["claims"].append(stats.row(
             "C8 leaves zero sooner", suite.EXPLORATION_TASK,
             f"Gehan score, steps until the {ZERO_WINDOW}-step mean reward reaches {ZERO_LEVEL} "
-            f"(+1: FST first; never: RL {out['rl']['censored']}, FST {out['fst']['censored']})",
+            "(+1: FST first)",
             {r: stats.gehan_score(steps["fst"][i], cens["fst"][i], steps["rl"][i], cens["rl"][i])
-             for i, r in enumerate(keys)}))
+             for i, r in enumerate(keys)},
+            detail=f"never: RL {out['rl']['censored']}, FST {out['fst']['censored']}"))
 
 
 def reflector_sweep(root, seeds, res, hit_rates):

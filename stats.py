@@ -353,7 +353,9 @@ def row(claim, task, measure, values, kind="difference", direction=1, label=None
     test of its kind, TESTS). label: set it here when the row cannot carry a verdict ('not tested',
     '= rl', 'not identifiable'); None leaves it to label_family. n < MIN_N is labelled 'n < 5'.
     -> {claim, task, measure, kind, direction, mean, ci95, n, per_replicate, p, p_holm, label,
-        why, **extra}; p is None for a row outside the family."""
+        why, **extra}; p is None for a row outside the family. `measure` names the statistic and
+    is the same in every run (against_grid matches on it); a run's own counts or fits go in
+    extra's `detail`, shown beside it."""
     arr, keys = _clean(values)
     stat = stat or (lambda a: float(np.mean(a)))
     out = {"claim": claim, "task": task, "measure": measure, "kind": kind,
@@ -479,7 +481,8 @@ def table(rows):
         col = ("" if not grid else " n/a |" if g is None else
                f" [{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}], {g['n']}: "
                f"{'inside' if g['inside'] else 'outside'} |")
-        out.append(f"| {r['claim']} | {r['task']} | {r['measure']} | "
+        measure = r["measure"] + (f" ({r['detail']})" if r.get("detail") else "")
+        out.append(f"| {r['claim']} | {r['task']} | {measure} | "
                    f"{fmt(r, 2 if r.get('geo_mean') is not None else 3)} | {r['n']} | "
                    f"{fmt_p(r)} | {r['label'] + (': ' + r['why'] if why else '')} |" + col)
     return out

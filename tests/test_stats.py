@@ -257,6 +257,9 @@ def test_report_claims_on_a_synthetic_runs_folder(tmp_path):
     assert c1["profile"]["0.9"]["steps"]["fst_first"] == 6
     report.c3(runs["rl"], runs["fst"], reps, 0.2, "kl", t, claims)
     report.c2(runs["rl"], runs["fst"], reps, t, claims, reps=20)
+    one = []  # a one-replicate report names C2's statistic as the grid does: against_grid finds it
+    report.c2(runs["rl"], runs["fst"], reps[:1], t, one, reps=20)
+    assert one[0]["measure"] == claims[-1]["measure"] and "RL " in one[0]["detail"]
     fam = stats.label_family(claims)
     by = lambda claim, start: next(r for r in claims
                                    if r["claim"] == claim and r["measure"].startswith(start))
@@ -282,12 +285,14 @@ def test_one_replicate_beside_the_committed_grid(tmp_path, monkeypatch):
     one = lambda measure, v: {"claim": grid[0]["claim"] if measure == "gap" else grid[1]["claim"],
                               "task": "cipher", "measure": measure, "mean": v, "ci95": [v, v],
                               "n": 1, "p": None, "why": "", "label": "n < 5"}
-    rows = [one("gap", 0.2), one("kl", 0.0),
+    grid[0]["detail"] = "8 of 9 reach it"  # a run's own counts: beside the measure, not in it
+    rows = [dict(one("gap", 0.2), detail="1 of 1 reach it"), one("kl", 0.0),
             dict(one("gap", 0.2), task="hidden-rule")]  # a row the grid does not have
     assert stats.against_grid(rows, grid) == 2
     assert rows[0]["grid"]["inside"] and not rows[1]["grid"]["inside"] and "grid" not in rows[2]
     text = "\n".join(stats.table(rows))
     assert "[0.100, 0.300], 9: inside" in text and "[-1.000, -0.500], 9: outside" in text
+    assert "| gap (1 of 1 reach it) |" in text
     assert text.splitlines()[-1].endswith("| n/a |")
     # eval.grid_reference reads results/<preset>/results.json beside eval.py
     root = tmp_path / "repo"
