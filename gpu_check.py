@@ -78,8 +78,8 @@ import torch.nn.functional as F  # noqa: E402
 import rollout  # noqa: E402
 import tasks  # noqa: E402
 import bench  # noqa: E402
+import fst  # noqa: E402
 import pretrain  # noqa: E402
-import rl  # noqa: E402
 import train  # noqa: E402
 from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
 
@@ -355,7 +355,7 @@ def bench_pretrain_step():
                 logits = model(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
                                    ignore_index=-1)
-            rl.guarded_step(model, opt, loss)
+            fst.guarded_step(model, opt, loss)
         t = timed(step, iters=20, warmup=3)
         tokens = sum(x.numel() for x, _ in batches) / len(batches)
         # the tied head is counted below

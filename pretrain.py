@@ -14,7 +14,7 @@ answer position (eos included) equals the answer token given the correct prefix.
 
 The bookkeeping (`Ledger`) is shared with train.py's runs: ckpt.pt written atomically every few
 steps (weights, optimizer, counters) for --resume, the wall clock across interruptions, and
-optimizer steps skipped when the loss or the gradient is non-finite (rl.guarded_step;
+optimizer steps skipped when the loss or the gradient is non-finite (fst.guarded_step;
 `max_bad_steps` in a row stop the work with a UserError). Ctrl-C raises cli.Interrupted, whose text
 says how many steps were done and which step the checkpoint holds. The batch of a step is a function
 of (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
@@ -40,7 +40,7 @@ from tqdm import tqdm
 import tasks
 from cli import Interrupted, UserError, writable_folder
 from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint, write_atomic
-from rl import guarded_step
+from fst import guarded_step
 import suite
 
 

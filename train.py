@@ -54,12 +54,11 @@ import fast_context as fc
 import phase as phase_grid
 import reflectors
 import report
-import rl
 import tasks
 from cli import (CHECKPOINT, FOLDER, URL, CLIParser, UserError, continue_line, exit_on_user_error,
                  nonnegative, positive, quiet_worker, writable_folder)
-from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step, make_evaluate,
-                 start_fast_weights, token_counter, total_rollouts)
+from fst import (LOSS_TYPES, METHODS, RunState, fast_weights_state, fst_step, last_step,
+                 make_evaluate, start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
 from pretrain import (Ledger, finished_summary, holds_run, load_base, prepare_bases, pretrain,
                       settings_of)
@@ -482,7 +481,7 @@ def add_run_flags(r):
                    help="passes over one rollout batch")
     r.add_argument("--optimizer-steps", type=positive(int), default=None,
                    help="optimizer steps per pass")
-    r.add_argument("--loss", default=None, choices=list(rl.LOSS_TYPES))
+    r.add_argument("--loss", default=None, choices=list(LOSS_TYPES))
     r.add_argument("--beta", type=nonnegative(float), default=None,
                    help="k3 KL penalty to the initial weights")
     # fast weights

@@ -15,7 +15,6 @@ import torch
 
 import fast_context as fc
 import fst
-import rl
 import rollout
 import tasks
 import train
@@ -153,7 +152,7 @@ def test_fst_step_groups_span_frontier_prompts_and_rows_are_rescored_under_their
     spy("draw_prompts", fst, fst.draw_prompts)
     spy("sample_rollouts", rollout, rollout.sample_rollouts)
     spy("completion_logprobs", rollout, rollout.completion_logprobs)
-    spy("group_advantages", rl, rl.group_advantages)
+    spy("group_advantages", fst, fst.group_advantages)
     row = fst.fst_step(s, 0, preset)  # step 0: a GEPA round (no re-score), then the RL update
     assert row["gepa_accepted"] == 1 and row["frontier"] == 2
     assert sorted(p for p, _ in fc.frontier_prompts(s.gepa)) == sorted([SEED, OTHER])
@@ -175,7 +174,7 @@ def test_fst_step_groups_span_frontier_prompts_and_rows_are_rescored_under_their
     spans = [{ctx_row[r] for r in range(len(ro)) if group_row[r] == g}
              for g in range(preset.batch_problems)]
     assert {SEED, OTHER} in spans
-    assert torch.equal(adv, rl.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group)))
+    assert torch.equal(adv, fst.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group)))
     # the re-score: the minibatches cover every row once, each under the prompt it was sampled with
     calls = seen["completion_logprobs"]
     assert len(calls) == preset.optimizer_steps
@@ -208,8 +207,8 @@ def test_update_policy_matches_a_per_row_naive_reference(monkeypatch):
     ref = copy.deepcopy(model)
     s = SimpleNamespace(model=model, opt=torch.optim.SGD(model.parameters(), lr=0.5), ref=None)
     steps = []
-    real_step = rl.guarded_step
-    monkeypatch.setattr(rl, "guarded_step", lambda *a, **kw: steps.append(1) or real_step(*a, **kw))
+    real_step = fst.guarded_step
+    monkeypatch.setattr(fst, "guarded_step", lambda *a, **kw: steps.append(1) or real_step(*a, **kw))
     row = fst.update_policy(s, ro, adv, preset)
 
     opt = torch.optim.SGD(ref.parameters(), lr=0.5)
@@ -235,7 +234,7 @@ def test_update_policy_matches_a_per_row_naive_reference(monkeypatch):
 
 def test_one_fst_step_runs_the_learners_files_and_no_triton_on_the_cpu():
     """The code one FST step (a GEPA round due, the real evaluate and edit reflector) executes,
-    file by file: the method's files only, never kernels.py (Triton) on the CPU path, nothing of
+    file by file: six of the method's files, never kernels.py (Triton) on the CPU path, nothing of
     the harness (train, pretrain, eval, report)."""
     import sys
     import reflectors
@@ -263,4 +262,4 @@ def test_one_fst_step_runs_the_learners_files_and_no_triton_on_the_cpu():
         sys.setprofile(None)
     assert "frontier" in row and "loss" in row
     assert files == {"fst.py", "fast_context.py", "reflectors.py", "rollout.py", "model.py",
-                     "rl.py", "tasks.py"}
+                     "tasks.py"}

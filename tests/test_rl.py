@@ -1,7 +1,8 @@
 """
-tests/test_rl.py: checks rl.py against plain for-loop references, the on-policy identities
-(ratio 1 -> every loss is the gradient of -A*logp under its normalizer), micro-batch additivity,
-NaN-safety at masked positions, and that a tiny GPT actually learns a trivial reward with cispo.
+tests/test_rl.py: checks the RL math at the bottom of fst.py (advantages, losses, KL) against
+plain for-loop references, the on-policy identities (ratio 1 -> every loss is the gradient of
+-A*logp under its normalizer), micro-batch additivity, NaN-safety at masked positions, and that a
+tiny GPT actually learns a trivial reward with cispo.
 
 Run: python -m pytest -q tests/test_rl.py   (a few seconds on CPU)
 """
@@ -14,14 +15,14 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rl import (group_advantages, zero_std_fraction, policy_loss, kl_k3, masked_mean,  # noqa: E402
+from fst import (group_advantages, zero_std_fraction, policy_loss, kl_k3, masked_mean,  # noqa: E402
                 LOSS_TYPES)
 
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
 
 
 # -----------------------------------------------------------------------------
-# naive references: explicit loops over sequences and tokens, written independently of rl.py
+# naive references: explicit loops over sequences and tokens, written independently of fst.py
 
 def ref_advantages(rewards, group_ids, scale):
     r, g = rewards.tolist(), group_ids.tolist()
