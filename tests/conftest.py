@@ -1,8 +1,11 @@
 """Shared pytest setup: repo root on sys.path, a modest thread count (the test machine's cores are
 shared), and Triton's CPU interpreter where there is no GPU (it must be chosen before triton is
 imported). On a CUDA machine the kernels are compiled and tested for real: the interpreter is never
-forced there. One fixture: `llm_server`, a local OpenAI-compatible endpoint for the llm reflector's
-tests (test_reflectors, test_reliability)."""
+forced there. Fixtures: `llm_server`, a local OpenAI-compatible endpoint for the llm reflector's
+tests (test_reflectors, test_reliability); `micro_base`, a pretrained `micro` base model, and
+`log_rows`, a run's log without its wall clock (test_reliability, test_errors); `enc`, the BPE
+tokenizer (test_tasks, test_pretrain_rows). The project's modules are imported inside the fixtures,
+after the interpreter is chosen."""
 import json
 import os
 import sys
@@ -76,3 +79,28 @@ def llm_server():
     for s in servers:
         s.shutdown()
         s.server_close()
+
+
+@pytest.fixture(scope="module")
+def micro_base(tmp_path_factory):
+    """The path of a `micro` base (2 layers, 64 wide, pretrained for 30 steps), once per module."""
+    import train
+    out = str(tmp_path_factory.mktemp("base"))
+    train.pretrain(train.PRESETS["micro"], out, "cpu", log=lambda *a: None)
+    return os.path.join(out, "model.pt")
+
+
+@pytest.fixture
+def log_rows():
+    """rows(run_dir) -> log.jsonl without the wall clock (the only field allowed to differ between
+    identical runs)."""
+    def rows(run_dir):
+        with open(os.path.join(run_dir, "log.jsonl")) as f:
+            return [{k: v for k, v in json.loads(line).items() if k != "wall_s"} for line in f]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def enc():
+    import tasks
+    return tasks.build_tokenizer()

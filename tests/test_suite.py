@@ -4,7 +4,11 @@ the plasticity probe, the continual run, the report) on the `micro` preset, in a
 
 It checks plumbing, not trends: every key of results.json is present and finite where a number is
 due, and the report and its plots exist. The micro model is too small for its numbers to mean
-anything.
+anything. The suite runs once (the module's `micro_suite` fixture); each test_suite_* test checks
+one part of that run: results.json's keys, its claim rows, its numbers and the report, the runs'
+logs, a second run (which skips every finished stage) and --jobs 2, the reflectors' hit rates.
+
+Run: python -m pytest -q tests/test_suite.py   (minutes on CPU)
 """
 
 import json
@@ -37,11 +41,19 @@ def _without_wall(d):
     return [_without_wall(v) for v in d] if isinstance(d, list) else d
 
 
-def test_suite_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def micro_suite(tmp_path_factory):
+    """The whole suite run once on micro -> (its folder, its results.json, a scratch folder)."""
+    tmp_path = tmp_path_factory.mktemp("suite")
     root = str(tmp_path / "micro")
     train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     with open(os.path.join(root, "results.json")) as f:
         res = json.load(f)
+    return root, res, tmp_path
+
+
+def test_suite_end_to_end(micro_suite):
+    _, res, _ = micro_suite
     for key in ("preset", "bases", "seeds", "replicates", "wall_s", "base_quality",
                 "c1_sample_efficiency", "c2_asymptote", "c3_kl_at_matched_reward", "c4_forgetting",
                 "c5_plasticity", "c6_continual", "c7_channels", "c8_exploration", "controls",
@@ -61,6 +73,10 @@ def test_suite_end_to_end(tmp_path):
         assert set(res["controls"][task]) == {"rl", "context", "instructed", "sequential"}
         for m, c in res["curves"][task].items():
             assert len(c["steps"]) == len(c["val_acc"]) and len(c["rollouts"]) == 60, m
+
+
+def test_suite_claim_rows(micro_suite):
+    _, res, _ = micro_suite
     # every claim row: the tested statistic, its interval, n, per-replicate values and a label
     claims = {}
     for r in res["claims"]:
@@ -82,6 +98,10 @@ def test_suite_end_to_end(tmp_path):
     assert {"from_base", "from_rl", "from_fst"} <= set(res["c5_plasticity"])
     assert len(res["c6_continual"]) == len(suite.CONTINUAL)
     assert {"rl", "fst"} <= set(res["c8_exploration"])
+
+
+def test_suite_numbers_are_finite_and_the_report_is_written(micro_suite):
+    root, res, _ = micro_suite
     # the fair-test bar per base: RL-only's gain on base 0 is the gain the runs table shows
     for t in suite.SUITE_TASKS:
         by_base = res["rl_gain_by_base"][t]["0"]
@@ -99,6 +119,10 @@ def test_suite_end_to_end(tmp_path):
     assert os.path.getsize(os.path.join(root, "report.md")) > 500
     pngs = [f for f in os.listdir(root) if f.endswith(".png")]
     assert len(pngs) == 3 * len(suite.SUITE_TASKS) + 2, pngs
+
+
+def test_suite_runs_log_the_designed_keys(micro_suite):
+    root, _, _ = micro_suite
     # every run logged the keys the design asks for
     b0 = suite.base_root(root, 0)
     rows = report.read_log(suite.run_dir(b0, "cipher", "fst", 0))
@@ -111,6 +135,11 @@ def test_suite_end_to_end(tmp_path):
     # the exploration task's runs log a reward per step (binary per rollout: tests/test_tasks.py)
     sparse = report.read_log(suite.run_dir(b0, suite.EXPLORATION_TASK, "rl", 0))
     assert len(sparse) == train.PRESETS["micro"].steps and all("reward" in r for r in sparse)
+
+
+def test_suite_rerun_skips_finished_stages_and_jobs_2_gives_the_same_results(micro_suite):
+    root, res, tmp_path = micro_suite
+    b0 = suite.base_root(root, 0)
     # running the suite again skips every finished stage (no log is rewritten)
     # and reports the same numbers
     logs = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
@@ -130,6 +159,10 @@ def test_suite_end_to_end(tmp_path):
     with open(os.path.join(other, "results.json")) as f:
         par = json.load(f)
     assert _without_wall(par) == _without_wall(res)  # wall clocks are the one thing that may differ
+
+
+def test_suite_reflector_hit_rates(micro_suite):
+    root, _, _ = micro_suite
     # each reflector's first-proposal hit rate, from the base's own outputs: graded strength
     rates = report.reflector_hit_rates(root, trials=5)
     assert set(rates) == set(suite.SUITE_TASKS) | {suite.PLASTICITY_TASK, suite.EXPLORATION_TASK}

@@ -3,7 +3,9 @@ tests/test_tasks.py: checks tasks.py, the small world: rule text <-> rule round-
 and parameter, op semantics on hand-made lists, the verifier's reward and feedback, one-line
 SpecErrors for bad specs, the named and custom tasks (splits, answers, seed prompts, determinism),
 the pretraining distribution's exclusions (held-out chain types, task rules), and the BPE tokenizer
-wrapped in tiktoken (round-trips, single-token digits, determinism, state, specials, byte fallback).
+wrapped in tiktoken (round-trips, single-token digits, determinism, state, specials, byte fallback;
+the `enc` fixture of tests/conftest.py). Packed pretraining rows and the carriability dial:
+tests/test_pretrain_rows.py.
 
 Run: python -m pytest -q tests/test_tasks.py   (about a second on CPU)
 """
@@ -430,11 +432,6 @@ def test_general_eval_set_items_carry_their_own_instruction():
 # -----------------------------------------------------------------------------
 # tokenizer
 
-@pytest.fixture(scope="module")
-def enc():
-    return tasks.build_tokenizer()
-
-
 def test_round_trip_on_world_text(enc):
     rng = random.Random(5)
     n_tokens = n_chars = 0
@@ -558,102 +555,3 @@ def test_hidden_rule_is_not_a_single_op_in_disguise():
     old = parse_rule("swap then rotate 2")
     short = [[rng.randrange(10) for _ in range(L)] for L in (3, 4) for _ in range(100)]
     assert all(apply_rule(old, xs) == apply_rule((Op("reverse"),), xs) for xs in short)
-
-
-# -----------------------------------------------------------------------------
-# packed pretraining rows
-
-def test_pretrain_row_respects_the_budget_and_keeps_the_downstream_format(enc):
-    rng = random.Random(0)
-    counts = []
-    for budget in (20, 50, 78, 200):
-        for _ in range(200):
-            state = rng.getstate()
-            ctx, ps = tasks.pretrain_row(rng, enc, budget, UNSEEN_RULES)
-            rng_all = random.Random()
-            rng_all.setstate(state)
-            # the same row, nothing cut
-            _, drawn = tasks.pretrain_row(rng_all, enc, 10 ** 6, UNSEEN_RULES)
-            ids = tasks.encode_row(enc, ctx, ps)
-            single = tasks.encode_row(enc, ctx, ps[:1])
-            assert len(ps) >= 1
-            # only a lone first problem may overflow
-            assert len(ids) <= budget or len(ps) == 1
-            # the first problem is the downstream sequence:
-            # <|bos|> context \nin: .. \nout: answer <|eos|>
-            assert ids[:len(single)] == single == (tasks.encode_prompt(enc, ctx, ps[0])
-                                                   + tasks.encode_answer(enc, ps[0]))
-            assert ps == drawn[:len(ps)]
-            # greedy: the next drawn problem would not fit
-            if len(ps) < len(drawn):
-                assert len(tasks.encode_row(enc, ctx, drawn[:len(ps) + 1])) > budget
-            counts.append(len(ps))
-    # tight and loose budgets both bite
-    assert min(counts) == 1 and max(counts) == 10
-
-
-def test_pretrain_row_matches_the_training_batch(enc):
-    import pretrain  # the batch builder pays exactly the tokens the packer counted
-    rng = random.Random(1)
-    rows = [tasks.pretrain_row(rng, enc, 78, UNSEEN_RULES) for _ in range(32)]
-    x, y = pretrain.make_batch(enc, rows, "cpu")
-    pad = enc.encode_single_token("<|pad|>")
-    assert x.shape[1] == max(len(tasks.encode_row(enc, c, ps)) for c, ps in rows) - 1 <= 77
-    assert [int((r != pad).sum()) + 1 for r in x] == [len(tasks.encode_row(enc, c, ps))
-                                                      for c, ps in rows]
-
-
-def test_pretrain_row_is_deterministic_per_rng(enc):
-    a = [tasks.pretrain_row(random.Random(7), enc, 78, UNSEEN_RULES, 0.3) for _ in range(3)]
-    assert a[0] == a[1] == a[2]
-    rng1, rng2 = random.Random(8), random.Random(8)
-    # the budget changes only how many problems are kept, never which rule or stream is drawn
-    for _ in range(50):
-        (c1, p1), (c2, p2) = (tasks.pretrain_row(rng1, enc, 30, UNSEEN_RULES),
-                              tasks.pretrain_row(rng2, enc, 200, UNSEEN_RULES))
-        assert c1 == c2 and p1 == p2[:len(p1)]
-    assert rng1.random() == rng2.random()
-
-
-def test_calibration_rows_use_the_seed_prompt(enc):
-    rng = random.Random(3)
-    rows = [tasks.pretrain_row(rng, enc, 78, UNSEEN_RULES, calibration=0.25) for _ in range(2000)]
-    calib = [(c, ps) for c, ps in rows if c == SEED_PROMPT]
-    assert 400 < len(calib) < 600                                    # about the asked share
-    assert all(not c.startswith("rule: ?") for c, _ in rows if c != SEED_PROMPT)
-    for _, ps in calib:  # answers follow a trained rule: every problem of a row the same one
-        assert all(LIST_LEN[0] <= len(p.inputs) <= LIST_LEN[1] for p in ps)
-    # ... a random one per row: under the one context, many different functions
-    # (here: sorted, reversed, neither)
-    firsts = [ps[0] for _, ps in calib if len(set(ps[0].inputs)) == len(ps[0].inputs)]
-    n_sort = sum(list(p.answer) == sorted(p.inputs) for p in firsts)
-    n_rev = sum(list(p.answer) == list(p.inputs)[::-1] for p in firsts)
-    assert 0 < n_sort < len(firsts) / 2 and 0 < n_rev < len(firsts) / 2
-    assert not any(c == SEED_PROMPT
-                   for c, _ in [tasks.pretrain_row(random.Random(i), enc, 78, UNSEEN_RULES)
-                                for i in range(500)])
-
-
-def test_carriability_dial_levels():
-    # every level is the cipher (same rule, marker and splits); only the budget changes, and it fits
-    # exactly k of the table's entries
-    enc = tasks.build_tokenizer()
-    count = lambda t: len(enc.encode_ordinary(t))
-    cipher = make_task("cipher", n_train=64)
-    for k in tasks.DIAL_LEVELS:
-        t = make_task(f"cipher-k{k}", n_train=64)
-        assert (t.rule, t.val, t.train, t.pareto) == (cipher.rule, cipher.val, cipher.train,
-                                                      cipher.pareto)
-        entries = [len(tasks.parse_rule(p[len("rule:"):])[0].arg)
-                   for p in select_tasks.dial_prompts(t, count) if p.startswith("rule: map")]
-        assert max(entries, default=0) == k
-        assert t.seed_prompt in select_tasks.dial_prompts(t, count)
-    assert cipher.max_context_tokens is None  # the preset's budget
-
-
-def test_dial_criteria():
-    best, told, seed = {0: 0.05, 1: 0.3, 2: 0.6, 3: 0.9}, 0.95, 0.04
-    assert all(select_tasks.dial_sound(best, told, seed).values())
-    s = select_tasks.dial_sound({0: 0.05, 1: 0.06, 2: 0.6, 3: 0.7}, told, seed)
-    assert not s["middle"] and not s["full"] and s["ordered"] and s["empty"]
-    assert not select_tasks.dial_sound({0: 0.3, 1: 0.2, 2: 0.6, 3: 0.9}, told, seed)["ordered"]
