@@ -237,8 +237,9 @@ def update_policy(s, ro, adv, preset):
     mean = lambda xs: sum(xs) / len(xs) if xs and None not in xs else None
     row = {"skipped": reason} if reason else {}
     row.update(reward=float(rewards.mean()), loss=mean([l for l, _, _ in stats]),
+               # clipped tokens, low and high; under cispo (no low clip) the same number as
+               # capped_frac, the share whose IS weight hit the cap (the high side alone)
                clip_frac=mean([m["clip_frac"] for _, _, m in stats]),
-               # CISPO: weight hit the cap
                capped_frac=mean([m["clip_high_frac"] for _, _, m in stats]),
                ratio_mean=mean([m["ratio_mean"] for _, _, m in stats]),
                entropy=float(-(ro.logp * mask).sum() / mask.sum()),
