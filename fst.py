@@ -31,7 +31,8 @@ estimate, and the one guarded optimizer step (pretraining uses it too). Choices,
   dapo / cispo all reduce to the gradient of -A * logp; they differ only in the normalizer
   (per-sequence token mean, global token count, ...). The clipping matters when old_logp comes from
   another policy: update_policy takes old_logp from the sampler and makes several optimizer steps
-  per batch of rollouts, so from the second step on the ratio differs from 1 and CISPO's cap can act.
+  per batch of rollouts, so from the second step on the ratio differs from 1 and CISPO's cap can
+  act.
 - dapo and cispo divide by the token count of the optimizer step's batch (update_policy: one chunk);
   policy_loss(num_tokens=) lets a caller that splits a step into micro-batches pass the whole step's
   count, so that their losses add up to the full-batch loss.

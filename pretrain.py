@@ -180,18 +180,10 @@ def make_batch(enc, examples, device):
     for ctx, probs in examples:
         probs = (probs if isinstance(probs, (list, tuple)) and not isinstance(probs, tasks.Problem)
                  else [probs])
-        seq = tasks.encode_prompt(enc, ctx, probs[0])
-        tgt = [-1] * len(seq)
-        for i, p in enumerate(probs):
-            if i:
-                more = enc.encode_ordinary(f"\n{tasks.problem_text(p)}\nout:")
-                seq += more
-                tgt += [-1] * len(more)
-            ans = tasks.encode_answer(enc, p)
-            seq += ans
-            tgt += ans
+        seq, answer = tasks.encode_row(enc, ctx, probs)
         seqs.append(seq)
-        targets.append(tgt[1:])  # position t predicts token t + 1
+        # position t predicts token t + 1; only answer tokens are targets
+        targets.append([tok if a else -1 for tok, a in zip(seq, answer)][1:])
     T = max(len(s) for s in seqs) - 1
     x = torch.full((len(seqs), T), pad, dtype=torch.long)
     y = torch.full((len(seqs), T), -1, dtype=torch.long)

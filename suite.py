@@ -28,7 +28,9 @@ CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three ma
 EXPLORATION_TASK = "sparse"                             # C8: zero reward under the seed prompt
 SUITE_METHODS = list(METHODS)                           # fst.METHODS: the one table
 SWEEP_REFLECTORS = ["oracle", "demo"]                   # FST with these too (`--sweep`, first base)
-BUDGET_BLIND = ("rl", "instructed")                     # methods that never read a context budget
+# the methods without fast weights never read a context budget (rl, instructed): a dial level
+# shares its family's runs of them
+BUDGET_BLIND = tuple(m for m, flags in METHODS.items() if not flags["uses_context"])
 
 
 def base_root(root, b):

@@ -305,18 +305,23 @@ def pretrain_example(rng, exclude=(), n_problems=1):
     return ctx, ps
 
 
-def _more_ids(enc, p):
-    """Token ids of a further problem in a row: `\n<marker>: ..\nout:` + answer + <|eos|>."""
-    return enc.encode_ordinary(f"\n{problem_text(p)}\nout:") + encode_answer(enc, p)
+def _more_prompt(enc, p):
+    """Token ids of a further problem in a row, before its answer: `\n<marker>: ..\nout:`."""
+    return enc.encode_ordinary(f"\n{problem_text(p)}\nout:")
 
 
 def encode_row(enc, context, problems):
-    """Token ids of one pretraining row: <|bos|>, the context, then each problem with its answer and
-    <|eos|>. The first problem follows the context exactly as in a downstream sequence."""
-    ids = encode_prompt(enc, context, problems[0]) + encode_answer(enc, problems[0])
-    for p in problems[1:]:
-        ids += _more_ids(enc, p)
-    return ids
+    """-> (ids, answer): the token ids of one pretraining row (<|bos|>, the context, then each
+    problem with its answer and <|eos|>) and, per id, whether it is an answer token (what
+    pretraining learns to predict). The first problem follows the context exactly as in a
+    downstream sequence; the one encoder of the row format (pretrain.make_batch uses it)."""
+    ids, answer = [], []
+    for i, p in enumerate(problems):
+        prompt = encode_prompt(enc, context, p) if i == 0 else _more_prompt(enc, p)
+        ans = encode_answer(enc, p)
+        ids += prompt + ans
+        answer += [False] * len(prompt) + [True] * len(ans)
+    return ids, answer
 
 
 def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
@@ -333,9 +338,10 @@ def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
     ctx, ps = pretrain_example(rng, exclude, draw)
     if calib:
         ctx = SEED_PROMPT
-    n, keep = len(encode_row(enc, ctx, ps[:1])), 1
-    while keep < len(ps) and n + len(_more_ids(enc, ps[keep])) <= budget:
-        n += len(_more_ids(enc, ps[keep]))
+    more = lambda p: len(_more_prompt(enc, p)) + len(encode_answer(enc, p))  # noqa: E731
+    n, keep = len(encode_row(enc, ctx, ps[:1])[0]), 1
+    while keep < len(ps) and n + more(ps[keep]) <= budget:
+        n += more(ps[keep])
         keep += 1
     return ctx, ps[:keep]
 

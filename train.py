@@ -72,16 +72,16 @@ from suite import base_path, jobs as suite_jobs
 class Preset:
     name: str
     # model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 256
+    n_layer: int = 4              # transformer blocks
+    n_head: int = 4               # attention heads (head dim n_embd / n_head)
+    n_embd: int = 128             # model width
+    block_size: int = 256         # longest sequence, in tokens
     # pretraining
     pretrain_steps: int = 1700
     pretrain_batch: int = 64      # rows per step
-    pretrain_lr: float = 1.5e-3
-    pretrain_warmup: int = 100
-    pretrain_betas: tuple = (0.9, 0.95)
+    pretrain_lr: float = 1.5e-3   # AdamW peak lr: a linear warmup times a cosine to a tenth
+    pretrain_warmup: int = 100    # linear warmup steps
+    pretrain_betas: tuple = (0.9, 0.95)  # pretraining's AdamW betas
     pretrain_eval_every: int = 100000  # no mid-run eval: it costs wall time the budget lacks
     pack: int = 10                # problems drawn per pretraining row (they share one context) ...
     row_tokens: int = 78          # ... of which a row keeps as many as fit this many tokens
@@ -95,21 +95,21 @@ class Preset:
     steps: int = 100              # RL steps per run (per stage for schedules)
     batch_problems: int = 16      # problems per RL step
     group_size: int = 8           # rollouts per problem (G)
-    lr: float = 1e-4
-    betas: tuple = (0.9, 0.99)
+    lr: float = 1e-4              # RL's AdamW lr, constant
+    betas: tuple = (0.9, 0.99)    # RL's AdamW betas (the KL coefficient is `beta`, below)
     grad_clip: float = 1.0        # max global grad norm (pretraining and RL)
-    temperature: float = 1.0
-    max_new_tokens: int = 12
+    temperature: float = 1.0      # sampling temperature of the RL rollouts (the log-probs' too)
+    max_new_tokens: int = 12      # completion length cap, RL rollouts and evaluation
     inner_steps: int = 1          # passes over one batch of rollouts
     optimizer_steps: int = 2      # optimizer steps per pass (row chunks, minibatches):
                                   # from the 2nd one, ratio != 1
-    loss_type: str = "cispo"
+    loss_type: str = "cispo"       # grpo | dr_grpo | dapo | cispo (fst.policy_loss)
     cispo_cap: float = 5.0        # CISPO: the importance weight's cap
     clip_eps: float = 0.2         # grpo, dr_grpo, dapo: the ratio is clipped to 1 -/+ clip_eps ...
     dapo_clip_higher: float = 0.28  # ... and dapo's upper side to 1 + dapo_clip_higher
-    adv_scale: str = "group"
+    adv_scale: str = "group"       # advantage scale: group | batch | none (fst.group_advantages)
     beta: float = 0.0             # k3 KL penalty to the initial weights (0: measured only)
-    eval_every: int = 5
+    eval_every: int = 5           # val accuracy every N RL steps (and at the last)
     eval_samples: int = 1         # one sample per val problem (256 rollouts); greedy exact
                                   # match at the last eval only
     kl_every: int = 25            # KL to the base every kl_every steps and at the end, on ...
@@ -139,7 +139,7 @@ class Preset:
     rollout_seed_stride: int = 100_003
     # reliability
     ckpt_every: int = 25          # run checkpoint (ckpt.pt) every N steps and at the end
-    pretrain_ckpt_every: int = 200
+    pretrain_ckpt_every: int = 200  # pretraining checkpoint every N steps
     max_bad_steps: int = 5        # this many skipped (non-finite) optimizer steps in a row
                                   # stop the run
     # llm reflector: this many rounds' worth of proposals (x gepa_proposals) failing in a row

@@ -22,7 +22,9 @@ from model import GPT, GPTConfig
 
 
 def test_methods_are_switches_of_one_step():
-    assert set(fst.METHODS) == {"rl", "context", "fst", "instructed", "sequential"}
+    assert {"rl", "context", "fst", "instructed", "sequential"} <= set(fst.METHODS)
+    assert all(set(flags) == {"uses_context", "gepa_rounds", "trains_weights", "instructed"}
+               for flags in fst.METHODS.values())
     assert fst.METHODS["fst"] == dict(uses_context=True, gepa_rounds=True, trains_weights=True,
                                       instructed=False)
     assert not fst.METHODS["rl"]["uses_context"] and not fst.METHODS["context"]["trains_weights"]
@@ -208,7 +210,8 @@ def test_update_policy_matches_a_per_row_naive_reference(monkeypatch):
     s = SimpleNamespace(model=model, opt=torch.optim.SGD(model.parameters(), lr=0.5), ref=None)
     steps = []
     real_step = fst.guarded_step
-    monkeypatch.setattr(fst, "guarded_step", lambda *a, **kw: steps.append(1) or real_step(*a, **kw))
+    monkeypatch.setattr(fst, "guarded_step",
+                        lambda *a, **kw: steps.append(1) or real_step(*a, **kw))
     row = fst.update_policy(s, ro, adv, preset)
 
     opt = torch.optim.SGD(ref.parameters(), lr=0.5)

@@ -30,8 +30,8 @@ def test_pretrain_row_respects_the_budget_and_keeps_the_downstream_format(enc):
             rng_all.setstate(state)
             # the same row, nothing cut
             _, drawn = tasks.pretrain_row(rng_all, enc, 10 ** 6, UNSEEN_RULES)
-            ids = tasks.encode_row(enc, ctx, ps)
-            single = tasks.encode_row(enc, ctx, ps[:1])
+            ids, _ = tasks.encode_row(enc, ctx, ps)
+            single, _ = tasks.encode_row(enc, ctx, ps[:1])
             assert len(ps) >= 1
             # only a lone first problem may overflow
             assert len(ids) <= budget or len(ps) == 1
@@ -42,7 +42,7 @@ def test_pretrain_row_respects_the_budget_and_keeps_the_downstream_format(enc):
             assert ps == drawn[:len(ps)]
             # greedy: the next drawn problem would not fit
             if len(ps) < len(drawn):
-                assert len(tasks.encode_row(enc, ctx, drawn[:len(ps) + 1])) > budget
+                assert len(tasks.encode_row(enc, ctx, drawn[:len(ps) + 1])[0]) > budget
             counts.append(len(ps))
     # tight and loose budgets both bite
     assert min(counts) == 1 and max(counts) == 10
@@ -54,9 +54,16 @@ def test_pretrain_row_matches_the_training_batch(enc):
     rows = [tasks.pretrain_row(rng, enc, 78, UNSEEN_RULES) for _ in range(32)]
     x, y = pretrain.make_batch(enc, rows, "cpu")
     pad = enc.encode_single_token("<|pad|>")
-    assert x.shape[1] == max(len(tasks.encode_row(enc, c, ps)) for c, ps in rows) - 1 <= 77
-    assert [int((r != pad).sum()) + 1 for r in x] == [len(tasks.encode_row(enc, c, ps))
-                                                      for c, ps in rows]
+    encoded = [tasks.encode_row(enc, c, ps) for c, ps in rows]
+    assert x.shape[1] == max(len(ids) for ids, _ in encoded) - 1 <= 77
+    assert [int((r != pad).sum()) + 1 for r in x] == [len(ids) for ids, _ in encoded]
+    for (_, ps), (ids, answer), xr, yr in zip(rows, encoded, x.tolist(), y.tolist()):
+        n = len(ids) - 1
+        assert xr[:n] == ids[:-1]  # the row, shifted: position t predicts token t + 1
+        assert yr[:n] == [tok if a else -1 for tok, a in zip(ids[1:], answer[1:])]
+        # every problem's answer (its digits and <|eos|>) is a target, nothing else
+        assert sum(answer) == sum(len(tasks.encode_answer(enc, p)) for p in ps)
+        assert all(v == -1 for v in yr[n:])
 
 
 def test_pretrain_row_is_deterministic_per_rng(enc):
