@@ -373,9 +373,8 @@ def c2_long(root, bases, seed=0):
            "rl": {stats.rep_name(k): ev.curve(rows) for k, rows in rl.items()}}
     fst = report.replicates(root, reps, c2_task(budget), method_dir("fst", C2_REFLECTOR))
     if len(fst) == bases:
-        claims = []
         cut = {k: [r for r in rows if r["step"] < budget] for k, rows in rl.items()}
-        out["fits"] = report.c2(cut, fst, sorted(fst), c2_task(budget), claims)
+        out["fits"], claims = report.c2(cut, fst, sorted(fst), c2_task(budget))
         out["row"] = claims[0]
         out["fst"] = {stats.rep_name(k): ev.curve(rows) for k, rows in fst.items()}
     return out

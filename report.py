@@ -54,73 +54,80 @@ PROMPT_TASKS, WEIGHTS_TASKS = ("hidden-rule", "cipher"), ("long-chain",)
 
 
 # -----------------------------------------------------------------------------
-# per-task claims (each appends its labelled rows to res["claims"])
+# per-task claims (each returns its labelled rows; the caller collects them)
 
-def task_claims(root, reps, t, base_models, preset, res, plots):
+def task_claims(root, reps, t, base_models, preset, folder, base_cache):
+    """Every per-task measure of task t -> ({results.json section: t's entry}, its claim rows,
+    its plot names in `folder`)."""
     runs = {m: replicates(root, reps, t, m) for m in suite.SUITE_METHODS}
     keys = [r for r in reps if all(r in runs[m] for m in ("rl", "fst"))]
     final = {m: {r: _final(v[r]) for r in keys if r in v} for m, v in runs.items()}
     gain = {m: {r: _final(v[r]) - ev.curve(v[r])[1][0] for r in keys if r in v}
             for m, v in runs.items()}  # final minus the first eval (logged after step 0)
     agg = lambda d: stats.mean_std(list(d.values()), list(d))  # {(base, seed): value}
-    res["runs"][t] = {m: {"final_val_acc": agg(final[m]), "gain": agg(gain[m]),
-                          "min_gain": min(gain[m].values()) if gain[m] else None,
-                          "rollouts": stats.mean_std([v[r][-1]["rollouts"] for r in v], list(v)),
-                          "wall_s": stats.mean_std([v[r][-1]["wall_s"] for r in v], list(v))}
-                      for m, v in runs.items() if v}
+    part = {"runs": {m: {"final_val_acc": agg(final[m]), "gain": agg(gain[m]),
+                         "min_gain": min(gain[m].values()) if gain[m] else None,
+                         "rollouts": stats.mean_std([v[r][-1]["rollouts"] for r in v], list(v)),
+                         "wall_s": stats.mean_std([v[r][-1]["wall_s"] for r in v], list(v))}
+                     for m, v in runs.items() if v}}
     by_base = {}  # the fair-test bar, base by base: RL-only's gain over that base's run seeds
     for r, g in gain["rl"].items():
         by_base.setdefault(str(r[0]), []).append(g)
-    res["rl_gain_by_base"][t] = {b: dict(stats.mean_std(g), min=min(g)) for b, g in by_base.items()}
-    res["controls"][t] = controls(runs, final, keys, t, res["claims"])
+    part["rl_gain_by_base"] = {b: dict(stats.mean_std(g), min=min(g)) for b, g in by_base.items()}
+    part["controls"], claims = controls(runs, final, keys, t)
     ceiling = {r: max(ev.curve(runs["context"][r])[1]) for r in keys if r in runs["context"]}
-    res["c1_sample_efficiency"][t] = c1(runs["rl"], runs["fst"], keys, t, res["claims"], ceiling)
+    part["c1_sample_efficiency"], rows = c1(runs["rl"], runs["fst"], keys, t, ceiling)
+    claims += rows
     floor = float(np.mean(list(ceiling.values()))) if ceiling else None  # context-only ceiling
-    res["c3_kl_at_matched_reward"][t] = {k: c3(runs["rl"], runs["fst"], keys, floor, k, t,
-                                               res["claims"]) for k in ("kl", "kl_common")}
-    res["c2_asymptote"][t] = c2(runs["rl"], runs["fst"], keys, t, res["claims"])
-    curves_and_plots(runs, keys, t, res, plots)
-    per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset, res["_base_cache"])
+    part["c3_kl_at_matched_reward"] = {}
+    for k in ("kl", "kl_common"):
+        part["c3_kl_at_matched_reward"][k], rows = c3(runs["rl"], runs["fst"], keys, floor, k, t)
+        claims += rows
+    part["c2_asymptote"], rows = c2(runs["rl"], runs["fst"], keys, t)
+    claims += rows
+    part["curves"], plots = curves_and_plots(runs, keys, t, folder)
+    per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset, base_cache)
            for r in keys]
     if per:
-        res["c4_forgetting"][t] = stats.aggregate([p["c4"] for p in per], keys)
-        res["claims"].append(stats.row(
+        part["c4_forgetting"] = stats.aggregate([p["c4"] for p in per], keys)
+        claims.append(stats.row(
             "C4 forgets less (matches or beats)", t, "general acc FST - RL",
             {r: p["c4"]["fst"]["general_acc"] - p["c4"]["rl"]["general_acc"]
              for r, p in zip(keys, per)}, "matches or beats"))
         gains = {r: (p["c7"]["fst_weights"]["fst_prompt"] - p["c7"]["fst_weights"]["seed_prompt"],
                      p["c7"]["fst_weights"]["fst_prompt"] - p["c7"]["base_weights"]["fst_prompt"])
                  for r, p in zip(keys, per)}  # (prompt's gain, weights' gain) per replicate
-        res["c7_channels"][t] = dict(
+        part["c7_channels"] = dict(
             stats.aggregate([p["c7"] for p in per], keys),
             prompt_gain=stats.mean_std([g[0] for g in gains.values()], keys),
             weights_gain=stats.mean_std([g[1] for g in gains.values()], keys),
             prompt_minus_weights={stats.rep_name(r): g[0] - g[1] for r, g in gains.items()})
+    return part, claims, plots
 
 
-def controls(runs, final, keys, t, claims):
+def controls(runs, final, keys, t):
     """FST's final val acc minus each other method's, labelled higher / lower / tie (the paper
     makes no claim about them); a control whose logs equal RL-only's on every replicate is '= rl'
-    and not tested."""
+    and not tested. -> ({method: its final val acc, same_as_rl}, the control rows)."""
     clockless = lambda rows: [{k: v for k, v in r.items() if "wall" not in k} for r in rows]
-    out = {}
+    out, rows = {}, []
     for m in suite.SUITE_METHODS:
         if m == "fst" or len(final[m]) != len(keys):
             continue
         same = m != "rl" and all(clockless(runs[m][r]) == clockless(runs["rl"][r]) for r in keys)
-        claims.append(stats.row("control", t, f"final val acc FST - {m}",
-                                {r: final["fst"][r] - final[m][r] for r in keys}, "control",
-                                label="= rl" if same else None, method=m,
-                                why="its logs are RL-only's, bit for bit" if same else ""))
+        rows.append(stats.row("control", t, f"final val acc FST - {m}",
+                              {r: final["fst"][r] - final[m][r] for r in keys}, "control",
+                              label="= rl" if same else None, method=m,
+                              why="its logs are RL-only's, bit for bit" if same else ""))
         out[m] = {"final_val_acc": stats.mean_std(list(final[m].values()), keys),
                   "same_as_rl": same}
-    return out
+    return out, rows
 
 
-def curves_and_plots(runs, keys, t, res, plots):
-    """Per method, the mean val acc curve over replicates on steps and on a rollouts grid
-    (-> res["curves"][t]), and the figures drawn from them."""
-    res["curves"][t], bands = {}, {}
+def curves_and_plots(runs, keys, t, folder):
+    """Per method, the mean val acc curve over replicates on steps and on a rollouts grid, and the
+    figures drawn from them -> (results.json's curves[t], the figures' names in `folder`)."""
+    curves, bands = {}, {}
     for x in ("step", "rollouts"):
         series = {}
         for m, v in runs.items():
@@ -132,33 +139,33 @@ def curves_and_plots(runs, keys, t, res, plots):
                 grid = np.linspace(0, min(rows[-1]["rollouts"] for rows in v.values()), 60)
                 series[m] = ev.mean_band([(grid, ev.on_grid(v[r], grid)) for r in keys if r in v])
             xs, mean = series[m][0], series[m][1]
-            c = res["curves"][t].setdefault(m, {"n": sum(r in v for r in keys)})
+            c = curves.setdefault(m, {"n": sum(r in v for r in keys)})
             c["steps" if x == "step" else "rollouts"] = [float(a) for a in xs]
             c["val_acc" if x == "step" else "val_acc_on_rollouts"] = [
                 None if np.isnan(a) else float(a) for a in mean]
         bands[x] = series
-    plots += draw.task_figures(res["_out"], t, bands, len(keys),
-                               {m: [ev.kl_curve(runs[m][r]) for r in keys]
-                                for m in ("rl", "fst", "instructed") if runs[m]})
+    return curves, draw.task_figures(folder, t, bands, len(keys),
+                                     {m: [ev.kl_curve(runs[m][r]) for r in keys]
+                                      for m in ("rl", "fst", "instructed") if runs[m]})
 
 
-def c1(rl, fst, keys, t, claims, ceiling=None):
+def c1(rl, fst, keys, t, ceiling=None):
     """C1 per replicate: stats.c1_profile (fixed fractions of RL's plateau and its running peak,
     both axes) beside eval.sample_efficiency (the paper's running-peak ratio); stats.c1_rows
-    summarizes the profile and appends the tested rows."""
+    summarizes the profile -> ({profile, per_replicate}, the tested rows)."""
     per = {r: stats.c1_profile(rl[r], fst[r]) for r in keys}
     profile, rows = stats.c1_rows(t, per, ceiling)
-    claims += rows
     return {"profile": profile, "per_replicate": {stats.rep_name(r): dict(
-        per[r], running_peak=ev.sample_efficiency(rl[r], fst[r])) for r in keys}}
+        per[r], running_peak=ev.sample_efficiency(rl[r], fst[r])) for r in keys}}, rows
 
 
-def c2(rl, fst, keys, t, claims, reps=200, seed=0):
+def c2(rl, fst, keys, t, reps=200, seed=0):
     """Asymptote A of the bounded sigmoid fit on each method's mean curve; A's interval and that of
     A(FST) - A(RL) resample replicates (bases, then seeds). The row is 'not identifiable' unless
-    both methods' A pass stats.c2_identifiable."""
+    both methods' A pass stats.c2_identifiable. -> ({rl, fst: eval.asymptote}, [its row]), or
+    ({}, []) without replicates."""
     if not keys:
-        return {}
+        return {}, []
     n = min(len(ev.curve(v[r])[1]) for v in (rl, fst) for r in keys)
     xs = np.array(ev.curve(rl[keys[0]])[0][:n], float)
     curves = np.array([ev.curve(rl[r])[1][:n] + ev.curve(fst[r])[1][:n] for r in keys])  # (k, 2n)
@@ -179,14 +186,14 @@ def c2(rl, fst, keys, t, claims, reps=200, seed=0):
                     boots=boots["fst"] - boots["rl"] if boots else None, reps=reps)
     row["per_replicate"] = {stats.rep_name(r): {"A_rl": fit_a(c[:n]), "A_fst": fit_a(c[n:])}
                             for r, c in zip(keys, curves)}  # each replicate's own fit
-    claims.append(row)
-    return out
+    return out, [row]
 
 
-def c3(rl, fst, keys, floor, key, t, claims):
+def c3(rl, fst, keys, floor, key, t):
     """C3's row (stats.kl_ratio_row: mean log KL ratio FST/RL at matched reward); 'not tested' on a
     task the paper makes no C3 claim for, or where the matched level is at or below the
-    context-only ceiling in most replicates (the prompt alone reaches it)."""
+    context-only ceiling in most replicates (the prompt alone reaches it). -> ({reward, rl_kl,
+    fst_kl, above_floor}, [its row])."""
     per = {r: ev.kl_at_matched_reward(rl[r], fst[r], floor=floor, key=key) for r in keys}
     per = {r: p for r, p in per.items() if p["rl_kl"] is not None}
     out = stats.aggregate([{k: p[k] for k in ("reward", "rl_kl", "fst_kl")}
@@ -196,8 +203,7 @@ def c3(rl, fst, keys, floor, key, t, claims):
     why = ("the paper makes no C3 claim for this task kind" if t not in C3_TASKS else
            f"the matched level is one the prompt alone reaches in {len(per) - out['above_floor']}"
            f" of {len(per)}" if 2 * out["above_floor"] < len(per) else "")
-    claims.append(stats.kl_ratio_row(t, per, prompt, why))
-    return out
+    return out, [stats.kl_ratio_row(t, per, prompt, why)]
 
 
 def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache, samples=4):
@@ -232,10 +238,11 @@ def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache,
 # -----------------------------------------------------------------------------
 # C5, C6, C7's pattern, C8 and the reflector sweep
 
-def plasticity(root, reps, res, plots):
+def plasticity(root, reps, folder):
     """C5: fresh RL on suite.PLASTICITY_TASK from the base and from RL's and FST's final weights on the
     prior task. The paper's sub-claims apart (RL-init below base-init; FST-init ~ base-init, TOST),
-    on the area under the curve, with the share of runs reaching 0.5 beside (bimodal probes)."""
+    on the area under the curve, with the share of runs reaching 0.5 beside (bimodal probes).
+    -> (results.json's c5_plasticity, its claim rows, its plot's name in `folder`)."""
     pl = {i: replicates(root, reps, "plasticity", i) for i in suite.PLASTICITY_INITS}
     keys = [r for r in reps if all(r in v for v in pl.values())]
     out = {"task": suite.PLASTICITY_TASK, "prior_task": suite.PRIOR_TASK, "threshold": 0.5}
@@ -247,12 +254,11 @@ def plasticity(root, reps, res, plots):
         if init != "base":
             prior = replicates(root, keys, suite.PRIOR_TASK, init)
             out[f"from_{init}"]["prior_learned"] = sum(_final(prior[r]) >= 0.5 for r in prior)
-    res["c5_plasticity"] = out
     if not keys:
-        return
+        return out, [], []
     share = lambda i: f"{i}-init: {out[f'from_{i}']['reached']} of {len(keys)} reach 0.5"
     auc = lambda a, b: {r: per[a][r]["auc"] - per[b][r]["auc"] for r in keys}
-    res["claims"] += [
+    rows = [
         stats.row("C5 RL-init barely learns", suite.PLASTICITY_TASK,
                   "area, RL-init - base-init", auc("rl", "base"), direction=-1,
                   detail=f"{share('rl')}; {share('base')}"),
@@ -261,16 +267,17 @@ def plasticity(root, reps, res, plots):
                   detail=share("fst")),
         stats.row("C5 stays plastic", suite.PLASTICITY_TASK, "area, FST-init - RL-init",
                   auc("fst", "rl"))]
-    draw.bands(os.path.join(res["_out"], "plasticity.png"),
+    draw.bands(os.path.join(folder, "plasticity.png"),
                {f"RL from {i}-init": ev.mean_band([ev.curve(v[r]) for r in keys])
                 for i, v in pl.items()},
                "RL steps", f"plasticity: RL on {suite.PLASTICITY_TASK} after {suite.PRIOR_TASK}")
-    plots.append("plasticity.png")
+    return out, rows, ["plasticity.png"]
 
 
-def continual(root, reps, res, plots):
+def continual(root, reps, folder):
     """C6: per-stage peak and mean val accuracy, normalized by the better method's peak
-    in that stage; each later stage's mean val acc FST - RL is a row."""
+    in that stage; each later stage's mean val acc FST - RL is a row. -> (results.json's
+    c6_continual, its claim rows, its plot's name in `folder`)."""
     cont = {m: replicates(root, reps, "continual", m) for m in ("rl", "fst")}
     keys = [r for r in reps if all(r in v for v in cont.values())]
     stages = {}
@@ -285,33 +292,33 @@ def continual(root, reps, res, plots):
                     {"peak_norm": max(per[m][i]) / best,
                      "mean_norm": float(np.mean(per[m][i])) / best,
                      "peak": max(per[m][i]), "mean": float(np.mean(per[m][i]))})
-    out = {}
+    out, claims = {}, []
     for k, d in stages.items():
         out[k] = {m: stats.aggregate(v, keys) for m, v in d.items()}
         if not k.startswith("stage1"):
-            res["claims"].append(stats.row(
+            claims.append(stats.row(
                 "C6 keeps learning", k, "mean val acc FST - RL",
                 {r: f["mean"] - g["mean"] for r, f, g in zip(keys, d["fst"], d["rl"])}))
-    res["c6_continual"] = out
-    if keys:
-        rows = cont["rl"][keys[0]]
-        bounds = np.cumsum([sum(r["task"] == name for r in rows) for name in suite.CONTINUAL])[:-1]
-        draw.bands(os.path.join(res["_out"], "continual.png"),
-                   {m: ev.mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()},
-                   "RL steps", "continual: " + " -> ".join(suite.CONTINUAL), vlines=bounds)
-        plots.append("continual.png")
+    if not keys:
+        return out, claims, []
+    rows = cont["rl"][keys[0]]
+    bounds = np.cumsum([sum(r["task"] == name for r in rows) for name in suite.CONTINUAL])[:-1]
+    draw.bands(os.path.join(folder, "continual.png"),
+               {m: ev.mean_band([ev.curve(v[r]) for r in keys]) for m, v in cont.items()},
+               "RL steps", "continual: " + " -> ".join(suite.CONTINUAL), vlines=bounds)
+    return out, claims, ["continual.png"]
 
 
-def c7_pattern(res):
+def c7_pattern(c7_channels):
     """C7 as the paper states it, a pattern: which channel carries the gain depends on the task
-    (stats.pattern_row on prompt's gain - weights' gain, PROMPT_TASKS vs WEIGHTS_TASKS)."""
-    tasks_ = [t for t in PROMPT_TASKS + WEIGHTS_TASKS if t in res["c7_channels"]]
+    (stats.pattern_row on prompt's gain - weights' gain, PROMPT_TASKS vs WEIGHTS_TASKS)
+    -> [its row], or [] before any of those tasks has its C7 table."""
+    tasks_ = [t for t in PROMPT_TASKS + WEIGHTS_TASKS if t in c7_channels]
     if not tasks_:
-        return
-    res["claims"].append(stats.pattern_row(
-        "C7 channel split (pattern)", {t: res["c7_channels"][t]["prompt_minus_weights"]
-                                       for t in tasks_},
-        {t: 1 if t in PROMPT_TASKS else -1 for t in tasks_}, "prompt's gain - weights' gain"))
+        return []
+    return [stats.pattern_row(
+        "C7 channel split (pattern)", {t: c7_channels[t]["prompt_minus_weights"] for t in tasks_},
+        {t: 1 if t in PROMPT_TASKS else -1 for t in tasks_}, "prompt's gain - weights' gain")]
 
 
 # C8: "left zero reward" = the training reward, averaged over the last 5 steps, reaches 0.05 (the
@@ -334,10 +341,10 @@ def first_success(rows):
     return next((r["step"] for r in rows if r.get("reward", 0) > 0), None)
 
 
-def exploration(root, reps, res):
+def exploration(root, reps):
     """C8: steps until each method leaves zero reward, right-censored at its run's length; the row
     is the Gehan score per replicate (+1: FST left first), so a run that never left counts as
-    'not by then' rather than at a made-up time."""
+    'not by then' rather than at a made-up time. -> (results.json's c8_exploration, its rows)."""
     runs = {m: replicates(root, reps, suite.EXPLORATION_TASK, m) for m in ("rl", "fst")}
     keys = [r for r in reps if all(r in v for v in runs.values())]
     out = {"task": suite.EXPLORATION_TASK, "level": ZERO_LEVEL, "window": ZERO_WINDOW}
@@ -351,20 +358,21 @@ def exploration(root, reps, res):
                   "censored": found.count(None),
                   "first_success": stats.mean_std([first_success(v[r]) for r in keys], keys),
                   "final_val_acc": stats.mean_std([_final(v[r]) for r in keys], keys)}
-    res["c8_exploration"] = out
-    if keys:
-        res["claims"].append(stats.row(
-            "C8 leaves zero sooner", suite.EXPLORATION_TASK,
-            f"Gehan score, steps until the {ZERO_WINDOW}-step mean reward reaches {ZERO_LEVEL} "
-            "(+1: FST first)",
-            {r: stats.gehan_score(steps["fst"][i], cens["fst"][i], steps["rl"][i], cens["rl"][i])
-             for i, r in enumerate(keys)},
-            detail=f"never: RL {out['rl']['censored']}, FST {out['fst']['censored']}"))
+    if not keys:
+        return out, []
+    return out, [stats.row(
+        "C8 leaves zero sooner", suite.EXPLORATION_TASK,
+        f"Gehan score, steps until the {ZERO_WINDOW}-step mean reward reaches {ZERO_LEVEL} "
+        "(+1: FST first)",
+        {r: stats.gehan_score(steps["fst"][i], cens["fst"][i], steps["rl"][i], cens["rl"][i])
+         for i, r in enumerate(keys)},
+        detail=f"never: RL {out['rl']['censored']}, FST {out['fst']['censored']}")]
 
 
-def reflector_sweep(root, seeds, res, hit_rates):
+def reflector_sweep(root, seeds, hit_rates):
     """C1 and C3 of FST with each reflector on the first base (the default's runs included). Its
-    rows are a family of their own (n = run seeds: below MIN_N, no verdict, in the default grid)."""
+    rows are a family of their own (n = run seeds: below MIN_N, no verdict, in the default grid).
+    -> ({reflector: {task: hit rate, told, n, c1_profile}} of those with runs, the rows)."""
     reps = [(0, s) for s in seeds]
     out, rows = {}, []
     for name, method in [("edit", "fst")] + [(n, f"fst-{n}") for n in suite.SWEEP_REFLECTORS]:
@@ -374,26 +382,48 @@ def reflector_sweep(root, seeds, res, hit_rates):
             keys = [r for r in reps if r in rl and r in fst]
             if not keys:
                 continue
-            first = len(rows)
-            c1_ = c1(rl, fst, keys, t, rows)
-            c3(rl, fst, keys, None, "kl", t, rows)
-            for r in rows[first:]:
+            c1_, new = c1(rl, fst, keys, t)
+            new += c3(rl, fst, keys, None, "kl", t)[1]
+            for r in new:
                 r["reflector"] = name
+            rows += new
             out[name][t] = {"first_hit_rate": hit_rates.get(t, {}).get(name),
                             "told": tasks.NAMED_TASKS[t].told, "n": len(keys),
                             "c1_profile": c1_["profile"]}
-    res["reflector_sweep"] = {k: v for k, v in out.items() if v}
-    res["reflector_sweep_rows"] = rows
-    res["reflector_sweep_family"] = stats.label_family(rows)
+    return {k: v for k, v in out.items() if v}, rows
 
 
 # -----------------------------------------------------------------------------
 # the report
 
+def claims_and_plots(root, reps, base_models, preset, folder):
+    """C1-C8 over the replicates `reps` -> (results.json's sections of them, every claim and
+    control row in order, the plots' names in `folder`)."""
+    res = {k: {} for k in ("curves", "runs", "rl_gain_by_base", "controls", "c1_sample_efficiency",
+                           "c2_asymptote", "c3_kl_at_matched_reward", "c4_forgetting",
+                           "c7_channels")}
+    claims, plots, base_cache = [], [], {}  # base_cache: a base's numbers, once for every seed
+    for t in suite.SUITE_TASKS:
+        part, rows, names = task_claims(root, reps, t, base_models, preset, folder, base_cache)
+        for k, v in part.items():
+            res[k][t] = v
+        claims += rows
+        plots += names
+    claims += c7_pattern(res["c7_channels"])
+    res["c5_plasticity"], rows, names = plasticity(root, reps, folder)
+    claims += rows
+    plots += names
+    res["c6_continual"], rows, names = continual(root, reps, folder)
+    claims += rows
+    plots += names
+    res["c8_exploration"], rows = exploration(root, reps)
+    return res, claims + rows, plots
+
+
 def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_rates=None):
     """Compute C1-C8 from the runs under `root` (bases 0..bases-1 x seeds 0..seeds-1) on `device`;
     label every claim and control row (Holm over all of them, stats.label_family); write
-    results.json, report.md and PNG plots to `out` (default root)."""
+    results.json, report.md and PNG plots to `out` (default root). -> results.json's dict."""
     out = out or root
     os.makedirs(out, exist_ok=True)
     reps = [(b, s) for b in range(bases) for s in range(seeds)]
@@ -404,31 +434,23 @@ def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_r
         base_models[b] = (model.eval(), tasks.tokenizer_from_state(extra["tokenizer"]))
         metrics[b] = extra["metrics"]
     preset = run_config(root, reps) or metrics[0]["preset"]
+    sections, claims, plots = claims_and_plots(root, reps, base_models, preset, out)
     res = {"preset": preset["name"], "bases": list(range(bases)), "seeds": list(range(seeds)),
-           "replicates": len(reps), "wall_s": suite_wall_s, "_out": out, "_base_cache": {},
+           "replicates": len(reps), "wall_s": suite_wall_s,
            "base_quality": {b: {"general_acc": m["general_acc"],
                                 "min_op_acc": min(m["acc_by_op"].values()),
                                 "acc_by_op": m["acc_by_op"], "wall_s": m["wall_s"]}
                             for b, m in metrics.items()},
-           "claims": [], "family": None, "curves": {}, "runs": {}, "rl_gain_by_base": {},
-           "controls": {}, "c1_sample_efficiency": {}, "c2_asymptote": {},
-           "c3_kl_at_matched_reward": {}, "c4_forgetting": {}, "c7_channels": {}}
-    plots = []
-    for t in suite.SUITE_TASKS:
-        task_claims(root, reps, t, base_models, preset, res, plots)
-    c7_pattern(res)
-    plasticity(root, reps, res, plots)
-    continual(root, reps, res, plots)
-    exploration(root, reps, res)
-    res["family"] = stats.label_family(res["claims"])
+           "claims": claims, "family": stats.label_family(claims), **sections}
     if len(reps) == 1:  # one replicate: its numbers beside the committed grid's intervals
         res["grid_reference"] = ev.grid_reference(res["preset"], res["claims"])
     if hit_rates is None and os.path.exists(os.path.join(root, "hit_rates.json")):
         with open(os.path.join(root, "hit_rates.json")) as f:
             hit_rates = json.load(f)
-    reflector_sweep(root, range(seeds), res, hit_rates or {})
+    res["reflector_sweep"], res["reflector_sweep_rows"] = reflector_sweep(root, range(seeds),
+                                                                          hit_rates or {})
+    res["reflector_sweep_family"] = stats.label_family(res["reflector_sweep_rows"])
     res["reflector_first_hit_rate"] = hit_rates
-    del res["_out"], res["_base_cache"]
     write_atomic(os.path.join(out, "results.json"), json.dumps(res, indent=1))
     write_atomic(os.path.join(out, "report.md"), render_report(res, plots))
     return res

@@ -248,17 +248,17 @@ def test_report_claims_on_a_synthetic_runs_folder(tmp_path):
             _write_run(suite.run_dir(base, t, m, s), vals, [kl + 0.01 * b] * 20, wall)
     runs = {m: report.replicates(root, reps, t, m) for m in ("rl", "fst", "context", "instructed")}
     assert len(runs["rl"]) == 6
-    claims = []
     final = {m: {r: report._final(v[r]) for r in reps} for m, v in runs.items()}
-    ctl = report.controls(dict(runs, sequential={}), dict(final, sequential={}), reps, t, claims)
+    ctl, claims = report.controls(dict(runs, sequential={}), dict(final, sequential={}), reps, t)
     assert ctl["instructed"]["same_as_rl"] and not ctl["context"]["same_as_rl"]
     ceiling = {r: max(ev.curve(runs["context"][r])[1]) for r in reps}
-    c1 = report.c1(runs["rl"], runs["fst"], reps, t, claims, ceiling)
+    c1, rows = report.c1(runs["rl"], runs["fst"], reps, t, ceiling)
+    claims += rows
     assert c1["profile"]["0.9"]["steps"]["fst_first"] == 6
-    report.c3(runs["rl"], runs["fst"], reps, 0.2, "kl", t, claims)
-    report.c2(runs["rl"], runs["fst"], reps, t, claims, reps=20)
-    one = []  # a one-replicate report names C2's statistic as the grid does: against_grid finds it
-    report.c2(runs["rl"], runs["fst"], reps[:1], t, one, reps=20)
+    claims += report.c3(runs["rl"], runs["fst"], reps, 0.2, "kl", t)[1]
+    claims += report.c2(runs["rl"], runs["fst"], reps, t, reps=20)[1]
+    # a one-replicate report names C2's statistic as the grid does: against_grid finds it
+    one = report.c2(runs["rl"], runs["fst"], reps[:1], t, reps=20)[1]
     assert one[0]["measure"] == claims[-1]["measure"] and "RL " in one[0]["detail"]
     fam = stats.label_family(claims)
     by = lambda claim, start: next(r for r in claims

@@ -86,7 +86,7 @@ def test_suite_claim_rows(micro_suite):
         assert r["label"] == "n < 5" or r["p"] is None  # one replicate: no verdict anywhere
         claims.setdefault(r["claim"], []).append(r)
     assert len(claims["C1 faster"]) == len(suite.SUITE_TASKS) * (len(stats.C1_TESTED) + 1)
-    assert len(claims["control"]) == 4 * len(suite.SUITE_TASKS)
+    assert len(claims["control"]) == (len(suite.SUITE_METHODS) - 1) * len(suite.SUITE_TASKS)
     assert len(claims["C6 keeps learning"]) == len(suite.CONTINUAL) - 1
     for c in ("C2 higher ceiling", "C3 less drift", "C4 forgets less (matches or beats)",
               "C5 RL-init barely learns", "C5 FST-init ~ base-init", "C7 channel split (pattern)",
