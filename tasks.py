@@ -305,20 +305,21 @@ def pretrain_example(rng, exclude=(), n_problems=1):
     return ctx, ps
 
 
-def _more_prompt(enc, p):
-    """Token ids of a further problem in a row, before its answer: `\n<marker>: ..\nout:`."""
-    return enc.encode_ordinary(f"\n{problem_text(p)}\nout:")
+def _problem_ids(enc, context, p, first):
+    """-> (prompt ids, answer ids) of one problem in a pretraining row: the first follows the
+    context exactly as in a downstream sequence, a further one is `\n<marker>: ..\nout:`."""
+    prompt = (encode_prompt(enc, context, p) if first
+              else enc.encode_ordinary(f"\n{problem_text(p)}\nout:"))
+    return prompt, encode_answer(enc, p)
 
 
 def encode_row(enc, context, problems):
     """-> (ids, answer): the token ids of one pretraining row (<|bos|>, the context, then each
     problem with its answer and <|eos|>) and, per id, whether it is an answer token (what
-    pretraining learns to predict). The first problem follows the context exactly as in a
-    downstream sequence; the one encoder of the row format (pretrain.make_batch uses it)."""
+    pretraining learns to predict); the one encoder of the row format (pretrain.make_batch)."""
     ids, answer = [], []
     for i, p in enumerate(problems):
-        prompt = encode_prompt(enc, context, p) if i == 0 else _more_prompt(enc, p)
-        ans = encode_answer(enc, p)
+        prompt, ans = _problem_ids(enc, context, p, i == 0)
         ids += prompt + ans
         answer += [False] * len(prompt) + [True] * len(ans)
     return ids, answer
@@ -338,11 +339,13 @@ def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
     ctx, ps = pretrain_example(rng, exclude, draw)
     if calib:
         ctx = SEED_PROMPT
-    more = lambda p: len(_more_prompt(enc, p)) + len(encode_answer(enc, p))  # noqa: E731
-    n, keep = len(encode_row(enc, ctx, ps[:1])[0]), 1
-    while keep < len(ps) and n + more(ps[keep]) <= budget:
-        n += more(ps[keep])
-        keep += 1
+    # each problem's tokens, encoded only until one does not fit
+    sizes = (sum(map(len, _problem_ids(enc, ctx, p, i == 0))) for i, p in enumerate(ps))
+    n, keep = next(sizes), 1
+    for size in sizes:
+        if n + size > budget:
+            break
+        n, keep = n + size, keep + 1
     return ctx, ps[:keep]
 
 

@@ -97,10 +97,9 @@ def test_calibration_rows_use_the_seed_prompt(enc):
                                 for i in range(500)])
 
 
-def test_carriability_dial_levels():
+def test_carriability_dial_levels(enc):
     # every level is the cipher (same rule, marker and splits); only the budget changes, and it fits
     # exactly k of the table's entries
-    enc = tasks.build_tokenizer()
     count = lambda t: len(enc.encode_ordinary(t))
     cipher = make_task("cipher", n_train=64)
     for k in tasks.DIAL_LEVELS:

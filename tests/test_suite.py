@@ -18,6 +18,7 @@ import shutil
 
 import pytest
 
+import fst
 import pretrain
 import report
 import stats
@@ -149,6 +150,10 @@ def test_suite_rerun_skips_finished_stages_and_jobs_2_gives_the_same_results(mic
     per_task = {suite.run_dir(b0, t, m, 0)
                 for t in suite.SUITE_TASKS for m in suite.SUITE_METHODS}
     levels = [t for t in suite.SUITE_TASKS if tasks.NAMED_TASKS[t].family]  # cipher-k2
+    for t in levels:  # a method without fast weights (no budget to read) runs once per family
+        for m, flags in fst.METHODS.items():
+            family = suite.run_dir(b0, tasks.NAMED_TASKS[t].family, m, 0)
+            assert (suite.run_dir(b0, t, m, 0) == family) == (not flags["uses_context"]), (t, m)
     assert len(per_task) == (len(suite.SUITE_METHODS) * len(suite.SUITE_TASKS)
                              - len(suite.BUDGET_BLIND) * len(levels))
     assert len(logs) == len(per_task) + 2 + 3 + 2
