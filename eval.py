@@ -36,8 +36,8 @@ import torch
 
 import fst
 import rollout
-import stats
-import tasks
+from harness import stats
+from world import tasks
 from rollout import sample_rollouts
 
 
@@ -340,7 +340,7 @@ def hit_rates(base_path, task_names, names, device="cpu", trials=100, seed=0):
     """First-proposal hit rate (reflectors.first_hit_rate) of each reflector setting in `names` on
     each task, with the base's own greedy outputs as the records; a task's own context budget, else
     the base's preset's. `seed` seeds a NAME:P reflector's mistakes. -> {task: {name: rate}}"""
-    import reflectors
+    from world import reflectors
     from model import load_checkpoint
     base, extra = load_checkpoint(base_path, device)
     enc, preset = tasks.tokenizer_from_state(extra["tokenizer"]), extra["metrics"]["preset"]

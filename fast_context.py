@@ -4,7 +4,7 @@ contexts, always evaluated with the current policy. It never updates weights (no
 and it does not know which reflector writes the proposals (they live in reflectors.py).
 
     from fast_context import init_state, run_round, frontier_prompts, best_prompt, optimize
-    from reflectors import make_reflector
+    from world.reflectors import make_reflector
     reflect = make_reflector("edit", max_tokens=48, count_tokens=word_count)
     state = init_state(task.seed_prompt, task.pareto, task.train, evaluate)  # seed scored on D_p
     run_round(state, evaluate, num_proposals=4, reflector=reflect)  # FST: every T RL steps
@@ -63,7 +63,7 @@ import copy
 import random
 from dataclasses import dataclass, field
 
-from tasks import problem_text
+from world.tasks import problem_text
 
 EPS = 1e-9  # float tolerance for "strictly better"
 

@@ -14,7 +14,7 @@ record of sampled completions that flows through fastslow (Rollouts).
     # kernels (Triton interpreter on CPU), sampler statistics, generation
     python -m pytest tests/test_rollout.py
     # speed against a naive loop, Hugging Face and a sort-based sampler
-    python bench.py rollout | sample
+    python -m harness.bench rollout | sample
 
 What is here:
   sample_tokens        one token per row from (B, V) logits, with temperature / top-k / top-p, plus
@@ -86,7 +86,7 @@ from dataclasses import dataclass
 import torch
 
 import kernels
-import tasks
+from world import tasks
 # (re-exported: the tests and gpu_check ask rollout for it)
 from kernels import HAS_TRITON  # noqa: F401
 

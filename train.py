@@ -51,18 +51,19 @@ from tqdm import tqdm
 
 import eval as ev
 import fast_context as fc
-import phase as phase_grid
-import reflectors
-import report
-import tasks
-from cli import (CHECKPOINT, FOLDER, URL, CLIParser, UserError, continue_line, exit_on_user_error,
-                 nonnegative, positive, quiet_worker, writable_folder)
-from fst import (LOSS_TYPES, METHODS, RunState, fast_weights_state, fst_step, last_step,
+from harness import phase as phase_grid
+from world import reflectors
+from harness import report
+from world import tasks
+from harness.cli import (CHECKPOINT, FOLDER, URL, CLIParser, UserError, continue_line,
+                         exit_on_user_error, nonnegative, positive, quiet_worker, writable_folder)
+from rl import LOSS_TYPES
+from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step,
                  make_evaluate, start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
-from pretrain import (Ledger, finished_summary, holds_run, load_base, prepare_bases, pretrain,
-                      settings_of)
-from suite import base_path, jobs as suite_jobs
+from world.pretrain import (Ledger, finished_summary, holds_run, load_base, prepare_bases, pretrain,
+                            settings_of)
+from harness.suite import base_path, jobs as suite_jobs
 
 
 # -----------------------------------------------------------------------------
@@ -103,11 +104,11 @@ class Preset:
     inner_steps: int = 1          # passes over one batch of rollouts
     optimizer_steps: int = 2      # optimizer steps per pass (row chunks, minibatches):
                                   # from the 2nd one, ratio != 1
-    loss_type: str = "cispo"       # grpo | dr_grpo | dapo | cispo (fst.policy_loss)
+    loss_type: str = "cispo"       # grpo | dr_grpo | dapo | cispo (rl.policy_loss)
     cispo_cap: float = 5.0        # CISPO: the importance weight's cap
     clip_eps: float = 0.2         # grpo, dr_grpo, dapo: the ratio is clipped to 1 -/+ clip_eps ...
     dapo_clip_higher: float = 0.28  # ... and dapo's upper side to 1 + dapo_clip_higher
-    adv_scale: str = "group"       # advantage scale: group | batch | none (fst.group_advantages)
+    adv_scale: str = "group"       # advantage scale: group | batch | none (rl.group_advantages)
     beta: float = 0.0             # k3 KL penalty to the initial weights (0: measured only)
     eval_every: int = 5           # val accuracy every N RL steps (and at the last)
     eval_samples: int = 1         # one sample per val problem (256 rollouts); greedy exact

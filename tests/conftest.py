@@ -102,5 +102,5 @@ def log_rows():
 
 @pytest.fixture(scope="module")
 def enc():
-    import tasks
+    from world import tasks
     return tasks.build_tokenizer()

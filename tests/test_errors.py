@@ -25,12 +25,12 @@ import time
 import pytest
 import torch
 
-import bench
-import cli
-import gpu_check  # (imported, it reads no command line)
-import phase
-import report
-import select_tasks
+from harness import bench
+from harness import cli
+from harness import gpu_check  # (imported, it reads no command line)
+from harness import phase
+from harness import report
+from harness import select_tasks
 import train
 from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint
 
@@ -145,13 +145,16 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, workdir, capsys,
 
 @pytest.mark.parametrize("cmd", [["train.py", "run", "--init", "trunc.pt", "--out", "new",
                                   "--preset", "micro"],
-                                 ["report.py", "--seeds", "two"],
-                                 ["report.py", "--preset", "micro", "--out", "notes.txt"],
-                                 ["gpu_check.py", "--out", "notes.txt"],
-                                 ["bench.py", "rollout", "--prompts", "-3"]])
+                                 ["harness.report", "--seeds", "two"],
+                                 ["harness.report", "--preset", "micro", "--out", "notes.txt"],
+                                 ["harness.gpu_check", "--out", "notes.txt"],
+                                 ["harness.bench", "rollout", "--prompts", "-3"]])
 def test_command_lines_print_one_line_not_a_traceback(cmd, workdir):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, cmd[0])] + cmd[1:], cwd=workdir,
-                       capture_output=True, text=True, timeout=60)
+    # train.py runs as a file, the harness's scripts as modules (python -m harness.X)
+    script = [os.path.join(ROOT, cmd[0])] if cmd[0].endswith(".py") else ["-m", cmd[0]]
+    p = subprocess.run([sys.executable] + script + cmd[1:], cwd=workdir,
+                       env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                       timeout=60)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr

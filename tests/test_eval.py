@@ -13,7 +13,7 @@ import torch
 
 import eval as ev
 from rollout import sample_rollouts
-import tasks
+from world import tasks
 from model import GPT, GPTConfig
 
 

@@ -13,7 +13,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import tasks as T  # noqa: E402
+from world import tasks as T  # noqa: E402
 from fast_context import (GEPAState, add_candidate, best_prompt, frontier_prompts,  # noqa: E402
                           gepa_iteration, init_state, load_state_dict, nondominated, optimize,
                           rebuild_frontier, run_round, select_parent, state_dict)

@@ -15,8 +15,9 @@ import torch
 
 import fast_context as fc
 import fst
+import rl
 import rollout
-import tasks
+from world import tasks
 import train
 from model import GPT, GPTConfig
 
@@ -154,7 +155,7 @@ def test_fst_step_groups_span_frontier_prompts_and_rows_are_rescored_under_their
     spy("draw_prompts", fst, fst.draw_prompts)
     spy("sample_rollouts", rollout, rollout.sample_rollouts)
     spy("completion_logprobs", rollout, rollout.completion_logprobs)
-    spy("group_advantages", fst, fst.group_advantages)
+    spy("group_advantages", rl, rl.group_advantages)
     row = fst.fst_step(s, 0, preset)  # step 0: a GEPA round (no re-score), then the RL update
     assert row["gepa_accepted"] == 1 and row["frontier"] == 2
     assert sorted(p for p, _ in fc.frontier_prompts(s.gepa)) == sorted([SEED, OTHER])
@@ -176,7 +177,7 @@ def test_fst_step_groups_span_frontier_prompts_and_rows_are_rescored_under_their
     spans = [{ctx_row[r] for r in range(len(ro)) if group_row[r] == g}
              for g in range(preset.batch_problems)]
     assert {SEED, OTHER} in spans
-    assert torch.equal(adv, fst.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group)))
+    assert torch.equal(adv, rl.group_advantages(torch.tensor(ro.rewards), torch.tensor(ro.group)))
     # the re-score: the minibatches cover every row once, each under the prompt it was sampled with
     calls = seen["completion_logprobs"]
     assert len(calls) == preset.optimizer_steps
@@ -207,12 +208,11 @@ def test_update_policy_matches_a_per_row_naive_reference(monkeypatch):
                                  seed=3, max_new_tokens=6, group=[0, 0, 1, 1])
     adv = torch.tensor([1.0, -0.5, 0.25, -0.75, 0.5, -1.0, 0.75, -0.25])
     ref = copy.deepcopy(model)
-    s = SimpleNamespace(model=model, opt=torch.optim.SGD(model.parameters(), lr=0.5), ref=None)
     steps = []
-    real_step = fst.guarded_step
-    monkeypatch.setattr(fst, "guarded_step",
+    real_step = rl.guarded_step
+    monkeypatch.setattr(rl, "guarded_step",
                         lambda *a, **kw: steps.append(1) or real_step(*a, **kw))
-    row = fst.update_policy(s, ro, adv, preset)
+    row = rl.update_policy(model, torch.optim.SGD(model.parameters(), lr=0.5), ro, adv, preset)
 
     opt = torch.optim.SGD(ref.parameters(), lr=0.5)
     for _ in range(preset.inner_steps):
@@ -240,7 +240,7 @@ def test_one_fst_step_runs_the_learners_files_and_no_triton_on_the_cpu():
     file by file: six of the method's files, never kernels.py (Triton) on the CPU path, nothing of
     the harness (train, pretrain, eval, report)."""
     import sys
-    import reflectors
+    from world import reflectors
     preset = replace(train.PRESETS["micro"], batch_problems=4, group_size=4, gepa_every=2,
                      gepa_proposals=1, n_pareto=4)
     enc = tasks.build_tokenizer()
@@ -256,13 +256,13 @@ def test_one_fst_step_runs_the_learners_files_and_no_triton_on_the_cpu():
 
     def watch(frame, event, arg):
         name = os.path.abspath(frame.f_code.co_filename)
-        if event == "call" and os.path.dirname(name) == here and name.endswith(".py"):
-            files.add(os.path.basename(name))
+        if event == "call" and name.startswith(here + os.sep) and name.endswith(".py"):
+            files.add(os.path.relpath(name, here))
     sys.setprofile(watch)
     try:
         row = fst.fst_step(s, preset.gepa_every, preset)  # a round with a re-score, then RL
     finally:
         sys.setprofile(None)
     assert "frontier" in row and "loss" in row
-    assert files == {"fst.py", "fast_context.py", "reflectors.py", "rollout.py", "model.py",
-                     "tasks.py"}
+    assert files == {"fst.py", "rl.py", "fast_context.py", "world/reflectors.py", "rollout.py",
+                     "model.py", "world/tasks.py"}

@@ -13,7 +13,7 @@ import pickle
 import pytest
 import torch
 
-import tasks
+from world import tasks
 from model import GPT, GPTConfig, CheckpointError, save_checkpoint, load_checkpoint
 
 # tiny tensors: a second thread only waits on the shared cores (as in test_rl.py)

@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-import phase
-import suite
+from harness import phase
+from harness import suite
 import train
 
 

@@ -11,9 +11,9 @@ Run: python -m pytest -q tests/test_pretrain_rows.py   (a few seconds on CPU)
 
 import random
 
-import select_tasks
-import tasks
-from tasks import UNSEEN_RULES, SEED_PROMPT, LIST_LEN, make_task
+from harness import select_tasks
+from world import tasks
+from world.tasks import UNSEEN_RULES, SEED_PROMPT, LIST_LEN, make_task
 
 
 # -----------------------------------------------------------------------------
@@ -49,7 +49,7 @@ def test_pretrain_row_respects_the_budget_and_keeps_the_downstream_format(enc):
 
 
 def test_pretrain_row_matches_the_training_batch(enc):
-    import pretrain  # the batch builder pays exactly the tokens the packer counted
+    from world import pretrain  # the batch builder pays exactly the tokens the packer counted
     rng = random.Random(1)
     rows = [tasks.pretrain_row(rng, enc, 78, UNSEEN_RULES) for _ in range(32)]
     x, y = pretrain.make_batch(enc, rows, "cpu")

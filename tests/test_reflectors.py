@@ -23,10 +23,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fast_context as fc  # noqa: E402
-import reflectors as R  # noqa: E402
-import tasks as T  # noqa: E402
-from llm import LLMReflector  # noqa: E402
-from reflectors import DemoReflector, EditReflector, OracleReflector, parse_demos  # noqa: E402
+from world import reflectors as R  # noqa: E402
+from world import tasks as T  # noqa: E402
+from world.llm import LLMReflector  # noqa: E402
+from world.reflectors import (DemoReflector, EditReflector, OracleReflector,  # noqa: E402
+                             parse_demos)
 
 # -----------------------------------------------------------------------------
 # helpers: records as the optimizer builds them, fake policies

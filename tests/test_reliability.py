@@ -26,13 +26,13 @@ import pytest
 import torch
 
 import fast_context as fc
-import fst
-import pretrain
-import llm
-import reflectors
-import tasks
+import rl
+from world import pretrain
+from world import llm
+from world import reflectors
+from world import tasks
 import train
-from cli import UserError
+from harness.cli import UserError
 from model import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,7 +178,7 @@ def _weights(path):
 
 def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tmp_path,
                                                                    monkeypatch, log_rows):
-    real = fst.policy_loss
+    real = rl.policy_loss
     poisoned = {1, 3}  # policy_loss calls (= steps here, one inner step each) that return NaN
 
     def policy_loss(*a, **kw):
@@ -186,7 +186,7 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
         policy_loss.calls += 1
         return (loss * float("nan") if policy_loss.calls - 1 in poisoned else loss), m
     policy_loss.calls = 0
-    monkeypatch.setattr(fst, "policy_loss", policy_loss)
+    monkeypatch.setattr(rl, "policy_loss", policy_loss)
     one_step = train.replace(MICRO, optimizer_steps=1)  # one policy_loss call per step
     s = train.run("rl", [("cipher", 5)], one_step, micro_base, str(tmp_path / "r"),
                   log=lambda *a: None)
@@ -210,7 +210,7 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
 def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch, log_rows):
     """A finite loss whose gradient is NaN (a hook poisons one parameter's gradient) is skipped
     too."""
-    real_step = fst.guarded_step
+    real_step = rl.guarded_step
 
     def poisoned_step(model, opt, loss, clip=1.0):
         h = model.wte.weight.register_hook(lambda g: g * float("nan"))
@@ -218,7 +218,7 @@ def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch, log_rows):
             return real_step(model, opt, loss, clip)
         finally:
             h.remove()
-    monkeypatch.setattr(fst, "guarded_step", poisoned_step)
+    monkeypatch.setattr(rl, "guarded_step", poisoned_step)
     s = train.run("rl", [("cipher", 3)], train.replace(MICRO, max_bad_steps=10), micro_base,
                   str(tmp_path / "g"), log=lambda *a: None)
     assert s["skipped_steps"] == 3
@@ -228,7 +228,7 @@ def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch, log_rows):
 
 
 def test_many_bad_steps_in_a_row_stop_the_run(micro_base, tmp_path, monkeypatch, capsys, log_rows):
-    monkeypatch.setattr(fst, "policy_loss", lambda *a, **kw: (torch.tensor(float("inf")),
+    monkeypatch.setattr(rl, "policy_loss", lambda *a, **kw: (torch.tensor(float("inf")),
                         {"clip_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 1.0}))
     with pytest.raises(UserError) as e:  # library code raises; only main() prints it and exits
         train.run("rl", [("cipher", 20)], train.replace(MICRO, max_bad_steps=3), micro_base,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fst import (group_advantages, zero_std_fraction, policy_loss, kl_k3, masked_mean,  # noqa: E402
+from rl import (group_advantages, zero_std_fraction, policy_loss, kl_k3, masked_mean,  # noqa: E402
                 LOSS_TYPES)
 
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine

@@ -11,8 +11,8 @@ import json
 import numpy as np
 
 import eval as ev
-import stats
-import suite
+from harness import stats
+from harness import suite
 
 KEYS = [(b, s) for b in range(3) for s in range(3)]  # 3 bases x 3 run seeds
 
@@ -233,7 +233,7 @@ def _write_run(folder, vals, kls, wall=1.0, every=5):
 
 
 def test_report_claims_on_a_synthetic_runs_folder(tmp_path):
-    import report
+    from harness import report
     root, t = str(tmp_path), "hidden-rule"
     reps = [(b, s) for b in range(3) for s in range(2)]  # n = 6
     x = np.arange(1, 21) * 5.0

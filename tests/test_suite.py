@@ -19,13 +19,13 @@ import shutil
 import pytest
 
 import fst
-import pretrain
-import report
-import stats
-import suite
-import tasks
+from world import pretrain
+from harness import report
+from harness import stats
+from harness import suite
+from world import tasks
 import train
-from cli import UserError
+from harness.cli import UserError
 
 
 def _finite_leaves(d, path=""):

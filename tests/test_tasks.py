@@ -18,11 +18,11 @@ import sys
 
 import pytest
 
-import select_tasks
-import tasks
-from tasks import (NAMED_TASKS, OPS, PARAM_RANGE, MAX_MAP, HELDOUT_TYPES, UNSEEN_RULES, SEED_PROMPT,
-                   LIST_LEN, Op, Problem, SpecError, apply_rule, parse_rule, rule_text, chain_type,
-                   score, make_task)
+from harness import select_tasks
+from world import tasks
+from world.tasks import (NAMED_TASKS, OPS, PARAM_RANGE, MAX_MAP, HELDOUT_TYPES, UNSEEN_RULES,
+                         SEED_PROMPT, LIST_LEN, Op, Problem, SpecError, apply_rule, parse_rule,
+                         rule_text, chain_type, score, make_task)
 
 
 # -----------------------------------------------------------------------------
@@ -470,7 +470,8 @@ def test_tokenizer_is_deterministic(enc):
 
 def test_tokenizer_is_deterministic_across_processes(enc):
     # a fresh interpreter with another hash seed (set/dict-order accidents) builds the same merges
-    code = ("import hashlib, tasks; print(hashlib.sha256(repr(tasks.tokenizer_state("
+    code = ("import hashlib; from world import tasks; "
+            "print(hashlib.sha256(repr(tasks.tokenizer_state("
             "tasks.build_tokenizer())).encode()).hexdigest())")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,

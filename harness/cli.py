@@ -3,7 +3,7 @@ cli.py: what every fastslow command shares: one error type for user mistakes, an
 errors are one line, checked flag types (numbers, folders, checkpoints, URLs) and the one line a
 Ctrl-C prints.
 
-    from cli import UserError, CLIParser, positive, exit_on_user_error
+    from harness.cli import UserError, CLIParser, positive, exit_on_user_error
 
 Library code (train.py, report.py, ...) raises UserError (or tasks.SpecError /
 model.CheckpointError / fast_context.ReflectorError, which their own modules raise); only a
@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 import fast_context
 import model
-import tasks
+from world import tasks
 
 
 class UserError(Exception):
@@ -43,7 +43,8 @@ class CLIParser(argparse.ArgumentParser):
     """argparse whose errors are one line (what was wrong, where to look), raised as UserError."""
 
     def error(self, message):
-        raise UserError(f"{message} (see `python {self.prog} --help`)")
+        prog = self.prog if self.prog.startswith("python ") else f"python {self.prog}"
+        raise UserError(f"{message} (see `{prog} --help`)")
 
 
 # -----------------------------------------------------------------------------

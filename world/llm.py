@@ -3,7 +3,7 @@ llm.py: the `llm` reflector. GEPA's reflection meta-prompt, sent to any OpenAI-c
 endpoint (Ollama, vLLM, a hosted API) over the standard library's HTTP client; the reply's last
 fenced block is the new context.
 
-    from llm import LLMReflector
+    from world.llm import LLMReflector
     reflect = LLMReflector("http://localhost:11434/v1", "qwen3:8b", max_tokens=48)
     reflect("rule: ?", records)   # -> the proposed context, or an exception
 
@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 
 from fast_context import ReflectorError, word_count
-from tasks import VALID_OPS_TEXT
+from world.tasks import VALID_OPS_TEXT
 
 
 META_PROMPT = """I provided an assistant with the following context to perform a task for me:

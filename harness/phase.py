@@ -3,13 +3,15 @@ phase.py: the phase diagram. When does FST help? A grid over two dials, every ce
 same RL-only baseline and controls:
 
     python train.py --phase --bases 3 --seeds 3      # every run (resumable), then the report
-    python phase.py --preset tiny --bases 3 --seeds 3 --out results/tiny/phase   # the report alone
-    python phase.py --bases 3 --seeds 3 --archive results/tiny/phase/runs   # keep finished runs
+    # the report alone
+    python -m harness.phase --preset tiny --bases 3 --seeds 3 --out results/tiny/phase
+    # keep the finished runs
+    python -m harness.phase --bases 3 --seeds 3 --archive results/tiny/phase/runs
     cp -r results/tiny/phase/runs/. runs/tiny/    # a fresh checkout: resume the grid from them
 
 - carriability (tasks.DIAL_LEVELS): the cipher under a context budget that fits k = 3, 2, 1, 0 of
   its 3 table entries. What a prompt within the budget can carry is measured on the bases alone,
-  before any run (`python select_tasks.py --dial`).
+  before any run (`python -m harness.select_tasks --dial`).
 - reflector strength (REFLECTORS): `edit`, and `edit:0.9`, whose proposals are wrong with
   probability 0.9 (reflectors.NoisyReflector); strength = 1 - P. RL-only is strength "none".
 
@@ -29,13 +31,13 @@ import shutil
 import numpy as np
 
 import eval as ev
-import report
-import stats
-import suite
-import tasks
-from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive
+from harness import report
+from harness import stats
+from harness import suite
+from world import tasks
+from harness.cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive
 from model import write_atomic
-from pretrain import finished
+from world.pretrain import finished
 
 LEVELS = tasks.DIAL_LEVELS                 # k: table entries the budget fits
 REFLECTORS = ("edit", "edit:0.9")          # strength 1.0 and 0.1
@@ -255,7 +257,7 @@ def heatmap(path, res, measure):
 
 
 def reflectors_p(spec):
-    import reflectors
+    from world import reflectors
     return reflectors.parse_reflector(spec)[1]
 
 
@@ -457,7 +459,8 @@ def archive(root, bases, seeds, dest):
 
 
 def build_parser():
-    ap = CLIParser(prog="phase.py", description="the phase diagram's report from existing runs")
+    ap = CLIParser(prog="python -m harness.phase",
+                   description="the phase diagram's report from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
     ap.add_argument("--bases", type=positive(int), default=3)
     ap.add_argument("--seeds", type=positive(int), default=3)

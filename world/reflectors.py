@@ -62,10 +62,10 @@ import re
 from collections import Counter
 
 from fast_context import make_records, word_count
-from llm import LLMReflector
-from tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, Op, Problem, SpecError,
-                   apply_rule, demo_context, digits_text, instruction, parse_digits, parse_rule,
-                   rule_text)
+from world.llm import LLMReflector
+from world.tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, Op, Problem, SpecError, apply_rule,
+                         demo_context, digits_text, instruction, parse_digits, parse_rule,
+                         rule_text)
 
 # -----------------------------------------------------------------------------
 # reading records and contexts

@@ -2,9 +2,9 @@
 gpu_check.py: one command that proves fastslow's GPU path on the machine it runs on, and measures
 it.
 
-    python gpu_check.py --out DIR          # on a CUDA machine (about 4-6 minutes on one H100)
+    python -m harness.gpu_check --out DIR    # on a CUDA machine (about 4-6 minutes on one H100)
     # on a CPU: tiny sizes, Triton's interpreter, the micro preset
-    python gpu_check.py --smoke --out DIR
+    python -m harness.gpu_check --smoke --out DIR
 
 Stages (each records its numbers and a pass flag; an exception in one is recorded and the rest go
 on):
@@ -41,13 +41,13 @@ import sys
 import time
 import traceback
 
-from cli import FOLDER, CLIParser, exit_on_user_error, positive  # torch, but not triton yet
+from harness.cli import FOLDER, CLIParser, exit_on_user_error, positive  # torch, but not triton yet
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_parser():
-    ap = CLIParser(prog="gpu_check.py",
+    ap = CLIParser(prog="python -m harness.gpu_check",
                    description="validate and measure fastslow on a GPU (or a CPU smoke run)")
     ap.add_argument("--out", type=FOLDER, default=os.environ.get("OUT") or "runs/gpu_check",
                     help="folder for the JSON")
@@ -76,10 +76,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import rollout  # noqa: E402
-import tasks  # noqa: E402
-import bench  # noqa: E402
-import fst  # noqa: E402
-import pretrain  # noqa: E402
+from world import tasks  # noqa: E402
+from harness import bench  # noqa: E402
+import rl  # noqa: E402
+from world import pretrain  # noqa: E402
 import train  # noqa: E402
 from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
 
@@ -355,7 +355,7 @@ def bench_pretrain_step():
                 logits = model(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
                                    ignore_index=-1)
-            fst.guarded_step(model, opt, loss)
+            rl.guarded_step(model, opt, loss)
         t = timed(step, iters=20, warmup=3)
         tokens = sum(x.numel() for x, _ in batches) / len(batches)
         # the tied head is counted below

@@ -1,8 +1,8 @@
 """
 bench.py: speed of the rollout machinery, measured side by side in one run.
 
-    python bench.py rollout [--prompts 64 --samples 8 --max-new 24 --threads N]
-    python bench.py sample  [--batch 512 --vocabs 512,32768 --threads N]
+    python -m harness.bench rollout [--prompts 64 --samples 8 --max-new 24 --threads N]
+    python -m harness.bench sample  [--batch 512 --vocabs 512,32768 --threads N]
 
 rollout: a tiny-preset-size GPT with random weights, P prompts of 30-60 tokens x G samples, every
   row decodes exactly max_new_tokens (eos_id=-1 is never sampled, so the stop check still runs each
@@ -31,8 +31,8 @@ import torch
 from model import GPT, GPTConfig
 from rollout import generate, generate_naive, sample_tokens
 # one-line errors, as every fastslow command
-from cli import (CLIParser, UserError, exit_on_user_error, nonnegative, positive,
-                 writable_folder)
+from harness.cli import (CLIParser, UserError, exit_on_user_error, nonnegative, positive,
+                         writable_folder)
 
 # peak memory bandwidth, GB/s, by a substring of torch.cuda.get_device_name()
 CARD_GBPS = {"H200": 4800, "H100 SXM": 3350, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350,

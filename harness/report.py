@@ -3,9 +3,10 @@ report.py: the reproduction's report. Reads the suite's runs (their folders: sui
 the claims C1-C8 with eval.py's measurements over every replicate (pretraining seed x run seed),
 tests them with stats.py, and writes report.md, PNG plots and results.json.
 
-    python report.py --preset tiny                # rebuild runs/tiny/{report.md, ...}
-    python report.py --preset tiny --bases 3 --seeds 3 --out results/tiny   # the grid, copied out
-    python report.py --preset tiny --hit-rates    # each reflector's first-proposal hit rate
+    python -m harness.report --preset tiny             # rebuild runs/tiny/{report.md, ...}
+    # the grid, copied out
+    python -m harness.report --preset tiny --bases 3 --seeds 3 --out results/tiny
+    python -m harness.report --preset tiny --hit-rates # each reflector's first-proposal hit rate
 
 Every aggregate in results.json is {mean, std, ci95, n} over replicates (a bootstrap over bases,
 then seeds). res["claims"] holds one row per tested statistic (stats.row: mean, ci95, n,
@@ -20,11 +21,11 @@ import os
 import numpy as np
 
 import eval as ev
-import plots as draw  # the figures
-import stats
-import suite
-import tasks
-from cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive, writable_folder
+from harness import plots as draw  # the figures
+from harness import stats
+from harness import suite
+from world import tasks
+from harness.cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive, writable_folder
 from model import load_checkpoint, write_atomic
 
 def read_log(folder):
@@ -555,7 +556,7 @@ def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), tr
 
 
 def build_parser():
-    ap = CLIParser(prog="report.py",
+    ap = CLIParser(prog="python -m harness.report",
                    description="rebuild report.md, plots and results.json from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
     ap.add_argument("--bases", type=positive(int), default=1)

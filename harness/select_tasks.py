@@ -2,10 +2,10 @@
 select_tasks.py: choose the downstream tasks by criteria measured on the base models alone, before
 any RL or FST run (so no task is picked by looking at how a method does on it).
 
-    python select_tasks.py --preset tiny --bases 3  # -> runs/tiny/task_selection.json,
-                                                    #    and a summary
-    python select_tasks.py --preset tiny --bases 3 --dial  # -> runs/tiny/dial.json: what a prompt
-                                                    #    within each dial level's budget carries
+    python -m harness.select_tasks --preset tiny --bases 3  # -> runs/tiny/task_selection.json,
+                                                            #    and a summary
+    # -> runs/tiny/dial.json: what a prompt within each dial level's budget carries
+    python -m harness.select_tasks --preset tiny --bases 3 --dial
 
 For every candidate rule and every base (runs/<preset>/b<k>/base/model.pt) it measures exact-match
 mean@4 at temperature 1 with the task's seed prompt and with the true instruction, and keeps the
@@ -26,13 +26,13 @@ import random
 
 import torch
 
-import suite
-import tasks
-from cli import (CLIParser, UserError, checkpoint_file, exit_on_user_error, positive,
-                 writable_folder)
+from harness import suite
+from world import tasks
+from harness.cli import (CLIParser, UserError, checkpoint_file, exit_on_user_error, positive,
+                         writable_folder)
 from eval import task_accuracy
 from model import write_atomic
-from pretrain import load_base
+from world.pretrain import load_base
 
 # Task selection, measured on the bases alone before any RL or FST run (select_tasks.py). Accuracy
 # is exact-match mean@4 at temperature 1 on the task's val split, with the seed prompt (`seed`) and
@@ -210,7 +210,7 @@ def measure_dial(models, n_val=256, log=print):
 
 
 def build_parser():
-    ap = CLIParser(prog="select_tasks.py",
+    ap = CLIParser(prog="python -m harness.select_tasks",
                    description="measure the task selection criteria on the bases")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--bases", type=positive(int), default=3)

@@ -1,7 +1,7 @@
 """
 pretrain.py: the base model, and the bookkeeping every training loop of fastslow shares.
 
-    from pretrain import pretrain
+    from world.pretrain import pretrain
     # or: python train.py pretrain
     metrics = pretrain(PRESETS["tiny"], "runs/tiny/b0/base", "cpu", seed=0)
 
@@ -14,7 +14,7 @@ answer position (eos included) equals the answer token given the correct prefix.
 
 The bookkeeping (`Ledger`) is shared with train.py's runs: ckpt.pt written atomically every few
 steps (weights, optimizer, counters) for --resume, the wall clock across interruptions, and
-optimizer steps skipped when the loss or the gradient is non-finite (fst.guarded_step;
+optimizer steps skipped when the loss or the gradient is non-finite (rl.guarded_step;
 `max_bad_steps` in a row stop the work with a UserError). Ctrl-C raises cli.Interrupted, whose text
 says how many steps were done and which step the checkpoint holds. The batch of a step is a function
 of (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import tasks
-from cli import Interrupted, UserError, writable_folder
+from world import tasks
+from harness.cli import Interrupted, UserError, writable_folder
 from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint, write_atomic
-from fst import guarded_step
-import suite
+from rl import guarded_step
+from harness import suite
 
 
 def autocast(device):

@@ -1,7 +1,7 @@
 """
 tasks.py: the small world the reproduction runs in, its verifier, its tasks and its tokenizer.
 
-    python tasks.py                      # print a few pretraining examples and the named tasks
+    python -m world.tasks                   # print a few pretraining examples and the named tasks
 
 A model trained from scratch cannot read English, so the project defines a world where a *context*
 can carry task information the way an instruction does for an LLM:
@@ -40,8 +40,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 # tokenizer_state / tokenizer_from_state are re-exported: checkpoints store the world's tokenizer
-from bpe import (SPECIALS, tokenizer_from_ranks, tokenizer_from_state,  # noqa: F401
-                 tokenizer_state, train_bpe)
+from world.bpe import (SPECIALS, tokenizer_from_ranks, tokenizer_from_state,  # noqa: F401
+                       tokenizer_state, train_bpe)
 
 # -----------------------------------------------------------------------------
 # ops and rules

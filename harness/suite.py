@@ -13,7 +13,7 @@ SUITE_TASKS; to add a method, add a row to fst.METHODS (the suite runs every row
 
 import os
 
-import tasks
+from world import tasks
 from fst import METHODS
 
 # like CodeIO, HoVer, Math; then the dial's middle level (a prompt fits 2 of the 3 entries)
@@ -43,7 +43,9 @@ def base_path(root, b):
     return os.path.join(base_root(root, b), "base", "model.pt")
 
 
-COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")  # the grids
+# the committed grids: results/ beside this folder
+COMMITTED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "results")
 
 
 def committed_root(preset_name):
