@@ -20,8 +20,10 @@ Checkpoints hold the config, the weights, and an opaque `extra` dict (the tokeni
 there), so one file is enough to rebuild the model and its vocabulary.
 """
 
+import errno
 import math
 import os
+import shutil
 from dataclasses import dataclass, asdict
 
 import torch
@@ -246,9 +248,15 @@ def write_atomic(path, data):
                 f.write(data)
         else:
             torch.save(data, tmp)
-    except BaseException:  # Ctrl-C mid-write too: `path` is untouched and no half file stays
+    except BaseException as e:  # Ctrl-C mid-write too: `path` is untouched and no half file stays
+        # a full disk, as an OSError naming `path` (torch's writer says only "unexpected pos")
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC or (
+            isinstance(e, RuntimeError) and shutil.disk_usage(os.path.dirname(tmp) or ".").free
+            < 1 << 20)
         if os.path.exists(tmp):
             os.remove(tmp)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
     os.replace(tmp, path)
 
@@ -268,6 +276,8 @@ def load_checkpoint(path, device="cpu"):
     if os.path.isdir(path):  # torch.load would say IsADirectoryError; the folder is not damaged
         raise CheckpointError(f"{path} is a folder, not a checkpoint file; pass the .pt file "
                               "inside it (e.g. model.pt)")
+    if not os.path.isfile(path):  # a FIFO or a device: torch.load could wait on it for ever
+        raise CheckpointError(f"{path} is not a regular file; pass a .pt file")
     try:
         ck = torch.load(path, map_location=device, weights_only=True)  # no pickled code runs
     except Exception as e:

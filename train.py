@@ -55,14 +55,16 @@ from harness import phase as phase_grid
 from world import reflectors
 from harness import report
 from world import tasks
-from harness.cli import (CHECKPOINT, FOLDER, URL, CLIParser, UserError, continue_line,
-                         exit_on_user_error, nonnegative, positive, quiet_worker, writable_folder)
+from harness.cli import (CHECKPOINT, FOLDER, MOST_SEED, MOST_SEEDS, MOST_STEPS, MOST_THREADS, URL,
+                         CLIParser, UserError, continue_line, exit_on_user_error, nonnegative,
+                         positive, quiet_worker, refuse_ignored_flags, writable_folder)
+from world.llm import show_waits
 from rl import LOSS_TYPES
 from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step,
                  make_evaluate, start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, write_atomic
-from world.pretrain import (Ledger, finished_summary, holds_run, load_base, prepare_bases, pretrain,
-                            settings_of)
+from world.pretrain import (Ledger, finished_summary, fits_preset, holds_run, load_base,
+                            one_writer, prepare_bases, pretrain, saved_rows, settings_of)
 from harness.suite import base_path, jobs as suite_jobs
 
 
@@ -182,6 +184,7 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
     """Models, optimizer, reflector and GEPA state of a run, restored from ledger.saved when
     resuming. -> (RunState, base model, log rows so far, done flag)."""
     model, enc = load_base(init, pick_device(device))
+    fits_preset(model.cfg, preset, init)
     base_model, base_enc = load_base(base, model.wte.weight.device) if base and base != init \
         else (copy.deepcopy(model), enc)
     if tasks.tokenizer_state(base_enc) != tasks.tokenizer_state(enc) or base_model.cfg != model.cfg:
@@ -209,9 +212,7 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
         s.rng.setstate((ck["rng"][0], tuple(ck["rng"][1]), ck["rng"][2]))
         torch.set_rng_state(ck["torch_rng"])
         s.rl_rollouts, done = ck["rl_rollouts"], ck["done"]
-        with open(os.path.join(os.path.dirname(ledger.path), "log.jsonl")) as f:
-            # drop later rows
-            rows = [json.loads(line) for line in f.read().splitlines()[:ck["log_rows"]]]
+        rows = saved_rows(os.path.dirname(ledger.path), ck["log_rows"])  # later rows dropped
     # the fast weights: GEPA's birth (sequential: to its budget), or its state from the checkpoint
     start_fast_weights(s, preset, budget, count_tokens, saved=ck, windowed=windowed)
     base_model.eval()
@@ -227,18 +228,26 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
     writable_folder(out_dir)
     settings = settings_of(preset, method=method, schedule=[[t, n] for t, n in schedule], seed=seed,
                            init=init, base=base or init, reflector=reflector)
-    summary = finished_summary(out_dir, settings, resume, log)
-    if summary is not None:
-        return summary
-    ledger = Ledger(out_dir, "fastslow-run-1", settings, resume, preset.max_bad_steps)
-    if resume and ledger.saved is None and holds_run(out_dir):  # killed before its first checkpoint
-        log(f"{out_dir}: no checkpoint to resume from, starting from step 0")
-    try:
-        return run_from(ledger, settings, method, schedule, preset, init, out_dir, seed, reflector,
-                        base, device, log, llm)
-    except KeyboardInterrupt:
-        pass  # leave the handler first: the loop's frames go and its progress bar closes
-    raise ledger.interrupted()
+    with one_writer(out_dir):  # taken before the folder is checked, released however it ends
+        summary = finished_summary(out_dir, settings, resume, log)
+        if summary is not None:
+            return summary
+        ledger = Ledger(out_dir, "fastslow-run-1", settings, resume, preset.max_bad_steps)
+        if ledger.saved:  # the log must hold every row the checkpoint was saved after
+            saved_rows(out_dir, ledger.saved["log_rows"])
+        if preset.beta > 0:
+            ledger.cause = "the learning rate (--lr) or the KL penalty (--beta)"
+        if resume and ledger.saved is None and holds_run(out_dir):  # killed before its first ckpt
+            log(f"{out_dir}: no checkpoint to resume from, starting from step 0")
+        try:
+            return run_from(ledger, settings, method, schedule, preset, init, out_dir, seed,
+                            reflector, base, device, log, llm)
+        except KeyboardInterrupt:
+            pass  # leave the handler first: the loop's frames go and its progress bar closes
+        except OSError as e:  # a full disk: one line
+            ledger.stop_if_disk_full(e)
+            raise
+        raise ledger.interrupted()
 
 
 def run_from(ledger, settings, method, schedule, preset, init, out_dir, seed, reflector, base,
@@ -255,12 +264,14 @@ def run_from(ledger, settings, method, schedule, preset, init, out_dir, seed, re
     if ledger.saved:
         log(f"{out_dir}: resuming at step {start}")
     os.makedirs(out_dir, exist_ok=True)
+    ledger.claim()  # settings.json: this folder is this run's
     # as of ckpt
     write_atomic(os.path.join(out_dir, "log.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     ledger.start_clock()
     logf = open(os.path.join(out_dir, "log.jsonl"), "a")
     pbar = tqdm(range(start, len(stage_at) if not done else start),
                 desc=f"{method} {stages[0][0].name}", leave=False)
+    show_waits(s.reflect, pbar)  # an llm reflector says on this line when it waits on its endpoint
     for step in pbar:
         row = {"step": step}
         # a switch changes the data stream; nobody tells the learner
@@ -401,7 +412,8 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
                 f"prompt={s['deployed_prompt']!r}")
     write = phase_grid.write_report if phase else report.write_report
     results = write(root, bases, seeds, sum(walls), device=device)
-    log(f"report: {os.path.join(root, 'report.md')} (stages {sum(walls):.0f}s, "
+    written = os.path.join(root, "phase", "phase.md") if phase else os.path.join(root, "report.md")
+    log(f"report: {written} (stages {sum(walls):.0f}s, "
         f"this invocation {time.time() - t0:.0f}s)")
     return results
 
@@ -418,18 +430,20 @@ def build_parser():
         parser.add_argument("--preset", default=default(None),
                             help="tiny | gpu | micro (default: tiny on CPU, gpu on CUDA)")
         parser.add_argument("--device", default=default("auto"), choices=["auto", "cpu", "cuda"])
-        parser.add_argument("--seeds", type=positive(int), default=default(1),
-                            help="suite: repeat every run with seeds 0..N-1")
-        parser.add_argument("--bases", type=positive(int), default=default(1),
-                            help="suite: one base per pretraining seed 0..N-1, every run on each")
+        parser.add_argument("--seeds", type=positive(int, MOST_SEEDS), default=default(1),
+                            help="suite: repeat every run with seeds 0..N-1 "
+                                 f"(at most {MOST_SEEDS})")
+        parser.add_argument("--bases", type=positive(int, MOST_SEEDS), default=default(1),
+                            help="suite: one base per pretraining seed 0..N-1, every run on each "
+                                 f"(at most {MOST_SEEDS})")
         parser.add_argument("--jobs", type=positive(int), default=default(None),
                             help="suite: run independent stages in N processes (default: 2 on "
                                  "a CPU with 2 or more cores, else 1)")
         parser.add_argument("--sweep", action="store_true", default=default(False),
                             help="suite: also FST with the oracle and demo reflectors (first base)")
-        parser.add_argument("--threads", type=positive(int), default=default(None),
-                            help="torch threads in all (default: the preset's); the committed "
-                                 "grids used 1")
+        parser.add_argument("--threads", type=positive(int, MOST_THREADS), default=default(None),
+                            help="torch threads in all (default: the preset's; at most "
+                                 f"{MOST_THREADS:,}); the committed grids used 1")
         parser.add_argument("--phase", action="store_true", default=default(False),
                             help="the phase diagram's grid instead of the suite (phase.py)")
         parser.add_argument("--fresh-bases", action="store_true", default=default(False),
@@ -441,9 +455,10 @@ def build_parser():
     common(p, lambda d: argparse.SUPPRESS)  # SUPPRESS: an absent flag keeps the top-level value
     p.add_argument("--out", type=FOLDER, default=None,
                    help="output folder (default runs/<preset>/b<seed>/base)")
-    p.add_argument("--seed", type=nonnegative(int), default=0)
-    p.add_argument("--steps", type=positive(int), default=None,
-                   help="pretraining steps (default: the preset's)")
+    p.add_argument("--seed", type=nonnegative(int, MOST_SEED), default=0,
+                   help=f"pretraining seed (at most {MOST_SEED:,})")
+    p.add_argument("--steps", type=positive(int, MOST_STEPS), default=None,
+                   help=f"pretraining steps (default: the preset's; at most {MOST_STEPS:,})")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted pretraining from --out/ckpt.pt")
     p.add_argument("--ckpt-every", type=positive(int), default=None,
@@ -460,23 +475,25 @@ def add_run_flags(r):
     r.add_argument("--method", default="fst", choices=list(METHODS))
     r.add_argument("--task", default="hidden-rule",
                    help="hidden-rule | cipher | long-chain | hidden-rule-2 | sparse | 'rule:OP,OP'")
-    r.add_argument("--schedule", default=None,
-                   help="continual: 'TASK@STEPS;TASK@STEPS;...' (overrides --task)")
+    r.add_argument("--schedule", default=None, type=schedule_spec,
+                   help="continual: 'TASK@STEPS;TASK@STEPS;...' (overrides --task; at most "
+                        f"{MOST_STEPS:,} steps in all)")
     r.add_argument("--init", type=CHECKPOINT, default=None,
                    help="checkpoint to start from (default runs/<preset>/b0/base/model.pt)")
     r.add_argument("--base", type=CHECKPOINT, default=None,
                    help="checkpoint KL is measured against (default: the preset's base)")
     r.add_argument("--out", type=FOLDER, default=None,
                    help="output folder (default runs/<preset>/<task>/<method>/s<seed>)")
-    r.add_argument("--seed", type=nonnegative(int), default=0)
+    r.add_argument("--seed", type=nonnegative(int, MOST_SEED), default=0,
+                   help=f"run seed (at most {MOST_SEED:,})")
     # reliability
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     r.add_argument("--ckpt-every", type=positive(int), default=None,
                    help="checkpoint every N steps")
     # slow weights
-    r.add_argument("--steps", type=positive(int), default=None,
-                   help="RL steps (default: the preset's)")
+    r.add_argument("--steps", type=positive(int, MOST_STEPS), default=None,
+                   help=f"RL steps (default: the preset's; at most {MOST_STEPS:,})")
     r.add_argument("--lr", type=positive(float), default=None)
     r.add_argument("--inner-steps", type=positive(int), default=None,
                    help="passes over one rollout batch")
@@ -492,13 +509,24 @@ def add_run_flags(r):
     r.add_argument("--llm-url", type=URL, default=None,
                    help="llm: API root, e.g. http://localhost:11434/v1")
     r.add_argument("--llm-model", default=None, help="llm: the model's name on that server")
-    r.add_argument("--llm-timeout", type=positive(float), default=30.0, help="llm: seconds per try")
+    r.add_argument("--llm-timeout", type=positive(float), default=30.0,
+                   help="llm: seconds a request may take (a timeout is not retried); calls "
+                        "failing in a row for 4x this long stop the run (2 minutes by default)")
     r.add_argument("--gepa-every", type=positive(int), default=None,
                    help="T: a GEPA round every T RL steps")
     r.add_argument("--proposals", type=positive(int), default=None,
                    help="K: proposals per GEPA round")
     r.add_argument("--budget", type=positive(int), default=None,
                    help="context-only: rollout budget")
+
+
+def schedule_spec(text):
+    """argparse type of --schedule: TASK@STEPS;... with at most MOST_STEPS steps in all."""
+    try:
+        tasks.parse_schedule(text, 1, most=MOST_STEPS)
+    except tasks.SpecError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
 
 
 def reflector_spec(text):
@@ -538,7 +566,7 @@ def run_command(args, preset, root, device):
                             loss_type=args.loss, beta=args.beta, gepa_every=args.gepa_every,
                             gepa_proposals=args.proposals, context_only_rollouts=args.budget,
                             ckpt_every=args.ckpt_every)
-    schedule = tasks.parse_schedule(args.schedule or args.task, preset.steps)
+    schedule = tasks.parse_schedule(args.schedule or args.task, preset.steps, most=MOST_STEPS)
     for spec, _ in schedule:
         tasks.make_task(spec)
     llm = None
@@ -564,8 +592,9 @@ def run_command(args, preset, root, device):
 @exit_on_user_error
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    refuse_ignored_flags(args)
     device = setup_device(pick_device(args.device))
-    name = args.preset or ("gpu" if device == "cuda" else "tiny")
+    name = args.preset if args.preset is not None else ("gpu" if device == "cuda" else "tiny")
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     if device == "cuda" and not torch.cuda.is_available():

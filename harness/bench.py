@@ -23,6 +23,7 @@ written as JSON to runs/bench/<name>.json.
 import argparse
 import json
 import os
+import re
 import statistics
 import time
 
@@ -31,8 +32,8 @@ import torch
 from model import GPT, GPTConfig
 from rollout import generate, generate_naive, sample_tokens
 # one-line errors, as every fastslow command
-from harness.cli import (CLIParser, UserError, exit_on_user_error, nonnegative, positive,
-                         writable_folder)
+from harness.cli import (MOST_THREADS, CLIParser, UserError, exit_on_user_error, nonnegative,
+                         positive, writable_folder)
 
 # peak memory bandwidth, GB/s, by a substring of torch.cuda.get_device_name()
 CARD_GBPS = {"H200": 4800, "H100 SXM": 3350, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350,
@@ -62,6 +63,7 @@ def print_table(rows, cols):
 
 
 RESULTS = "runs/bench/{name}.json"
+BLOCK = 256  # the rollout benchmark's model: positions (the tiny preset's)
 
 
 def save(name, result):
@@ -111,7 +113,7 @@ def hf_generate_fn(cfg, prompts, G, max_new, device):
 
 
 def bench_rollout(args, device):
-    cfg = GPTConfig(vocab_size=512, block_size=256, n_layer=4, n_head=4, n_embd=128)
+    cfg = GPTConfig(vocab_size=512, block_size=BLOCK, n_layer=4, n_head=4, n_embd=128)
     torch.manual_seed(0)
     model = GPT(cfg).to(device).eval()
     g = torch.Generator().manual_seed(1)
@@ -220,8 +222,9 @@ def build_parser():
     ap.add_argument("what", choices=["rollout", "sample"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     choices=["cpu", "cuda"])
-    ap.add_argument("--threads", type=positive(int), default=None,
-                    help="torch.set_num_threads (default: torch's default)")
+    ap.add_argument("--threads", type=positive(int, MOST_THREADS), default=None,
+                    help=f"torch.set_num_threads (default: torch's default; at most "
+                         f"{MOST_THREADS:,})")
     ap.add_argument("--warmup", type=nonnegative(int), default=1)
     ap.add_argument("--repeats", type=positive(int), default=5)
     # rollout
@@ -248,7 +251,11 @@ def main(argv=None):
         raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
     if args.min_len > args.max_len:
         raise UserError(f"--min-len {args.min_len} > --max-len {args.max_len}")
-    if not all(v.strip().isdigit() and int(v) > 0 for v in args.vocabs.split(",")):
+    if args.what == "rollout" and args.max_len + args.max_new > BLOCK:
+        raise UserError(f"--max-len {args.max_len} + --max-new {args.max_new} must fit the "
+                        f"model's {BLOCK} positions")
+    if not all(re.fullmatch(r"[0-9]+", v.strip()) and int(v) > 0  # ASCII digits ('²' is not)
+               for v in args.vocabs.split(",")):
         raise UserError(f"--vocabs must be comma-separated integers > 0, got '{args.vocabs}'")
     writable_folder(os.path.dirname(RESULTS))  # before any timing
     args.vocabs = [int(v) for v in args.vocabs.split(",")]

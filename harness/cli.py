@@ -15,15 +15,23 @@ may exist, or its nearest existing parent is a writable folder) and CHECKPOINT (
 The same checks (`writable_folder`, `checkpoint_file`) run on the folders a command picks itself.
 A training loop stopped by Ctrl-C raises Interrupted (a KeyboardInterrupt) whose text says how far
 it got and what its checkpoint holds; the script adds the command that continues it, prints that
-one line and exits with 130, the shell's code for SIGINT.
+one line and exits with 130, the shell's code for SIGINT. SIGTERM (a scheduler's stop) is handled
+the same way and exits with 143. A full disk is one line too: the file refused and the space left.
+Sizes that would build memory in proportion to them (steps, seeds, bases, screen sizes) are bounded
+when the flags are parsed (MOST_*).
 """
 
 import argparse
+import errno
 import math
 import os
 import shlex
+import shutil
 import signal
+import stat
 import sys
+import tempfile
+import threading
 from urllib.parse import urlparse
 
 import fast_context
@@ -50,7 +58,16 @@ class CLIParser(argparse.ArgumentParser):
 # -----------------------------------------------------------------------------
 # flag types: argparse calls them on the text; ArgumentTypeError becomes `argument --x: ...`
 
-def _number(kind, ok, bound):
+# Sizes a command builds memory or processes in proportion to, bounded when the flags are parsed
+# (each flag's --help states its bound)
+MOST_STEPS = 1_000_000   # RL steps of a run, the stages of a schedule together
+MOST_SEEDS = 100         # the suite's --seeds, and its --bases
+MOST_SEED = 10**9        # a run or pretraining seed (rollout seeds are seed * 100003 + step)
+MOST_THREADS = 1024      # torch threads
+MOST_SCREEN = 256        # select_tasks.py --screen: a val split's problems
+
+
+def _number(kind, ok, bound, most=None):
     def parse(text):
         try:
             value = kind(text)
@@ -61,24 +78,29 @@ def _number(kind, ok, bound):
             raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
         if not ok(value):
             raise argparse.ArgumentTypeError(f"'{text}' must be {bound}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"'{text}' is too large: at most {most:,}")
         return value
-    parse.__name__ = kind.__name__
+    parse.__name__, parse.most = kind.__name__, most
     return parse
 
 
-def positive(kind):
-    """argparse type: a finite number > 0 of `kind` (int or float), else a clear message."""
-    return _number(kind, lambda v: v > 0, "> 0")
+def positive(kind, most=None):
+    """argparse type: a finite number > 0 of `kind` (int or float), at most `most` if given, else
+    a clear message."""
+    return _number(kind, lambda v: v > 0, "> 0", most)
 
 
-def nonnegative(kind):
+def nonnegative(kind, most=None):
     """argparse type: a finite number >= 0 of `kind` (seeds, warmup counts, penalties)."""
-    return _number(kind, lambda v: v >= 0, ">= 0")
+    return _number(kind, lambda v: v >= 0, ">= 0", most)
 
 
 def writable_folder(path):
     """A folder to write into: an existing folder, or one that can be created. -> path; UserError
     naming what is in the way otherwise."""
+    if not path:  # '' would quietly mean the default folder
+        raise UserError("an empty folder name; pass a folder")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{path} is a file, not a folder; pass a folder")
     parent = os.path.abspath(path)
@@ -88,6 +110,16 @@ def writable_folder(path):
         raise UserError(f"{path} cannot be created: {parent} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{path} cannot be written: {parent} is not writable")
+    most = os.pathconf(parent, "PC_NAME_MAX")
+    for name in os.path.abspath(path).split(os.sep):
+        if len(os.fsencode(name)) > most:
+            raise UserError(f"{path} cannot be created: a name in it has {len(os.fsencode(name))} "
+                            f"bytes, more than the {most} a file name may have")
+    try:  # /proc and /sys pass os.access, yet nothing can be created there
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=parent))
+    except OSError as e:
+        raise UserError(f"{path} cannot be written: nothing can be created in {parent} "
+                        f"({e.strerror})")
     return path
 
 
@@ -100,6 +132,8 @@ def checkpoint_file(path):
         raise UserError(f"{path} is a folder, not a checkpoint file{hint}")
     if not os.path.exists(path):
         raise UserError(f"checkpoint not found: {path}")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block torch.load for ever
+        raise UserError(f"{path} is not a regular file (a pipe or a device); pass a .pt file")
     if not os.access(path, os.R_OK):
         raise UserError(f"{path} cannot be read")
     return path
@@ -148,17 +182,69 @@ def quiet_worker():
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
 
 
+# the suite's flags and their defaults: `run` and `pretrain` refuse them rather than ignore them
+SUITE_FLAGS = {"seeds": 1, "bases": 1, "jobs": None, "sweep": False, "phase": False,
+               "fresh_bases": False}
+
+
+def refuse_ignored_flags(args):
+    """train.py's flags that its command would ignore -> UserError naming the first."""
+    given = [k for k, default in SUITE_FLAGS.items() if getattr(args, k, default) != default]
+    if args.cmd and given:
+        raise UserError(f"--{given[0].replace('_', '-')} is a flag of the suite (`python train.py` "
+                        f"with no command); `{args.cmd}` does not use it")
+    if args.phase and args.sweep:
+        raise UserError("--sweep adds reflectors to the suite's grid, not to --phase's; "
+                        "drop one of them")
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(e, kept="what was on disk before is kept"):
+    """A write refused for want of space (OSError `e`, its filename set) -> the one-line UserError
+    naming the file and the free space left."""
+    path = e.filename or "a file"
+    where = os.path.dirname(os.path.abspath(e.filename)) if e.filename else os.getcwd()
+    while not os.path.exists(where):
+        where = os.path.dirname(where)
+    free = shutil.disk_usage(where).free
+    return UserError(f"cannot write {path}: the disk is full ({free / 2**20:.1f} MiB free in "
+                     f"{where}); {kept}")
+
+
+# how the last stop came: SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop); the exit code is 128 + it
+_stop = {"signal": signal.SIGINT}
+
+
+def _terminate(signum, frame):
+    """SIGTERM stops the work the way Ctrl-C does: checkpoints intact, one line."""
+    _stop["signal"] = signum
+    raise KeyboardInterrupt
+
+
 def exit_on_user_error(main):
-    """Run a script's main(argv); a user error becomes `error: ...` on stderr and exit code 2,
-    Ctrl-C one line on stderr and exit code 130."""
+    """Run a script's main(argv); a user error (a full disk too) becomes `error: ...` on stderr and
+    exit code 2; Ctrl-C one line on stderr and exit code 130, SIGTERM the same line and 143."""
     def wrapped(argv=None):
+        on_main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, _terminate) if on_main else None
+        _stop["signal"] = signal.SIGINT
         try:
             return main(argv)
         except (UserError, tasks.SpecError, model.CheckpointError,
                 fast_context.ReflectorError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            print(f"error: {disk_full(e)}", file=sys.stderr)
+            sys.exit(2)
         except KeyboardInterrupt as e:
             print(e if isinstance(e, Interrupted) and str(e) else "interrupted", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(128 + _stop["signal"])
+        finally:
+            if on_main:
+                signal.signal(signal.SIGTERM, old)
     return wrapped

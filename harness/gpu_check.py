@@ -484,6 +484,9 @@ def check_pytest():
 # -----------------------------------------------------------------------------
 
 def main():
+    if not ARGS.smoke and not torch.cuda.is_available():  # before any stage: one line
+        print("error: needs a CUDA GPU and none is visible; try --smoke", file=sys.stderr)
+        return 2
     os.makedirs(WORK, exist_ok=True)
     import rollout as r
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": DEV,

@@ -35,7 +35,7 @@ from harness import report
 from harness import stats
 from harness import suite
 from world import tasks
-from harness.cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive
+from harness.cli import FOLDER, MOST_SEEDS, CLIParser, UserError, exit_on_user_error, positive
 from model import write_atomic
 from world.pretrain import finished
 
@@ -462,8 +462,10 @@ def build_parser():
     ap = CLIParser(prog="python -m harness.phase",
                    description="the phase diagram's report from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
-    ap.add_argument("--bases", type=positive(int), default=3)
-    ap.add_argument("--seeds", type=positive(int), default=3)
+    ap.add_argument("--bases", type=positive(int, MOST_SEEDS), default=3,
+                    help=f"bases (pretraining seeds 0..N-1) (at most {MOST_SEEDS})")
+    ap.add_argument("--seeds", type=positive(int, MOST_SEEDS), default=3,
+                    help=f"run seeds 0..N-1 (at most {MOST_SEEDS})")
     ap.add_argument("--out", type=FOLDER, default=None,
                     help="write the report here (default runs/<preset>/phase)")
     ap.add_argument("--hit-rates", action="store_true",

@@ -25,7 +25,8 @@ from harness import plots as draw  # the figures
 from harness import stats
 from harness import suite
 from world import tasks
-from harness.cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive, writable_folder
+from harness.cli import (FOLDER, MOST_SEEDS, CLIParser, UserError, exit_on_user_error, positive,
+                         writable_folder)
 from model import load_checkpoint, write_atomic
 
 def read_log(folder):
@@ -559,8 +560,10 @@ def build_parser():
     ap = CLIParser(prog="python -m harness.report",
                    description="rebuild report.md, plots and results.json from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
-    ap.add_argument("--bases", type=positive(int), default=1)
-    ap.add_argument("--seeds", type=positive(int), default=1)
+    ap.add_argument("--bases", type=positive(int, MOST_SEEDS), default=1,
+                    help=f"bases (pretraining seeds 0..N-1) (at most {MOST_SEEDS})")
+    ap.add_argument("--seeds", type=positive(int, MOST_SEEDS), default=1,
+                    help=f"run seeds 0..N-1 (at most {MOST_SEEDS})")
     ap.add_argument("--out", type=FOLDER, default=None,
                     help="write the report here (default runs/<preset>)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -568,6 +571,16 @@ def build_parser():
                     help="only: each reflector's first-proposal hit rate "
                          "(-> runs/<preset>/hit_rates.json)")
     return ap
+
+
+def unfinished_suite(root, bases, seeds, preset):
+    """The report reads every run of the suite: one line naming what is missing, if any."""
+    folders = suite.run_folders(root, bases, seeds)
+    todo = [f for f in folders if not os.path.exists(os.path.join(f, "summary.json"))]
+    if todo:
+        raise UserError(f"{len(todo)} of the suite's {len(folders)} runs under {root} are not "
+                        f"finished (the first: {todo[0]}); run `python train.py --preset {preset} "
+                        f"--bases {bases} --seeds {seeds}` first (phase.py reports the phase grid)")
 
 
 @exit_on_user_error
@@ -578,6 +591,8 @@ def main(argv=None):
     if not os.path.exists(suite.base_path(root, 0)):
         raise UserError(f"no runs under {root}; run `python train.py --preset {args.preset}` first")
     writable_folder(args.out or root)
+    if not args.hit_rates:
+        unfinished_suite(root, args.bases, args.seeds, args.preset)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
     device = (("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"

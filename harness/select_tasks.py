@@ -28,8 +28,8 @@ import torch
 
 from harness import suite
 from world import tasks
-from harness.cli import (CLIParser, UserError, checkpoint_file, exit_on_user_error, positive,
-                         writable_folder)
+from harness.cli import (MOST_SCREEN, MOST_SEEDS, CLIParser, UserError, checkpoint_file,
+                         exit_on_user_error, positive, writable_folder)
 from eval import task_accuracy
 from model import write_atomic
 from world.pretrain import load_base
@@ -213,8 +213,10 @@ def build_parser():
     ap = CLIParser(prog="python -m harness.select_tasks",
                    description="measure the task selection criteria on the bases")
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--bases", type=positive(int), default=3)
-    ap.add_argument("--screen", type=positive(int), default=64, help="val problems used to screen")
+    ap.add_argument("--bases", type=positive(int, MOST_SEEDS), default=3,
+                    help=f"bases (pretraining seeds 0..N-1) (at most {MOST_SEEDS})")
+    ap.add_argument("--screen", type=positive(int, MOST_SCREEN), default=64,
+                    help=f"val problems used to screen (at most {MOST_SCREEN}, a val split)")
     ap.add_argument("--dial", action="store_true",
                     help="measure the carriability dial instead (-> runs/<preset>/dial.json)")
     return ap

@@ -12,6 +12,7 @@ SUITE_TASKS; to add a method, add a row to fst.METHODS (the suite runs every row
 """
 
 import os
+import types
 
 from world import tasks
 from fst import METHODS
@@ -70,18 +71,25 @@ def run_dir(root, task, method, seed):
 
 
 
+def run_folders(root, bases=1, seeds=1):
+    """The folders of every run `jobs` lists (what the report reads)."""
+    lengths = types.SimpleNamespace(steps=1, continual_steps=1)  # folders do not depend on them
+    return [folder for _, folder, _ in jobs(lengths, root, bases, seeds)]
+
+
 def jobs(preset, root, bases=1, seeds=1, sweep=False):
     """Every run of the suite as (wave, folder, run kwargs), in the order --jobs 1 runs them:
     seed-major (every base's seed 0 first), so a grid stopped early still spans the bases; in a
     replicate the continual runs (three stages) first, so two workers end together. One wave: the
     plasticity probe starts once its prior task's weights exist (train.wave_runs)."""
-    out = []
+    out, seen = [], set()
     for seed, b in [(s, b) for s in range(seeds) for b in range(bases)]:
         broot = base_root(root, b)
         base = base_path(root, b)
 
         def add(wave, method, schedule, folder, seed, init=base, reflector="edit"):
-            if folder not in [f for _, f, _ in out]:  # a dial level shares its family's rl run
+            if folder not in seen:  # a dial level shares its family's rl run
+                seen.add(folder)
                 out.append((wave, folder, dict(method=method, schedule=schedule, init=init,
                                                 seed=seed, base=base, reflector=reflector)))
         for method in ("fst", "rl"):  # C6 continual: untold task switches

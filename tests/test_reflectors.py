@@ -412,13 +412,14 @@ def test_llm_http_500_is_retried_then_raises(llm_server):
     assert refl(T.SEED_PROMPT, cipher_records()) == "rule: sort" and refl.attempts == 2
 
 
-def test_llm_timeout_raises(llm_server):
+def test_llm_timeout_raises_and_is_not_retried(llm_server):
     url, requests = llm_server([(200, completion("```rule: sort```"), 1.0)])
     refl = LLMReflector(url, "m", timeout=0.1, retries=1, backoff=0.001)
+    refl.answered = True  # it answered before: a timeout now is one failed call, not retried
     t0 = time.perf_counter()
     with pytest.raises(RuntimeError, match="no reply"):
         refl(T.SEED_PROMPT, cipher_records())
-    assert refl.attempts == 2 and time.perf_counter() - t0 < 0.9
+    assert refl.attempts == 1 and time.perf_counter() - t0 < 0.9
 
 
 @pytest.mark.parametrize("payload, match", [

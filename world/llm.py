@@ -63,52 +63,92 @@ class LLMReflector:
     """POSTs GEPA's meta-prompt to {url}/chat/completions and returns the fenced context.
 
     url: the API root, e.g. http://localhost:11434/v1 (Ollama). The key, if any, comes from the
-    environment variable OPENAI_API_KEY. Transport errors, timeouts and HTTP 5xx/429 are retried
-    `retries` times after backoff * 2**attempt seconds; any other failure (HTTP 4xx, not a chat
-    completion, a refusal, no fence, an empty or over-budget context) raises at once. `attempts`
-    counts HTTP requests.
+    environment variable OPENAI_API_KEY. Transport errors and HTTP 5xx/429 are retried `retries`
+    times after backoff * 2**attempt seconds; a timeout is not (a server that hangs once hangs
+    again); any other failure (HTTP 4xx, not a chat completion, a refusal, no fence, an empty or
+    over-budget context) raises at once. `attempts` counts HTTP requests.
 
     ReflectorError (the run stops) instead of a failed proposal: until the endpoint has answered
-    once with a chat completion (`answered`), a refused or unresolvable connection or an HTTP 4xx
-    other than 429, at once; and a failed call that is the `fail_limit`-th in a row (`failures`;
-    None: never), naming the endpoint and its last answer."""
+    once with a chat completion (`answered`), a refused or unresolvable connection, a timeout or an
+    HTTP 4xx other than 429, at once; a failed call that is the `fail_limit`-th in a row
+    (`failures`; None: never), naming the endpoint and its last answer; calls failing in a row for
+    `max_wait` seconds (default 4 x timeout: the whole wait a dead endpoint costs, tries and
+    backoff included); and `fail_limit` replies in a row with no ``` fence from a model that never
+    wrote one. A reply without a fence from a model that has written one is a rejected proposal,
+    and the endpoint that sent it is alive. `progress` (a tqdm bar, or None) shows each wait."""
 
     def __init__(self, url, model, timeout=30, retries=2, backoff=1.0, temperature=None,
-                 max_tokens=48, count_tokens=None, fail_limit=None):
+                 max_tokens=48, count_tokens=None, fail_limit=None, max_wait=None):
         self.url, self.model, self.timeout, self.retries = url.rstrip("/"), model, timeout, retries
         self.backoff, self.temperature, self.max_tokens = backoff, temperature, max_tokens
         self.count_tokens, self.attempts = count_tokens or word_count, 0
         self.fail_limit, self.failures, self.answered = fail_limit, 0, False
+        self.max_wait = 4 * timeout if max_wait is None else max_wait
+        self.failing_since = None  # when the calls began to fail in a row (None: the last worked)
+        self.unfenced, self.fenced_once, self.progress = 0, False, None
 
     def meta_prompt(self, current_prompt, records):
         return META_PROMPT.format(current=current_prompt, examples=format_records(records),
                                   ops=VALID_OPS_TEXT, max_tokens=self.max_tokens)
 
     def __call__(self, current_prompt, records):
+        start = time.monotonic()
         try:
-            text = self.propose(current_prompt, records)
+            reply = self.complete(self.meta_prompt(current_prompt, records), start)
         except ReflectorError:
             raise
-        except Exception as e:  # a failed proposal, unless it is the fail_limit-th in a row
+        except Exception as e:  # a failed call, unless it is the fail_limit-th in a row
             self.failures += 1
+            self.failing_since = self.failing_since or start
             if self.fail_limit and self.failures >= self.fail_limit:
-                raise ReflectorError(" ".join(
-                    f"the llm reflector at {self.url} failed {self.failures} calls in a row; its "
-                    f"last answer: {e}".split())) from e
+                self._give_up(f"failed {self.failures} calls in a row", e)
+            if time.monotonic() - self.failing_since >= self.max_wait:
+                self._give_up(self._waited(), e)
             raise
-        self.failures = 0
-        return text
+        self.failures, self.failing_since = 0, None  # it answered: the endpoint works
+        return self.proposal(reply)
 
-    def propose(self, current_prompt, records):
-        """One call: meta-prompt -> the reply's fenced context (ValueError if over budget)."""
-        text = fenced(self.complete(self.meta_prompt(current_prompt, records)))
+    def proposal(self, reply):
+        """A reply's fenced context (ValueError if none, or over budget: a rejected proposal)."""
+        try:
+            text = fenced(reply)
+        except ValueError as e:
+            self.unfenced += 1
+            if not self.fenced_once and self.fail_limit and self.unfenced >= self.fail_limit:
+                raise ReflectorError(f"the model {self.model} at {self.url} answered "
+                                     f"{self.unfenced} calls, none with a ``` fenced block; the "
+                                     "new context must come inside ``` fences (try another "
+                                     "--llm-model)") from e
+            raise
+        self.fenced_once = True
         n = self.count_tokens(text)
         if n > self.max_tokens:
             raise ValueError(f"proposal too long: {n} tokens > {self.max_tokens}")
         return text
 
-    def complete(self, prompt):
-        """One chat completion -> the reply's text."""
+    def _give_up(self, what, e):
+        raise ReflectorError(" ".join(f"the llm reflector at {self.url} {what}; its last "
+                                      f"answer: {e}".split())) from e
+
+    def _waited(self):
+        return (f"failed every call for {time.monotonic() - self.failing_since:.0f} s (the limit: "
+                f"{self.max_wait:g} s, 4 x --llm-timeout)")
+
+    def _show(self, text):
+        """The wait on the progress line (restored by passing None)."""
+        bar = self.progress
+        if bar is None:
+            return
+        if text is not None:
+            self._postfix = getattr(bar, "postfix", None)
+            bar.set_postfix_str(text)
+        else:
+            bar.postfix = getattr(self, "_postfix", None)
+            bar.refresh()
+
+    def complete(self, prompt, start=None):
+        """One chat completion -> the reply's text. `start`: when the call began (its failing
+        streak's clock)."""
         url = self.url + "/chat/completions"
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
         if self.temperature is not None:
@@ -117,30 +157,11 @@ class LLMReflector:
         if os.environ.get("OPENAI_API_KEY"):
             headers["Authorization"] = "Bearer " + os.environ["OPENAI_API_KEY"]
         request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
-        for attempt in range(self.retries + 1):
-            self.attempts += 1
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    raw = response.read()
-                break
-            except urllib.error.HTTPError as e:
-                final = e.code < 500 and e.code != 429
-                if final and not self.answered:  # a wrong URL, model or key: stop the run
-                    raise ReflectorError(f"{url} answered HTTP {e.code} ({e.reason}) to the "
-                                         "first request; check --llm-url and --llm-model "
-                                         "(and OPENAI_API_KEY)") from e
-                if final or attempt == self.retries:
-                    raise RuntimeError(f"HTTP {e.code} from {url}: {e.reason}") from e
-            except urllib.error.URLError as e:  # no connection: refused, unknown host
-                if not self.answered:  # nothing listens there: stop the run
-                    raise ReflectorError(f"cannot reach {url}: {e.reason}; is the server "
-                                         "running, and is --llm-url right?") from e
-                if attempt == self.retries:
-                    raise RuntimeError(f"no reply from {url}: {e}") from e
-            except OSError as e:  # connected, then reset or timed out
-                if attempt == self.retries:
-                    raise RuntimeError(f"no reply from {url}: {e}") from e
-            time.sleep(self.backoff * 2 ** attempt)
+        streak = self.failing_since or start or time.monotonic()  # if this call fails too
+        try:
+            raw = self._tries(request, url, streak)
+        finally:
+            self._show(None)
         try:
             message = json.loads(raw)["choices"][0]["message"]
         except (ValueError, KeyError, IndexError, TypeError) as e:
@@ -149,3 +170,50 @@ class LLMReflector:
         if not isinstance(message, dict) or message.get("refusal"):
             raise ValueError(f"the model refused: {str(message)[:80]}")
         return str(message.get("content") or "")
+
+    def _tries(self, request, url, streak):
+        """The HTTP tries of one call -> the raw reply; each try and backoff within what is left
+        of max_wait since `streak` began."""
+        for attempt in range(self.retries + 1):
+            left = self.max_wait - (time.monotonic() - streak)
+            if attempt and left <= 0:  # no retry past the bound
+                raise RuntimeError(f"no reply from {url} within {self.max_wait:g} s")
+            wait = max(min(self.timeout, left), 0.001)
+            self._show(f"waiting on {url} (try {attempt + 1} of {self.retries + 1}, up to "
+                       f"{wait:.0f} s)")
+            self.attempts += 1
+            try:
+                with urllib.request.urlopen(request, timeout=wait) as response:
+                    return response.read()
+            except urllib.error.HTTPError as e:
+                final = e.code < 500 and e.code != 429
+                if final and not self.answered:  # a wrong URL, model or key: stop the run
+                    raise ReflectorError(f"{url} answered HTTP {e.code} ({e.reason}) to the "
+                                         "first request; check --llm-url and --llm-model "
+                                         "(and OPENAI_API_KEY)") from e
+                if final or attempt == self.retries:
+                    raise RuntimeError(f"HTTP {e.code} from {url}: {e.reason}") from e
+            except urllib.error.URLError as e:  # no connection: refused, unknown host, timeout
+                if not self.answered:  # nothing listens there: stop the run
+                    raise ReflectorError(f"cannot reach {url}: {e.reason}; is the server "
+                                         "running, and is --llm-url right?") from e
+                if attempt == self.retries or isinstance(e.reason, TimeoutError):
+                    raise RuntimeError(f"no reply from {url}: {e}") from e
+            except TimeoutError as e:  # connected, no reply in time: a hung server
+                if not self.answered:
+                    raise ReflectorError(f"no reply from {url} within {wait:g} s to the first "
+                                         "request; is the server up (and --llm-timeout long "
+                                         "enough)?") from e
+                raise RuntimeError(f"no reply from {url} within {wait:g} s") from e
+            except OSError as e:  # connected, then reset
+                if attempt == self.retries:
+                    raise RuntimeError(f"no reply from {url}: {e}") from e
+            time.sleep(min(self.backoff * 2 ** attempt,
+                           max(self.max_wait - (time.monotonic() - streak), 0)))
+        raise AssertionError("unreachable")
+
+
+def show_waits(reflect, bar):
+    """An llm reflector shows on the progress line `bar` when it waits on its endpoint."""
+    if isinstance(reflect, LLMReflector):
+        reflect.progress = bar

@@ -23,12 +23,16 @@ batches built ahead in host processes (`batch_workers`, the gpu preset) are the 
 settings match (`committed_base`), else pretrained.
 """
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import random
+import shlex
 import shutil
 import signal
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -38,7 +42,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from world import tasks
-from harness.cli import Interrupted, UserError, writable_folder
+from harness.cli import DISK_FULL, Interrupted, UserError, disk_full, writable_folder
 from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint, write_atomic
 from rl import guarded_step
 from harness import suite
@@ -62,9 +66,130 @@ def settings_of(preset, **kw):
     return json.loads(json.dumps(dict(kw, preset=p)))
 
 
+RUN_FILES = ("log.jsonl", "ckpt.pt", "summary.json", "model.pt", "settings.json")
+
+
 def holds_run(out_dir):
-    return any(os.path.exists(os.path.join(out_dir, f))
-               for f in ("log.jsonl", "ckpt.pt", "summary.json", "model.pt"))
+    return any(os.path.exists(os.path.join(out_dir, f)) for f in RUN_FILES)
+
+
+# -----------------------------------------------------------------------------
+# one writer per folder, and only its own run resumes it
+
+LOCK = ".lock"  # in the folder: the writer's pid and command; flock'ed while it works
+
+
+@contextlib.contextmanager
+def one_writer(folder):
+    """Hold `folder` for this process: an exclusive lock taken before the folder is checked and
+    released when the work ends, however it ends (the kernel drops the lock of a killed process).
+    A second writer gets one line naming the first (UserError). A folder created here and still
+    empty at the end is removed, so a refused command leaves nothing behind."""
+    created = not os.path.isdir(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            raise
+        raise UserError(f"{folder} cannot be created ({e.strerror}); pass another folder")
+    path = os.path.join(folder, LOCK)
+    fd = _take_lock(path, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # before the lock goes: a waiting writer then sees
+            os.remove(path)                 # that the file it opened is gone, and starts over
+        os.close(fd)
+        if created and not os.listdir(folder):
+            os.rmdir(folder)
+
+
+def _take_lock(path, folder):
+    """-> the open, locked lock file of `folder` (its text: this process); UserError if another
+    process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{folder} is being written by another process ({_holder(path)}); "
+                            "wait for it to end, or pass another --out") from None
+        try:  # the file we locked must still be the one at `path` (its last holder removes it)
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
+    os.write(fd, f"pid {os.getpid()}: {command}\n".encode())
+    return fd
+
+
+def _holder(path):
+    """The text the lock's holder wrote (pid and command); it may not have written it yet."""
+    for _ in range(20):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            text = ""
+        if text:
+            return text
+        time.sleep(0.05)
+    return "pid unknown"
+
+
+def check_run_folder(out_dir, settings, resume):
+    """--resume on a folder without a checkpoint: it may hold nothing but the start of this very
+    run (killed before its first checkpoint: its settings.json and partial log), which restarts
+    from step 0. -> None; UserError saying what the folder holds otherwise."""
+    has = {f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))}
+    if not resume or "ckpt.pt" in has or finished(out_dir) or not has:
+        return
+    if "model.pt" in has or "summary.json" in has:
+        what = ("a base (model.pt and metrics.json)"
+                if os.path.exists(os.path.join(out_dir, "metrics.json")) else
+                "a model.pt with no run's checkpoint beside it" if "model.pt" in has else
+                "a summary.json with no finished run's files")
+        raise UserError(f"{out_dir} holds {what}, not a run to resume; pass a new --out")
+    try:
+        with open(os.path.join(out_dir, "settings.json")) as f:
+            theirs = json.load(f)
+    except (OSError, ValueError):
+        raise UserError(f"{out_dir} holds a log.jsonl with no record of the run that wrote it "
+                        "(killed before its first checkpoint); pass a new --out") from None
+    if theirs != settings:
+        diff = sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
+        raise UserError(f"{out_dir} holds the start of another run (killed before its first "
+                        f"checkpoint; it differs in {', '.join(diff)}); resume with its flags or "
+                        "pass a new --out")
+
+
+def saved_rows(out_dir, n):
+    """The first `n` rows of out_dir/log.jsonl, those the checkpoint was saved after. -> list;
+    UserError when the log is missing, shorter, or a row is cut or out of place."""
+    path = os.path.join(out_dir, "log.jsonl")
+    held = f"but its checkpoint was saved after {n} rows; restore the log, or start the run over " \
+           "in a new --out"
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing {held}")
+    with open(path) as f:
+        lines = f.read().splitlines()[:n]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or row.get("step") != i:
+            raise UserError(f"{path}: row {i + 1} is cut or not step {i}, {held}")
+        rows.append(row)
+    if len(rows) < n:
+        raise UserError(f"{path} holds {len(rows)} rows {held}")
+    return rows
 
 
 def finished(out_dir):
@@ -88,7 +213,20 @@ def finished_summary(out_dir, settings, resume, log):
     if not resume and holds_run(out_dir):
         raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or pass a "
                         "new --out")
+    check_run_folder(out_dir, settings, resume)
     return None
+
+
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size")  # what a preset fixes of a model
+
+
+def fits_preset(cfg, preset, path):
+    """A checkpoint a run starts from must have its preset's shape (summary.json records the
+    preset's). -> None; UserError otherwise."""
+    if any(getattr(cfg, k) != getattr(preset, k) for k in SHAPE):
+        raise UserError(f"{path} is a {cfg.n_layer}-layer, {cfg.n_embd}-wide model, the preset "
+                        f"{preset.name}'s are {preset.n_layer}-layer, {preset.n_embd}-wide; pass "
+                        "the --preset it was made with, or another checkpoint")
 
 
 def load_state(path, kind, settings):
@@ -96,6 +234,8 @@ def load_state(path, kind, settings):
     other settings."""
     if os.path.isdir(path):
         raise UserError(f"{path} is a folder where a checkpoint file belongs; pass another --out")
+    if not os.path.isfile(path):  # a FIFO would block torch.load for ever
+        raise UserError(f"{path} is not a regular file; pass another --out")
     try:
         # tensors and plain values only
         ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -141,11 +281,15 @@ class Ledger:
         if reason:
             log(f"{what}: {reason}, update skipped ({self.skipped} so far)")
 
+    cause = "the learning rate"  # what to lower when steps keep being skipped
+
     def check(self, step, reason):
         if self.bad_run >= self.max_bad:
+            held = (f"the checkpoint {self.path} holds step {self.saved_step}"
+                    if self.saved_step is not None else "no checkpoint yet")
             raise UserError(f"{self.bad_run} optimizer steps in a row skipped ({reason}, last at "
-                            f"step {step}); the weights are still the last good ones (checkpoint "
-                            f"{self.path}): lower the learning rate and start a new run")
+                            f"step {step}); no bad update reached the weights ({held}): lower "
+                            f"{self.cause} and start a new run")
 
     def save(self, step, **state):
         write_atomic(self.path, dict(format=self.kind, settings=self.settings, step=step,
@@ -160,8 +304,28 @@ class Ledger:
                 if self.saved_step is not None else "no checkpoint yet, a resume starts at step 0")
         return Interrupted(f"interrupted after {self.reached} steps ({held})")
 
+    def stop_if_disk_full(self, e):
+        """A write a full disk refused (OSError `e`) -> raises the one-line UserError naming the
+        file and what the checkpoint holds; any other failure returns (the caller re-raises)."""
+        if e.errno not in DISK_FULL:
+            return
+        if e.filename is None:  # a plain append: the log
+            e.filename = os.path.join(os.path.dirname(self.path), "log.jsonl")
+        held = (f"the checkpoint {self.path} holds step {self.saved_step}"
+                if self.saved_step is not None else "no checkpoint yet")
+        raise disk_full(e, f"{held}: free some space, then rerun with --resume") from None
+
+    def claim(self):
+        """settings.json: whose folder this is, until the first checkpoint says it (a run killed
+        before it restarts only if the settings match: check_run_folder)."""
+        write_atomic(os.path.join(os.path.dirname(self.path), "settings.json"),
+                     json.dumps(self.settings))
+
     def finish(self):
         os.remove(self.path)  # model.pt / summary.json now mark the work as finished
+        claim = os.path.join(os.path.dirname(self.path), "settings.json")
+        if os.path.exists(claim):
+            os.remove(claim)
 
 
 # -----------------------------------------------------------------------------
@@ -305,18 +469,24 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     """Train the base model -> metrics dict. Checkpoints out_dir/ckpt.pt every
     preset.pretrain_ckpt_every steps; resume=True continues from it."""
     writable_folder(out_dir)
-    if os.path.exists(os.path.join(out_dir, "model.pt")):  # check before touching any file
-        raise UserError(f"{out_dir} already holds a base model; pass another --out")
-    if os.path.exists(os.path.join(out_dir, "ckpt.pt")) and not resume:
-        raise UserError(f"{out_dir} holds an unfinished pretraining; add --resume to continue it, "
-                        "or pass another --out")
-    ledger = Ledger(out_dir, "fastslow-pretrain-1", settings_of(preset, seed=seed), resume,
-                    preset.max_bad_steps)
-    try:
-        return pretrain_from(ledger, preset, out_dir, device, seed, log)
-    except KeyboardInterrupt:
-        pass  # leave the handler first: the loop's frames go and its progress bar closes
-    raise ledger.interrupted()
+    with one_writer(out_dir):  # taken before the folder is checked, released however it ends
+        if os.path.exists(os.path.join(out_dir, "model.pt")):  # check before touching any file
+            raise UserError(f"{out_dir} already holds a base model; pass another --out")
+        if os.path.exists(os.path.join(out_dir, "ckpt.pt")) and not resume:
+            raise UserError(f"{out_dir} holds an unfinished pretraining; add --resume to continue "
+                            "it, or pass another --out")
+        if not os.path.exists(os.path.join(out_dir, "ckpt.pt")) and holds_run(out_dir):
+            raise UserError(f"{out_dir} holds a run's files, not a pretraining; pass another --out")
+        ledger = Ledger(out_dir, "fastslow-pretrain-1", settings_of(preset, seed=seed), resume,
+                        preset.max_bad_steps)
+        try:
+            return pretrain_from(ledger, preset, out_dir, device, seed, log)
+        except KeyboardInterrupt:
+            pass  # leave the handler first: the loop's frames go and its progress bar closes
+        except OSError as e:  # a full disk: one line
+            ledger.stop_if_disk_full(e)
+            raise
+        raise ledger.interrupted()
 
 
 def pretrain_from(ledger, preset, out_dir, device, seed, log):
@@ -418,6 +588,16 @@ def prepare_bases(preset, root, bases, device, log=print, fresh_bases=False):
             else:
                 log(f"pretraining base {b}")
                 pretrain(preset, out, device, seed=b, log=log, resume=True)
-        with open(os.path.join(out, "metrics.json")) as f:
-            walls.append(json.load(f)["wall_s"])
+        walls.append(base_wall(out))
     return walls
+
+
+def base_wall(folder):
+    """A base's pretraining wall time, from its metrics.json; UserError if that is missing."""
+    try:
+        with open(os.path.join(folder, "metrics.json")) as f:
+            return float(json.load(f)["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{folder} holds model.pt but no readable metrics.json "
+                        f"({type(e).__name__}): not a finished base; move the folder aside and "
+                        "rerun to pretrain it") from None

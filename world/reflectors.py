@@ -475,9 +475,9 @@ REFLECTORS = ("oracle", "edit", "demo", "llm")
 def parse_reflector(spec):
     """'edit' -> ('edit', 0.0); 'edit:0.5' -> ('edit', 0.5): NAME[:P], P the probability that a
     proposal is made wrong (the strength dial). ValueError for anything else."""
-    name, _, p = spec.partition(":")
+    name, colon, p = spec.partition(":")
     try:
-        rate = float(p) if p else 0.0
+        rate = float(p) if p else -1.0 if colon else 0.0  # 'edit:' is no level of the dial
     except ValueError:
         rate = -1.0
     if name not in REFLECTORS or not 0.0 <= rate <= 1.0 or (p and name == "llm"):

@@ -408,15 +408,19 @@ class Task:
         return instruction(self.rule)
 
 
-def parse_schedule(spec, steps):
-    """'A@N;B@N' -> [(task_spec, N), ...]; a plain task spec runs `steps` steps."""
+def parse_schedule(spec, steps, most=None):
+    """'A@N;B@N' -> [(task_spec, N), ...]; a plain task spec runs `steps` steps. most: the most
+    steps all stages may add up to (a run builds a list of its steps)."""
     stages = []
     for part in spec.split(";"):
         name, _, n = part.strip().rpartition("@") if "@" in part else (part.strip(), "", str(steps))
-        if not name or not n.isdigit() or int(n) < 1:
+        if not name or not re.fullmatch(r"[0-9]+", n) or int(n) < 1:  # ASCII digits ('²' is not)
             raise SpecError(f"bad schedule stage '{part}': write TASK@STEPS, "
                             "stages separated by ';'")
         stages.append((name, int(n)))
+    if most is not None and sum(n for _, n in stages) > most:
+        raise SpecError(f"the schedule '{spec[:60]}' has {sum(n for _, n in stages):,} steps; "
+                        f"at most {most:,}")
     return stages
 
 
