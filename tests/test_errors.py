@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,36 @@ BAD = {
     "unfinished pretraining": ["pretrain", "--preset", "micro", "--out", "half_pretrained"],
     "corrupt pretraining ckpt": ["pretrain", "--preset", "micro", "--out", "half_pretrained",
                                  "--resume"],
+    # sizes bounded when parsed (they would build memory in proportion to them)
+    "steps too many": ["run", "--preset", "micro", "--steps", str(10**12), "--out", "new"],
+    "stage too long": ["run", "--preset", "micro", "--schedule", "hidden-rule@100000000000",
+                       "--out", "new"],
+    "task stage too long": ["run", "--preset", "micro", "--task", "hidden-rule@100000000000",
+                            "--out", "new"],
+    "seeds too many": ["--preset", "micro", "--seeds", str(10**20)],
+    "seed too large": ["run", "--preset", "micro", "--seed", str(2**70), "--out", "new"],
+    "threads too many": ["run", "--preset", "micro", "--threads", "99999999999", "--out", "new"],
+    # tracebacks before
+    "superscript stage": ["run", "--preset", "micro", "--schedule", "hidden-rule@²",
+                          "--out", "new"],
+    "out name too long": ["run", "--preset", "micro", "--out", "x" * 300],
+    "out under /proc": ["run", "--preset", "micro", "--out", "/proc/fastslow/r"],
+    "out under /sys": ["run", "--preset", "micro", "--out", "/sys/fastslow"],
+    "pretrain out under /sys": ["pretrain", "--preset", "micro", "--out", "/sys/fastslow"],
+    # silent or misleading before
+    "empty out": ["run", "--preset", "micro", "--out", ""],
+    "empty preset": ["run", "--preset", "", "--out", "new"],
+    "empty schedule": ["run", "--preset", "micro", "--schedule", "", "--out", "new"],
+    "reflector with no level": ["run", "--preset", "micro", "--reflector", "edit:", "--out", "new"],
+    "suite flag to run": ["run", "--preset", "micro", "--seeds", "3", "--out", "new"],
+    "suite flag before run": ["--bases", "2", "run", "--preset", "micro", "--out", "new"],
+    "suite flag to pretrain": ["pretrain", "--preset", "micro", "--jobs", "2", "--out", "new"],
+    "phase with sweep": ["--preset", "micro", "--phase", "--sweep"],
+    "a micro base for a tiny run": ["run", "--preset", "tiny", "--init",
+                                    "runs/micro/b0/base/model.pt", "--base",
+                                    "runs/micro/b0/base/model.pt", "--steps", "1", "--out", "new"],
+    "resume onto a base": ["run", "--preset", "micro", "--out", "runs/micro/b0/base", "--resume",
+                           "--steps", "1"],
 }
 
 
@@ -148,7 +179,9 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, workdir, capsys,
                                  ["harness.report", "--seeds", "two"],
                                  ["harness.report", "--preset", "micro", "--out", "notes.txt"],
                                  ["harness.gpu_check", "--out", "notes.txt"],
-                                 ["harness.bench", "rollout", "--prompts", "-3"]])
+                                 ["harness.bench", "rollout", "--prompts", "-3"],
+                                 ["harness.bench", "rollout", "--min-len", "250", "--max-len",
+                                  "300", "--prompts", "1", "--samples", "1", "--device", "cpu"]])
 def test_command_lines_print_one_line_not_a_traceback(cmd, workdir):
     # train.py runs as a file, the harness's scripts as modules (python -m harness.X)
     script = [os.path.join(ROOT, cmd[0])] if cmd[0].endswith(".py") else ["-m", cmd[0]]
@@ -160,12 +193,101 @@ def test_command_lines_print_one_line_not_a_traceback(cmd, workdir):
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
 
 
+def test_sizes_are_bounded_when_parsed_and_help_states_the_bound():
+    """A size that would build memory in proportion to it is refused by the parser, and every
+    bounded flag's --help says its bound."""
+    huge = str(10**20)
+    cases = {"train.py": ["--seeds", huge], "train.py pretrain": ["--steps", huge],
+             "train.py run": ["--steps", huge], "select_tasks.py": ["--screen", str(10**9)],
+             "report.py": ["--bases", huge], "phase.py": ["--seeds", huge]}
+    parsers = _parsers()
+    for script, bad in cases.items():
+        with pytest.raises(cli.UserError, match="at most"):
+            parsers[script][0].parse_args(bad)
+    run = parsers["train.py run"][0]
+    with pytest.raises(cli.UserError, match="at most"):
+        run.parse_args(["--schedule", "hidden-rule@100000000000"])
+    bounded = 0
+    for script, (parser, _, _) in parsers.items():
+        for name, action in _flags(parser).items():
+            most = getattr(action.type, "most", None)
+            if most is not None:
+                bounded += 1
+                assert f"{most:,}" in (action.help or ""), (script, name)
+    assert bounded >= 10
+    assert "1,000,000" in run._option_string_actions["--schedule"].help
+
+
+def test_a_fifo_is_refused_not_waited_on(workdir, tmp_path):
+    """torch.load on a named pipe waits for a writer for ever: --init and a run's ckpt.pt."""
+    os.mkfifo(tmp_path / "pipe.pt")
+    os.makedirs(tmp_path / "r")
+    os.mkfifo(tmp_path / "r" / "ckpt.pt")
+    base = str(workdir / "runs" / "micro" / "b0" / "base" / "model.pt")
+    for argv in (["--init", "pipe.pt", "--out", "new"],
+                 ["--init", base, "--out", "r", "--resume"]):
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "run", "--preset",
+                            "micro"] + argv, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and "not a regular file" in lines[0], p.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the check runs for real on a GPU")
+def test_gpu_check_without_cuda_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "harness.gpu_check", "--out", "gc"], cwd=tmp_path,
+                       env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                       timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "--smoke" in lines[0], p.stderr
+
+
+def test_report_with_only_the_phase_grids_runs_is_one_line(workdir, tmp_path):
+    """The phase grid shares the cipher's rl run with the suite; the rest of the suite is
+    missing."""
+    root = tmp_path / "runs" / "micro" / "b0"
+    shutil.copytree(workdir / "runs" / "micro" / "b0" / "base", root / "base")
+    shutil.copytree(workdir / "done", root / "cipher" / "rl" / "s0")
+    before = _snapshot(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "harness.report", "--preset", "micro"],
+                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                       text=True, timeout=300)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "not finished" in lines[0], p.stderr
+    assert _snapshot(tmp_path) == before
+
+
+def test_suite_with_a_base_missing_its_metrics_is_one_line(workdir, tmp_path, capsys,
+                                                          monkeypatch):
+    os.makedirs(tmp_path / "runs" / "micro" / "b0" / "base")
+    shutil.copyfile(workdir / "runs" / "micro" / "b0" / "base" / "model.pt",
+                    tmp_path / "runs" / "micro" / "b0" / "base" / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--preset", "micro", "--jobs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "metrics.json" in err[0], err
+    assert _snapshot(tmp_path) == before
+
+
+def test_the_phase_grid_names_the_report_it_wrote(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "prepare_bases", lambda *a, **kw: [0.0])
+    monkeypatch.setattr(phase, "jobs", lambda *a, **kw: [])
+    monkeypatch.setattr(phase, "write_report", lambda root, *a, **kw: phase.os.makedirs(
+        os.path.join(root, "phase")) or open(os.path.join(root, "phase", "phase.md"), "w").close())
+    said = []
+    train.suite(train.PRESETS["micro"], str(tmp_path), phase=True, log=said.append)
+    named = said[-1].split()[1]
+    assert named == str(tmp_path / "phase" / "phase.md") and os.path.exists(named)
+
+
 # -----------------------------------------------------------------------------
 # every flag of every script through bad values: the flags come from each script's parser, their
 # kinds from this table, so a new flag fails the walk until it is given a kind here
 
 LLM = ["--reflector", "llm", "--llm-url", "http://localhost:9/v1", "--llm-model", "m"]
-COMMON = {"--preset": ("text", [["--preset", "huge"], ["--preset", "nan"]]),
+COMMON = {"--preset": ("text", [["--preset", "huge"], ["--preset", "nan"], ["--preset", ""]]),
           "--device": "choice", "--seeds": "number", "--bases": "number", "--jobs": "number",
           "--threads": "number",
           "--sweep": "switch", "--phase": "switch", "--fresh-bases": "switch"}
@@ -179,11 +301,12 @@ FLAG_KINDS = {
     "train.py run": dict(COMMON, **{
         "--method": "choice", "--loss": "choice",
         "--reflector": ("text", [["--reflector", v]
-                                 for v in ("bogus", "edit:2", "edit:x", "llm:0.5")]),
+                                 for v in ("bogus", "edit:2", "edit:x", "llm:0.5", "edit:")]),
         "--task": ("text", [["--task", "rule:frobnicate 3"], ["--task", "nan"],
                             ["--task", "-3"]]),
-        "--schedule": ("text", [["--schedule", "cipher@x"], ["--schedule", "cipher@-3"],
-                                ["--schedule", "cipher@nan"], ["--schedule", ";"]]),
+        "--schedule": ("text", [["--schedule", v] for v in (
+            "cipher@x", "cipher@-3", "cipher@nan", ";", "", "cipher@²", "cipher@10000000000",
+            "cipher@600000;hidden-rule@600000")]),
         "--init": "checkpoint", "--base": "checkpoint", "--out": "folder",
         "--seed": "number", "--resume": "switch", "--ckpt-every": "number", "--steps": "number",
         "--lr": "number", "--inner-steps": "number", "--optimizer-steps": "number",
@@ -206,7 +329,8 @@ FLAG_KINDS = {
                  "--samples": "number", "--max-new": "number", "--min-len": "number",
                  "--max-len": "number", "--naive-repeats": "number", "--no-hf": "switch",
                  "--batch": "number",
-                 "--vocabs": ("text", [["--vocabs", v] for v in ("x", "-3", "nan", "0", "8,")]),
+                 "--vocabs": ("text", [["--vocabs", v] for v in ("x", "-3", "nan", "0", "8,",
+                                                                "²")]),
                  "--bandwidth": "number"},
     "gpu_check.py": {"--out": "folder", "--smoke": "switch", "--pretrain-steps": "number",
                      "--fst-steps": "number"},
@@ -266,6 +390,8 @@ def _bad_argvs(script, name, action, workdir):
               "choice": ["bogus"]}.get(kind)                                # not a checkpoint
     if kind == "folder" and not os.access("/proc/sys", os.W_OK):
         values.append("/proc/sys/fastslow")  # a place that cannot be written (even as root)
+    if kind == "folder":  # places that pass os.access yet take no new folder; a name too long
+        values += ["/proc/fastslow", "/sys/fastslow", "x" * 300]
     if kind == "switch":
         return [[f"{name}=1"]]
     return [flag + [v] for v in values]
@@ -323,6 +449,29 @@ def test_ctrl_c_is_one_line_exit_130_and_resume_finishes(workdir, tmp_path, log_
                        capture_output=True, text=True, timeout=300, env=env)
     assert q.returncode == 0, q.stderr
     assert [r["step"] for r in log_rows(out)] == list(range(6))
+
+
+def test_sigterm_prints_the_line_ctrl_c_prints_and_exits_143(workdir, tmp_path, log_rows):
+    """A scheduler's stop (SIGTERM) ends the run as Ctrl-C does: its checkpoint, one line."""
+    base = str(workdir / "runs" / "micro" / "b0" / "base" / "model.pt")
+    out = str(tmp_path / "r")
+    cmd = ["run", "--preset", "micro", "--method", "rl", "--task", "cipher", "--steps", "40",
+           "--ckpt-every", "1", "--init", base, "--out", out]
+    env = dict(os.environ, TQDM_DISABLE="1")
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + cmd, cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ck, t0 = os.path.join(out, "ckpt.pt"), time.time()
+    while time.time() - t0 < 120 and not os.path.exists(ck):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    lines = err.strip().splitlines()
+    step = torch.load(ck, weights_only=True)["step"]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"interrupted after {len(log_rows(out))} steps (the checkpoint {ck} holds step {step}); "
+        f"continue with: python train.py run "), err
+    assert lines[0].endswith(" --resume") and not os.path.exists(os.path.join(out, ".lock"))
 
 
 def test_ctrl_c_outside_a_loop_and_in_the_suite_is_one_line_with_the_command(monkeypatch,

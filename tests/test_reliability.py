@@ -16,6 +16,7 @@ Run: python -m pytest -q tests/test_reliability.py   (a few minutes on CPU)
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -337,3 +338,128 @@ def test_sequential_stops_before_writing_anything(micro_base, tmp_path, llm_serv
                   reflector="llm", llm=dict(url=url, model="x", retries=0, backoff=0.01),
                   log=lambda *a: None)
     assert not os.path.exists(tmp_path / "q")
+
+
+# -----------------------------------------------------------------------------
+# an llm endpoint that hangs, and replies without a fence: the wait is bounded, said, and stated
+
+def test_a_timeout_at_the_first_call_stops_the_run_at_once(micro_base, tmp_path, llm_server,
+                                                           capsys, monkeypatch, log_rows):
+    url, requests = llm_server([(200, GOOD, 5.0)])  # accepts, then says nothing for 5 s
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as e:
+        train.main(["run", "--preset", "micro", "--method", "context", "--task", "hidden-rule",
+                    "--reflector", "llm", "--llm-url", url, "--llm-model", "x",
+                    "--llm-timeout", "0.5", "--init", micro_base, "--out", "r"])
+    assert e.value.code == 2 and time.perf_counter() - t0 < 60
+    lines = _terminal(capsys.readouterr().err)
+    assert len(lines) == 1 and "no reply" in lines[0] and "first request" in lines[0], lines
+    assert len(requests) == 1  # no retry: a refused endpoint is treated the same
+    assert log_rows(tmp_path / "r") == []
+
+
+def test_the_wait_for_a_failing_endpoint_is_bounded_and_stated(llm_server):
+    url, requests = llm_server([(200, GOOD), (200, GOOD, 3.0)])  # one answer, then it hangs
+    refl = llm.LLMReflector(url, "x", timeout=0.25, retries=2, backoff=0.05)  # no count limit
+    records = [{"inputs": "in: 1 2", "outputs": "3", "feedback": "expected 4"}]
+    assert refl("rule: ?", records) == "rule: add 1"
+    t0, calls = time.perf_counter(), 0
+    with pytest.raises(fc.ReflectorError) as e:
+        while calls < 20:
+            calls += 1
+            with pytest.raises(RuntimeError, match="no reply"):  # one failed call, not retried
+                refl("rule: ?", records)
+    waited = time.perf_counter() - t0
+    assert 1.0 <= waited < 2.5 and calls == 4, (waited, calls)  # 4 x the timeout, all told
+    assert "4 x --llm-timeout" in str(e.value) and "\n" not in str(e.value)
+    assert len(requests) == 1 + 4
+    run = next(a for a in train.build_parser()._actions if a.dest == "cmd").choices["run"]
+    assert "4x" in run._option_string_actions["--llm-timeout"].help  # the bound, in --help
+
+
+def test_the_progress_line_says_when_the_run_waits_on_the_endpoint(llm_server):
+    class Bar:  # the part of a tqdm bar the reflector uses
+        postfix, shown = "val=0.50", []
+
+        def set_postfix_str(self, text):
+            self.shown.append((text, time.perf_counter()))
+
+        def refresh(self):
+            pass
+    url, _ = llm_server([(200, GOOD, 0.3)])
+    refl, bar = llm.LLMReflector(url, "x", timeout=5), Bar()
+    llm.show_waits(refl, bar)
+    t0 = time.perf_counter()
+    refl("rule: ?", [{"inputs": "in: 1", "outputs": "1", "feedback": "expected 2"}])
+    assert bar.shown and bar.shown[0][0].startswith(f"waiting on {url}")
+    assert bar.shown[0][1] - t0 < 0.25  # said before the wait, not after
+    assert bar.postfix == "val=0.50"  # the line as it was once the reply came
+
+
+def test_a_run_shows_its_llm_waits(micro_base, tmp_path, llm_server, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    url, _ = llm_server([(200, GOOD)])
+    train.run("fst", [("hidden-rule", 2)], MICRO, micro_base, str(tmp_path / "f"),
+              reflector="llm", llm=dict(url=url, model="x"), log=lambda *a: None)
+    assert f"waiting on {url}" in capsys.readouterr().err
+
+
+def test_a_reply_without_a_fence_is_a_rejected_proposal_unless_every_reply_is_one(llm_server):
+    bare = json.dumps({"choices": [{"message": {"content": "rule: add 1"}}]}).encode()
+    records = [{"inputs": "in: 1", "outputs": "1", "feedback": "expected 2"}]
+    url, _ = llm_server([(200, GOOD), (200, bare)])
+    refl = llm.LLMReflector(url, "x", fail_limit=2, backoff=0.01)
+    assert refl("rule: ?", records) == "rule: add 1"
+    for _ in range(4):  # the endpoint is alive: each is one rejected proposal, never a stop
+        with pytest.raises(ValueError, match="fenced"):
+            refl("rule: ?", records)
+    assert refl.failures == 0
+    url, _ = llm_server([(200, bare)])
+    refl = llm.LLMReflector(url, "x", fail_limit=2, backoff=0.01)
+    with pytest.raises(ValueError, match="fenced"):
+        refl("rule: ?", records)
+    with pytest.raises(fc.ReflectorError) as e:  # every reply so far: this model never fences
+        refl("rule: ?", records)
+    assert "fence" in str(e.value) and "x" in str(e.value) and "in a row" not in str(e.value)
+
+
+# -----------------------------------------------------------------------------
+# a full disk, and a stop that names what is there
+
+def test_a_full_disk_is_one_line_and_keeps_the_checkpoint(micro_base, tmp_path, monkeypatch,
+                                                          capsys, log_rows):
+    real_save, saves = torch.save, []
+
+    def full_at_the_second_checkpoint(obj, f):
+        saves.append(str(f))
+        if str(f).endswith("ckpt.pt.tmp") and sum(s.endswith("ckpt.pt.tmp") for s in saves) == 2:
+            real_save(obj, f)  # half written, as torch's writer leaves it
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+        return real_save(obj, f)
+    monkeypatch.setattr(torch, "save", full_at_the_second_checkpoint)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    out = tmp_path / "r"
+    argv = ["run", "--preset", "micro", "--method", "rl", "--task", "cipher", "--steps", "6",
+            "--ckpt-every", "2", "--init", micro_base, "--out", str(out)]
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    lines = _terminal(capsys.readouterr().err)
+    ck = str(out / "ckpt.pt")
+    assert e.value.code == 2 and lines == [
+        f"error: cannot write {ck}: the disk is full (0.0 MiB free in {out}); the checkpoint {ck} "
+        "holds step 2: free some space, then rerun with --resume"], lines
+    assert torch.load(ck, weights_only=True)["step"] == 2 and sorted(os.listdir(out)) == [
+        "ckpt.pt", "log.jsonl", "settings.json"]
+    monkeypatch.undo()
+    train.main(argv + ["--resume"])  # space again: the run continues from step 2
+    assert [r["step"] for r in log_rows(out)] == list(range(6))
+
+
+def test_a_stop_for_bad_steps_names_what_is_on_disk_and_the_kl_penalty(micro_base, tmp_path):
+    with pytest.raises(UserError) as e:  # beta so large that every loss is non-finite
+        train.run("rl", [("cipher", 20)], train.replace(MICRO, beta=1e308, max_bad_steps=3),
+                  micro_base, str(tmp_path / "x"), log=lambda *a: None)
+    msg = str(e.value)
+    assert "3 optimizer steps in a row skipped" in msg and "no checkpoint yet" in msg
+    assert "ckpt.pt" not in msg and "--beta" in msg
