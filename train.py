@@ -28,7 +28,9 @@ evaluations included (not val's).
 Runs survive interruption (`Ledger`): every `ckpt_every` steps and at the end ckpt.pt (weights,
 optimizer, RNG states, step, GEPA state, log position) is written atomically, and `--resume`
 continues from it; every random draw is saved or a function of the step, so a resumed run logs what
-an uninterrupted one would. Ctrl-C prints one line (the command that continues), exit code 130. A
+an uninterrupted one would. Ctrl-C prints one line (the command that continues), exit code 130
+(SIGTERM the same line, 143). One process writes a folder at a time (pretrain.one_writer), and
+--resume continues only the folder's own run, its log checked against its checkpoint. A
 non-finite loss or gradient skips the step (logged, counted); `max_bad_steps` in a row stop the run,
 as does an llm reflector that cannot work (down or refusing at the first call, or
 `reflector_fail_rounds` rounds of failed proposals): one line, log and last checkpoint kept, no

@@ -110,7 +110,10 @@ def writable_folder(path):
         raise UserError(f"{path} cannot be created: {parent} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{path} cannot be written: {parent} is not writable")
-    most = os.pathconf(parent, "PC_NAME_MAX")
+    try:
+        most = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        most = 255
     for name in os.path.abspath(path).split(os.sep):
         if len(os.fsencode(name)) > most:
             raise UserError(f"{path} cannot be created: a name in it has {len(os.fsencode(name))} "

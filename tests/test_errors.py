@@ -145,7 +145,7 @@ BAD = {
     "pretrain out under /sys": ["pretrain", "--preset", "micro", "--out", "/sys/fastslow"],
     # silent or misleading before
     "empty out": ["run", "--preset", "micro", "--out", ""],
-    "empty preset": ["run", "--preset", "", "--out", "new"],
+    "empty preset": ["pretrain", "--preset", "", "--steps", "1", "--out", "new"],
     "empty schedule": ["run", "--preset", "micro", "--schedule", "", "--out", "new"],
     "reflector with no level": ["run", "--preset", "micro", "--reflector", "edit:", "--out", "new"],
     "suite flag to run": ["run", "--preset", "micro", "--seeds", "3", "--out", "new"],

@@ -110,6 +110,9 @@ def test_a_partial_log_with_no_record_of_its_run_is_refused(micro_base, tmp_path
     _killed_before_first_checkpoint(out, micro_base, monkeypatch, capsys)
     os.remove(out / "settings.json")  # as a run of an earlier version leaves it
     _refused(_run(out, micro_base, "--resume"), out, capsys, "no record of the run")
+    for more in ([], ["--resume"]):  # nor does a pretraining take a run's folder
+        _refused(["pretrain", "--preset", "micro", "--out", str(out), *more], out, capsys,
+                 "a run's files")
 
 
 def test_a_model_without_a_run_is_refused(micro_base, tmp_path, capsys):

@@ -44,13 +44,16 @@ Design choices and why:
   Deterministic. Its limit: a hill climber. Where a single op imitates a chain of two order ops
   (`swap` = `rotate 2 then reverse` on 3-4 digits) it can settle on the imitation for good.
 - `llm` speaks HTTP through urllib (no SDK), with timeouts and retries on transport errors and
-  5xx/429 (exponential backoff). Any failure raises: the optimizer turns a raise into a rejected
-  proposal logged as invalid, so a flaky server costs proposals, never a run. Two failures stop the
-  run instead (fast_context.ReflectorError, which the optimizer lets through): an endpoint that
-  cannot be reached or answers 4xx (429 aside) before it has ever answered, at once and without
-  retries (a wrong URL, model name or key does not heal), and `fail_limit` failed calls in a row
-  (train.py passes Preset.reflector_fail_rounds x gepa_proposals: that many rounds' proposals),
-  so a dead server does not eat the whole budget in retries and leave the seed prompt deployed.
+  5xx/429 (exponential backoff; a timeout is not retried: a hung server hangs again). Any failure
+  raises: the optimizer turns a raise into a rejected proposal logged as invalid, so a flaky server
+  costs proposals, never a run. Some failures stop the run instead (fast_context.ReflectorError,
+  which the optimizer lets through): an endpoint that cannot be reached, times out or answers 4xx
+  (429 aside) before it has ever answered, at once and without retries (a wrong URL, model name or
+  key does not heal); `fail_limit` failed calls in a row (train.py passes
+  Preset.reflector_fail_rounds x gepa_proposals: that many rounds' proposals) or calls failing in a
+  row for 4 x the timeout, so a dead server does not eat the whole budget in retries and leave the
+  seed prompt deployed; and a model that never writes a ``` fence (a reply without one from a model
+  that has written one is a rejected proposal: its endpoint is alive).
 - first_hit_rate is a pure measurement: the records the optimizer would hand over from the seed
   prompt (a random minibatch of task.train, the caller's evaluate), one proposal each, no training.
 """
