@@ -580,7 +580,8 @@ def unfinished_suite(root, bases, seeds, preset):
     if todo:
         raise UserError(f"{len(todo)} of the suite's {len(folders)} runs under {root} are not "
                         f"finished (the first: {todo[0]}); run `python train.py --preset {preset} "
-                        f"--bases {bases} --seeds {seeds}` first (phase.py reports the phase grid)")
+                        f"--bases {bases} --seeds {seeds}` first (`python -m harness.phase` "
+                        "reports the phase grid)")
 
 
 @exit_on_user_error

@@ -19,9 +19,10 @@ optimizer steps skipped when the loss or the gradient is non-finite (rl.guarded_
 says how many steps were done and which step the checkpoint holds. A folder has one writer at a time
 (`one_writer`: a lock taken before the folder is checked), a run's folder resumes only its own run
 (`check_run_folder`; settings.json says whose it is until the first checkpoint does), a resume reads
-the log rows its checkpoint was saved after (`saved_rows`), and a full disk is one line. The batch of a step is a function
-of (seed, step), so a resumed pretraining sees exactly the batches an uninterrupted one would, and
-batches built ahead in host processes (`batch_workers`, the gpu preset) are the same batches.
+the log rows its checkpoint was saved after (`saved_rows`), and a full disk is one line. The batch
+of a step is a function of (seed, step), so a resumed pretraining sees exactly the batches an
+uninterrupted one would, and batches built ahead in host processes (`batch_workers`, the gpu
+preset) are the same batches.
 `prepare_bases` gives a grid its bases: copied from the committed grid's when the pretraining
 settings match (`committed_base`), else pretrained.
 """
