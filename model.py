@@ -236,6 +236,32 @@ class GPT(nn.Module):
 
 
 # -----------------------------------------------------------------------------
+# numerics of a device: every entry point that can run on CUDA calls setup_device first
+
+# cuBLAS reads its workspace setting once, at its first matmul: set before anything can run one
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def setup_device(device):
+    """One set of numerics per device, the same for every entry point (train.main, suite, run,
+    pretrain, the --jobs workers, the report): on CUDA, TF32 matmuls (10-bit mantissa inputs, fp32
+    accumulation) and deterministic kernels enforced whatever the shapes, so a repeated or resumed
+    run logs what the first one did. Strict mode (no warn_only) makes SDPA's flash and
+    memory-efficient backward passes take their deterministic paths (warn_only keeps the fast
+    non-deterministic ones and only warns) and raises on any op that has no deterministic kernel,
+    instead of drifting silently; cuDNN attention, which has none, is switched off. The CPU is
+    deterministic already and is left exactly as it is. Idempotent. -> device"""
+    if str(device).startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+# -----------------------------------------------------------------------------
 # checkpoints
 
 def write_atomic(path, data):

@@ -64,7 +64,7 @@ from world.llm import show_waits
 from rl import LOSS_TYPES
 from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step,
                  make_evaluate, start_fast_weights, token_counter, total_rollouts)
-from model import save_checkpoint, write_atomic
+from model import save_checkpoint, setup_device, write_atomic
 from world.pretrain import (Ledger, finished_summary, fits_preset, holds_run, load_base,
                             one_writer, prepare_bases, pretrain, saved_rows, settings_of)
 from harness.suite import base_path, jobs as suite_jobs
@@ -166,21 +166,6 @@ def pick_device(flag):
     return ("cuda" if torch.cuda.is_available() else "cpu") if flag == "auto" else flag
 
 
-def setup_device(device):
-    """Numerics of a CUDA run, set once per process before any work: deterministic kernels (so a
-    resumed run logs what an uninterrupted one would; the cuBLAS workspace setting must precede the
-    first matmul), TF32 matmuls (10-bit mantissa inputs, fp32 accumulation). CPU runs are
-    deterministic already. -> device"""
-    if device == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        # warn, never crash, where no such kernel exists
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
-
-
 def start_run(method, task, preset, init, base, seed, reflector, llm, device, ledger,
               windowed=False):
     """Models, optimizer, reflector and GEPA state of a run, restored from ledger.saved when
@@ -227,6 +212,7 @@ def run(method, schedule, preset, init, out_dir, seed=0, reflector="edit", base=
     `base` (default: init) is the model KL(pi_theta || pi_base) is measured against. resume=True
     continues from out_dir/ckpt.pt, or returns the summary of a run that already finished.
     -> summary dict. Ctrl-C raises cli.Interrupted (how far it got, what the checkpoint holds)."""
+    device = setup_device(pick_device(device))  # the device's numerics, however run is reached
     writable_folder(out_dir)
     settings = settings_of(preset, method=method, schedule=[[t, n] for t, n in schedule], seed=seed,
                            init=init, base=base or init, reflector=reflector)
@@ -401,7 +387,7 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
     thread count (jobs 1 and 2 agree only when preset.threads is 1). The wall time sums the
     stages' (pretraining included); missing bases: pretrain.prepare_bases. phase=True: the phase
     diagram's grid instead (phase.py)."""
-    t0, device = time.time(), pick_device(device)
+    t0, device = time.time(), setup_device(pick_device(device))
     walls = prepare_bases(preset, root, bases, device, log, fresh_bases)
     todo = phase_grid.jobs(preset, root, bases, seeds) if phase else suite_jobs(preset, root, bases,
                                                                                  seeds, sweep)

@@ -27,7 +27,7 @@ from harness import suite
 from world import tasks
 from harness.cli import (FOLDER, MOST_SEEDS, CLIParser, UserError, exit_on_user_error, positive,
                          writable_folder)
-from model import load_checkpoint, write_atomic
+from model import load_checkpoint, setup_device, write_atomic
 
 def read_log(folder):
     with open(os.path.join(folder, "log.jsonl")) as f:
@@ -596,8 +596,8 @@ def main(argv=None):
         unfinished_suite(root, args.bases, args.seeds, args.preset)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
-    device = (("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
-              else args.device)
+    device = setup_device(("cuda" if torch.cuda.is_available() else "cpu")
+                          if args.device == "auto" else args.device)
     if args.hit_rates:
         rates = reflector_hit_rates(root, device)
         write_atomic(os.path.join(root, "hit_rates.json"), json.dumps(rates, indent=1))

@@ -338,3 +338,31 @@ def test_checkpoint_not_matching_the_model(tmp_path, edit):
 
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)
+
+
+def test_setup_device_enforces_deterministic_kernels_on_cuda_and_leaves_the_cpu_alone(
+        monkeypatch):
+    """On CUDA: TF32 matmuls, deterministic kernels enforced (strict: no warn_only, so SDPA's
+    backward takes its deterministic path whatever the shapes), cuDNN attention off, the cuBLAS
+    workspace set. On the CPU: nothing changes. (torch's setters are recorded, not called, and every
+    flag is restored after the test.)"""
+    import os
+    import model
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda mode, warn_only=False: calls.append(("deterministic", mode, warn_only)))
+    monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp",
+                        lambda on: calls.append(("cudnn_sdp", on)))
+    flags = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"),
+             (torch.backends.cudnn, "benchmark")]
+    for obj, name in flags:  # restored at teardown
+        monkeypatch.setattr(obj, name, False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert model.setup_device("cpu") == "cpu"
+    assert calls == [] and not any(getattr(obj, name) for obj, name in flags)
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert model.setup_device("cuda") == "cuda"
+    assert calls == [("deterministic", True, False), ("cudnn_sdp", False)]
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

@@ -17,6 +17,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 import fst
 from world import pretrain
@@ -234,3 +235,43 @@ def test_a_missing_base_is_copied_from_the_committed_grid_only_if_its_settings_m
     assert pretrain.committed_base(preset, 0) is None
     pretrain.prepare_bases(preset, str(tmp_path / "c"), 1, "cpu", lines.append)
     assert trained == [1, 0, 0]
+
+
+def test_every_entry_point_that_can_run_on_cuda_sets_the_device_numerics_first(
+        tmp_path, monkeypatch):
+    """suite(), run() and pretrain() called from Python, and a --jobs worker, each call
+    setup_device with the device before any work (so --jobs 1 and --jobs N, and Python and the
+    command line, run one set of numerics). CUDA is pretended: the stand-in records the device and
+    hands back the CPU."""
+    from dataclasses import replace
+    seen = []
+
+    def fake_setup(device):
+        seen.append(str(device))
+        return "cpu"
+    monkeypatch.setattr(train, "setup_device", fake_setup)
+    monkeypatch.setattr(pretrain, "setup_device", fake_setup)
+    quiet = lambda *a: None  # noqa: E731
+    micro = replace(train.PRESETS["micro"], pretrain_steps=1, steps=1)
+    pretrain.pretrain(micro, str(tmp_path / "base"), "cuda", log=quiet)
+    assert seen[0] == "cuda"
+    seen.clear()
+    train.run("rl", [("cipher", 1)], micro, str(tmp_path / "base" / "model.pt"),
+              str(tmp_path / "run"), device="cuda", log=quiet)
+    assert seen[0] == "cuda"
+
+    class Stop(Exception):
+        pass
+
+    def no_bases(*a, **kw):
+        raise Stop
+    monkeypatch.setattr(train, "prepare_bases", no_bases)
+    seen.clear()
+    with pytest.raises(Stop):
+        train.suite(micro, str(tmp_path / "suite"), device="cuda", log=quiet)
+    assert seen == ["cuda"]  # before the bases, the runs and the report
+    ran = []
+    monkeypatch.setattr(train, "run", lambda **kw: ran.append((list(seen), kw["device"])) or {})
+    seen.clear()
+    train._run_job(micro, "folder", {}, "cuda", torch.get_num_threads())
+    assert ran == [(["cuda"], "cuda")]  # the worker set the numerics before its run

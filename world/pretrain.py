@@ -47,7 +47,8 @@ from tqdm import tqdm
 
 from world import tasks
 from harness.cli import DISK_FULL, Interrupted, UserError, disk_full, writable_folder
-from model import GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint, write_atomic
+from model import (GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint,
+                   setup_device, write_atomic)
 from rl import guarded_step
 from harness import suite
 
@@ -472,6 +473,7 @@ def batches(enc, preset, seed, start, device):
 def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
     """Train the base model -> metrics dict. Checkpoints out_dir/ckpt.pt every
     preset.pretrain_ckpt_every steps; resume=True continues from it."""
+    device = setup_device(device)  # the device's numerics, however pretrain is reached
     writable_folder(out_dir)
     with one_writer(out_dir):  # taken before the folder is checked, released however it ends
         if os.path.exists(os.path.join(out_dir, "model.pt")):  # check before touching any file
