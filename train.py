@@ -45,6 +45,7 @@ import copy
 import json
 import os
 import random
+import shlex
 import time
 from dataclasses import dataclass, asdict, replace
 
@@ -65,8 +66,8 @@ from rl import LOSS_TYPES
 from fst import (METHODS, RunState, fast_weights_state, fst_step, last_step,
                  make_evaluate, start_fast_weights, token_counter, total_rollouts)
 from model import save_checkpoint, setup_device, write_atomic
-from world.pretrain import (Ledger, finished_summary, fits_preset, holds_run, load_base,
-                            one_writer, prepare_bases, pretrain, saved_rows, settings_of)
+from world.pretrain import (Ledger, committed_base, finished_summary, fits_preset, holds_run,
+                            load_base, one_writer, prepare_bases, pretrain, saved_rows, settings_of)
 from harness.suite import base_path, jobs as suite_jobs
 
 
@@ -406,6 +407,55 @@ def suite(preset, root, bases=1, seeds=1, device="auto", log=print, sweep=False,
     return results
 
 
+GRID_STAGES = ("bases", "runs", "after", "report")
+
+
+def grid_commands(preset, root, stage, bases=1, seeds=1, sweep=False, phase=False,
+                  fresh_bases=False, threads=None, device="auto"):
+    """The grid (the suite's, or the phase diagram's) as shell commands, one per line, for a
+    scheduler that runs them in any order and in parallel (a Slurm array, GNU parallel, xargs -P):
+    the commands of `stage` may all run at once; the stages go in GRID_STAGES order. bases: the
+    missing bases (copied from the committed grid, as suite() does, or pretrained); runs: every run
+    that starts from a base; after: those that start from another run's weights (the plasticity
+    probe); report: the command that writes the report from the finished runs' folders (report.py,
+    or phase.py with phase=True; the wall time summed from them, as suite() sums it). Each command
+    resumes (--resume), so a scheduler may retry one that was killed; each is the run suite() would
+    make (same folder, same settings); `threads` and `device` are passed on when given. -> [str]"""
+    py = ["python", "train.py"]
+    on = ["--device", device] if device != "auto" else []
+    common = ["--preset", preset.name] + (["--threads", str(threads)] if threads else []) + on
+    if stage == "report":  # from the folders alone (no run is started or resumed)
+        return [shlex.join(["python", "phase.py" if phase else "report.py", "--preset",
+                            preset.name, "--bases", str(bases), "--seeds", str(seeds)]
+                           + ([] if phase else on))]
+    base_paths = [base_path(root, b) for b in range(bases)]
+    if stage == "bases":
+        out = []
+        for b, path in enumerate(base_paths):
+            folder = os.path.dirname(path)
+            if os.path.exists(path):
+                continue
+            cached = None if fresh_bases else committed_base(preset, b)
+            cached = cached and os.path.relpath(cached)  # the commands run from the repo's root
+            out.append(f"mkdir -p {shlex.quote(folder)} && cp -r {shlex.quote(cached)}/. "
+                       f"{shlex.quote(folder)}/" if cached else
+                       shlex.join(py + ["pretrain"] + common + ["--seed", str(b), "--out", folder,
+                                                                "--resume"]))
+        return out
+    todo = phase_grid.jobs(preset, root, bases, seeds) if phase else suite_jobs(preset, root, bases,
+                                                                                 seeds, sweep)
+    out = []
+    for _, folder, kw in todo:
+        if (kw["init"] in base_paths) != (stage == "runs"):
+            continue
+        schedule = ";".join(f"{t}@{n}" for t, n in kw["schedule"])
+        out.append(shlex.join(py + ["run"] + common + [
+            "--method", kw["method"], "--schedule", schedule, "--init", kw["init"],
+            "--base", kw["base"], "--seed", str(kw["seed"]), "--reflector", kw["reflector"],
+            "--out", folder, "--resume"]))
+    return out
+
+
 # -----------------------------------------------------------------------------
 # command line
 
@@ -438,6 +488,10 @@ def build_parser():
                             help="suite: pretrain missing bases here instead of copying the "
                                  "committed grid's (results/<preset>/runs)")
     common(ap, lambda d: d)
+    ap.add_argument("--commands", choices=GRID_STAGES, default=None,
+                    help="print the grid's commands of one stage, one per line, for a scheduler "
+                         "(Slurm array, GNU parallel, xargs -P), instead of running them: bases, "
+                         "then runs, then after (runs from another run's weights), then report")
     sub = ap.add_subparsers(dest="cmd", parser_class=CLIParser)
     p = sub.add_parser("pretrain", help="train the base model")
     common(p, lambda d: argparse.SUPPRESS)  # SUPPRESS: an absent flag keeps the top-level value
@@ -585,11 +639,18 @@ def main(argv=None):
     name = args.preset if args.preset is not None else ("gpu" if device == "cuda" else "tiny")
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    preset = with_overrides(PRESETS[name], threads=args.threads)
+    root = os.path.join("runs", name)
+    if args.commands:  # printed, not run: the machine that prints them needs no GPU
+        if args.cmd is not None:
+            raise UserError("--commands prints the grid's commands; give it without a subcommand")
+        for line in grid_commands(preset, root, args.commands, args.bases, args.seeds, args.sweep,
+                                  args.phase, args.fresh_bases, args.threads, args.device):
+            print(line)
+        return
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
-    preset = with_overrides(PRESETS[name], threads=args.threads)
     torch.set_num_threads(preset.threads if device == "cpu" else torch.get_num_threads())
-    root = os.path.join("runs", name)
     try:
         if args.cmd is None:
             suite(preset, root, bases=args.bases, seeds=args.seeds, device=device,

@@ -17,6 +17,7 @@ trains.
 
 import json
 import os
+import types
 
 import numpy as np
 
@@ -556,6 +557,23 @@ def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), tr
                         suite.SUITE_TASKS + [suite.PLASTICITY_TASK, suite.EXPLORATION_TASK], names, device, trials)
 
 
+def wall_from_folders(root, bases, seeds):
+    """The suite's wall time as suite() sums it, from what was written to disk: each base's
+    pretraining and each finished run of the suite (the reflector sweep's too, where it ran), each on
+    its own clock (a grid run by a scheduler has no results.json to take it from)."""
+    lengths = types.SimpleNamespace(steps=0, continual_steps=0)  # folders do not depend on them
+    paths = [os.path.join(os.path.dirname(suite.base_path(root, b)), "metrics.json")
+             for b in range(bases)]
+    paths += [os.path.join(folder, "summary.json")
+              for _, folder, _ in suite.jobs(lengths, root, bases, seeds, sweep=True)]
+    walls = []
+    for path in paths:
+        if os.path.exists(path):
+            with open(path) as f:
+                walls.append(json.load(f)["wall_s"])
+    return sum(walls)
+
+
 def build_parser():
     ap = CLIParser(prog="python -m harness.report",
                    description="rebuild report.md, plots and results.json from existing runs")
@@ -603,7 +621,7 @@ def main(argv=None):
         write_atomic(os.path.join(root, "hit_rates.json"), json.dumps(rates, indent=1))
         print(json.dumps(rates))
         return
-    wall = float("nan")
+    wall = wall_from_folders(root, args.bases, args.seeds)
     if os.path.exists(os.path.join(root, "results.json")):  # keep the suite's own wall time
         with open(os.path.join(root, "results.json")) as f:
             wall = json.load(f).get("wall_s", wall)

@@ -275,3 +275,63 @@ def test_every_entry_point_that_can_run_on_cuda_sets_the_device_numerics_first(
     seen.clear()
     train._run_job(micro, "folder", {}, "cuda", torch.get_num_threads())
     assert ran == [(["cuda"], "cuda")]  # the worker set the numerics before its run
+
+
+def test_the_grid_prints_its_runs_as_commands_that_resume_and_end_in_the_report(
+        micro_suite, tmp_path, monkeypatch, log_rows, capsys):
+    """`python train.py --commands STAGE` prints the grid for a scheduler (Slurm array, GNU
+    parallel, xargs -P): bases, then runs, then after (the plasticity probe, from runs' weights),
+    then report. Each run command makes the run suite() makes (same folder, same log), resumes, and
+    the report command rebuilds the suite's results.json from the folders alone."""
+    import shlex
+    import subprocess
+    root, res, _ = micro_suite
+    monkeypatch.chdir(tmp_path)
+    here = os.path.join("runs", "micro")  # the commands' root (python train.py's)
+    shutil.copytree(root, here)  # the suite's runs, made under another root (other settings) ...
+    b0 = suite.base_root(here, 0)
+    redo = [suite.run_dir(b0, "hidden-rule", "fst", 0), suite.run_dir(b0, "plasticity", "fst", 0)]
+    for d in redo:  # ... but these two are made again by their commands
+        shutil.rmtree(d)
+    os.remove(os.path.join(here, "results.json"))
+
+    def commands(*argv):
+        capsys.readouterr()
+        train.main(["--preset", "micro", "--commands", *argv])
+        return capsys.readouterr().out.splitlines()
+
+    assert commands("bases") == []  # base 0 is there
+    assert commands("bases", "--bases", "2") == [
+        "python train.py pretrain --preset micro --seed 1 --out runs/micro/b1/base --resume"]
+    runs, after = commands("runs"), commands("after")
+    out = lambda c: shlex.split(c)[shlex.split(c).index("--out") + 1]  # noqa: E731
+    assert sorted(map(out, runs + after)) == sorted(f for _, f, _ in suite.jobs(
+        train.PRESETS["micro"], here))  # every run of the suite, once
+    assert all(c.startswith("python train.py run --preset micro ") and c.endswith(" --resume")
+               for c in runs + after)
+    assert {out(c).split(os.sep)[-3] for c in after} == {"plasticity"}  # from runs' weights
+    # a shell splits every command as the test does (the continual run's schedule holds ';')
+    for c in runs + after:
+        argv = subprocess.run(["sh", "-c", c.replace("python", "printf '%s\\n'", 1)], check=True,
+                              capture_output=True, text=True).stdout.splitlines()
+        assert argv == shlex.split(c)[1:]
+    # the two runs, in stage order, on the suite's thread count (a run's sums depend on it)
+    todo = [next(c for c in runs if out(c) == redo[0]), next(c for c in after if out(c) == redo[1])]
+    threads = torch.get_num_threads()
+    try:
+        for c in todo + todo[:1]:  # the last again: finished, nothing to do
+            train.main(shlex.split(c)[2:] + ["--threads", str(threads)])
+    finally:
+        torch.set_num_threads(threads)
+    for d in redo:  # what suite() logged
+        assert log_rows(d) == log_rows(os.path.join(root, os.path.relpath(d, here)))
+    [report_cmd] = commands("report")
+    assert report_cmd == "python report.py --preset micro --bases 1 --seeds 1"
+    report.main(shlex.split(report_cmd)[2:])
+    with open(os.path.join(here, "results.json")) as f:
+        made = json.load(f)
+    assert _without_wall(made) == _without_wall(res)
+    wall = lambda d: json.load(open(os.path.join(d, "summary.json")))["wall_s"]  # noqa: E731
+    # the wall time summed from the folders, as suite() sums it (two runs on a new clock)
+    assert made["wall_s"] == pytest.approx(res["wall_s"] + sum(
+        wall(d) - wall(os.path.join(root, os.path.relpath(d, here))) for d in redo))
