@@ -157,12 +157,30 @@ PRESETS = {
     "tiny": Preset("tiny"),
     "gpu": Preset("gpu", n_layer=6, n_head=6, n_embd=384, pretrain_steps=8000, pretrain_batch=256,
                   pretrain_lr=1e-3, pretrain_warmup=200, threads=8, batch_workers=4),
+    # gpu-smoke: the whole suite at the gpu preset's model size in about two minutes on one GPU
+    # (a short pretraining, short runs; its numbers mean nothing): the GPU path end to end
+    "gpu-smoke": Preset("gpu-smoke", n_layer=6, n_head=6, n_embd=384, pretrain_steps=300,
+                        pretrain_batch=256, pretrain_lr=1e-3, pretrain_warmup=50, threads=8,
+                        batch_workers=4, steps=12, eval_every=4, kl_every=6, kl_problems=32,
+                        kl_samples=2, n_val=64, context_only_rollouts=120, continual_steps=6,
+                        ckpt_every=6),
     # micro: the end-to-end smoke test's preset (seconds, not minutes; its numbers mean nothing)
     "micro": Preset("micro", n_layer=2, n_head=2, n_embd=64, pretrain_steps=30, pretrain_batch=16,
                     pretrain_eval_every=1000, steps=4, batch_problems=4, group_size=4, eval_every=2,
                     kl_every=2, gepa_every=2, gepa_proposals=2, context_only_rollouts=60, n_val=8,
                     n_pareto=4, window=8, continual_steps=3, max_new_tokens=8),
 }
+def default_jobs(device):
+    """--jobs when it is not given. A CPU with 2 or more cores: 2 (one thread each, as the committed
+    grids ran). CUDA: up to 8 runs share the GPU, each in its own process (its own CUDA context)
+    with 2 of the host's threads: a run at this model size is launch-bound and leaves the GPU idle
+    most of the time, so runs side by side fill it; on CUDA a run's numbers do not depend on it."""
+    cores = os.cpu_count() or 1
+    if device == "cuda":
+        return max(1, min(8, cores // 2))
+    return 2 if cores > 1 else 1
+
+
 def pick_device(flag):
     return ("cuda" if torch.cuda.is_available() else "cpu") if flag == "auto" else flag
 
@@ -466,7 +484,8 @@ def build_parser():
 
     def common(parser, default):  # the same flags before or after the subcommand
         parser.add_argument("--preset", default=default(None),
-                            help="tiny | gpu | micro (default: tiny on CPU, gpu on CUDA)")
+                            help="tiny | gpu | gpu-smoke | micro (default: tiny on CPU, gpu on "
+                                 "CUDA)")
         parser.add_argument("--device", default=default("auto"), choices=["auto", "cpu", "cuda"])
         parser.add_argument("--seeds", type=positive(int, MOST_SEEDS), default=default(1),
                             help="suite: repeat every run with seeds 0..N-1 "
@@ -476,7 +495,8 @@ def build_parser():
                                  f"(at most {MOST_SEEDS})")
         parser.add_argument("--jobs", type=positive(int), default=default(None),
                             help="suite: run independent stages in N processes (default: 2 on "
-                                 "a CPU with 2 or more cores, else 1)")
+                                 "a CPU with 2 or more cores, else 1; on CUDA up to 8 share the "
+                                 "GPU, half the host's cores)")
         parser.add_argument("--sweep", action="store_true", default=default(False),
                             help="suite: also FST with the oracle and demo reflectors (first base)")
         parser.add_argument("--threads", type=positive(int, MOST_THREADS), default=default(None),
@@ -655,7 +675,7 @@ def main(argv=None):
         if args.cmd is None:
             suite(preset, root, bases=args.bases, seeds=args.seeds, device=device,
                   sweep=args.sweep, phase=args.phase, fresh_bases=args.fresh_bases,
-                  jobs=args.jobs or (2 if device == "cpu" and (os.cpu_count() or 1) > 1 else 1))
+                  jobs=args.jobs or default_jobs(device))
         elif args.cmd == "pretrain":
             pretrain_command(args, preset, root, device)
         else:

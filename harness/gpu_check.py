@@ -2,13 +2,16 @@
 gpu_check.py: one command that proves fastslow's GPU path on the machine it runs on, and measures
 it.
 
-    python -m harness.gpu_check --out DIR    # on a CUDA machine (about 4-6 minutes on one H100)
-    # on a CPU: tiny sizes, Triton's interpreter, the micro preset
+    python -m harness.gpu_check --out DIR    # on a CUDA machine (about 4 minutes on one H100)
+    # on a CPU: tiny sizes, Triton's interpreter, the micro preset (about a minute)
     python -m harness.gpu_check --smoke --out DIR
 
 Stages (each records its numbers and a pass flag; an exception in one is recorded and the rest go
 on):
   env          torch / triton / GPU versions, and that the kernels are compiled (not interpreted)
+  pytest       (GPU only) tests/test_rollout.py, the one test file that runs on CUDA (compiled
+               kernels against torch and float64, generation, the KV cache, CUDA graphs); the other
+               test files are CPU-only and the README's test command runs them
   kernels      the Triton sampler against the exact truncated softmax (chi-square, log-probs),
                Triton and torch given the same noise (same tokens), the fused log-prob kernel
                against float64 (value and gradient)
@@ -19,16 +22,25 @@ on):
                sampler's GB/s; decode tokens/s at 128 and 1024 rows against the no-cache loop; a
                gpu-preset pretraining step in fp32/TF32 and bf16 autocast: tokens/s and MFU
   runs         a short gpu-preset pretraining and fst run through the command line (the user's
-               path); RL step time from its log
+               path); RL step time and the sampler/trainer log-prob gap from its log
+  numerics     under the runs' own settings (model.setup_device: TF32, deterministic kernels
+               enforced): the sampler/trainer log-prob gap on the base at the RL shape with TF32 on
+               and off (CISPO's first importance ratio is exp of it); forward + backward twice at
+               shapes that would pick SDPA's non-deterministic backward without strict mode
+               (bitwise-equal gradients, no op without a deterministic kernel); the CUDA-graph
+               decode at the RL shape (same tokens, its time against the default decode)
   determinism  the same pretraining twice and the same fst run twice give bit-identical weights and
                logs; an fst run killed with SIGKILL and resumed logs what the uninterrupted one
                logged
-  pytest       (GPU only) tests/test_rollout.py, test_model.py, test_rl.py with compiled kernels
-The summary is printed as a compact table and written to DIR/gpu_check.json (after every stage, so a
-check cut short still leaves what it measured). Exit code 1 when any check failed.
+The summary is printed as a compact table and written to OUT/gpu_check.json (after every stage, so a
+check cut short still leaves what it measured); the models and runs go to --work (a fresh temporary
+folder by default), never into --out, so the folder that comes back from a lent GPU holds the JSON
+alone. One time budget (--budget-s) bounds the whole check: every subprocess gets at most the time
+left, and a stage that would start with too little left is recorded as skipped. Exit code 1 when
+any check failed.
 
 Equivalence checks run with TF32 off (they test the code path, not the precision); the runs use the
-settings `train.setup_device` chooses (TF32 matmuls, deterministic kernels, bf16 pretraining).
+settings `model.setup_device` chooses (TF32 matmuls, deterministic kernels, bf16 pretraining).
 """
 
 import json
@@ -38,10 +50,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
-from harness.cli import FOLDER, CLIParser, exit_on_user_error, positive  # torch, but not triton yet
+from harness.cli import FOLDER, CLIParser, UserError, exit_on_user_error, positive  # not triton yet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,23 +63,35 @@ def build_parser():
     ap = CLIParser(prog="python -m harness.gpu_check",
                    description="validate and measure fastslow on a GPU (or a CPU smoke run)")
     ap.add_argument("--out", type=FOLDER, default=os.environ.get("OUT") or "runs/gpu_check",
-                    help="folder for the JSON")
+                    help="folder for the JSON (nothing else is written there)")
+    ap.add_argument("--work", type=FOLDER, default=None,
+                    help="folder for the check's models and runs (default: a fresh temporary "
+                         "folder, never inside --out)")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks the check itself")
-    ap.add_argument("--pretrain-steps", type=positive(int), default=400,
-                    help="steps of the short gpu-preset pretraining")
-    ap.add_argument("--fst-steps", type=positive(int), default=12,
-                    help="steps of the short fst run")
+    ap.add_argument("--pretrain-steps", type=positive(int), default=None,
+                    help="steps of the short pretraining (default 400; --smoke 8)")
+    ap.add_argument("--fst-steps", type=positive(int), default=None,
+                    help="steps of the short fst run (default 12; --smoke 4)")
+    ap.add_argument("--budget-s", type=positive(int), default=360,
+                    help="seconds the whole check may take: every subprocess gets the time left")
     return ap
 
 
 @exit_on_user_error
 def parse_args(argv=None):
     """The flags, checked before any work (one line and exit code 2 when one is wrong)."""
-    return build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.work and os.path.realpath(args.work).startswith(os.path.realpath(args.out) + os.sep):
+        raise UserError(f"--work {args.work} is inside --out {args.out}: the models would crowd "
+                        "out the JSON; pass a folder outside it")
+    return args
 
 
 # imported (by the tests) it reads no command line
 ARGS = parse_args(None if __name__ == "__main__" else [])
+T0 = time.time()
+PRETRAIN_STEPS = ARGS.pretrain_steps or (8 if ARGS.smoke else 400)
+FST_STEPS = ARGS.fst_steps or (4 if ARGS.smoke else 12)
 if ARGS.smoke:
     # must precede the first triton import (in rollout)
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -75,6 +100,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import model as gpt  # noqa: E402
 import rollout  # noqa: E402
 from world import tasks  # noqa: E402
 from harness import bench  # noqa: E402
@@ -95,9 +121,19 @@ def save():
         json.dump(RESULTS, f, indent=1)
 
 
-def record(name, fn):
+def left():
+    """Seconds left of the check's budget."""
+    return ARGS.budget_s - (time.time() - T0)
+
+
+def record(name, fn, needs=5):
+    """Run one stage -> its result dict (recorded and saved); skipped when less than `needs`
+    seconds of the budget are left."""
     t0 = time.time()
     try:
+        if left() < needs:
+            raise TimeoutError(f"skipped: {left():.0f} s of the budget left, the stage needs "
+                               f"about {needs} s")
         r = fn()
     except Exception as e:  # one broken check must not hide the others
         r = {"ok": False, "error": f"{type(e).__name__}: {e}",
@@ -298,7 +334,7 @@ def bench_bandwidth():
 
 
 def bench_decode():
-    p = train.PRESETS["gpu"]
+    p = train.PRESETS["gpu" if DEV == "cuda" else "micro"]  # on a CPU: the check's logic only
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=320, block_size=p.block_size, n_layer=p.n_layer,
                           n_head=p.n_head, n_embd=p.n_embd)).to(DEV).eval()
@@ -356,7 +392,7 @@ def bench_pretrain_step():
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
                                    ignore_index=-1)
             rl.guarded_step(model, opt, loss)
-        t = timed(step, iters=20, warmup=3)
+        t = timed(step, iters=20 if DEV == "cuda" else 3, warmup=3 if DEV == "cuda" else 1)
         tokens = sum(x.numel() for x, _ in batches) / len(batches)
         # the tied head is counted below
         n_matmul = model.num_params() - cfg.vocab_size * cfg.n_embd
@@ -376,9 +412,11 @@ def bench_pretrain_step():
 # -----------------------------------------------------------------------------
 # runs through the command line, and determinism
 
-def cli(args, timeout=300):
+def cli(args):
+    """train.py with these arguments in a subprocess, given at most the budget's time left ->
+    its stdout; RuntimeError with its stderr's tail when it fails."""
     p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT,
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=max(1.0, left()))
     if p.returncode != 0:
         raise RuntimeError(f"train.py {' '.join(args)} exited {p.returncode}: "
                            f"{p.stderr.strip()[-800:]}")
@@ -399,21 +437,22 @@ def same_weights(a, b):
     return all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-WORK = os.path.join(ARGS.out, "work")
+WORK = ARGS.work  # main: a fresh temporary folder when not given (never inside ARGS.out)
 PRESET = "micro" if ARGS.smoke else "gpu"
+THREADS = ["--threads", "1"] if ARGS.smoke else []  # a CPU smoke runs processes side by side
 
 
 def fst_args(out):
     return ["run", "--preset", PRESET, "--device", DEV, "--method", "fst", "--task", "hidden-rule",
-            "--steps", str(ARGS.fst_steps), "--init", os.path.join(WORK, "base", "model.pt"),
-            "--out", out]
+            "--steps", str(FST_STEPS), "--init", os.path.join(WORK, "base", "model.pt"),
+            "--out", out] + THREADS
 
 
 def check_runs():
-    steps = 30 if ARGS.smoke else ARGS.pretrain_steps
+    steps = PRETRAIN_STEPS
     t0 = time.time()
     lines = cli(["pretrain", "--preset", PRESET, "--device", DEV, "--steps", str(steps),
-                 "--out", os.path.join(WORK, "base")]).strip().splitlines()
+                 "--out", os.path.join(WORK, "base")] + THREADS).strip().splitlines()
     m = json.loads(lines[-2])
     out = {"pretrain": dict(steps=steps, general_acc=round(m["general_acc"], 3), params=m["params"],
                             tokens_per_s=round(m["tokens"] / m["wall_s"]),
@@ -425,40 +464,121 @@ def check_runs():
     walls = [0.0] + [r["wall_s"] for r in rows]
     plain = [walls[i + 1] - walls[i] for i, r in enumerate(rows)
              if "val_acc" not in r and "frontier" not in r]
+    gaps = [r["logp_gap"] for r in rows if r.get("logp_gap") is not None]
     out["fst"] = dict(steps=summary["steps"], final_val_acc=summary["final_val_acc"],
                       rollouts=summary["rollouts"], wall_s=round(summary["wall_s"], 1),
                       process_s=round(time.time() - t0, 1),
                       rl_step_s_median=round(statistics.median(plain), 3) if plain else None,
+                      # sampler vs trainer before any update, mean |diff| per token, each step
+                      logp_gap_mean=statistics.mean(gaps) if gaps else None,
+                      logp_gap_max=max(gaps) if gaps else None,
                       deployed_prompt=summary["deployed_prompt"])
-    out["ok"] = math.isfinite(m["general_acc"]) and summary["steps"] == ARGS.fst_steps
+    out["ok"] = math.isfinite(m["general_acc"]) and summary["steps"] == FST_STEPS
     return out
 
 
+def check_numerics():
+    """The runs' numerics (model.setup_device, as every entry point sets them): the log-prob gap
+    between the sampler and the trainer under TF32 and without it; bitwise-repeatable gradients at
+    shapes whose SDPA backward is non-deterministic unless determinism is enforced; the CUDA-graph
+    decode at the RL shape under these settings."""
+    gpt.setup_device(DEV)
+    out = {"tf32": torch.backends.cuda.matmul.allow_tf32,
+           "deterministic": torch.are_deterministic_algorithms_enabled(),
+           "warn_only": torch.is_deterministic_algorithms_warn_only_enabled()}
+    p = train.PRESETS[PRESET]
+    model, enc = pretrain.load_base(os.path.join(WORK, "base", "model.pt"), DEV)
+    model.eval()
+    task = tasks.make_task("cipher", n_train=p.n_train, n_pareto=p.n_pareto, n_val=p.n_val)
+    problems = task.train[:p.batch_problems]
+    prompts = [tasks.encode_prompt(enc, task.seed_prompt, q) for q in problems]
+    special = tasks.special_ids(enc)
+    kw = dict(num_samples=p.group_size, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
+              seed=3, eos_id=special["<|eos|>"], pad_id=special["<|pad|>"])
+    for mode in ("tf32", "fp32"):  # the gap CISPO's first ratio sees: exp(gap) - 1
+        tf32(mode == "tf32" and DEV == "cuda")
+        tok, mask, lp = rollout.generate(model, prompts, **kw)
+        with torch.no_grad():
+            re = rollout.completion_logprobs(model, prompts, tok, mask, p.temperature)
+        gap = (re - lp).abs()[mask]
+        out[f"logp_gap_{mode}"] = dict(mean=float(gap.mean()), max=float(gap.max()),
+                                       tokens=int(mask.sum()))
+    tf32(DEV == "cuda")
+    # (rows, tokens): pretraining's rows; over 128 tokens; an RL chunk; a small chunk
+    shapes = [(p.pretrain_batch, p.row_tokens - 1), (4, 200), (p.batch_problems * p.group_size
+                                                               // p.optimizer_steps, 30), (3, 9)]
+    torch.manual_seed(0)
+    net = GPT(model.cfg).to(DEV)
+    rows = []
+    for B, T in shapes:
+        x = torch.randint(0, model.cfg.vocab_size, (B, T), device=DEV)
+        grads = []
+        for _ in range(2):
+            net.zero_grad(set_to_none=True)
+            with pretrain.autocast(DEV):  # bf16 on CUDA, as pretraining runs
+                loss = net(x).float().logsumexp(-1).mean()
+            loss.backward()
+            grads.append([q.grad.clone() for q in net.parameters()])
+        rows.append(dict(rows=B, tokens=T, same_grads=all(torch.equal(a, b)
+                                                          for a, b in zip(*grads))))
+    out["repeat_backward"] = rows
+    # the CUDA-graph decode under the runs' settings, at the RL shape
+    kw["eos_id"] = -1  # every step decodes: the graph's steady state
+    a = rollout.generate(model, prompts, **kw)
+    b = rollout.generate(model, prompts, graphs=True, **kw)
+    out["graphs_same_tokens"] = bool(torch.equal(a[0], b[0]))
+    for g in (False, True):
+        t = timed(lambda: rollout.generate(model, prompts, graphs=g, **kw), iters=5, warmup=1)
+        out[f"rl_shape_generate_ms_graphs_{g}"] = round(t * 1e3, 2)
+    out["ok"] = ((DEV == "cpu" or (out["deterministic"] and not out["warn_only"]))
+                 and out["graphs_same_tokens"]
+                 and all(r["same_grads"] for r in rows)
+                 # a measurement under TF32 (a sanity bound only); a check without it
+                 and out["logp_gap_tf32"]["max"] < 5e-2 and out["logp_gap_fp32"]["max"] < 1e-3)
+    return out
+
+
+def start(args, name):
+    """train.py with these arguments, started in the background (output to WORK/<name>.txt)."""
+    f = open(os.path.join(WORK, f"{name}.txt"), "w")
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT,
+                            stdout=f, stderr=subprocess.STDOUT)
+
+
+def finish(proc, name):
+    """Wait for a started train.py (at most the budget's time left); RuntimeError if it failed."""
+    if proc.wait(timeout=max(1.0, left())) != 0:
+        with open(os.path.join(WORK, f"{name}.txt")) as f:
+            raise RuntimeError(f"{name} exited {proc.returncode}: {f.read().strip()[-800:]}")
+
+
 def check_determinism():
+    """Four processes at once, as --jobs runs share a device: the same pretraining twice, the fst
+    run of `runs` again, and that run killed with SIGKILL once it has a checkpoint, then resumed."""
     out = {}
-    steps = "20" if ARGS.smoke else "100"
-    for name in ("p1", "p2"):
-        cli(["pretrain", "--preset", PRESET, "--device", DEV, "--steps", steps,
-             "--out", os.path.join(WORK, name)])
+    steps = "4" if ARGS.smoke else "100"
+    a, b, c = (os.path.join(WORK, n) for n in ("fst_a", "fst_b", "fst_c"))
+    every, kill_at = ("2", 3) if ARGS.smoke else ("4", 6)  # kill after the first checkpoint
+    procs = {name: start(["pretrain", "--preset", PRESET, "--device", DEV, "--steps", steps,
+                          "--out", os.path.join(WORK, name)] + THREADS, name) for name in ("p1", "p2")}
+    procs["fst_b"] = start(fst_args(b), "fst_b")
+    killed = start(fst_args(c) + ["--ckpt-every", every], "fst_c")
+    log = os.path.join(c, "log.jsonl")
+    while left() > 0 and killed.poll() is None:
+        if os.path.exists(log) and open(log).read().count("\n") >= kill_at:
+            break
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    out["killed_mid_run"] = not os.path.exists(os.path.join(c, "summary.json"))
+    procs["fst_c"] = start(fst_args(c) + ["--ckpt-every", every, "--resume"], "fst_c_resumed")
+    for name, proc in procs.items():
+        finish(proc, name if name != "fst_c" else "fst_c_resumed")
     out["pretrain_twice_same_weights"] = same_weights(os.path.join(WORK, "p1", "model.pt"),
                                                       os.path.join(WORK, "p2", "model.pt"))
-    a, b, c = (os.path.join(WORK, n) for n in ("fst_a", "fst_b", "fst_c"))
-    cli(fst_args(b))
     out["fst_twice_same_log"] = without_wall(rows_of(a)) == without_wall(rows_of(b))
     out["fst_twice_same_weights"] = same_weights(os.path.join(a, "model.pt"),
                                                  os.path.join(b, "model.pt"))
-    # killed without warning once a checkpoint exists, then resumed
-    cmd = [sys.executable, os.path.join(ROOT, "train.py")] + fst_args(c) + ["--ckpt-every", "4"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log, t0 = os.path.join(c, "log.jsonl"), time.time()
-    while time.time() - t0 < 240 and proc.poll() is None:
-        if os.path.exists(log) and open(log).read().count("\n") >= 6:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    out["killed_mid_run"] = not os.path.exists(os.path.join(c, "summary.json"))
-    cli(fst_args(c) + ["--ckpt-every", "4", "--resume"])
     out["resumed_same_log"] = without_wall(rows_of(a)) == without_wall(rows_of(c))
     out["resumed_same_weights"] = same_weights(os.path.join(a, "model.pt"),
                                                os.path.join(c, "model.pt"))
@@ -471,11 +591,12 @@ def check_determinism():
 
 
 def check_pytest():
-    """The repository's own device tests (kernels compiled, generation and the KV cache on the
-    device)."""
-    files = ["tests/test_rollout.py", "tests/test_model.py", "tests/test_rl.py"]
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + files,
-                       cwd=ROOT, capture_output=True, text=True, timeout=240)
+    """The repository's one test file that runs on CUDA (kernels compiled, generation and the KV
+    cache on the device); every other test file is CPU-only."""
+    files = ["tests/test_rollout.py"]
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
+                       + files, cwd=ROOT, capture_output=True, text=True,
+                       timeout=max(1.0, min(150.0, left() - 200)))
     tail = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.stderr[-300:]
     return {"files": files, "summary": tail, "ok": p.returncode == 0,
             "failures": [l for l in p.stdout.splitlines() if l.startswith("FAILED")][:10]}
@@ -484,9 +605,11 @@ def check_pytest():
 # -----------------------------------------------------------------------------
 
 def main():
+    global WORK
     if not ARGS.smoke and not torch.cuda.is_available():  # before any stage: one line
         print("error: needs a CUDA GPU and none is visible; try --smoke", file=sys.stderr)
         return 2
+    WORK = WORK or tempfile.mkdtemp(prefix="fastslow_gpu_check_")
     os.makedirs(WORK, exist_ok=True)
     import rollout as r
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": DEV,
@@ -502,20 +625,23 @@ def main():
         print("error: needs a CUDA GPU and compiled Triton (TRITON_INTERPRET unset); try --smoke",
               file=sys.stderr)
         return 2
+    print(f"work folder: {WORK}", flush=True)
+    if not ARGS.smoke:  # first: the most direct test of the compiled kernels
+        record("pytest", check_pytest, needs=60)
     tf32(False)
     big = DEV == "cuda"
     configs = [(1.0, 0, 1.0), (0.7, 50, 1.0), (1.0, 0, 0.9), (1.3, 20, 0.8)]
     # the interpreter runs one program per draw: few draws on a CPU
     record("kernels/distribution_V320",
-           lambda: check_distribution(320, 1 << 20 if big else 512,
-                                      configs if big else configs[:2]))
+           lambda: check_distribution(320, 1 << 20 if big else 128,
+                                      configs if big else configs[:1]))
     if big:
         record("kernels/distribution_V32768",
                lambda: check_distribution(32768, 1 << 16, configs[:3]))
     record("kernels/same_noise_fp32",
-           lambda: check_same_noise(4096 if big else 32, 320, torch.float32))
+           lambda: check_same_noise(4096 if big else 8, 320, torch.float32))
     record("kernels/same_noise_bf16",
-           lambda: check_same_noise(4096 if big else 32, 320, torch.bfloat16))
+           lambda: check_same_noise(4096 if big else 8, 320, torch.bfloat16))
     if big:
         record("kernels/same_noise_V32768", lambda: check_same_noise(1024, 32768, torch.float32))
     record("kernels/logprobs_V320", lambda: check_logprobs(64 if big else 4, 12, 320, 1.0))
@@ -526,10 +652,9 @@ def main():
     record("bench/decode", bench_decode)
     record("bench/pretrain_step", bench_pretrain_step)
     tf32(False)
-    record("runs", check_runs)
-    record("determinism", check_determinism)
-    if not ARGS.smoke:  # on a CPU the README's test command covers these
-        record("pytest", check_pytest)
+    record("runs", check_runs, needs=60)
+    record("numerics", check_numerics, needs=15)  # from here on: the runs' settings
+    record("determinism", check_determinism, needs=60)
     bad = [k for k, v in RESULTS.items() if isinstance(v, dict) and v.get("ok") is False]
     RESULTS["all_ok"] = not bad
     save()

@@ -294,7 +294,7 @@ COMMON = {"--preset": ("text", [["--preset", "huge"], ["--preset", "nan"], ["--p
 # kind: number | folder (written into) | checkpoint (read) | choice | switch | text; a text flag
 # carries the argv fragments that must be refused
 FLAG_KINDS = {
-    "train.py": COMMON,
+    "train.py": dict(COMMON, **{"--commands": "choice"}),
     "train.py pretrain": dict(COMMON, **{
         "--out": "folder", "--seed": "number", "--steps": "number", "--resume": "switch",
         "--ckpt-every": "number"}),
@@ -332,8 +332,9 @@ FLAG_KINDS = {
                  "--vocabs": ("text", [["--vocabs", v] for v in ("x", "-3", "nan", "0", "8,",
                                                                 "²")]),
                  "--bandwidth": "number"},
-    "gpu_check.py": {"--out": "folder", "--smoke": "switch", "--pretrain-steps": "number",
-                     "--fst-steps": "number"},
+    "gpu_check.py": {"--out": "folder", "--work": "folder", "--smoke": "switch",
+                     "--pretrain-steps": "number", "--fst-steps": "number",
+                     "--budget-s": "number"},
 }
 
 

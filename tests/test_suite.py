@@ -335,3 +335,21 @@ def test_the_grid_prints_its_runs_as_commands_that_resume_and_end_in_the_report(
     # the wall time summed from the folders, as suite() sums it (two runs on a new clock)
     assert made["wall_s"] == pytest.approx(res["wall_s"] + sum(
         wall(d) - wall(os.path.join(root, os.path.relpath(d, here))) for d in redo))
+
+
+def test_the_gpu_smoke_preset_is_the_gpu_model_with_every_stage_short():
+    """gpu-smoke runs the whole suite (every run of the gpu preset's replicate, the same folders) at
+    the gpu preset's model size, with short stages: the GPU path end to end in minutes. (Its runs
+    need a GPU to take minutes; the CPU runs the same suite code at the micro size above.)"""
+    gpu, smoke = train.PRESETS["gpu"], train.PRESETS["gpu-smoke"]
+    for k in ("n_layer", "n_head", "n_embd", "block_size", "pretrain_batch", "row_tokens", "pack",
+              "batch_problems", "group_size", "max_new_tokens", "optimizer_steps", "loss_type",
+              "gepa_every", "gepa_proposals"):
+        assert getattr(smoke, k) == getattr(gpu, k), k
+    assert smoke.pretrain_steps * 20 <= gpu.pretrain_steps and smoke.steps * 8 <= gpu.steps
+    assert smoke.steps >= 2 * smoke.gepa_every  # GEPA rounds interleave with RL
+    assert smoke.eval_every < smoke.steps and smoke.kl_every < smoke.steps  # evals mid-run too
+    assert smoke.continual_steps < smoke.steps
+    assert smoke.context_only_rollouts < gpu.context_only_rollouts
+    assert ([f for _, f, _ in suite.jobs(smoke, "r")] == [f for _, f, _ in suite.jobs(gpu, "r")])
+    assert train.default_jobs("cuda") == max(1, min(8, (os.cpu_count() or 1) // 2))
