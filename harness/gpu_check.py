@@ -34,8 +34,8 @@ on):
                logged
 The summary is printed as a compact table and written to OUT/gpu_check.json (after every stage, so a
 check cut short still leaves what it measured); the models and runs go to --work (a fresh temporary
-folder by default), never into --out, so the folder that comes back from a lent GPU holds the JSON
-alone. One time budget (--budget-s) bounds the whole check: every subprocess gets at most the time
+folder by default), never into --out, so the folder that comes back from a remote GPU machine holds
+the JSON alone. One time budget (--budget-s) bounds the whole check: every subprocess gets at most the time
 left, and a stage that would start with too little left is recorded as skipped. Exit code 1 when
 any check failed.
 
@@ -530,6 +530,13 @@ def check_numerics():
     for g in (False, True):
         t = timed(lambda: rollout.generate(model, prompts, graphs=g, **kw), iters=5, warmup=1)
         out[f"rl_shape_generate_ms_graphs_{g}"] = round(t * 1e3, 2)
+        # twice the tokens: the per-step cost, and what a call pays once (prefill, and with
+        # graphs the capture), which a graph kept across calls would no longer pay
+        t2 = timed(lambda: rollout.generate(model, prompts, graphs=g, **dict(
+            kw, max_new_tokens=2 * kw["max_new_tokens"])), iters=5, warmup=1)
+        step = (t2 - t) / kw["max_new_tokens"]
+        out[f"ms_per_step_graphs_{g}"] = round(step * 1e3, 3)
+        out[f"ms_per_call_graphs_{g}"] = round((t - step * kw["max_new_tokens"]) * 1e3, 2)
     out["ok"] = ((DEV == "cpu" or (out["deterministic"] and not out["warn_only"]))
                  and out["graphs_same_tokens"]
                  and all(r["same_grads"] for r in rows)
@@ -560,7 +567,8 @@ def check_determinism():
     a, b, c = (os.path.join(WORK, n) for n in ("fst_a", "fst_b", "fst_c"))
     every, kill_at = ("2", 3) if ARGS.smoke else ("4", 6)  # kill after the first checkpoint
     procs = {name: start(["pretrain", "--preset", PRESET, "--device", DEV, "--steps", steps,
-                          "--out", os.path.join(WORK, name)] + THREADS, name) for name in ("p1", "p2")}
+                          "--out", os.path.join(WORK, name)] + THREADS, name)
+             for name in ("p1", "p2")}
     procs["fst_b"] = start(fst_args(b), "fst_b")
     killed = start(fst_args(c) + ["--ckpt-every", every], "fst_c")
     log = os.path.join(c, "log.jsonl")

@@ -559,8 +559,8 @@ def reflector_hit_rates(root, device="cpu", names=("oracle", "edit", "demo"), tr
 
 def wall_from_folders(root, bases, seeds):
     """The suite's wall time as suite() sums it, from what was written to disk: each base's
-    pretraining and each finished run of the suite (the reflector sweep's too, where it ran), each on
-    its own clock (a grid run by a scheduler has no results.json to take it from)."""
+    pretraining and each finished run of the suite (the reflector sweep's too, where it ran), each
+    on its own clock (a grid run by a scheduler has no results.json to take it from)."""
     lengths = types.SimpleNamespace(steps=0, continual_steps=0)  # folders do not depend on them
     paths = [os.path.join(os.path.dirname(suite.base_path(root, b)), "metrics.json")
              for b in range(bases)]

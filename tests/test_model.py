@@ -349,8 +349,8 @@ def test_setup_device_enforces_deterministic_kernels_on_cuda_and_leaves_the_cpu_
     import os
     import model
     calls = []
-    monkeypatch.setattr(torch, "use_deterministic_algorithms",
-                        lambda mode, warn_only=False: calls.append(("deterministic", mode, warn_only)))
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, warn_only=False:
+                        calls.append(("deterministic", mode, warn_only)))
     monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp",
                         lambda on: calls.append(("cudnn_sdp", on)))
     flags = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"),

@@ -346,7 +346,7 @@ def test_the_gpu_smoke_preset_is_the_gpu_model_with_every_stage_short():
               "batch_problems", "group_size", "max_new_tokens", "optimizer_steps", "loss_type",
               "gepa_every", "gepa_proposals"):
         assert getattr(smoke, k) == getattr(gpu, k), k
-    assert smoke.pretrain_steps * 20 <= gpu.pretrain_steps and smoke.steps * 8 <= gpu.steps
+    assert smoke.pretrain_steps * 10 <= gpu.pretrain_steps and smoke.steps * 8 <= gpu.steps
     assert smoke.steps >= 2 * smoke.gepa_every  # GEPA rounds interleave with RL
     assert smoke.eval_every < smoke.steps and smoke.kl_every < smoke.steps  # evals mid-run too
     assert smoke.continual_steps < smoke.steps
