@@ -13,6 +13,8 @@ train.py: the training side of fastslow: pretraining, the FST loop and its basel
         --init runs/tiny/b0/hidden-rule/fst/s0/model.pt
     # the grid: 3 bases x 3 run seeds, one report
     python train.py --bases 3 --seeds 3 --sweep --jobs 1
+    # the grid for a scheduler, stage by stage: bases, runs, after, report (each resumes)
+    python train.py --bases 3 --seeds 3 --commands runs | xargs -P 8 -d '\n' -I{} sh -c {}
     # the phase diagram: carriability dial x reflector strength (phase.py)
     python train.py --phase --bases 3 --seeds 3 --jobs 2
     # continue an interrupted run

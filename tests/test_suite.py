@@ -310,9 +310,11 @@ def test_the_grid_prints_its_runs_as_commands_that_resume_and_end_in_the_report(
     assert all(c.startswith("python train.py run --preset micro ") and c.endswith(" --resume")
                for c in runs + after)
     assert {out(c).split(os.sep)[-3] for c in after} == {"plasticity"}  # from runs' weights
-    # a shell splits every command as the test does (the continual run's schedule holds ';')
+    # as the README runs them (xargs, a shell) every command splits as the test splits it (the
+    # continual runs' schedules hold ';')
     for c in runs + after:
-        argv = subprocess.run(["sh", "-c", c.replace("python", "printf '%s\\n'", 1)], check=True,
+        argv = subprocess.run(["xargs", "-d", "\n", "-I{}", "sh", "-c", "{}"], check=True,
+                              input=c.replace("python", "printf '%s\\n'", 1) + "\n",
                               capture_output=True, text=True).stdout.splitlines()
         assert argv == shlex.split(c)[1:]
     # the two runs, in stage order, on the suite's thread count (a run's sums depend on it)
