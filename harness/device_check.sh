@@ -24,11 +24,11 @@ S=$OUT/summary.txt
 T0=$(date +%s)
 if [[ ${DRY:-0} == 1 ]]; then  # a CPU: the check's logic, at micro sizes, one thread per process
   export TRITON_INTERPRET=1
-  DEV=cpu; SMOKE=--smoke; RUN_PRESET=micro; SUITE_PRESET=micro; JOBS=(--jobs 2)
-  THREADS=(--threads 1); X=4; B=${BUDGET_S:-1800}
+  DEV=cpu; SMOKE=--smoke; RUN_PRESET=micro; SUITE_PRESET=micro; JOBS="--jobs 2"
+  THREADS="--threads 1"; X=4; B=${BUDGET_S:-1800}
 else
   unset TRITON_INTERPRET
-  DEV=cuda; SMOKE=; RUN_PRESET=gpu; SUITE_PRESET=gpu-smoke; JOBS=(); THREADS=(); X=1
+  DEV=cuda; SMOKE=; RUN_PRESET=gpu; SUITE_PRESET=gpu-smoke; JOBS=; THREADS=; X=1
   B=${BUDGET_S:-570}
 fi
 
@@ -54,18 +54,18 @@ stage gpu_check 300 python3 gpu_check.py $SMOKE --out "$OUT" --work "$W/gc" \
   --budget-s $(( GC > 30 ? GC - 15 : GC )) > "$OUT/gpu_check.log" 2>&1
 BASE=$W/gc/base/model.pt
 [[ -f $BASE ]] || stage base 60 python3 train.py pretrain --preset "$RUN_PRESET" --device $DEV \
-  "${THREADS[@]}" --steps 300 --out "$W/gc/base" > /dev/null 2>&1
+  $THREADS --steps 300 --out "$W/gc/base" > /dev/null 2>&1
 
 # 2 (~1 min) one full-length fst run on that base: its wall time sizes a replicate; its log holds
 # the RL step time and the sampler/trainer log-prob gap (logp_gap) of every step, under TF32
-stage fst100 90 python3 train.py run --preset "$RUN_PRESET" --device $DEV "${THREADS[@]}" \
+stage fst100 90 python3 train.py run --preset "$RUN_PRESET" --device $DEV $THREADS \
   --method fst --task cipher --init "$BASE" --out "$W/fst100" > "$OUT/fst100.txt" 2>&1
 cp "$W/fst100/log.jsonl" "$OUT/fst100_log.jsonl" 2>/dev/null
 
 # 3 (~2 min) the whole suite at the gpu model size (gpu-smoke), runs sharing the GPU (--jobs'
 # default on CUDA), the report on the device; in its own folder, so nothing earlier is reused
 stage suite 150 bash -c 'cd "$1" && shift && exec "$@"' _ "$W" python3 "$R/train.py" \
-  --preset "$SUITE_PRESET" --device $DEV "${JOBS[@]}" "${THREADS[@]}" > "$OUT/suite.txt" 2>&1
+  --preset "$SUITE_PRESET" --device $DEV $JOBS $THREADS > "$OUT/suite.txt" 2>&1
 cp "$W/runs/$SUITE_PRESET/results.json" "$OUT/suite_results.json" 2>/dev/null
 python3 - "$W/runs/$SUITE_PRESET" > "$OUT/suite_walls.json" 2>/dev/null <<'PY'
 import glob, json, os, sys
