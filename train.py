@@ -439,16 +439,17 @@ def grid_commands(preset, root, stage, bases=1, seeds=1, sweep=False, phase=Fals
     the commands of `stage` may all run at once; the stages go in GRID_STAGES order. bases: the
     missing bases (copied from the committed grid, as suite() does, or pretrained); runs: every run
     that starts from a base; after: those that start from another run's weights (the plasticity
-    probe); report: the command that writes the report from the finished runs' folders (report.py,
-    or phase.py with phase=True; the wall time summed from them, as suite() sums it). Each command
+    probe); report: the command that writes the report from the finished runs' folders
+    (harness.report, or harness.phase with phase=True; the wall time summed from them, as suite()
+    sums it). Each command
     resumes (--resume), so a scheduler may retry one that was killed; each is the run suite() would
     make (same folder, same settings); `threads` and `device` are passed on when given. -> [str]"""
     py = ["python", "train.py"]
     on = ["--device", device] if device != "auto" else []
     common = ["--preset", preset.name] + (["--threads", str(threads)] if threads else []) + on
     if stage == "report":  # from the folders alone (no run is started or resumed)
-        return [shlex.join(["python", "phase.py" if phase else "report.py", "--preset",
-                            preset.name, "--bases", str(bases), "--seeds", str(seeds)]
+        return [shlex.join(["python", "-m", "harness.phase" if phase else "harness.report",
+                            "--preset", preset.name, "--bases", str(bases), "--seeds", str(seeds)]
                            + ([] if phase else on))]
     base_paths = [base_path(root, b) for b in range(bases)]
     if stage == "bases":

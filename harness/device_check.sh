@@ -50,7 +50,7 @@ stage() {  # stage NAME CAP_S CMD...: run CMD under its cap, log its exit code a
 # a 12-step fst run through the command line, the numerics (log-prob gap under TF32 and without,
 # repeatable gradients, the CUDA-graph decode at the RL shape), determinism, kill and resume
 GC=$(cap 300)
-stage gpu_check 300 python3 gpu_check.py $SMOKE --out "$OUT" --work "$W/gc" \
+stage gpu_check 300 python3 -m harness.gpu_check $SMOKE --out "$OUT" --work "$W/gc" \
   --budget-s $(( GC > 30 ? GC - 15 : GC )) > "$OUT/gpu_check.log" 2>&1
 BASE=$W/gc/base/model.pt
 [[ -f $BASE ]] || stage base 60 python3 train.py pretrain --preset "$RUN_PRESET" --device $DEV \

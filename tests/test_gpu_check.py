@@ -1,11 +1,11 @@
 """
 tests/test_gpu_check.py: the GPU check's logic, run on the CPU (`python -m harness.gpu_check
 --smoke`: the micro preset, Triton's interpreter, every stage but the CUDA test file). It passes,
-writes its JSON
-alone to --out (the models and runs go to --work, outside it), and records what a GPU run must
-report: the sampler/trainer log-prob gap (from the fst run's log and measured with TF32 on and off),
-bitwise-repeatable gradients at shapes that pick SDPA's non-deterministic backward unless
-determinism is enforced, and a killed and resumed run that logs what an uninterrupted one logged.
+writes its JSON alone to --out (the models and runs go to --work, outside it), and records what a
+GPU run must report: the sampler/trainer log-prob gap (from the fst run's log, and measured with
+TF32 on and off), bitwise-repeatable gradients at shapes that pick SDPA's non-deterministic
+backward unless determinism is enforced, and a killed and resumed run that logs what an
+uninterrupted one logged.
 
 Run: python -m pytest -q tests/test_gpu_check.py   (about half a minute on CPU)
 """

@@ -328,8 +328,8 @@ def test_the_grid_prints_its_runs_as_commands_that_resume_and_end_in_the_report(
     for d in redo:  # what suite() logged
         assert log_rows(d) == log_rows(os.path.join(root, os.path.relpath(d, here)))
     [report_cmd] = commands("report")
-    assert report_cmd == "python report.py --preset micro --bases 1 --seeds 1"
-    report.main(shlex.split(report_cmd)[2:])
+    assert report_cmd == "python -m harness.report --preset micro --bases 1 --seeds 1"
+    report.main(shlex.split(report_cmd)[3:])
     with open(os.path.join(here, "results.json")) as f:
         made = json.load(f)
     assert _without_wall(made) == _without_wall(res)
