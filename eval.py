@@ -310,6 +310,42 @@ def area_and_threshold(rows, threshold):
 
 # the per-step measurement the run loop logs ---------------------------------------
 
+def entry_accuracy(problems, outputs, table):
+    """The internalization probe's numbers: for each entry a>b of `table`, the share of the
+    positions holding digit a at which `outputs` (the model's completions, text) hold b; positions
+    of an output of the wrong length count as wrong. -> {"a>b": share, or None if a never occurs}"""
+    hits = {a: [] for a, _ in table}
+    target = dict(table)
+    for p, out in zip(problems, outputs):
+        got = tasks.parse_digits(out) or []
+        for i, x in enumerate(p.inputs):
+            if x in hits:
+                hits[x].append(len(got) == len(p.inputs) and got[i] == target[x])
+    return {f"{a}>{b}": (sum(hits[a]) / len(hits[a]) if hits[a] else None) for a, b in table}
+
+
+def seed_prompt_probe(s, preset):
+    """What the weights alone know: greedy exact match on val under the task's seed prompt and,
+    for a table task, each entry's accuracy there (entry_accuracy). -> log fields"""
+    res = fst.make_evaluate(s.model, s.enc, preset)(s.task.seed_prompt, s.task.val)
+    row = {"val_seed_greedy": sum(r == 1.0 for r, _, _ in res) / len(res)}
+    op = s.task.rule[0]
+    if len(s.task.rule) == 1 and op.name == "map":
+        row["entries"] = entry_accuracy(s.task.val, [o for _, o, _ in res], op.arg)
+    return row
+
+
+def channel_table(s, base_model, preset, deployed):
+    """C7's 2x2 table at a run's end, greedy exact match on val: {base, weights} x {seed,
+    deployed}, the weights being the run's final ones and the prompts the seed and the deployed
+    one. Written into the log, so the report never needs the weights again."""
+    def acc(model, context):
+        res = fst.make_evaluate(model, s.enc, preset)(context, s.task.val)
+        return sum(r == 1.0 for r, _, _ in res) / len(res)
+    return {who: {"seed": acc(m, s.task.seed_prompt), "deployed": acc(m, deployed)}
+            for who, m in (("base", base_model), ("weights", s.model))}
+
+
 def evaluate_step(s, base_model, preset, step, last, row):
     """Val accuracy with the deployed prompt every eval_every steps and at the end (greedy exact
     match at the end only); at every kl_every-th of those steps and at the end, KL to the base under
@@ -332,6 +368,10 @@ def evaluate_step(s, base_model, preset, step, last, row):
                                  max_new_tokens=preset.max_new_tokens)
         row["kl"] = kl(deployed)
         row["kl_common"] = row["kl"] if deployed == s.task.seed_prompt else kl(s.task.seed_prompt)
+    if preset.probe_entries:  # the weights alone, under the seed prompt; C7's table at the end
+        row.update(seed_prompt_probe(s, preset))
+        if last:
+            row["c7"] = channel_table(s, base_model, preset, deployed)
 
 
 # the reflectors on a frozen base -----------------------------------------------------------

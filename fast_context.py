@@ -44,7 +44,10 @@ Design choices and why:
   frontier candidates with the current policy (|frontier| x |D_p|) and rebuilds the fronts from
   candidates scored this round only; older off-frontier candidates stay in the pool as history but
   no longer compete. rescore=False skips this for a round right after init_state (same weights,
-  nothing stale).
+  nothing stale). With run_round(pool=P) the whole pool is re-scored instead (the seed and the
+  P - 1 best others, pool_members): a prompt that lost under older weights can win again, which a
+  frontier-only re-score never allows. run_round(pareto=...) gives the round its own D_p (the
+  paper scores candidates on the problems of the next T RL batches); a new D_p is always re-scored.
 - Dominance: y is dominated if another candidate's set of instance fronts strictly contains y's
   (pruned one at a time, weakest mean first, as GEPA iterates). GEPA's own rule also drops y when
   its fronts are covered jointly by several others, or by a twin; keeping those = more prompt
@@ -274,10 +277,18 @@ def gepa_iteration(state, evaluate, reflector):
     return _log(state, event, "accepted", "", text)
 
 
-def rescore_frontier(state, evaluate):
-    """New weights: re-score every candidate on some instance front on D_p, then rebuild the
-    fronts."""
-    on_front = sorted(set().union(*state.front_sets))
+def pool_members(state, max_pool):
+    """The candidates a whole-pool re-score keeps: the seed and the max_pool - 1 others with the
+    best mean at their last scoring (ties: the newer). The rest leave the pool for good."""
+    others = sorted(range(1, len(state.candidates)),
+                    key=lambda k: (-_mean(state.scores[k]), -k))[:max_pool - 1]
+    return sorted([0] + others)
+
+
+def rescore_frontier(state, evaluate, which=None):
+    """New weights: re-score every candidate on some instance front on D_p (or the candidates
+    `which`, e.g. the whole pool), then rebuild the fronts from them."""
+    on_front = sorted(set().union(*state.front_sets)) if which is None else list(which)
     state.round += 1
     contexts = [state.candidates[k] for k in on_front]
     many = getattr(evaluate, "many", None)  # optional: every context in one call (one generate)
@@ -290,11 +301,18 @@ def rescore_frontier(state, evaluate):
     return _log(state, {"round": state.round, "rescored": on_front}, "rescore")
 
 
-def run_round(state, evaluate, num_proposals, reflector, rescore=True):
+def run_round(state, evaluate, num_proposals, reflector, rescore=True, pool=0, pareto=None):
     """One FST round: re-score the frontier with the current policy, then num_proposals iterations
-    (a skipped or invalid iteration counts as a proposal). Returns a summary dict."""
+    (a skipped or invalid iteration counts as a proposal). Returns a summary dict.
+    pool > 0: re-score the whole pool instead (at most `pool` candidates, pool_members), so a
+    prompt that lost on earlier weights can come back. `pareto`: this round's D_p (e.g. problems of
+    the next RL batches, as the paper's round scores candidates); a new D_p is always re-scored."""
     start = state.rollouts
-    if rescore:
+    if pareto is not None:
+        state.pareto = list(pareto)
+    if pool or pareto is not None:
+        rescore_frontier(state, evaluate, pool_members(state, pool or len(state.candidates)))
+    elif rescore:
         rescore_frontier(state, evaluate)
     events = [gepa_iteration(state, evaluate, reflector) for _ in range(num_proposals)]
     best = best_candidate(state)

@@ -40,14 +40,26 @@ from model import GPT
 # task's true instruction as the fixed prompt (instructed). sequential = GEPA on the frozen base to
 # its budget first, then RL over that frozen frontier (as in BetterTogether); instructed = RL with
 # the fast channel's ceiling handed over free.
-METHODS = {  # name: uses_context, gepa_rounds, trains_weights, instructed
-    "rl":         dict(uses_context=0, gepa_rounds=0, trains_weights=1, instructed=0),
-    "context":    dict(uses_context=1, gepa_rounds=1, trains_weights=0, instructed=0),
-    "fst":        dict(uses_context=1, gepa_rounds=1, trains_weights=1, instructed=0),
-    "instructed": dict(uses_context=0, gepa_rounds=0, trains_weights=1, instructed=1),
-    "sequential": dict(uses_context=1, gepa_rounds=0, trains_weights=1, instructed=0),
+# sequential-1 = FST's own first GEPA round (the same rollouts), then RL over that frozen frontier:
+# the control with FST's budget, so FST - sequential-1 measures what the later rounds add.
+# `suite`: the reproduction's suite runs the row on every task (sequential-1 runs in the
+# adherence experiment only).
+METHODS = {  # name: uses_context, gepa_rounds, later_rounds, trains_weights, instructed, suite
+    "rl":           dict(uses_context=0, gepa_rounds=0, later_rounds=0, trains_weights=1,
+                         instructed=0, suite=1),
+    "context":      dict(uses_context=1, gepa_rounds=1, later_rounds=1, trains_weights=0,
+                         instructed=0, suite=1),
+    "fst":          dict(uses_context=1, gepa_rounds=1, later_rounds=1, trains_weights=1,
+                         instructed=0, suite=1),
+    "instructed":   dict(uses_context=0, gepa_rounds=0, later_rounds=0, trains_weights=1,
+                         instructed=1, suite=1),
+    "sequential":   dict(uses_context=1, gepa_rounds=0, later_rounds=0, trains_weights=1,
+                         instructed=0, suite=1),
+    "sequential-1": dict(uses_context=1, gepa_rounds=1, later_rounds=0, trains_weights=1,
+                         instructed=0, suite=0),
 }
 METHODS = {m: {k: bool(v) for k, v in flags.items()} for m, flags in METHODS.items()}
+SUITE_METHODS = [m for m, flags in METHODS.items() if flags["suite"]]
 
 
 # -----------------------------------------------------------------------------
@@ -78,15 +90,19 @@ class RunState:
     seed: int
     uses_context: bool         # a frontier of prompts (fast weights) in the RL groups
     gepa_rounds: bool          # GEPA rounds with the current weights (every T steps, or every step)
+    later_rounds: bool         # ... after the first one (sequential-1: the first round only)
     trains_weights: bool       # RL updates (slow weights)
-    instructed: bool           # the fixed prompt is the task's true instruction,
+    instructed: bool           # the fixed prompt is the task's true instruction (or `prompt`),
                                # not its seed prompt
+    suite: bool                # (the suite runs this method; nothing in the step reads it)
     evaluate: object           # make_evaluate(...): GEPA's evaluate (greedy, current weights)
     reflect: object            # the reflector (fast_context's reflection step)
     gepa: object               # fast_context.GEPAState, or None for rl
     task: tasks.Task           # the task of the current stage
     window: list = None        # schedules: the stream's last problems, GEPA's data (else None)
     rl_rollouts: int = 0
+    prompt: str = None         # instructed: this fixed prompt instead of the true instruction
+    queue: list = None         # the next RL batches, drawn early for a round that scores on them
 
 
 def token_counter(enc):
@@ -105,6 +121,8 @@ def start_fast_weights(s, preset, max_tokens, count_tokens, saved=None, windowed
         s.window, pareto, train = [problems_from(x) for x in saved["window"]]
     else:
         pareto, train = s.task.pareto, s.task.train
+    if saved is not None and saved.get("queue"):
+        s.queue = [problems_from(x) for x in saved["queue"]]
     if s.uses_context and saved is not None:
         s.gepa = fc.load_state_dict(saved["gepa"], pareto, train, count_tokens)
     elif s.uses_context:
@@ -123,7 +141,8 @@ def fast_weights_state(s):
     if s.window is not None:
         window = [problems_state(x) for x in (s.window, s.gepa.pareto if s.gepa else [],
                                               s.gepa.train if s.gepa else [])]
-    return dict(gepa=fc.state_dict(s.gepa) if s.gepa else None, window=window)
+    extra = {"queue": [problems_state(x) for x in s.queue]} if s.queue else {}
+    return dict(gepa=fc.state_dict(s.gepa) if s.gepa else None, window=window, **extra)
 
 
 def last_step(s, preset, step, n_steps):
@@ -144,12 +163,15 @@ def deployed_prompt(s):
     return fc.best_prompt(s.gepa) if s.gepa is not None else fixed_prompt(s)
 
 
-def gepa_round(s, preset, rescore):
-    """Fast weights: one GEPA round of K proposals, evaluated with the current policy
-    -> log fields."""
+def gepa_round(s, preset, rescore, pareto=None):
+    """Fast weights: one GEPA round of K proposals, evaluated with the current policy (the whole
+    pool re-scored if preset.gepa_pool; on its own D_p `pareto` if given) -> log fields."""
     s.model.eval()
-    r = fc.run_round(s.gepa, s.evaluate, preset.gepa_proposals, s.reflect, rescore=rescore)
+    r = fc.run_round(s.gepa, s.evaluate, preset.gepa_proposals, s.reflect, rescore=rescore,
+                     pool=preset.gepa_pool, pareto=pareto)
     row = dict(gepa_accepted=r["accepted"], frontier=r["frontier"], prompt=r["best_prompt"])
+    if preset.log_frontier:  # every prompt on the frontier, with the instances it covers
+        row["front"] = [[p, c] for p, c in fc.frontier_prompts(s.gepa)]
     if r["invalid"]:  # empty, over-budget or failed proposals: rejected, and logged here
         row["gepa_invalid"] = r["invalid"]
     return row
@@ -158,7 +180,7 @@ def gepa_round(s, preset, rescore):
 def fixed_prompt(s):
     """The prompt of a method without fast weights: the seed prompt, or the true instruction
     (instructed)."""
-    return s.task.instruction if s.instructed else s.task.seed_prompt
+    return (s.prompt or s.task.instruction) if s.instructed else s.task.seed_prompt
 
 
 # one prompt drawn for a problem: the context, its share of the G rollouts, the problem's index
@@ -181,13 +203,22 @@ def draw_prompts(s, problems, preset):
 def fst_step(s, step, preset):
     """One step of Fast-Slow Training -> log fields."""
     row = {}
+    due = (s.gepa_rounds and (not s.trains_weights or step % preset.gepa_every == 0)
+           and (s.later_rounds or step == 0))
+    if due and preset.gepa_round_problems:  # the round scores on the next T batches: draw them
+        s.queue = [s.rng.sample(s.task.train, preset.batch_problems)
+                   for _ in range(preset.gepa_every)]
     # this step's slice of the data stream
-    problems = s.rng.sample(s.task.train, preset.batch_problems)
+    problems = s.queue.pop(0) if s.queue else s.rng.sample(s.task.train, preset.batch_problems)
     # 1. fast weights: a GEPA round with the current policy (every T steps; every step for
     #    context-only)
-    if s.gepa_rounds and (not s.trains_weights or step % preset.gepa_every == 0):
+    if due:
         slid = step > 0 and slide_window(s, preset)
-        row.update(gepa_round(s, preset, rescore=step > 0 and (s.trains_weights or slid)))
+        ahead = [p for batch in [problems] + (s.queue or []) for p in batch]
+        row.update(gepa_round(s, preset, rescore=step > 0 and (s.trains_weights or slid),
+                              pareto=ahead[:preset.gepa_round_problems] or None))
+    elif step == 0 and s.gepa is not None and preset.log_frontier:  # sequential's frozen frontier
+        row["front"] = [[p, c] for p, c in fc.frontier_prompts(s.gepa)]
     if s.window is not None:
         s.window = (s.window + problems)[-preset.window:]
     if not s.trains_weights:

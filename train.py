@@ -96,6 +96,9 @@ class Preset:
                                   # (tasks.pretrain_row)
     calibration: float = 0.05     # share of rows whose context is the seed prompt
                                   # over a random rule
+    table_rows: float = 0.0       # the adherence world: share of rows that are partial tables
+                                  # (tasks.table_row; 0 elsewhere) ...
+    adherence: float = 1.0        # ... whose answers follow a stated entry this often
     batch_workers: int = 0        # processes building pretraining batches ahead (0: in the loop)
     threads: int = 2              # torch threads in all: pretraining's, split over --jobs for runs
                                   # (one each at least); a run's sums depend on its thread count
@@ -125,6 +128,15 @@ class Preset:
     kl_samples: int = 4           # ... x kl_samples completions, under the deployed
                                   # and the seed prompt
     # GEPA (fast weights)
+    gepa_pool: int = 0            # 0: a round re-scores the frontier; P: the whole pool
+                                  # (at most P candidates, fast_context.pool_members)
+    gepa_round_problems: int = 0  # 0: GEPA's D_p is the task's; N: each round's D_p is the
+                                  # first N problems of the next T RL batches
+    log_frontier: bool = False    # log every round's frontier prompts (row "front")
+    probe_entries: bool = False   # at every eval, the weights under the seed prompt: greedy
+                                  # accuracy and each table entry's (eval.seed_prompt_probe)
+    fixed_prompt: str = ""        # instructed: this prompt instead of the task's instruction
+                                  # (e.g. the best prompt within the budget, measured on the base)
     gepa_every: int = 6           # T: a GEPA round every T RL steps
     gepa_proposals: int = 4       # K proposals per round
     prompts_per_problem: int = 2  # m frontier prompts share each problem's G rollouts
@@ -155,6 +167,12 @@ class Preset:
     reflector_fail_rounds: int = 3
 
 
+# the adherence experiment's runs: the paper's stage length; GEPA rounds as the paper's (the whole
+# pool, at most 10, re-scored on 32 problems of the next T batches: <= 10 x 32 + 4 x (2 x 3 + 32)
+# = 472 rollouts a round, the paper's 960 calls on 192 problems scaled to T x 16 = 96 problems);
+# every frontier logged; the internalization probe at every eval (every 10 steps)
+ADH_RUNS = dict(steps=400, gepa_pool=10, gepa_round_problems=32, log_frontier=True,
+                probe_entries=True, eval_every=10)
 PRESETS = {
     "tiny": Preset("tiny"),
     # gpu: one replicate in minutes on one H100 (LOG.md 2026-12-05: 4000 pretraining steps, about
@@ -168,6 +186,10 @@ PRESETS = {
                         batch_workers=4, steps=12, eval_every=4, kl_every=6, kl_problems=32,
                         kl_samples=2, n_val=64, context_only_rollouts=120, continual_steps=6,
                         ckpt_every=6),
+    # the adherence world (tasks.table_row): a tiny base that follows a partial table's stated
+    # entries about 70% of the time, and its control that follows them always
+    "adh": Preset("adh", table_rows=0.25, adherence=0.7, pretrain_steps=2200, **ADH_RUNS),
+    "adh-ctl": Preset("adh-ctl", table_rows=0.25, adherence=1.0, pretrain_steps=2200, **ADH_RUNS),
     # micro: the end-to-end smoke test's preset (seconds, not minutes; its numbers mean nothing)
     "micro": Preset("micro", n_layer=2, n_head=2, n_embd=64, pretrain_steps=30, pretrain_batch=16,
                     pretrain_eval_every=1000, steps=4, batch_problems=4, group_size=4, eval_every=2,
@@ -210,6 +232,7 @@ def start_run(method, task, preset, init, base, seed, reflector, llm, device, le
     s = RunState(model=model, enc=enc, opt=opt,
                  ref=copy.deepcopy(model).eval() if preset.beta > 0 else None,
                  rng=random.Random(seed), seed=seed, **METHODS[method],
+                 prompt=preset.fixed_prompt or None,
                  evaluate=make_evaluate(model, enc, preset), gepa=None, task=task,
                  reflect=reflectors.make_reflector(
                      reflector, budget, count_tokens, seed, preset.edit_hypotheses,
@@ -585,6 +608,8 @@ def add_run_flags(r):
                    help="K: proposals per GEPA round")
     r.add_argument("--budget", type=positive(int), default=None,
                    help="context-only: rollout budget")
+    r.add_argument("--fixed-prompt", default=None,
+                   help="instructed: this prompt instead of the task's true instruction")
 
 
 def schedule_spec(text):
@@ -632,7 +657,7 @@ def run_command(args, preset, root, device):
                             optimizer_steps=args.optimizer_steps,
                             loss_type=args.loss, beta=args.beta, gepa_every=args.gepa_every,
                             gepa_proposals=args.proposals, context_only_rollouts=args.budget,
-                            ckpt_every=args.ckpt_every)
+                            ckpt_every=args.ckpt_every, fixed_prompt=args.fixed_prompt)
     schedule = tasks.parse_schedule(args.schedule or args.task, preset.steps, most=MOST_STEPS)
     for spec, _ in schedule:
         tasks.make_task(spec)

@@ -8,14 +8,14 @@ runs (`jobs`) that train.py executes and report.py reads back.
 
 Layout: <root>/b<base seed>/base/model.pt is a base; its runs sit in
 run_dir(base_root(root, b), task, method, seed). To add a task to the suite, add its name to
-SUITE_TASKS; to add a method, add a row to fst.METHODS (the suite runs every row).
+SUITE_TASKS; to add a method, add a row to fst.METHODS (the suite runs every row marked `suite`).
 """
 
 import os
 import types
 
 from world import tasks
-from fst import METHODS
+from fst import METHODS, SUITE_METHODS
 
 # like CodeIO, HoVer, Math; then the dial's middle level (a prompt fits 2 of the 3 entries)
 SUITE_TASKS = ["hidden-rule", "cipher", "long-chain", "cipher-k2"]
@@ -27,11 +27,11 @@ PLASTICITY_INITS = ("base", "rl", "fst")                # C5: RL on it from thes
 CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three markers,
                                                         # untold switches
 EXPLORATION_TASK = "sparse"                             # C8: zero reward under the seed prompt
-SUITE_METHODS = list(METHODS)                           # fst.METHODS: the one table
+# SUITE_METHODS: the rows of fst.METHODS, the one table, that the suite runs
 SWEEP_REFLECTORS = ["oracle", "demo"]                   # FST with these too (`--sweep`, first base)
 # the methods without fast weights never read a context budget (rl, instructed): a dial level
 # shares its family's runs of them
-BUDGET_BLIND = tuple(m for m, flags in METHODS.items() if not flags["uses_context"])
+BUDGET_BLIND = tuple(m for m in SUITE_METHODS if not METHODS[m]["uses_context"])
 
 
 def base_root(root, b):
@@ -96,7 +96,7 @@ def jobs(preset, root, bases=1, seeds=1, sweep=False):
             add(1, method, [(t, preset.continual_steps) for t in CONTINUAL],
                 run_dir(broot, "continual", method, seed), seed)
         for task in SUITE_TASKS:
-            for method in METHODS:  # every method of the one table (fst.METHODS)
+            for method in SUITE_METHODS:  # every suite row of the one table (fst.METHODS)
                 add(1, method, [(task, preset.steps)],
                     run_dir(broot, task, method, seed), seed)
         for method in ("rl", "fst"):  # C8: exploration from zero reward

@@ -179,7 +179,7 @@ def check_spec_error(fn, arg, lists_ops=True):
     "rotate 5", "rotate 0", "rotate",                           # bad rotate parameter
     "map 3>x", "map 3-7", "map 10>2", "map",                    # bad map entries
     "map 3>1 3>2",                                              # duplicate map source
-    "map 1>2 3>4 5>6 7>8",                                      # too many map entries
+    "map 1>2 3>4 5>6 7>8 9>0 0>1 2>3",                                      # too many map entries
     "reverse 2", "sort 1",                                      # parameter to a parameterless op
     "", "   ", "add 3,,sort", "add 3,", ",sort", "add 3 then  then sort",  # empty chain / empty op
 ])

@@ -62,12 +62,19 @@ def autocast(device):
 # -----------------------------------------------------------------------------
 # bookkeeping shared by pretraining and runs: checkpoints, the wall clock, guarded optimizer steps
 
+# Preset fields added after runs were archived, with the value that means "as before": a setting
+# is recorded only where it differs, so every archived run still matches its own settings.
+LATER_FIELDS = {"table_rows": 0.0, "adherence": 1.0, "gepa_pool": 0, "gepa_round_problems": 0,
+                "log_frontier": False, "fixed_prompt": "", "probe_entries": False}
+
+
 def settings_of(preset, **kw):
     """What a checkpoint must match to be resumed, as plain JSON values: the run's own settings and
     the preset's numbers that shape its result (checkpoint cadence and the guard limit do not)."""
     skip = ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps", "batch_workers",
             "reflector_fail_rounds")
-    p = {k: v for k, v in asdict(preset).items() if k not in skip}
+    p = {k: v for k, v in asdict(preset).items() if k not in skip
+         and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     return json.loads(json.dumps(dict(kw, preset=p)))
 
 
@@ -425,7 +432,8 @@ def pretrain_batch(enc, preset, seed, step, device):
     uninterrupted one would."""
     rng = random.Random(seed * preset.data_seed_stride + step)
     examples = [tasks.pretrain_row(rng, enc, preset.row_tokens, tasks.UNSEEN_RULES,
-                                   preset.calibration, preset.pack)
+                                   preset.calibration, preset.pack, preset.table_rows,
+                                   preset.adherence)
                 for _ in range(preset.pretrain_batch)]
     return make_batch(enc, examples, device)
 

@@ -383,6 +383,58 @@ def fit(rule, examples):
     return total / len(examples)
 
 
+# -----------------------------------------------------------------------------
+# edit on a partial table (`rule: map 2>7 +`): entries added, retargeted, dropped or swapped
+
+def table_votes(stated, attempts):
+    """Entries (a, b), a != b, that the failures point to: in an expected answer digit a became b
+    where the model's output has another digit, and a's stated target (if any) is not b.
+    -> Counter."""
+    votes = Counter()
+    for xs, ys, out, _ in attempts:
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if (out is None or i >= len(out) or out[i] != y) and x != y and stated.get(x) != y:
+                votes[(x, y)] += 1
+    return votes
+
+
+def table_fit(stated, attempts):
+    """How much of the expected answers a partial table gets right, in [0, 1], if the model keeps
+    what it got right where the table is silent (it may have learned it) and leaves a digit it got
+    wrong there unchanged (an unstated digit's default): a stated digit takes its target."""
+    right = total = 0
+    for xs, ys, out, _ in attempts:
+        own = out if out is not None and len(out) == len(xs) else xs
+        right += sum(stated[x] == y if x in stated else (o == y or x == y)
+                     for x, o, y in zip(xs, own, ys))
+        total += len(ys)
+    return right / max(total, 1)
+
+
+def table_edits(stated, attempts, fits):
+    """Tables one edit away from `stated` ({source: target}), most voted first: a failing entry
+    added or retargeted; where an addition does not fit the budget (`fits`), swapped in for a
+    stated entry (the ones the examples show least first: the model may have learned them); a
+    stated entry the expected answers contradict dropped."""
+    votes, seen = table_votes(stated, attempts), Counter(x for xs, _, _, _ in attempts for x in xs)
+    out = []
+    for (a, b), _ in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0])):
+        new = {**stated, a: b}
+        if fits(new):
+            out.append(new)
+            continue
+        for c in sorted((c for c in stated if c != a), key=lambda c: (seen[c], c)):
+            out.append({**{k: v for k, v in stated.items() if k != c}, a: b})
+    for a in sorted(stated):  # an expected answer keeps a stated source unchanged
+        if any(x == a == y for xs, ys, _, _ in attempts for x, y in zip(xs, ys)):
+            out.append({k: v for k, v in stated.items() if k != a})
+    return out
+
+
+def partial_table(stated):
+    return Op("map", tuple(sorted(stated.items())), partial=True)
+
+
 class EditReflector(_Reflector):
     """One local edit of the current context's rule per call, chosen from the failures (see the
     file's docstring); at most max_hypotheses candidate rules checked per call. After a call,
@@ -397,6 +449,8 @@ class EditReflector(_Reflector):
         examples = [(xs, ys) for xs, ys, _, _ in attempts]
         failed = [a for a in attempts if a[3]] or attempts
         rule = parse_context_rule(current_prompt) or ()
+        if len(rule) == 1 and rule[0].partial:  # a partial table: its own edits (table_edits)
+            return self.edit_table(dict(rule[0].arg), attempts)
         self.checked, best, best_fit = 0, None, fit(rule, examples)
         if best_fit < 1.0:  # the rule itself is wrong somewhere: look for one edit that helps
             fits = lambda r: self.count_tokens(instruction(r)) <= self.max_tokens
@@ -420,6 +474,22 @@ class EditReflector(_Reflector):
         if out is None:
             raise ValueError(f"no edit helps and no demonstration fits {self.max_tokens} tokens")
         return out
+
+
+    def edit_table(self, stated, attempts):
+        """One edit of a partial table: the best by table_fit of at most max_hypotheses
+        table_edits, if it beats the current table."""
+        fits = lambda t: self.count_tokens(instruction((partial_table(t),))) <= self.max_tokens
+        self.checked, best, best_fit = 0, None, table_fit(stated, attempts)
+        for new in table_edits(stated, attempts, fits)[:self.max_hypotheses]:
+            self.checked += 1
+            f = table_fit(new, attempts)
+            if f > best_fit + 1e-9:
+                best, best_fit = new, f
+        self.total_checked += self.checked
+        if best is None:
+            raise ValueError("no edit of the table helps")
+        return instruction((partial_table(best),))
 
 
 # -----------------------------------------------------------------------------

@@ -48,9 +48,11 @@ from world.bpe import (SPECIALS, tokenizer_from_ranks, tokenizer_from_state,  # 
 
 OPS = ["reverse", "sort", "swap", "rotate", "add", "map"]
 PARAM_RANGE = {"rotate": (1, 2), "add": (1, 3)}  # inclusive ranges of the integer parameter
-MAX_MAP = 3                                       # at most 3 entries in a substitution table
+MAX_MAP = 3                                       # at most 3 entries in a pretraining table
+TABLE_MAX = 6         # a table a context states (or a task hides) has at most 6 entries
+PARTIAL = "+"         # a map ending in `+` states part of its table: more entries exist
 VALID_OPS_TEXT = ("reverse, sort, swap, rotate K (K=1..2), add K (K=1..3), "
-                  "map A>B [C>D ...] (1-3 pairs of digits)")
+                  "map A>B [C>D ...] [+] (1-6 pairs of digits; a final + means more exist)")
 
 
 class SpecError(ValueError):
@@ -61,12 +63,14 @@ class SpecError(ValueError):
 class Op:
     name: str
     arg: object = None  # int for rotate/add, tuple of (a, b) pairs for map, None otherwise
+    partial: bool = False  # map only: the table stated is part of a larger one (`map 2>7 +`)
 
     def text(self):
         if self.name in PARAM_RANGE:
             return f"{self.name} {self.arg}"
         if self.name == "map":
-            return "map " + " ".join(f"{a}>{b}" for a, b in self.arg)
+            return " ".join(["map"] + [f"{a}>{b}" for a, b in self.arg]
+                            + [PARTIAL] * self.partial)
         return self.name
 
     def apply(self, xs):
@@ -85,7 +89,7 @@ class Op:
             return xs[k:] + xs[:k]
         if n == "add":
             return [(x + self.arg) % 10 for x in xs]
-        if n == "map":
+        if n == "map":  # a partial table applies what it states
             table = dict(self.arg)
             return [table.get(x, x) for x in xs]
         raise AssertionError(n)
@@ -122,6 +126,8 @@ def parse_op(text):
                             f"valid ops: {VALID_OPS_TEXT}")
         return Op(name, int(args[0]))
     if name == "map":
+        partial = bool(args) and args[-1] == PARTIAL
+        args = args[:-1] if partial else args
         pairs = []
         for a in args:
             m = re.fullmatch(r"(\d)>(\d)", a)
@@ -130,10 +136,10 @@ def parse_op(text):
                                 f"valid ops: {VALID_OPS_TEXT}")
             pairs.append((int(m.group(1)), int(m.group(2))))
         keys = [a for a, _ in pairs]
-        if not 1 <= len(pairs) <= MAX_MAP or len(set(keys)) != len(keys):
-            raise SpecError(f"'{text.strip()}': map takes 1..{MAX_MAP} pairs with distinct "
+        if not (0 if partial else 1) <= len(pairs) <= TABLE_MAX or len(set(keys)) != len(keys):
+            raise SpecError(f"'{text.strip()}': map takes 1..{TABLE_MAX} pairs with distinct "
                             f"sources; valid ops: {VALID_OPS_TEXT}")
-        return Op("map", tuple(sorted(pairs)))
+        return Op("map", tuple(sorted(pairs)), partial)
     if args:
         raise SpecError(f"'{text.strip()}': {name} takes no parameter; valid ops: {VALID_OPS_TEXT}")
     return Op(name)
@@ -325,7 +331,36 @@ def encode_row(enc, context, problems):
     return ids, answer
 
 
-def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
+# the adherence world: partial tables (the pretraining share is Preset.table_rows, 0 elsewhere)
+NEAR = (1, 2, 3)  # an unstated entry's target in pretraining is its source + 1..3 (mod 10): the
+                  # world's prior, so a target outside it is one a base almost never guesses
+
+
+def table_row(rng, adherence, draw=10):
+    """-> (context, [Problem] * draw): a substitution table of 1..TABLE_MAX entries of which the
+    context states 0..MAX_MAP (stated targets: any digit), ending in `+` when entries are left
+    unstated (their targets: the NEAR prior). The answers follow the whole table, except that a
+    digit a partial context states becomes its stated target only with probability `adherence`
+    (else it stays unchanged): the base learns to follow what a partial table states about that
+    often, and to spread its guesses where the context is silent, as an LLM is unsure where its
+    prompt says nothing."""
+    n = rng.randint(1, TABLE_MAX)
+    sources = rng.sample(range(10), n)
+    s = rng.randint(0, min(n, MAX_MAP))
+    table = {a: rng.choice([d for d in range(10) if d != a]) if i < s
+             else (a + rng.choice(NEAR)) % 10 for i, a in enumerate(sources)}
+    stated = Op("map", tuple(sorted((a, table[a]) for a in sources[:s])), partial=s < n)
+    ps = []
+    for _ in range(draw):
+        xs = [rng.randrange(10) for _ in range(rng.randint(*LIST_LEN))]
+        ys = [table.get(x, x) if x not in dict(stated.arg) or not stated.partial
+              or rng.random() < adherence else x for x in xs]
+        ps.append(Problem(tuple(xs), tuple(ys), rng.choice(MARKERS)))
+    return f"rule: {stated.text()}", ps
+
+
+def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10, table=0.0,
+                 adherence=1.0):
     """-> (context, [Problem]): one packed pretraining row.
 
     A context (as pretrain_example draws it) and as many of `draw` problems of its rule as fit in
@@ -333,12 +368,21 @@ def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
     answers per row. With probability `calibration` the context is the task-agnostic SEED_PROMPT
     over a random rule instead: the first answer of such a row cannot be known from its context, so
     the model learns to spread its guesses under an uninformative context rather than collapse onto
-    one default (what lets RL explore from the seed prompt). The rng is consumed the same way
-    whatever the budget."""
+    one default (what lets RL explore from the seed prompt). With probability `table` (the adherence
+    world; no draw at 0, so other presets' rows are unchanged) the row is a table_row. The rng is
+    consumed the same way whatever the budget."""
+    if table and rng.random() < table:
+        ctx, ps = table_row(rng, adherence, draw)
+        return ctx, ps[:_fits(enc, ctx, ps, budget)]
     calib = rng.random() < calibration
     ctx, ps = pretrain_example(rng, exclude, draw)
     if calib:
         ctx = SEED_PROMPT
+    return ctx, ps[:_fits(enc, ctx, ps, budget)]
+
+
+def _fits(enc, ctx, ps, budget):
+    """How many of the problems `ps` fit one row of `budget` tokens (at least the first)."""
     # each problem's tokens, encoded only until one does not fit
     sizes = (sum(map(len, _problem_ids(enc, ctx, p, i == 0))) for i, p in enumerate(ps))
     n, keep = next(sizes), 1
@@ -346,7 +390,7 @@ def pretrain_row(rng, enc, budget, exclude=(), calibration=0.0, draw=10):
         if n + size > budget:
             break
         n, keep = n + size, keep + 1
-    return ctx, ps[:keep]
+    return keep
 
 
 def general_eval_set(n=256, seed=1234, exclude=()):
@@ -436,6 +480,7 @@ class TaskDef:
     lens: tuple = LIST_LEN
     max_context_tokens: int = None  # the task's context budget in tokens (None: the preset's)
     family: str = None          # tasks of one family share their splits (None: its own name)
+    seed: str = None            # the seed prompt, where neither told nor SEED_PROMPT
 
 
 NAMED_TASKS = {
@@ -475,6 +520,29 @@ for _k in DIAL_LEVELS:
 UNSEEN_RULES = {signature(parse_rule(NAMED_TASKS["cipher"].rule))}
 
 
+# The adherence world's task (trained only by a preset with table rows): a hidden 6-entry table of
+# which a context budget of 11 tokens (`rule: map a>b c>d +`) states 2 entries, so the prompt cannot
+# carry it all and the weights must learn the rest. The seed prompt says only "a table, entries
+# unknown" (`rule: map +`). Its entries were drawn once from a fixed seed, before any run: NEAR_ENTRIES
+# whose targets follow the pretraining prior NEAR (a base guesses them), the rest FAR_ENTRIES
+# (a target no unstated entry had in pretraining: RL alone almost never samples it). Reward: partial
+# credit per position, so RL-only learns the guessable entries and plateaus below 1.
+def _table_task(n_near=2, n=TABLE_MAX, seed="table6"):
+    rng = random.Random(seed)
+    sources = rng.sample(range(10), n)
+    far = [d for d in range(1, 10) if d not in NEAR]
+    return tuple(sorted((a, (a + rng.choice(NEAR if i < n_near else far)) % 10)
+                        for i, a in enumerate(sources)))
+
+
+TABLE6 = _table_task()
+TABLE_BUDGET = 3 + 3 * 2 + 2  # `rule: map` + two entries ` a>b` + ` +`, in the world's tokens
+ADHERENCE_TASKS = {
+    "table6": TaskDef(Op("map", TABLE6).text(), "table", "in", max_context_tokens=TABLE_BUDGET,
+                      seed="rule: map +"),
+}
+
+
 def single_ops():
     """Every trained single op but map (whose tables are too many to list; see
     select_tasks.in_disguise)."""
@@ -487,8 +555,8 @@ def single_ops():
 def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=256):
     """A named task ('hidden-rule', 'cipher', 'long-chain', ...) or a custom
     'rule:rotate 2,add 3'."""
-    if spec in NAMED_TASKS:
-        d = NAMED_TASKS[spec]
+    if spec in NAMED_TASKS or spec in ADHERENCE_TASKS:
+        d = NAMED_TASKS.get(spec) or ADHERENCE_TASKS[spec]
     elif spec.startswith("rule:"):
         d = TaskDef(spec[len("rule:"):], "custom", "in")
     else:
@@ -500,7 +568,7 @@ def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=256):
 def build_task(spec, d, seed=0, n_train=2048, n_pareto=16, n_val=256):
     """The Task a TaskDef poses under the name `spec` (which seeds its splits' inputs)."""
     rule = parse_rule(d.rule)
-    seed_prompt = instruction(rule) if d.told else SEED_PROMPT
+    seed_prompt = instruction(rule) if d.told else d.seed or SEED_PROMPT
     rng = random.Random(f"{d.family or spec}/{seed}")  # str seeds are deterministic across runs
     seen, per_len, splits, val_inputs = set(), Counter(), [], set()
     for n in (n_val, n_pareto, n_train):  # val first: it is the same for every n_train

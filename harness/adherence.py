@@ -1,0 +1,291 @@
+"""
+adherence.py: the adherence experiment. Does interleaving matter when the base follows a prompt
+imperfectly and the table is larger than the budget?
+
+    python -m harness.adherence --measure --level adh --bases 5     # the criteria, on the bases alone
+    python -m harness.adherence --run --level adh --bases 5 --seeds 2 --jobs 2   # every run (resumable)
+    python -m harness.adherence --commands --level adh --bases 5 --seeds 2      # one line per run, for a
+                                                                         # scheduler (xargs -P)
+    python -m harness.adherence --pipeline bases & python -m harness.adherence --pipeline runs --seeds 2 &
+                                          # everything, on two cores, resumable (see pipeline)
+
+The world (tasks.table_row): pretraining rows whose context states part of a substitution table
+(`rule: map 2>7 +`), followed with probability `adherence` (Preset.adherence: 0.7 in `adh`, 1.0 in
+its control `adh-ctl`). The task (`table6`): a hidden 6-entry table, a budget of two entries, seed
+prompt `rule: map +`. The bases live in <root>/<level>/b<k>/base (pretrained by
+`python train.py pretrain --preset <level> --seed k --out ...`), the runs in
+<root>/<level>/b<k>/table6/<arm>/s<seed>.
+
+Criteria (written in LOG.md before any run, measured here by `measure_base`):
+  general accuracy, adherence per stated entry, entropy where the prompt is silent, the far entries'
+  probability under the seed prompt, the share of zero-variance groups under the best in-budget
+  prompt. The best in-budget prompt (greedy on val, on the base) is also instructed-in-budget's
+  fixed prompt.
+Arms: rl, context, fst, sequential (GEPA to 600 rollouts first), sequential-1 (FST's round 0
+only), instructed-budget (the best in-budget prompt, fixed) and instructed-full (the whole table: a
+ceiling, not a control).
+"""
+
+import argparse
+import itertools
+import json
+import math
+import os
+import shlex
+import sys
+
+import torch
+
+import rollout
+from rl import zero_std_fraction
+from world import tasks
+
+TASK = "table6"
+LEVELS = ("adh", "adh-ctl")
+CRITERIA = dict(general=0.85, adherence={"adh": (0.5, 0.8), "adh-ctl": (0.95, 1.0)},
+                entropy=0.5, far=1e-3, near=0.02, zero_std={"adh": 0.5, "adh-ctl": None})
+# arm: (method, the prompt instructed fixes: "budget" = the base's best in-budget prompt, "full" =
+# the task's instruction)
+# (in the order a replicate runs them: the primary family's arms first)
+ARMS = {"fst": ("fst", None), "sequential-1": ("sequential-1", None), "rl": ("rl", None),
+        "context": ("context", None), "instructed-budget": ("instructed", "budget"),
+        "sequential": ("sequential", None), "instructed-full": ("instructed", "full")}
+# the order bases are pretrained and run in: both levels' first base, then the rest
+BASE_ORDER = [("adh", 0), ("adh-ctl", 0), ("adh", 1), ("adh", 2), ("adh-ctl", 1), ("adh", 3),
+              ("adh", 4), ("adh-ctl", 2)]
+
+
+def base_dir(root, level, b):
+    return os.path.join(root, level, f"b{b}", "base")
+
+
+def run_dir(root, level, b, arm, seed):
+    return os.path.join(root, level, f"b{b}", TASK, arm, f"s{seed}")
+
+
+# -----------------------------------------------------------------------------
+# the criteria, on a base
+
+def in_budget_prompts(task, count_tokens):
+    """The seed prompt and every partial table of 1 or 2 true entries that fits the budget."""
+    table = task.rule[0].arg
+    out = [task.seed_prompt]
+    for n in (1, 2):
+        for entries in itertools.combinations(table, n):
+            p = tasks.instruction((tasks.Op("map", entries, partial=True),))
+            if count_tokens(p) <= task.max_context_tokens:
+                out.append(p)
+    return out
+
+
+def greedy_reward(model, enc, context, problems):
+    ro = rollout.sample_rollouts(model, enc, [context] * len(problems), problems, 1, 0.0, 0, 12)
+    return sum(ro.rewards) / len(ro)
+
+
+def adherence(model, enc, task, samples=4, seed=0):
+    """-> {"a>b": share of a's positions that become b} under `rule: map a>b +`, sampled at T = 1
+    on the val problems that hold a."""
+    out = {}
+    for a, b in task.rule[0].arg:
+        ps = [p for p in task.val if a in p.inputs]
+        ctx = tasks.instruction((tasks.Op("map", ((a, b),), partial=True),))
+        ro = rollout.sample_rollouts(model, enc, [ctx] * len(ps), ps, samples, 1.0, seed, 12)
+        hits = []
+        for i, text in enumerate(ro.texts):
+            p, got = ps[i // samples], tasks.parse_digits(text) or []
+            hits += [len(got) == len(p.inputs) and got[j] == b
+                     for j, x in enumerate(p.inputs) if x == a]
+        out[f"{a}>{b}"] = sum(hits) / len(hits)
+    return out
+
+
+@torch.no_grad()
+def silent_stats(model, enc, task):
+    """Teacher-forced under the seed prompt, at answer positions whose input digit is a table
+    source: the next-token entropy (nats), and each entry's probability of its true target.
+    -> (mean entropy, {"a>b": mean probability})"""
+    table = dict(task.rule[0].arg)
+    prompts = [tasks.encode_prompt(enc, task.seed_prompt, p) for p in task.val]
+    answers = [tasks.encode_answer(enc, p) for p in task.val]
+    L = max(map(len, answers))
+    tokens = torch.zeros(len(answers), L, dtype=torch.long)
+    mask = torch.zeros(len(answers), L, dtype=torch.bool)
+    for i, a in enumerate(answers):
+        tokens[i, :len(a)], mask[i, :len(a)] = torch.tensor(a), True
+    model.eval()
+    logp = torch.log_softmax(rollout.completion_logits(model, prompts, tokens, mask).float(), -1)
+    ent, prob = [], {f"{a}>{b}": [] for a, b in table.items()}
+    digit = {d: enc.encode_ordinary(f" {d}")[0] for d in range(10)}
+    for i, p in enumerate(task.val):
+        for j, x in enumerate(p.inputs):  # answer token j is digit j (digits are single tokens)
+            if x in table:
+                lp = logp[i, j]
+                ent.append(float(-(lp.exp() * lp).sum()))
+                prob[f"{x}>{table[x]}"].append(float(lp[digit[table[x]]].exp()))
+    return sum(ent) / len(ent), {k: sum(v) / len(v) for k, v in prob.items()}
+
+
+def zero_std_share(model, enc, task, prompt, problems=64, group=8, seed=0):
+    """Share of G-rollout groups (T = 1) with equal rewards under `prompt`: the slow channel's
+    silence at step 0."""
+    ps = task.val[:problems]
+    ro = rollout.sample_rollouts(model, enc, [prompt] * len(ps), ps, group, 1.0, seed, 12)
+    return zero_std_fraction(torch.tensor(ro.rewards), torch.tensor(ro.group))
+
+
+def far_entries(task):
+    return {f"{a}>{b}" for a, b in task.rule[0].arg if (b - a) % 10 not in tasks.NEAR}
+
+
+def measure_base(path, level, device="cpu"):
+    """Every criterion on one base -> dict (values, and `pass` per criterion)."""
+    from world.pretrain import load_base
+    model, enc = load_base(path, device)
+    with open(os.path.join(os.path.dirname(path), "metrics.json")) as f:
+        general = json.load(f)["general_acc"]
+    task = tasks.make_task(TASK)
+    count = lambda text: len(enc.encode_ordinary(text))
+    scores = {p: greedy_reward(model, enc, p, task.val) for p in in_budget_prompts(task, count)}
+    best = max(scores, key=lambda p: (scores[p], -count(p), p == task.seed_prompt))
+    adh = adherence(model, enc, task)
+    ent, prob = silent_stats(model, enc, task)
+    far = far_entries(task)
+    m = dict(general=general, adherence=adh, adherence_mean=sum(adh.values()) / len(adh),
+             silent_entropy=ent, target_prob=prob,
+             far_prob=sum(prob[k] for k in far) / len(far),
+             near_prob=sum(v for k, v in prob.items() if k not in far) / (len(prob) - len(far)),
+             in_budget=scores, best_prompt=best, best_score=scores[best],
+             full_score=greedy_reward(model, enc, task.instruction, task.val),
+             zero_std=zero_std_share(model, enc, task, best))
+    c, (lo, hi), z = CRITERIA, CRITERIA["adherence"][level], CRITERIA["zero_std"][level]
+    m["pass"] = dict(general=general >= c["general"], adherence=lo <= m["adherence_mean"] <= hi,
+                     entropy=ent >= c["entropy"], far=m["far_prob"] < c["far"],
+                     near=m["near_prob"] >= c["near"],
+                     zero_std=z is None or m["zero_std"] <= z)
+    return m
+
+
+# -----------------------------------------------------------------------------
+# the runs
+
+def jobs(root, level, bases, seeds):
+    """Every run as (folder, kwargs of train.run): replicate by replicate (seed-major over bases),
+    so a grid stopped early holds whole replicates. instructed-budget reads the base's best
+    in-budget prompt from its criteria.json (measure first)."""
+    out = []
+    for seed, b in [(s, b) for s in range(seeds) for b in range(bases)]:
+        base = os.path.join(base_dir(root, level, b), "model.pt")
+        for arm, (method, fixed) in ARMS.items():
+            prompt = ""
+            if fixed == "budget":
+                with open(os.path.join(base_dir(root, level, b), "criteria.json")) as f:
+                    prompt = json.load(f)["best_prompt"]
+            out.append((run_dir(root, level, b, arm, seed),
+                        dict(method=method, init=base, base=base, seed=seed, fixed_prompt=prompt)))
+    return out
+
+
+def run_job(level, folder, kw, threads=1):
+    """One run of the grid (resumes a stopped one; a finished one is read back)."""
+    from dataclasses import replace
+    import train
+    torch.set_num_threads(threads)
+    preset = replace(train.PRESETS[level], fixed_prompt=kw["fixed_prompt"])
+    return train.run(kw["method"], [(TASK, preset.steps)], preset, kw["init"], folder,
+                     seed=kw["seed"], base=kw["base"], device="cpu", resume=True,
+                     log=lambda *a: None)
+
+
+def measured(root, level, b):
+    return os.path.exists(os.path.join(base_dir(root, level, b), "criteria.json"))
+
+
+def prepare_base(root, level, b, log=print):
+    """Pretrain base b of a level if it is missing (resuming a stopped pretraining), then measure
+    its criteria once (criteria.json)."""
+    import train
+    d = base_dir(root, level, b)
+    if not os.path.exists(os.path.join(d, "model.pt")):
+        train.pretrain(train.PRESETS[level], d, "cpu", seed=b, log=log,
+                       resume=os.path.exists(os.path.join(d, "ckpt.pt")))
+    if not measured(root, level, b):
+        m = measure_base(os.path.join(d, "model.pt"), level)
+        with open(os.path.join(d, "criteria.json"), "w") as f:
+            json.dump(m, f, indent=1)
+        log(f"{level} b{b}: measured, passes {sum(m['pass'].values())} of {len(m['pass'])}")
+
+
+def pipeline(root, chain, seeds, wait_s=60, log=print):
+    """One of two background chains that together run the whole experiment on two cores:
+    `bases` pretrains and measures the bases in BASE_ORDER; `runs` runs every replicate
+    (seed-major) as soon as its base is measured. Both resume where they stopped."""
+    import time
+    if chain == "bases":
+        for level, b in BASE_ORDER:
+            prepare_base(root, level, b, log)
+        return
+    for seed in range(seeds):
+        for level, b in BASE_ORDER:
+            while not measured(root, level, b):
+                time.sleep(wait_s)
+            for folder, kw in jobs(root, level, b + 1, seed + 1)[-len(ARMS):]:
+                s = run_job(level, folder, kw)
+                log(f"{folder}: final {s['final_val_acc']:.3f}, {s['wall_s']:.0f} s")
+
+
+def command(level, folder, kw):
+    """The shell line that runs one job (for a scheduler)."""
+    args = ["python", "train.py", "run", "--preset", level, "--threads", "1", "--method",
+            kw["method"], "--task", TASK, "--init", kw["init"], "--base", kw["base"], "--seed",
+            str(kw["seed"]), "--out", folder, "--resume"]
+    if kw["fixed_prompt"]:
+        args += ["--fixed-prompt", kw["fixed_prompt"]]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--root", default="runs/adherence")
+    ap.add_argument("--level", choices=LEVELS, default="adh")
+    ap.add_argument("--bases", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--measure", action="store_true", help="the criteria on each base")
+    ap.add_argument("--run", action="store_true", help="every run of the grid (resumable)")
+    ap.add_argument("--commands", action="store_true", help="print one command per run")
+    ap.add_argument("--pipeline", choices=("bases", "runs"),
+                    help="a background chain: pretrain and measure every base, or run every "
+                         "replicate as its base is ready (start both)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.pipeline:
+        pipeline(args.root, args.pipeline, args.seeds, log=lambda m: print(m, flush=True))
+    if args.measure:
+        for b in range(args.bases):
+            path = os.path.join(base_dir(args.root, args.level, b), "model.pt")
+            if not os.path.exists(path):
+                print(f"{path}: no base yet", file=sys.stderr)
+                continue
+            m = measure_base(path, args.level)
+            with open(os.path.join(os.path.dirname(path), "criteria.json"), "w") as f:
+                json.dump(m, f, indent=1)
+            print(f"{args.level} b{b}: " + json.dumps({k: m[k] for k in (
+                "general", "adherence_mean", "silent_entropy", "far_prob", "near_prob",
+                "best_prompt", "best_score", "full_score", "zero_std", "pass")}))
+    todo = jobs(args.root, args.level, args.bases, args.seeds) if args.run or args.commands else []
+    if args.commands:
+        print("\n".join(command(args.level, f, kw) for f, kw in todo))
+    if args.run:
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing as mp
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            for (folder, _), s in zip(todo, pool.map(run_job, [args.level] * len(todo),
+                                                     [f for f, _ in todo],
+                                                     [kw for _, kw in todo])):
+                print(f"{folder}: final {s['final_val_acc']:.3f} in {s['wall_s']:.0f} s",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""
+adherence_report.py: the adherence experiment's report, from what its runs wrote to disk.
+
+    python -m harness.adherence_report --root runs/adherence --out results/tiny/adherence
+
+Per adherence level (`adh`, `adh-ctl`): the bases' criteria (criteria.json), every arm's mean and
+final val accuracy, FST minus each control on both, the primary family (named in LOG.md before the
+runs: P1 FST - sequential-1, P2 FST - RL, P3 FST's weights under the seed prompt minus the base's;
+one-sided t-tests on base means, Holm), C1's profile against RL, C2 with its identifiability, C7's
+2x2 table and interaction, the KL ratio, and the turnover and internalization curves as figures.
+Intervals: cluster bootstrap (bases, then seeds; stats.mean_std, 2000 resamples, seed 0). A row
+with fewer than 5 replicates, or outside the primary family, carries no verdict word.
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+
+import numpy as np
+
+import eval as ev
+from harness import stats
+from world import tasks
+from harness.adherence import ARMS, LEVELS, TASK, base_dir, far_entries
+
+PRIMARY = ("P1 interleaving: FST - sequential-1, mean val acc",
+           "P2 speed: FST - RL, mean val acc",
+           "P3 internalization: FST weights - base, seed prompt, greedy")
+CONTROLS = ("rl", "context", "sequential", "sequential-1", "instructed-budget")
+ALPHA, MIN_N = 0.05, 5
+
+
+def t_test(values, direction=1):
+    """One-sided one-sample t-test that the mean of `values` (base means) exceeds 0 (direction
+    +1) or falls below it (-1). -> p (None with fewer than 2 values; 1 or 0 with no spread)."""
+    x = np.asarray(values, float)
+    n = len(x)
+    if n < 2:
+        return None
+    sd = x.std(ddof=1)
+    if sd == 0:
+        return 0.0 if direction * x.mean() > 0 else 1.0
+    t = direction * x.mean() / (sd / math.sqrt(n))
+    return 1.0 - student_cdf(t, n - 1)
+
+
+def student_cdf(t, df):
+    """P(T <= t) for Student's t with df degrees of freedom (regularized incomplete beta)."""
+    x = df / (df + t * t)
+    tail = 0.5 * _betainc(df / 2.0, 0.5, x)
+    return 1.0 - tail if t > 0 else tail
+
+
+def _betainc(a, b, x, iters=200):
+    """Regularized incomplete beta I_x(a, b) by its continued fraction (Lentz)."""
+    if x <= 0 or x >= 1:
+        return float(x >= 1)
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1 - x, iters)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log(1 - x)) / a
+    f, c, d = 1.0, 1.0, 0.0
+    for i in range(iters * 2 + 1):
+        m = i // 2
+        num = 1.0 if i == 0 else (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)) if i % 2 == 0
+                                  else -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1)))
+        d = 1.0 + num * d
+        d = 1.0 / (d if abs(d) > 1e-30 else 1e-30)
+        c = 1.0 + num / (c if abs(c) > 1e-30 else 1e-30)
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-12:
+            break
+    return front * (f - 1.0)
+
+
+# -----------------------------------------------------------------------------
+# reading the runs
+
+def load_runs(root, level):
+    """{arm: {(base, seed): log rows}} of the finished runs of a level."""
+    out = {arm: {} for arm in ARMS}
+    for path in glob.glob(os.path.join(root, level, "b*", TASK, "*", "s*", "summary.json")):
+        run = os.path.dirname(path)
+        arm, seed = run.split(os.sep)[-2], int(run.split(os.sep)[-1][1:])
+        b = int(run.split(os.sep)[-4][1:])
+        if arm in out:
+            with open(os.path.join(run, "log.jsonl")) as f:
+                out[arm][(b, seed)] = [json.loads(line) for line in f]
+    return out
+
+
+def criteria(root, level):
+    """{base: criteria.json} of the level's measured bases."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(root, level, "b*", "base", "criteria.json"))):
+        with open(path) as f:
+            out[int(path.split(os.sep)[-3][1:])] = json.load(f)
+    return out
+
+
+def mean_acc(rows):
+    return float(np.mean([r["val_acc"] for r in rows if "val_acc" in r]))
+
+
+def final_acc(rows):
+    return [r["val_acc"] for r in rows if "val_acc" in r][-1]
+
+
+def paired(runs, arm, other, measure):
+    """{(base, seed): measure(arm) - measure(other)} over replicates both finished."""
+    keys = sorted(set(runs[arm]) & set(runs[other]))
+    return {k: measure(runs[arm][k]) - measure(runs[other][k]) for k in keys}
+
+
+def per_base(values):
+    bases = {}
+    for (b, _), v in values.items():
+        bases.setdefault(b, []).append(v)
+    return {b: float(np.mean(v)) for b, v in sorted(bases.items())}
+
+
+def summary(values):
+    """{(base, seed): v} -> mean, cluster interval, n, bases, per-replicate values."""
+    keys = sorted(values)
+    s = stats.mean_std([values[k] for k in keys], keys)
+    s.update(bases=len({b for b, _ in keys}), values={stats.rep_name(k): values[k] for k in keys})
+    return s
+
+
+# -----------------------------------------------------------------------------
+# the rows of one level
+
+def internalization(rows_by_rep, base_seed_acc):
+    """P3's values: final greedy accuracy under the seed prompt minus the base's."""
+    return {k: rows[-1]["c7"]["weights"]["seed"] - base_seed_acc(k) for k, rows in
+            rows_by_rep.items() if "c7" in rows[-1]}
+
+
+def level_rows(runs, crit):
+    rows = []
+    for other in CONTROLS:
+        for name, fn in (("mean val acc", mean_acc), ("final val acc", final_acc)):
+            v = paired(runs, "fst", other, fn)
+            if v:
+                rows.append(dict(measure=f"FST - {other}, {name}", **summary(v),
+                                 p=t_test(list(per_base(v).values()))))
+    base_seed = {k: rows_[-1]["c7"]["base"]["seed"] for k, rows_ in runs["fst"].items()
+                 if "c7" in rows_[-1]}
+    v = internalization(runs["fst"], lambda k: base_seed[k])
+    if v:
+        rows.append(dict(measure="FST weights - base, seed prompt, greedy", **summary(v),
+                         p=t_test(list(per_base(v).values()))))
+    return rows
+
+
+def primary_family(rows):
+    """Label the three primary rows with Holm-adjusted p values; every other row exploratory."""
+    names = {"FST - sequential-1, mean val acc": PRIMARY[0], "FST - rl, mean val acc": PRIMARY[1],
+             "FST weights - base, seed prompt, greedy": PRIMARY[2]}
+    prim = [r for r in rows if r["measure"] in names and r["p"] is not None]
+    for r, q in zip(prim, stats.holm([r["p"] for r in prim]) if prim else []):
+        r["p_holm"], r["primary"] = q, names[r["measure"]]
+        r["label"] = ("n < 5 bases" if r["bases"] < MIN_N else
+                      "reproduced" if q < ALPHA else "inconclusive")
+    for r in rows:
+        r.setdefault("label", "exploratory")
+    return rows
+
+
+def c2(runs):
+    """C2 per arm on the mean curve over replicates: A, its interval, identifiability."""
+    out = {}
+    for arm in ("rl", "fst", "sequential-1"):
+        curves = [ev.curve(rows) for rows in runs[arm].values()]
+        if len(curves) >= 2:
+            xs, m, _, _ = ev.mean_band(curves)
+            a = ev.asymptote(xs, m)
+            out[arm] = {k: a[k] for k in ("A", "ci95", "identifiable", "why")}
+    return out
+
+
+def c7(runs):
+    """C7's mean 2x2 table over FST's replicates and each replicate's interaction."""
+    reps = {k: rows[-1]["c7"] for k, rows in runs["fst"].items() if "c7" in rows[-1]}
+    if not reps:
+        return None
+    inter = {k: stats_interaction(t) for k, t in reps.items()}
+    cells = {f"{w}+{p}": summary({k: t[w][p] for k, t in reps.items()})
+             for w in ("base", "weights") for p in ("seed", "deployed")}
+    return dict(cells=cells, **{g: summary({k: i[g] for k, i in inter.items()})
+                               for g in ("prompt", "weights", "both", "interaction")})
+
+
+def stats_interaction(t):
+    base = t["base"]["seed"]
+    prompt, weights = t["base"]["deployed"] - base, t["weights"]["seed"] - base
+    both = t["weights"]["deployed"] - base
+    return dict(prompt=prompt, weights=weights, both=both, interaction=both - prompt - weights)
+
+
+def deployed_entries(rows):
+    """The table entries FST deployed over the run, in order of first appearance."""
+    seen = []
+    for r in rows:
+        rule = None
+        if "prompt" in r:
+            try:
+                rule = tasks.parse_rule(r["prompt"].splitlines()[0][len("rule:"):])
+            except (tasks.SpecError, IndexError):
+                rule = None
+        for e in (rule[0].arg if rule and rule[0].name == "map" else ()):
+            if e not in seen:
+                seen.append(e)
+    return seen
+
+
+def turnover(runs):
+    """Per FST replicate: distinct entries deployed, and how often the deployed prompt changed
+    after round 0."""
+    out = {}
+    for k, rows in runs["fst"].items():
+        prompts = [r["prompt"] for r in rows if "prompt" in r]
+        out[stats.rep_name(k)] = {"entries": len(deployed_entries(rows)),
+                                  "changes": sum(a != b for a, b in zip(prompts[1:], prompts[2:]))}
+    return out
+
+
+def probe_curves(runs, task):
+    """{arm: (steps, mean over replicates of the mean far-entry and near-entry accuracy)}."""
+    far, out = far_entries(task), {}
+    for arm in ("rl", "fst", "sequential-1", "sequential"):
+        series = []
+        for rows in runs[arm].values():
+            pts = [(r["step"] + 1, np.mean([v or 0 for e, v in r["entries"].items() if e in far]),
+                    np.mean([v or 0 for e, v in r["entries"].items() if e not in far]))
+                   for r in rows if "entries" in r]
+            series.append(pts)
+        if series:
+            n = min(map(len, series))
+            arr = np.array([s[:n] for s in series], float)
+            out[arm] = (arr[0, :, 0].tolist(), arr[:, :, 1].mean(0).tolist(),
+                        arr[:, :, 2].mean(0).tolist())
+    return out
+
+
+def plots(runs, task, out_dir, level):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for arm in ARMS:
+        curves = [ev.curve(rows) for rows in runs[arm].values()]
+        if curves:
+            xs, m, lo, hi = ev.mean_band(curves)
+            ax[0].plot(xs, m, label=arm)
+    ax[0].set(xlabel="RL step", ylabel="val acc (exact)", title=f"{level}: accuracy")
+    ax[0].legend(fontsize=7)
+    for arm, (xs, far, near) in probe_curves(runs, task).items():
+        line, = ax[1].plot(xs, far, label=f"{arm} far")
+        ax[1].plot(xs, near, ls="--", color=line.get_color(), label=f"{arm} near")
+    ax[1].set(xlabel="RL step", ylabel="entry accuracy, seed prompt",
+              title="internalization (weights alone)")
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{level}_curves.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+# -----------------------------------------------------------------------------
+# the report
+
+def fmt(s):
+    if s.get("mean") is None:
+        return "n/a"
+    lo, hi = s["ci95"]
+    return f"{s['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def level_report(root, level, out_dir):
+    runs, crit, task = load_runs(root, level), criteria(root, level), tasks.make_task(TASK)
+    res = {"criteria": crit, "finished": {a: len(r) for a, r in runs.items()}}
+    lines = [f"## {level}", "", "Bases (criteria, measured before any run):", "",
+             "| base | general | adherence | silent entropy | far P | near P | zero-var | best "
+             "in-budget prompt | pass |", "|---|---|---|---|---|---|---|---|---|"]
+    for b, m in crit.items():
+        lines.append(f"| b{b} | {m['general']:.3f} | {m['adherence_mean']:.3f} | "
+                     f"{m['silent_entropy']:.2f} | {m['far_prob']:.1e} | {m['near_prob']:.3f} | "
+                     f"{m['zero_std']:.2f} | `{m['best_prompt']}` ({m['best_score']:.3f}) | "
+                     f"{'all' if all(m['pass'].values()) else ', '.join(k for k, v in m['pass'].items() if not v) + ' fail'} |")
+    lines += ["", "Finished runs per arm: " + ", ".join(f"{a} {n}" for a, n in
+                                                         res["finished"].items()), ""]
+    if not runs["fst"]:
+        return res, lines + ["No finished FST run yet.", ""]
+    rows = primary_family(level_rows(runs, crit))
+    res["rows"] = rows
+    lines += ["| measure | mean [95% cluster CI] | n (bases) | p (one-sided t, base means) | "
+              "Holm p | label |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
+        lines.append(f"| {r['measure']} | {fmt(r)} | {r['n']} ({r['bases']}) | {p} | "
+                     f"{r.get('p_holm', '') if 'p_holm' not in r else format(r['p_holm'], '.3g')}"
+                     f" | {r['label']} |")
+    res["c2"], res["c7"], res["turnover"] = c2(runs), c7(runs), turnover(runs)
+    res["c1"] = {stats.rep_name(k): stats.c1_profile(runs["rl"][k], runs["fst"][k])
+                 for k in sorted(set(runs["rl"]) & set(runs["fst"]))}
+    res["kl"] = {stats.rep_name(k): ev.kl_at_matched_reward(runs["rl"][k], runs["fst"][k])
+                 for k in sorted(set(runs["rl"]) & set(runs["fst"]))}
+    lines += ["", "C2 (sigmoid asymptote on the mean curve): " + "; ".join(
+        f"{a} A = {c['A']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}] "
+        f"({'identifiable' if c['identifiable'] else 'not identifiable: ' + c['why']})"
+        for a, c in res["c2"].items())]
+    if res["c7"]:
+        c = res["c7"]
+        lines += ["", "C7 (FST, greedy exact): " + ", ".join(f"{k} {fmt(v)}" for k, v in
+                                                            c["cells"].items()),
+                  "gains over base+seed: " + ", ".join(f"{g} {fmt(c[g])}" for g in
+                                                       ("prompt", "weights", "both",
+                                                        "interaction"))]
+    for lv in ("0.5", "0.8", "0.9"):
+        ratios = [p["levels"][lv]["steps"]["ratio"] for p in res["c1"].values()]
+        ok = [r for r in ratios if r]
+        lines.append(f"C1 at {lv} of RL's plateau: ratio RL steps / FST steps, geometric mean "
+                     f"{math.exp(np.mean(np.log(ok))):.2f} over {len(ok)} of {len(ratios)} "
+                     "replicates" if ok else f"C1 at {lv}: no replicate where both reach it")
+    kl = [v["ratio"] for v in res["kl"].values() if v["ratio"]]
+    if kl:
+        lines.append(f"KL(FST) / KL(RL) at matched reward: geometric mean "
+                     f"{math.exp(np.mean(np.log(kl))):.3f} over {len(kl)} replicates")
+    t = res["turnover"]
+    lines.append("FST turnover (distinct deployed entries / prompt changes after round 0): "
+                 + ", ".join(f"{k} {v['entries']}/{v['changes']}" for k, v in t.items()))
+    lines += ["", f"![{level}]({plots(runs, task, out_dir, level)})", ""]
+    return res, lines
+
+
+def write_report(root, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    res, lines = {}, ["# The adherence experiment", "", __doc__.strip().split("\n\n", 2)[-1], ""]
+    for level in LEVELS:
+        res[level], more = level_report(root, level, out_dir)
+        lines += more
+    with open(os.path.join(out_dir, "adherence.json"), "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    with open(os.path.join(out_dir, "adherence.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="the adherence experiment's report")
+    ap.add_argument("--root", default="runs/adherence")
+    ap.add_argument("--out", default="results/tiny/adherence")
+    args = ap.parse_args(argv)
+    write_report(args.root, args.out)
+    print(os.path.join(args.out, "adherence.md"))
+
+
+if __name__ == "__main__":
+    main()

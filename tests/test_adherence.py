@@ -1,0 +1,173 @@
+"""The adherence world and its experiment: partial tables in pretraining, the table task, edit's
+table moves (the swap), the whole-pool GEPA round, sequential-1's budget, the internalization probe
+and the adherence measurement."""
+import random
+from collections import Counter
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+
+import eval as ev
+import fast_context as fc
+from harness import adherence as A
+from world import reflectors as R
+from world import tasks as T
+
+
+def test_partial_map_parses_prints_and_applies_what_it_states():
+    (op,) = T.parse_rule("map 2>7 5>1 +")
+    assert op.partial and op.arg == ((2, 7), (5, 1)) and op.text() == "map 2>7 5>1 +"
+    assert T.parse_rule("map +")[0] == T.Op("map", (), True)
+    assert op.apply([2, 5, 8]) == [7, 1, 8]
+    assert T.parse_rule("map 2>7")[0] != T.parse_rule("map 2>7 +")[0]
+    with pytest.raises(T.SpecError):
+        T.parse_rule("map")  # a complete table states at least one entry
+
+
+def test_table_rows_follow_stated_entries_at_the_adherence_rate():
+    rng, followed, near, rows = random.Random(0), [], [], 0
+    for _ in range(3000):
+        ctx, ps = T.table_row(rng, adherence=0.6, draw=4)
+        (op,) = T.parse_rule(ctx[len("rule: "):])
+        stated = dict(op.arg)
+        for p in ps:
+            for x, y in zip(p.inputs, p.answer):
+                if x in stated and op.partial:
+                    followed.append(y == stated[x])
+                elif x in stated:  # a complete table is always followed
+                    assert y == stated[x]
+                elif y != x:  # an unstated entry: the NEAR prior
+                    near.append((y - x) % 10 in T.NEAR)
+        rows += op.partial
+    assert abs(sum(followed) / len(followed) - 0.6) < 0.02 and all(near) and rows > 1500
+
+
+def test_pretraining_rows_have_no_tables_unless_asked(enc):
+    rng = random.Random(1)
+    assert not any(T.pretrain_row(rng, enc, 78, calibration=0.05)[0].endswith("+")
+                   for _ in range(300))
+    rng = random.Random(1)
+    assert sum(T.pretrain_row(rng, enc, 78, table=0.5)[0].startswith("rule: map")
+               for _ in range(300)) > 120
+
+
+def test_table_task_hides_more_than_its_budget_carries(enc):
+    task = T.make_task("table6")
+    assert task.seed_prompt == "rule: map +" and len(task.rule[0].arg) == 6
+    count = lambda t: len(enc.encode_ordinary(t))
+    prompts = A.in_budget_prompts(task, count)
+    assert len(prompts) == 1 + 6 + 15 and max(map(count, prompts)) == task.max_context_tokens
+    assert count("rule: map 0>4 1>8 2>9 +") > task.max_context_tokens  # a third entry never fits
+    assert len(A.far_entries(task)) == 4
+
+
+def records(rows):
+    """[(inputs, model output, expected)] -> reflector records."""
+    return [{"inputs": "in: " + T.digits_text(x), "outputs": " " + T.digits_text(o),
+             "feedback": ("correct" if o == y else "wrong at positions 1") + "; expected: "
+             + T.digits_text(y)} for x, o, y in rows]
+
+
+def test_edit_adds_a_failing_entry_then_swaps_one_the_model_gets_right(enc):
+    count = lambda t: len(enc.encode_ordinary(t))
+    edit = R.make_reflector("edit", max_tokens=11, count_tokens=count)
+    # stated 0>4 and 1>8 come out right; 2 should become 9 and the model leaves it
+    recs = records([((0, 2, 3), (4, 2, 3), (4, 9, 3)), ((1, 2), (8, 2), (8, 9))])
+    assert edit("rule: map 0>4 +", recs) == "rule: map 0>4 2>9 +"  # room: an entry added
+    swapped = edit("rule: map 0>4 1>8 +", recs)  # no room: a stated entry swapped out
+    assert swapped in ("rule: map 1>8 2>9 +", "rule: map 0>4 2>9 +") and count(swapped) <= 11
+    # a stated entry the model gets wrong is not the one dropped: dropping it loses its positions
+    recs = records([((0, 2, 3), (0, 2, 3), (4, 9, 3)), ((1, 2), (8, 2), (8, 9))])
+    assert edit("rule: map 0>4 1>8 +", recs) == "rule: map 0>4 2>9 +"
+
+
+def test_edit_retargets_and_drops_table_entries(enc):
+    edit = R.make_reflector("edit", max_tokens=11, count_tokens=lambda t: len(enc.encode_ordinary(t)))
+    assert edit("rule: map 0>5 +", records([((0, 3), (5, 3), (4, 3))])) == "rule: map 0>4 +"
+    assert edit("rule: map 0>4 3>1 +", records([((3, 0), (1, 4), (3, 4))])) == "rule: map 0>4 +"
+
+
+def test_whole_pool_rescore_brings_back_a_prompt_that_lost_earlier():
+    weights = {"a": 1.0, "b": 0.0}  # what each prompt scores under the current "weights"
+    evaluate = lambda ctx, ps: [(weights.get(ctx, 0.5), "", "") for _ in ps]
+    ps = [T.Problem((1,), (1,))] * 4
+    for pool, back in ((0, False), (10, True)):
+        weights.update(a=1.0, b=0.0)
+        s = fc.init_state("seed", ps, ps, evaluate)
+        for prompt in ("a", "b"):
+            fc.add_candidate(s, evaluate, prompt, [0])
+        assert fc.best_prompt(s) == "a" and 2 not in fc.nondominated(s)
+        weights.update(a=0.0, b=1.0)  # new weights: b now wins
+        before = s.rollouts
+        fc.run_round(s, evaluate, 0, reflector=None, pool=pool)
+        assert (fc.best_prompt(s) == "b") == back
+        assert s.rollouts - before == (3 if back else 1) * 4  # whole pool vs frontier only
+
+
+def test_pool_members_keep_the_seed_and_the_best():
+    s = SimpleNamespace(candidates=list("sabcd"), scores=[[0], [3], [1], [2], [0]])
+    assert fc.pool_members(s, 3) == [0, 1, 3]
+
+
+def test_a_round_can_score_on_its_own_problems():
+    ps, new = [T.Problem((1,), (1,))] * 4, [T.Problem((2,), (2,))] * 3
+    evaluate = lambda ctx, problems: [(1.0, "", "")] * len(problems)
+    s = fc.init_state("seed", ps, ps, evaluate)
+    fc.run_round(s, evaluate, 0, reflector=None, pareto=new)
+    assert s.pareto == new and len(s.scores[0]) == 3 and s.rollouts == 4 + 3
+
+
+def test_entry_probe_on_a_model_that_knows_one_entry():
+    task = T.make_task("table6")
+    knows = lambda xs: [4 if x == 0 else x for x in xs]  # only 0>4, nothing else changes
+    outs = [" " + T.digits_text(knows(p.inputs)) for p in task.val]
+    acc = ev.entry_accuracy(task.val, outs, task.rule[0].arg)
+    assert acc["0>4"] == 1.0 and all(v == 0.0 for k, v in acc.items() if k != "0>4")
+    assert ev.entry_accuracy(task.val, ["junk"] * len(task.val), task.rule[0].arg)["0>4"] == 0.0
+
+
+def test_adherence_measured_on_a_stub_that_follows_with_known_probability(monkeypatch):
+    task, rng = T.make_task("table6"), random.Random(0)
+
+    def stub(model, enc, contexts, problems, samples, temperature, seed, max_new_tokens):
+        (a, b), = T.parse_rule(contexts[0][len("rule: "):])[0].arg
+        texts = [" " + T.digits_text([b if x == a and rng.random() < 0.7 else x for x in p.inputs])
+                 for p in problems for _ in range(samples)]
+        return SimpleNamespace(texts=texts)
+    monkeypatch.setattr(A.rollout, "sample_rollouts", stub)
+    adh = A.adherence(None, None, task, samples=8)
+    assert all(abs(v - 0.7) < 0.08 for v in adh.values()), adh
+
+
+def test_sequential_1_spends_what_fsts_round_0_spends(micro_base, tmp_path):
+    import train
+    preset = replace(train.PRESETS["micro"], steps=4, gepa_every=2, gepa_pool=4,
+                     gepa_round_problems=6, log_frontier=True, probe_entries=True)
+    logs = {}
+    for m in ("fst", "sequential-1", "sequential"):
+        train.run(m, [("table6", 4)], preset, micro_base, str(tmp_path / m), log=lambda *a: None)
+        with open(tmp_path / m / "log.jsonl") as f:
+            logs[m] = [__import__("json").loads(line) for line in f]
+    rl = preset.batch_problems * preset.group_size  # RL rollouts per step
+    gepa = {m: [r["rollouts"] - rl * (r["step"] + 1) for r in rows] for m, rows in logs.items()}
+    assert gepa["sequential"][0] >= preset.context_only_rollouts  # the old control: 10x more
+    assert gepa["fst"][0] == gepa["sequential-1"][0] > 0  # the same round 0
+    assert len(set(gepa["sequential-1"])) == 1 and gepa["fst"][2] > gepa["fst"][0]
+    assert all("front" in logs[m][0] for m in logs) and "front" in logs["fst"][2]
+    assert set(logs["fst"][0]["entries"]) == {f"{a}>{b}" for a, b in T.TABLE6}
+    c7 = logs["fst"][-1]["c7"]  # C7's 2x2 table, written at the end
+    assert set(c7) == {"base", "weights"} and all(0 <= c7[w][p] <= 1 for w in c7 for p in c7[w])
+    assert logs["fst"][-1]["val_seed_greedy"] == c7["weights"]["seed"]
+
+
+def test_instructed_can_fix_any_prompt(micro_base, tmp_path):
+    import train
+    preset = replace(train.PRESETS["micro"], steps=2, fixed_prompt="rule: map 0>4 1>8 +")
+    s = train.run("instructed", [("table6", 2)], preset, micro_base, str(tmp_path / "i"),
+                  log=lambda *a: None)
+    assert s["deployed_prompt"] == "rule: map 0>4 1>8 +"
+    assert s["settings"]["preset"]["fixed_prompt"] == "rule: map 0>4 1>8 +"
+    # a field at its old default is left out of the settings, so archived runs still match
+    from world.pretrain import settings_of
+    assert "fixed_prompt" not in settings_of(train.PRESETS["tiny"])["preset"]
