@@ -662,6 +662,9 @@ def run_command(args, preset, root, device):
     for spec, _ in schedule:
         tasks.make_task(spec)
     llm = None
+    if args.fixed_prompt is not None and (args.method != "instructed"
+                                          or not args.fixed_prompt.strip()):
+        raise UserError("--fixed-prompt takes a non-empty prompt, and is for --method instructed")
     if args.reflector != "llm" and (args.llm_url or args.llm_model):
         raise UserError("--llm-url and --llm-model are for --reflector llm")
     if args.reflector == "llm":

@@ -314,6 +314,8 @@ FLAG_KINDS = {
         "--llm-url": ("text", [LLM + ["--llm-url", v] for v in ("notaurl", "ftp://h/v1", "nan",
                                                               "http://")]),
         "--llm-model": ("text", [LLM + ["--llm-model", ""], ["--llm-model", "m"]]),
+        "--fixed-prompt": ("text", [["--method", "instructed", "--fixed-prompt", " "],
+                                    ["--fixed-prompt", "rule: map 0>4 +"]]),
         "--llm-timeout": "number", "--gepa-every": "number", "--proposals": "number",
         "--budget": "number"}),
     "report.py": {"--preset": ("text", [["--preset", "huge"]]), "--bases": "number",
