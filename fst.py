@@ -167,8 +167,11 @@ def gepa_round(s, preset, rescore, pareto=None):
     """Fast weights: one GEPA round of K proposals, evaluated with the current policy (the whole
     pool re-scored if preset.gepa_pool; on its own D_p `pareto` if given) -> log fields."""
     s.model.eval()
+    extra = dict(pool=preset.gepa_pool) if preset.gepa_pool else {}
+    if pareto is not None:
+        extra["pareto"] = pareto
     r = fc.run_round(s.gepa, s.evaluate, preset.gepa_proposals, s.reflect, rescore=rescore,
-                     pool=preset.gepa_pool, pareto=pareto)
+                     **extra)
     row = dict(gepa_accepted=r["accepted"], frontier=r["frontier"], prompt=r["best_prompt"])
     if preset.log_frontier:  # every prompt on the frontier, with the instances it covers
         row["front"] = [[p, c] for p, c in fc.frontier_prompts(s.gepa)]

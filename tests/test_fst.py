@@ -24,10 +24,12 @@ from model import GPT, GPTConfig
 
 def test_methods_are_switches_of_one_step():
     assert {"rl", "context", "fst", "instructed", "sequential"} <= set(fst.METHODS)
-    assert all(set(flags) == {"uses_context", "gepa_rounds", "trains_weights", "instructed"}
-               for flags in fst.METHODS.values())
-    assert fst.METHODS["fst"] == dict(uses_context=True, gepa_rounds=True, trains_weights=True,
-                                      instructed=False)
+    assert all(set(flags) == {"uses_context", "gepa_rounds", "later_rounds", "trains_weights",
+                              "instructed", "suite"} for flags in fst.METHODS.values())
+    assert fst.METHODS["fst"] == dict(uses_context=True, gepa_rounds=True, later_rounds=True,
+                                      trains_weights=True, instructed=False, suite=True)
+    assert fst.SUITE_METHODS == ["rl", "context", "fst", "instructed", "sequential"]
+    assert fst.METHODS["sequential-1"]["gepa_rounds"] and not fst.METHODS["sequential-1"]["later_rounds"]
     assert not fst.METHODS["rl"]["uses_context"] and not fst.METHODS["context"]["trains_weights"]
     assert fst.METHODS["instructed"]["instructed"] and not fst.METHODS["sequential"]["gepa_rounds"]
 
