@@ -183,7 +183,7 @@ def gepa_round(s, preset, rescore, pareto=None):
 def fixed_prompt(s):
     """The prompt of a method without fast weights: the seed prompt, or the true instruction
     (instructed)."""
-    return (s.prompt or s.task.instruction) if s.instructed else s.task.seed_prompt
+    return (getattr(s, "prompt", None) or s.task.instruction) if s.instructed else s.task.seed_prompt
 
 
 # one prompt drawn for a problem: the context, its share of the G rollouts, the problem's index
