@@ -135,6 +135,33 @@ def _first_index(ys, level):
     return next((i for i, y in enumerate(running_max(ys)) if y >= level - EPS), None)
 
 
+# what the report needs from a run's final weights (C4, C7), written beside summary.json --------
+
+MEASURE_SAMPLES = 4  # mean@4 on the val split for the prompt accuracies below
+
+
+@torch.no_grad()
+def run_measures(model, enc, task, deployed_prompt, base=None, samples=MEASURE_SAMPLES):
+    """The numbers a report reads off a finished run's weights, so that it never needs them:
+    general_acc (C4: the pretraining distribution, own instruction in context), seed_prompt_acc
+    (C4 and C7: the task under its seed prompt, no optimized prompt), deployed_prompt_acc (C7: the
+    run's weights with its deployed prompt); with `base` (the model it started from) the same
+    three of the base under this run's deployed prompt, C7's base-weights column.
+    -> {general_acc, seed_prompt_acc, deployed_prompt, deployed_prompt_acc, samples[, base]}"""
+    acc = lambda m, p: task_accuracy(m, enc, p, task.val, samples, greedy=False)[0]
+    out = {"general_acc": general_accuracy(model, enc), "seed_prompt_acc": acc(model,
+                                                                               task.seed_prompt),
+           "deployed_prompt": deployed_prompt, "samples": samples}
+    out["deployed_prompt_acc"] = (out["seed_prompt_acc"] if deployed_prompt == task.seed_prompt
+                                  else acc(model, deployed_prompt))
+    if base is not None:
+        seed_acc = acc(base, task.seed_prompt)
+        out["base"] = {"general_acc": general_accuracy(base, enc), "seed_prompt_acc": seed_acc,
+                       "deployed_prompt_acc": seed_acc if deployed_prompt == task.seed_prompt
+                       else acc(base, deployed_prompt)}
+    return out
+
+
 # C1 ---------------------------------------------------------------------------
 
 def sample_efficiency(rl_rows, fst_rows):

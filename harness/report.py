@@ -1,18 +1,21 @@
 """
 report.py: the reproduction's report. Reads the suite's runs (their folders: suite.py), computes
-the claims C1-C8 with eval.py's measurements over every replicate (pretraining seed x run seed),
-tests them with stats.py, and writes report.md, PNG plots and results.json.
+the claims C1-C8 from what the runs wrote (log.jsonl, summary.json, measures.json) over every
+replicate (pretraining seed x run seed), tests them with stats.py, and writes report.md, PNG plots
+and results.json. It loads no weights: everything rebuilds from the files the archive keeps.
 
     python -m harness.report --preset tiny             # rebuild runs/tiny/{report.md, ...}
-    # the grid, copied out
-    python -m harness.report --preset tiny --bases 3 --seeds 3 --out results/tiny
+    # the committed report, from committed files alone
+    python -m harness.report --runs results/tiny/runs --bases 3 --seeds 3 --out results/tiny
     python -m harness.report --preset tiny --hit-rates # each reflector's first-proposal hit rate
+    python -m harness.report --measure DIR ...         # a finished run's measures.json from model.pt
 
-Every aggregate in results.json is {mean, std, ci95, n} over replicates (a bootstrap over bases,
-then seeds). res["claims"] holds one row per tested statistic (stats.row: mean, ci95, n,
-per-replicate values "b{base}s{seed}", p values raw and Holm-adjusted over the family, label);
-res["curves"] the mean val acc curve of each task and method on steps and on rollouts. Nothing here
-trains.
+Every aggregate in results.json is {mean, std, ci95, n} over replicates (a cluster bootstrap over
+bases, then seeds). res["claims"] holds one row per statistic (stats.row: mean, ci95, n, bases,
+per-replicate and per-base values, base-level p, label; the primary family's rows also their
+Holm-adjusted p), with attribution beside each claim (the same statistic against the sequential
+and instructed controls, res["claims"][i]["vs"]); res["methods"] says how intervals and tests were
+made; res["curves"] the mean val acc curve of each task and method on steps and on rollouts.
 """
 
 import json
@@ -28,7 +31,7 @@ from harness import suite
 from world import tasks
 from harness.cli import (FOLDER, MOST_SEEDS, CLIParser, UserError, exit_on_user_error, positive,
                          writable_folder)
-from model import load_checkpoint, setup_device, write_atomic
+from model import setup_device, write_atomic
 
 def read_log(folder):
     with open(os.path.join(folder, "log.jsonl")) as f:
@@ -45,6 +48,24 @@ def replicates(root, reps, task, method):
     return out
 
 
+def measures(root, reps, task, method):
+    """{(base, seed): the run's measures.json (eval.run_measures)} for the finished runs that
+    have one, and {(base, seed): the run's logged wall time} for those that do not (what
+    re-running them would cost)."""
+    have, missing = {}, {}
+    for b, s in reps:
+        folder = suite.run_dir(suite.base_root(root, b), task, method, s)
+        if not os.path.exists(os.path.join(folder, "summary.json")):
+            continue
+        if os.path.exists(os.path.join(folder, "measures.json")):
+            with open(os.path.join(folder, "measures.json")) as f:
+                have[(b, s)] = json.load(f)
+        else:
+            with open(os.path.join(folder, "summary.json")) as f:
+                missing[(b, s)] = json.load(f)["wall_s"]
+    return have, missing
+
+
 def _final(rows):
     return ev.curve(rows)[1][-1]
 
@@ -54,12 +75,36 @@ def _final(rows):
 # two kinds and in the weights on the third.
 C3_TASKS = ("hidden-rule", "cipher", "cipher-k2")
 PROMPT_TASKS, WEIGHTS_TASKS = ("hidden-rule", "cipher"), ("long-chain",)
+CONTROLS = ("sequential", "instructed")  # attribution: the same statistic with these in RL's place
+# The primary family: one test per claim, named by a rule rather than by its result. A per-task
+# claim is tested on cipher-k2, the suite's partial-regime task (a prompt within the budget carries
+# 2 of its 3 entries, so both channels have work: DESIGN.md, "the paper's regime is the partial
+# one"); C5, C6 and C8 on their own task or stage (C6: the first switch); C7 as its pattern. Every
+# other row is exploratory.
+PRIMARY_TASK = "cipher-k2"
+C7_MEASURE = ("min over tasks of (prompt alone - weights alone, each over the base), sign "
+              "flipped on long-chain")
+PRIMARY = (("C1 faster", PRIMARY_TASK, "mean val acc over the run, FST - RL"),
+           ("C2 higher ceiling", PRIMARY_TASK, "A(FST) - A(RL) of the mean curves"),
+           ("C3 less drift", PRIMARY_TASK, "log KL ratio FST/RL at matched reward, deployed prompts"),
+           ("C4 forgets less (matches or beats)", PRIMARY_TASK, "general acc FST - RL"),
+           ("C5 stays plastic", "hidden-rule-2", "area, FST-init - RL-init"),
+           ("C6 keeps learning", "stage2_cipher", "mean val acc FST - RL"),
+           ("C7 channel split (pattern)", ", ".join(PROMPT_TASKS + WEIGHTS_TASKS), C7_MEASURE))
+
+
+def _pair(rows, vs_rows):
+    """Attribution: each claim row beside the rows of the same statistic with a control in RL's
+    place ({control: rows in the same order, or None})."""
+    for i, r in enumerate(rows):
+        stats.attribute(r, {m: (v[i] if v else None) for m, v in vs_rows.items()})
+    return rows
 
 
 # -----------------------------------------------------------------------------
 # per-task claims (each returns its labelled rows; the caller collects them)
 
-def task_claims(root, reps, t, base_models, preset, folder, base_cache):
+def task_claims(root, reps, t, folder):
     """Every per-task measure of task t -> ({results.json section: t's entry}, its claim rows,
     its plot names in `folder`)."""
     runs = {m: replicates(root, reps, t, m) for m in suite.SUITE_METHODS}
@@ -79,39 +124,29 @@ def task_claims(root, reps, t, base_models, preset, folder, base_cache):
     part["rl_gain_by_base"] = {b: dict(stats.mean_std(g), min=min(g)) for b, g in by_base.items()}
     part["controls"], claims = controls(runs, final, keys, t)
     ceiling = {r: max(ev.curve(runs["context"][r])[1]) for r in keys if r in runs["context"]}
+    ctl = {m: [r for r in keys if r in runs[m]] for m in CONTROLS}
     part["c1_sample_efficiency"], rows = c1(runs["rl"], runs["fst"], keys, t, ceiling)
-    claims += rows
-    floor = float(np.mean(list(ceiling.values()))) if ceiling else None  # context-only ceiling
+    claims += _pair(rows, {m: c1(runs[m], runs["fst"], ctl[m], t, ceiling, vs=m)[1]
+                           if ctl[m] else None for m in CONTROLS})
     part["c3_kl_at_matched_reward"] = {}
     for k in ("kl", "kl_common"):
-        part["c3_kl_at_matched_reward"][k], rows = c3(runs["rl"], runs["fst"], keys, floor, k, t)
-        claims += rows
+        part["c3_kl_at_matched_reward"][k], rows = c3(runs["rl"], runs["fst"], keys, ceiling, k, t)
+        claims += _pair(rows, {m: c3(runs[m], runs["fst"], ctl[m], ceiling, k, t, vs=m)[1]
+                               if ctl[m] else None for m in CONTROLS})
     part["c2_asymptote"], rows = c2(runs["rl"], runs["fst"], keys, t)
-    claims += rows
+    claims += _pair(rows, {m: None for m in CONTROLS})  # A is not identified: no attribution
     part["curves"], plots = curves_and_plots(runs, keys, t, folder)
-    per = [channels_and_forgetting(root, t, r, *base_models[r[0]], preset, base_cache)
-           for r in keys]
-    if per:
-        part["c4_forgetting"] = stats.aggregate([p["c4"] for p in per], keys)
-        claims.append(stats.row(
-            "C4 forgets less (matches or beats)", t, "general acc FST - RL",
-            {r: p["c4"]["fst"]["general_acc"] - p["c4"]["rl"]["general_acc"]
-             for r, p in zip(keys, per)}, "matches or beats"))
-        gains = {r: (p["c7"]["fst_weights"]["fst_prompt"] - p["c7"]["fst_weights"]["seed_prompt"],
-                     p["c7"]["fst_weights"]["fst_prompt"] - p["c7"]["base_weights"]["fst_prompt"])
-                 for r, p in zip(keys, per)}  # (prompt's gain, weights' gain) per replicate
-        part["c7_channels"] = dict(
-            stats.aggregate([p["c7"] for p in per], keys),
-            prompt_gain=stats.mean_std([g[0] for g in gains.values()], keys),
-            weights_gain=stats.mean_std([g[1] for g in gains.values()], keys),
-            prompt_minus_weights={stats.rep_name(r): g[0] - g[1] for r, g in gains.items()})
+    part["c4_forgetting"], rows = c4(root, keys, t)
+    claims += rows
+    part["c7_channels"], rows = c7(root, keys, t)
+    claims += rows
     return part, claims, plots
 
 
 def controls(runs, final, keys, t):
-    """FST's final val acc minus each other method's, labelled higher / lower / tie (the paper
-    makes no claim about them); a control whose logs equal RL-only's on every replicate is '= rl'
-    and not tested. -> ({method: its final val acc, same_as_rl}, the control rows)."""
+    """FST's final val acc minus each other method's: exploratory rows (the paper makes no claim
+    about them; the claims carry their attribution); a control whose logs equal RL-only's on every
+    replicate is '= rl'. -> ({method: its final val acc, same_as_rl}, the control rows)."""
     clockless = lambda rows: [{k: v for k, v in r.items() if "wall" not in k} for r in rows]
     out, rows = {}, []
     for m in suite.SUITE_METHODS:
@@ -120,7 +155,7 @@ def controls(runs, final, keys, t):
         same = m != "rl" and all(clockless(runs[m][r]) == clockless(runs["rl"][r]) for r in keys)
         rows.append(stats.row("control", t, f"final val acc FST - {m}",
                               {r: final["fst"][r] - final[m][r] for r in keys}, "control",
-                              label="= rl" if same else None, method=m,
+                              blocked="= rl" if same else "", method=m,
                               why="its logs are RL-only's, bit for bit" if same else ""))
         out[m] = {"final_val_acc": stats.mean_std(list(final[m].values()), keys),
                   "same_as_rl": same}
@@ -152,12 +187,13 @@ def curves_and_plots(runs, keys, t, folder):
                                       for m in ("rl", "fst", "instructed") if runs[m]})
 
 
-def c1(rl, fst, keys, t, ceiling=None):
-    """C1 per replicate: stats.c1_profile (fixed fractions of RL's plateau and its running peak,
-    both axes) beside eval.sample_efficiency (the paper's running-peak ratio); stats.c1_rows
-    summarizes the profile -> ({profile, per_replicate}, the tested rows)."""
+def c1(rl, fst, keys, t, ceiling=None, vs="RL"):
+    """C1 per replicate: stats.c1_profile (fixed fractions of the baseline's plateau and its
+    running peak, both axes) beside eval.sample_efficiency (the paper's running-peak ratio);
+    stats.c1_rows summarizes the profile and guards every level the prompt alone reaches. `rl`:
+    the baseline's runs (RL-only, or a control named `vs`). -> ({profile, per_replicate}, rows)."""
     per = {r: stats.c1_profile(rl[r], fst[r]) for r in keys}
-    profile, rows = stats.c1_rows(t, per, ceiling)
+    profile, rows = stats.c1_rows(t, per, ceiling, vs=vs)
     return {"profile": profile, "per_replicate": {stats.rep_name(r): dict(
         per[r], running_peak=ev.sample_efficiency(rl[r], fst[r])) for r in keys}}, rows
 
@@ -184,58 +220,101 @@ def c2(rl, fst, keys, t, reps=200, seed=0):
                     "A(FST) - A(RL) of the mean curves",
                     {r: tuple(c) for r, c in zip(keys, curves)},
                     detail=f"RL {out['rl']['A']:.2f}, FST {out['fst']['A']:.2f}",
-                    label="not identifiable" if why else None, why=why,
-                    stat=lambda a: fit_a(a[:, n:].mean(0)) - fit_a(a[:, :n].mean(0)),
+                    blocked="not identifiable" if why else "", why=why,
+                    stat=lambda a: fit_a(np.atleast_2d(a)[:, n:].mean(0))
+                    - fit_a(np.atleast_2d(a)[:, :n].mean(0)),
                     boots=boots["fst"] - boots["rl"] if boots else None, reps=reps)
     row["per_replicate"] = {stats.rep_name(r): {"A_rl": fit_a(c[:n]), "A_fst": fit_a(c[n:])}
                             for r, c in zip(keys, curves)}  # each replicate's own fit
     return out, [row]
 
 
-def c3(rl, fst, keys, floor, key, t):
-    """C3's row (stats.kl_ratio_row: mean log KL ratio FST/RL at matched reward); 'not tested' on a
-    task the paper makes no C3 claim for, or where the matched level is at or below the
-    context-only ceiling in most replicates (the prompt alone reaches it). -> ({reward, rl_kl,
-    fst_kl, above_floor}, [its row])."""
-    per = {r: ev.kl_at_matched_reward(rl[r], fst[r], floor=floor, key=key) for r in keys}
+def c3(rl, fst, keys, ceiling, key, t, vs="RL"):
+    """C3's row (stats.kl_ratio_row: mean log KL ratio FST/baseline at matched reward). Each
+    replicate's matched level is compared with its own context-only run's best val acc (ceiling):
+    a level the prompt alone reaches says nothing about what the weights had to move, and where
+    that is most replicates label() calls the row 'not tested'; so does a task the paper makes no
+    C3 claim for. -> ({reward, rl_kl, fst_kl, above_floor}, [its row])."""
+    per = {r: ev.kl_at_matched_reward(rl[r], fst[r], floor=(ceiling or {}).get(r), key=key)
+           for r in keys}
     per = {r: p for r, p in per.items() if p["rl_kl"] is not None}
     out = stats.aggregate([{k: p[k] for k in ("reward", "rl_kl", "fst_kl")}
                            for p in per.values()], list(per)) if per else {}
     out["above_floor"] = sum(bool(p["above_floor"]) for p in per.values())
     prompt = "deployed prompts" if key == "kl" else "common seed prompt"
-    why = ("the paper makes no C3 claim for this task kind" if t not in C3_TASKS else
-           f"the matched level is one the prompt alone reaches in {len(per) - out['above_floor']}"
-           f" of {len(per)}" if 2 * out["above_floor"] < len(per) else "")
-    return out, [stats.kl_ratio_row(t, per, prompt, why)]
+    no_claim = t not in C3_TASKS
+    return out, [stats.kl_ratio_row(t, per, prompt, blocked="not tested" if no_claim else "",
+                                    why="the paper makes no C3 claim for this task kind"
+                                    if no_claim else "", vs=vs)]
 
 
-def channels_and_forgetting(root, task_name, rep, base, enc, preset, base_cache, samples=4):
-    """C4 and C7 for one task and replicate: general skills and seed-prompt accuracy of
-    base / rl / fst, and the 2x2 table {base, fst weights} x {seed, fst prompt}. The base's own
-    numbers are the same for every run seed and are measured once (base_cache)."""
-    task = tasks.make_task(task_name, n_val=preset["n_val"])  # the runs' own val split
-    broot, device = suite.base_root(root, rep[0]), base.wte.weight.device
-    models = {"base": (base, None)}
-    for m in ("rl", "fst"):
-        model, extra = load_checkpoint(
-            os.path.join(suite.run_dir(broot, task_name, m, rep[1]), "model.pt"), device)
-        models[m] = (model.eval(), extra)
-    out = {"c4": {}, "c7": {}}
-    for name, (model, _) in models.items():
-        cache = base_cache if name == "base" else {}  # a base's numbers: the same for every seed
-        g, p = ("general", rep[0]), ("no_prompt", rep[0], task_name)
-        if g not in cache:
-            cache[g] = ev.general_accuracy(model, enc)
-        if p not in cache:
-            cache[p] = ev.task_accuracy(model, enc, task.seed_prompt, task.val, samples,
-                                        greedy=False)[0]
-        out["c4"][name] = {"general_acc": cache[g], "no_prompt_acc": cache[p]}
-    fst_prompt = models["fst"][1]["deployed_prompt"]
-    for wname, mname in (("base_weights", "base"), ("fst_weights", "fst")):
-        out["c7"][wname] = {"seed_prompt": out["c4"][mname]["no_prompt_acc"],
-                            "fst_prompt": ev.task_accuracy(models[mname][0], enc, fst_prompt,
-                                                           task.val, samples, greedy=False)[0]}
-    return out
+def _rebuild_cost(missing, what):
+    """The reason a row cannot be rebuilt, with what re-running its runs here would cost."""
+    return (f"{what}: {len(missing)} finished runs have no measures.json and the archive keeps no "
+            f"final weights; re-running them costs about {sum(missing.values()) / 60:.0f} "
+            "CPU-minutes (their own logged wall time, one thread each)")
+
+
+def c4(root, keys, t):
+    """C4: general accuracy (eval.run_measures, from each run's measures.json) of FST's weights
+    minus RL-only's, a 'matches or beats' row, with the same statistic against each control.
+    Replicates without measures are left out; with none at all the row 'cannot be rebuilt'.
+    -> ({method: {general_acc, seed_prompt_acc}, n_rebuilt, missing}, [its row])."""
+    got, missing = {}, {}
+    for m in ("rl", "fst") + CONTROLS + ("base",):
+        if m == "base":  # the base's numbers come with every FST run's measures
+            got[m] = {r: v["base"] for r, v in got["fst"].items() if "base" in v}
+            continue
+        got[m], miss = measures(root, keys, t, m)
+        if m in ("rl", "fst"):  # what the row itself needs
+            missing.update({(m,) + r: w for r, w in miss.items()})
+    out = {m: {k: stats.mean_std([v[k] for v in d.values()], list(d))
+               for k in ("general_acc", "seed_prompt_acc")} for m, d in got.items() if d}
+    both = [r for r in keys if r in got["rl"] and r in got["fst"]]
+    out["rebuilt"] = len(both)
+    diff = lambda m: {r: got["fst"][r]["general_acc"] - got[m][r]["general_acc"]
+                      for r in both if r in got[m]}
+    row = stats.row("C4 forgets less (matches or beats)", t, "general acc FST - RL", diff("rl"),
+                    "matches or beats", detail=f"{len(both)} of {len(keys)} replicates rebuilt"
+                    if len(both) < len(keys) else "")
+    if not both:
+        row["blocked"] = "cannot be rebuilt"
+        row["why"] = _rebuild_cost(missing, "FST's and RL-only's final weights")
+    elif len(both) < len(keys):
+        row["why"] = _rebuild_cost(missing, "the other replicates")
+    vs = {m: stats.row("C4", t, f"general acc FST - {m}", diff(m)) if diff(m) else None
+          for m in CONTROLS}
+    return out, [stats.attribute(row, vs)]
+
+
+def c7(root, keys, t):
+    """C7 as the paper reads it: the 2x2 table {base, FST weights} x {seed prompt, FST prompt}
+    (from FST's measures.json: its weights under both prompts, the base under both), each
+    channel's gain over the base, both channels' gain, and their interaction (stats.interaction:
+    FST's own accuracy - prompt alone - weights alone + base). Rows: the interaction and each
+    channel's gain, exploratory. -> ({table, gains, per_replicate, rebuilt}, rows)."""
+    got, missing = measures(root, keys, t, "fst")
+    got = {r: v for r, v in got.items() if "base" in v}
+    if not got:
+        return {"rebuilt": 0}, [stats.row("C7 channels", t, "interaction: both - prompt alone - "
+                                          "weights alone + base", {}, blocked="cannot be rebuilt",
+                                          why=_rebuild_cost(missing, "FST's final weights"))]
+    cells = {r: {"base_weights": {"seed_prompt": v["base"]["seed_prompt_acc"],
+                                  "fst_prompt": v["base"]["deployed_prompt_acc"]},
+                 "fst_weights": {"seed_prompt": v["seed_prompt_acc"],
+                                 "fst_prompt": v["deployed_prompt_acc"]}} for r, v in got.items()}
+    gains = {r: stats.interaction(c) for r, c in cells.items()}
+    out = dict(stats.aggregate(list(cells.values()), list(cells)),
+               gains=stats.aggregate(list(gains.values()), list(gains)), rebuilt=len(got),
+               per_replicate={stats.rep_name(r): dict(cells[r], **gains[r]) for r in got})
+    names = {"prompt": "prompt alone - base (base weights + FST prompt)",
+             "weights": "weights alone - base (FST weights + seed prompt)",
+             "both": "both - base (FST's own accuracy)",
+             "interaction": "interaction: both - prompt alone - weights alone + base"}
+    rows = [stats.row("C7 channels", t, what, {r: g[k] for r, g in gains.items()},
+                      detail=f"{len(got)} of {len(keys)} replicates rebuilt"
+                      if len(got) < len(keys) else "") for k, what in names.items()]
+    return out, rows
 
 
 # -----------------------------------------------------------------------------
@@ -312,16 +391,27 @@ def continual(root, reps, folder):
     return out, claims, ["continual.png"]
 
 
+
 def c7_pattern(c7_channels):
-    """C7 as the paper states it, a pattern: which channel carries the gain depends on the task
-    (stats.pattern_row on prompt's gain - weights' gain, PROMPT_TASKS vs WEIGHTS_TASKS)
-    -> [its row], or [] before any of those tasks has its C7 table."""
-    tasks_ = [t for t in PROMPT_TASKS + WEIGHTS_TASKS if t in c7_channels]
-    if not tasks_:
-        return []
-    return [stats.pattern_row(
-        "C7 channel split (pattern)", {t: c7_channels[t]["prompt_minus_weights"] for t in tasks_},
-        {t: 1 if t in PROMPT_TASKS else -1 for t in tasks_}, "prompt's gain - weights' gain")]
+    """C7 as a pattern: which channel carries the gain depends on the task. Per replicate and task
+    the prompt channel's gain over the base minus the weights channel's (= prompt alone - weights
+    alone: FST's own accuracy cancels, which is why the 2x2 table and the interaction stand beside
+    it); stats.pattern_row over PROMPT_TASKS (+) and WEIGHTS_TASKS (-) -> [its row], or [] before
+    any of those tasks has its 2x2 table."""
+    tasks_ = [t for t in PROMPT_TASKS + WEIGHTS_TASKS
+              if c7_channels.get(t, {}).get("rebuilt")]
+    if len(tasks_) < len(PROMPT_TASKS + WEIGHTS_TASKS):
+        return [stats.row("C7 channel split (pattern)", ", ".join(PROMPT_TASKS + WEIGHTS_TASKS),
+                          C7_MEASURE, {}, "pattern", blocked="cannot be rebuilt",
+                          why="FST's final weights on " + ", ".join(
+                              t for t in PROMPT_TASKS + WEIGHTS_TASKS if t not in tasks_)
+                          + " are not in the archive and their runs have no measures.json")]
+    per = {t: {n: v["prompt"] - v["weights"]
+               for n, v in c7_channels[t]["per_replicate"].items()} for t in tasks_}
+    r = stats.pattern_row("C7 channel split (pattern)", per,
+                          {t: 1 if t in PROMPT_TASKS else -1 for t in tasks_},
+                          "prompt alone - weights alone, each over the base")
+    return [stats.attribute(r, {m: None for m in CONTROLS})]
 
 
 # C8: "left zero reward" = the training reward, averaged over the last 5 steps, reaches 0.05 (the
@@ -329,6 +419,9 @@ def c7_pattern(c7_channels):
 # zero: RL-only on `sparse` had isolated successes from step 1 while its mean stayed <= 0.02 for 50
 # steps (the first replicate, base 0 seed 0, which is why this definition replaced "first success").
 ZERO_LEVEL, ZERO_WINDOW = 0.05, 5
+C8_MEASURE = (f"Gehan score, steps until the {ZERO_WINDOW}-step mean reward reaches {ZERO_LEVEL} "
+              "(+1: FST first)")
+PRIMARY += (("C8 leaves zero sooner", suite.EXPLORATION_TASK, C8_MEASURE),)
 
 
 def leave_zero(rows, level=ZERO_LEVEL, window=ZERO_WINDOW):
@@ -347,46 +440,74 @@ def first_success(rows):
 def exploration(root, reps):
     """C8: steps until each method leaves zero reward, right-censored at its run's length; the row
     is the Gehan score per replicate (+1: FST left first), so a run that never left counts as
-    'not by then' rather than at a made-up time. -> (results.json's c8_exploration, its rows)."""
-    runs = {m: replicates(root, reps, suite.EXPLORATION_TASK, m) for m in ("rl", "fst")}
-    keys = [r for r in reps if all(r in v for v in runs.values())]
+    'not by then' rather than at a made-up time. Attribution: the same score against the
+    sequential control; the context-only run (GEPA on the frozen base, no RL) says whether the
+    prompt alone already gets reward (its val accuracy, binary like the reward, >= ZERO_LEVEL).
+    -> (results.json's c8_exploration, its rows)."""
+    runs = {m: replicates(root, reps, suite.EXPLORATION_TASK, m)
+            for m in ("rl", "fst", "sequential", "context")}
+    keys = [r for r in reps if all(r in runs[m] for m in ("rl", "fst"))]
     out = {"task": suite.EXPLORATION_TASK, "level": ZERO_LEVEL, "window": ZERO_WINDOW}
     steps, cens = {}, {}
-    for m, v in runs.items():
-        found = [leave_zero(v[r]) for r in keys]
+    for m in ("rl", "fst", "sequential"):
+        v = runs[m]
+        found = {r: leave_zero(v[r]) for r in keys if r in v}
         # censored runs enter at their length: a lower bound on the steps they would need
-        steps[m] = [f if f is not None else v[r][-1]["step"] + 1 for f, r in zip(found, keys)]
-        cens[m] = [f is None for f in found]
-        out[m] = {"steps_to_leave_zero": stats.mean_std(steps[m], keys),
-                  "censored": found.count(None),
-                  "first_success": stats.mean_std([first_success(v[r]) for r in keys], keys),
-                  "final_val_acc": stats.mean_std([_final(v[r]) for r in keys], keys)}
+        steps[m] = {r: f if f is not None else v[r][-1]["step"] + 1 for r, f in found.items()}
+        cens[m] = {r: f is None for r, f in found.items()}
+        if found:
+            out[m] = {"steps_to_leave_zero": stats.mean_std(list(steps[m].values()), list(found)),
+                      "censored": sum(cens[m].values()), "n": len(found),
+                      "first_success": stats.mean_std([first_success(v[r]) for r in found],
+                                                      list(found)),
+                      "final_val_acc": stats.mean_std([_final(v[r]) for r in found],
+                                                      list(found))}
+    ctx = {r: ev.curve(runs["context"][r])[1] for r in keys if r in runs["context"]}
+    if ctx:
+        out["context"] = {"n": len(ctx),
+                          "first_eval_at_level": sum(c[0] >= ZERO_LEVEL for c in ctx.values()),
+                          "best_at_level": sum(max(c) >= ZERO_LEVEL for c in ctx.values()),
+                          "first_val_acc": stats.mean_std([c[0] for c in ctx.values()],
+                                                          list(ctx)),
+                          "final_val_acc": stats.mean_std([c[-1] for c in ctx.values()],
+                                                          list(ctx))}
     if not keys:
         return out, []
-    return out, [stats.row(
-        "C8 leaves zero sooner", suite.EXPLORATION_TASK,
-        f"Gehan score, steps until the {ZERO_WINDOW}-step mean reward reaches {ZERO_LEVEL} "
-        "(+1: FST first)",
-        {r: stats.gehan_score(steps["fst"][i], cens["fst"][i], steps["rl"][i], cens["rl"][i])
-         for i, r in enumerate(keys)},
-        detail=f"never: RL {out['rl']['censored']}, FST {out['fst']['censored']}")]
+    score = lambda m: {r: stats.gehan_score(steps["fst"][r], cens["fst"][r], steps[m][r],
+                                            cens[m][r]) for r in keys if r in steps[m]}
+    alone = (f"; the prompt alone (context-only) gets val acc >= {ZERO_LEVEL} at its first eval "
+             f"in {out['context']['first_eval_at_level']} of {out['context']['n']}"
+             if ctx else "")
+    row = stats.row("C8 leaves zero sooner", suite.EXPLORATION_TASK, C8_MEASURE, score("rl"),
+                    detail=f"never: RL {out['rl']['censored']}, FST {out['fst']['censored']}"
+                    + (f", sequential {out['sequential']['censored']}" if "sequential" in out
+                       else "") + alone)
+    vs = {"sequential": stats.row("C8", suite.EXPLORATION_TASK, "Gehan score vs sequential",
+                                  score("sequential")) if steps["sequential"] else None,
+          "instructed": None}
+    return out, [stats.attribute(row, vs)]
 
 
 def reflector_sweep(root, seeds, hit_rates):
-    """C1 and C3 of FST with each reflector on the first base (the default's runs included). Its
-    rows are a family of their own (n = run seeds: below MIN_N, no verdict, in the default grid).
-    -> ({reflector: {task: hit rate, told, n, c1_profile}} of those with runs, the rows)."""
+    """C1 and C3 of FST with each sweep reflector (suite.SWEEP_REFLECTORS) on the first base,
+    beside the default's runs there: exploratory rows (n = run seeds). Only reflectors with runs
+    enter; without any, the sweep is not in the report. -> ({reflector: {task: hit rate, told, n,
+    c1_profile}}, the rows)."""
     reps = [(0, s) for s in seeds]
     out, rows = {}, []
-    for name, method in [("edit", "fst")] + [(n, f"fst-{n}") for n in suite.SWEEP_REFLECTORS]:
+    have = [(n, f"fst-{n}") for n in suite.SWEEP_REFLECTORS
+            if any(replicates(root, reps, t, f"fst-{n}") for t in suite.SUITE_TASKS)]
+    for name, method in ([("edit", "fst")] + have) if have else []:
         out[name] = {}
         for t in suite.SUITE_TASKS:
             rl, fst = replicates(root, reps, t, "rl"), replicates(root, reps, t, method)
+            ctx = replicates(root, reps, t, "context")
             keys = [r for r in reps if r in rl and r in fst]
             if not keys:
                 continue
-            c1_, new = c1(rl, fst, keys, t)
-            new += c3(rl, fst, keys, None, "kl", t)[1]
+            ceiling = {r: max(ev.curve(ctx[r])[1]) for r in keys if r in ctx}
+            c1_, new = c1(rl, fst, keys, t, ceiling)
+            new += c3(rl, fst, keys, ceiling, "kl", t)[1]
             for r in new:
                 r["reflector"] = name
             rows += new
@@ -399,60 +520,66 @@ def reflector_sweep(root, seeds, hit_rates):
 # -----------------------------------------------------------------------------
 # the report
 
-def claims_and_plots(root, reps, base_models, preset, folder):
+def claims_and_plots(root, reps, folder):
     """C1-C8 over the replicates `reps` -> (results.json's sections of them, every claim and
     control row in order, the plots' names in `folder`)."""
     res = {k: {} for k in ("curves", "runs", "rl_gain_by_base", "controls", "c1_sample_efficiency",
                            "c2_asymptote", "c3_kl_at_matched_reward", "c4_forgetting",
                            "c7_channels")}
-    claims, plots, base_cache = [], [], {}  # base_cache: a base's numbers, once for every seed
+    claims, plots = [], []
     for t in suite.SUITE_TASKS:
-        part, rows, names = task_claims(root, reps, t, base_models, preset, folder, base_cache)
+        part, rows, names = task_claims(root, reps, t, folder)
         for k, v in part.items():
             res[k][t] = v
         claims += rows
         plots += names
     claims += c7_pattern(res["c7_channels"])
     res["c5_plasticity"], rows, names = plasticity(root, reps, folder)
-    claims += rows
+    claims += _pair(rows, {m: None for m in CONTROLS})
     plots += names
     res["c6_continual"], rows, names = continual(root, reps, folder)
-    claims += rows
+    claims += _pair(rows, {m: None for m in CONTROLS})
     plots += names
     res["c8_exploration"], rows = exploration(root, reps)
     return res, claims + rows, plots
 
 
-def write_report(root, bases, seeds, suite_wall_s, device="cpu", out=None, hit_rates=None):
-    """Compute C1-C8 from the runs under `root` (bases 0..bases-1 x seeds 0..seeds-1) on `device`;
-    label every claim and control row (Holm over all of them, stats.label_family); write
-    results.json, report.md and PNG plots to `out` (default root). -> results.json's dict."""
+def write_report(root, bases, seeds, suite_wall_s=None, device="cpu", out=None, hit_rates=None):
+    """Compute C1-C8 from the files of the runs under `root` (bases 0..bases-1 x seeds
+    0..seeds-1): logs, summaries, measures.json and the bases' metrics.json, no weights; label
+    every row (stats.label_family: Holm over the primary family PRIMARY, label() for all); write
+    results.json, report.md and PNG plots to `out` (default root). suite_wall_s None: summed from
+    the runs' own clocks (wall_from_folders). `device` is kept for callers; nothing here runs a model.
+    -> results.json's dict."""
     out = out or root
     os.makedirs(out, exist_ok=True)
     reps = [(b, s) for b in range(bases) for s in range(seeds)]
-    base_models, metrics = {}, {}
+    metrics = {}
     for b in range(bases):
-        model, extra = load_checkpoint(suite.base_path(root, b), device)
-        # each pretraining seed builds its own BPE: a base is read with its own tokenizer
-        base_models[b] = (model.eval(), tasks.tokenizer_from_state(extra["tokenizer"]))
-        metrics[b] = extra["metrics"]
+        with open(os.path.join(os.path.dirname(suite.base_path(root, b)), "metrics.json")) as f:
+            metrics[b] = json.load(f)
     preset = run_config(root, reps) or metrics[0]["preset"]
-    sections, claims, plots = claims_and_plots(root, reps, base_models, preset, out)
+    sections, claims, plots = claims_and_plots(root, reps, out)
+    if suite_wall_s is None:
+        suite_wall_s = wall_from_folders(root, bases, seeds)
     res = {"preset": preset["name"], "bases": list(range(bases)), "seeds": list(range(seeds)),
            "replicates": len(reps), "wall_s": suite_wall_s,
+           "methods": dict(stats.METHODS_TEXT, primary_rule=(
+               f"per-task claims on {PRIMARY_TASK} (the suite's partial-regime task); C5 on its "
+               "probe, C6 at the first switch, C7 as its pattern, C8 on its task")),
            "base_quality": {b: {"general_acc": m["general_acc"],
                                 "min_op_acc": min(m["acc_by_op"].values()),
                                 "acc_by_op": m["acc_by_op"], "wall_s": m["wall_s"]}
                             for b, m in metrics.items()},
-           "claims": claims, "family": stats.label_family(claims), **sections}
-    if len(reps) == 1:  # one replicate: its numbers beside the committed grid's intervals
+           "claims": claims, "family": stats.label_family(claims, PRIMARY), **sections}
+    if len(reps) == 1:  # one replicate: its numbers beside the committed grid's spread
         res["grid_reference"] = ev.grid_reference(res["preset"], res["claims"])
     if hit_rates is None and os.path.exists(os.path.join(root, "hit_rates.json")):
         with open(os.path.join(root, "hit_rates.json")) as f:
             hit_rates = json.load(f)
     res["reflector_sweep"], res["reflector_sweep_rows"] = reflector_sweep(root, range(seeds),
                                                                           hit_rates or {})
-    res["reflector_sweep_family"] = stats.label_family(res["reflector_sweep_rows"])
+    stats.label_family(res["reflector_sweep_rows"])  # all exploratory
     res["reflector_first_hit_rate"] = hit_rates
     write_atomic(os.path.join(out, "results.json"), json.dumps(res, indent=1))
     write_atomic(os.path.join(out, "report.md"), render_report(res, plots))
@@ -475,38 +602,44 @@ _m = stats.fmt  # an aggregate or a number as text: mean [95% interval]
 
 def render_report(res, plots):
     n, fam = res["replicates"], res["family"]
+    nb = len(res["bases"])
+    primary = sorted((r for r in res["claims"] if r["primary"]), key=lambda r: r["claim"][:2])
+    explore = [r for r in res["claims"] if not r["primary"] and r["claim"] != "control"]
     L = [f"# fastslow report: preset `{res['preset']}`", "",
          f"Bases (pretraining seeds) {res['bases']} x run seeds {res['seeds']} = {n} replicates; "
          f"wall time {res['wall_s']:.0f} s (pretraining and every run, each on its own clock, "
          "summed). Accuracy = exact match on the 256-problem val split at the training "
-         "temperature, with each method's deployed prompt. Values: mean [95% interval] over "
-         "replicates; intervals resample bases, then run seeds within each base, so with "
-         f"{len(res['bases'])} bases an interval describes these bases, not bases in general.",
-         "", f"Tests: the family is every row below with a p value ({fam['rows']} rows, "
-         f"{fam['tests']} tests), Holm-corrected to a family-wise error rate of {fam['alpha']}. "
-         "Labels: `reproduced` / `not reproduced` (the adjusted test excludes 0 in / against "
-         "the paper's direction), `inconclusive`, `equivalent` (TOST within "
-         f"+-{stats.EQUIV_MARGIN}, for a claim of matching), `not tested` (the comparison cannot "
-         "test the claim), `not identifiable` (C2 without an observed plateau), "
-         f"`n < {stats.MIN_N}` (no verdict); controls: `higher` / `lower` / `tie` / `= rl`.",
+         "temperature, with each method's deployed prompt. Rebuilt from the runs' files alone "
+         "(logs, summaries, measures.json), no weights.", "",
+         f"- **Intervals**: {fam['interval']}. With {nb} bases an interval describes these bases, "
+         "not bases in general.",
+         f"- **Tests**: {fam['test']}. The base is the unit of evidence: with {nb} bases the "
+         f"smallest two-sided p is {2 / 2 ** nb:.3g}.",
+         f"- **Family**: {fam['family']}. Primary tests ({fam['tests']} performed): "
+         f"{res['methods']['primary_rule']}. With {fam['tests']} tests at {fam['alpha']}, a "
+         f"claim can be decided only with >= {fam['bases_needed']} bases (a consistent effect in "
+         "every one of them).",
+         "- **Labels**: `reproduced` / `not reproduced` / `inconclusive` / `equivalent` (primary "
+         "rows only, after Holm); `undecidable` (a primary test whose smallest p cannot pass); "
+         "`exploratory` (no verdict); `not tested` (the comparison cannot test the claim, e.g. "
+         "the prompt alone reaches the level); `not identifiable` (C2 without an observed "
+         "plateau); `cannot be rebuilt` (the files it needs are not in the archive); `n < 5`; "
+         "`= rl` (a control whose logs are RL-only's).",
+         "- **Attribution**: beside each claim, the same statistic with the sequential and the "
+         "instructed control in RL's place (FST - control), and whether FST's gain survives each "
+         "(yes: that difference's 95% interval lies wholly on the claim's side of 0; a "
+         "description, not a test).",
          *stats.single_replicate_lines(res.get("grid_reference")),
          "", "## Bases", "", "| base | general acc | weakest op | wall s |", "|---|---|---|---|"]
     for b, q in res["base_quality"].items():
         L.append(f"| {b} | {q['general_acc']:.3f} | {q['min_op_acc']:.3f} | {q['wall_s']:.0f} |")
-    L += ["", "## Claims", ""] + stats.table([r for r in res["claims"]
-                                              if r["claim"] != "control"])
-    L += ["", "## C1 profile (untested cells shown for the whole picture)", ""]
+    L += ["", "## The primary family: one test per claim", ""] + stats.table(primary)
+    L += ["", "## Exploratory rows (no verdicts)", ""] + stats.table(explore)
+    L += ["", "## C1 profile (every cell, with how often the prompt alone reaches its level)", ""]
     L += stats.profile_table({t: d["profile"] for t, d in res["c1_sample_efficiency"].items()})
     L += _runs_lines(res)
-    L += ["", "## C7: {base, FST weights} x {seed, FST prompt}", "",
-          "| task | base + seed | base + FST prompt | FST weights + seed | "
-          "FST weights + FST prompt | prompt's gain | weights' gain |",
-          "|---|---|---|---|---|---|---|"]
-    for t, d in res["c7_channels"].items():
-        L.append(f"| {t} | {_m(d['base_weights']['seed_prompt'])} | "
-                 f"{_m(d['base_weights']['fst_prompt'])} | "
-                 f"{_m(d['fst_weights']['seed_prompt'])} | {_m(d['fst_weights']['fst_prompt'])} | "
-                 f"{_m(d['prompt_gain'])} | {_m(d['weights_gain'])} |")
+    L += _c7_lines(res)
+    L += _c8_lines(res)
     L += _sweep_lines(res)
     L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(L) + "\n"
@@ -514,19 +647,22 @@ def render_report(res, plots):
 
 def _runs_lines(res):
     """The runs table with each control's comparison, and RL-only's gain base by base."""
-    L = ["", "## Runs and controls (final val acc; FST minus the control, paired by replicate)",
+    L = ["", "## Runs and controls (final val acc; FST minus the method, paired by replicate)",
           "",
           "Gain = final minus first val accuracy (after step 0); its minimum over replicates shows "
-          "whether every replicate learned (the fair-test bar for RL only: >= 0.3).", "",
-          "| task | method | final val acc | gain (min) | FST - it | label | rollouts | wall s |",
-          "|---|---|---|---|---|---|---|---|"]
+          "whether every replicate learned (the fair-test bar for RL only: >= 0.3). Note: the "
+          "sequential control spends context_only_rollouts on GEPA before RL, more than FST's "
+          "first round, and the instructed control gets the whole instruction whatever the "
+          "context budget (a ceiling on cipher-k2).", "",
+          "| task | method | final val acc | gain (min) | FST - it | rollouts | wall s |",
+          "|---|---|---|---|---|---|---|"]
     ctl = {(r["task"], r["method"]): r for r in res["claims"] if r["claim"] == "control"}
     for t, d in res["runs"].items():
         for m, v in d.items():
             c = ctl.get((t, m))
+            diff = (stats.fmt(c) + (" (= rl)" if c["label"] == "= rl" else "")) if c else ""
             L.append(f"| {t} | {m} | {_m(v['final_val_acc'])} | {_m(v['gain'], 2)} "
-                     f"({_m(v['min_gain'], 2)}) | {stats.fmt(c) if c else ''} | "
-                     f"{(c['label'] + ' ' + stats.fmt_p(c)).strip() if c else ''} | "
+                     f"({_m(v['min_gain'], 2)}) | {diff} | "
                      f"{_m(v['rollouts'], 0)} | {_m(v['wall_s'], 0)} |")
     if res.get("rl_gain_by_base"):
         bases = sorted({b for d in res["rl_gain_by_base"].values() for b in d}, key=int)
@@ -539,11 +675,55 @@ def _runs_lines(res):
     return L
 
 
+def _c7_lines(res):
+    L = ["", "## C7: {base, FST weights} x {seed prompt, FST prompt}", "",
+         "From each FST run's measures.json (mean@4 on the val split). Gains are over the base "
+         "(base weights + seed prompt); the interaction is both - prompt alone - weights alone + "
+         "base (0 when the channels add up). The pattern row compares the two single-channel "
+         "cells, in which FST's own accuracy cancels; the columns with FST's weights and prompt "
+         "together carry it.", "",
+         "| task | rebuilt | base + seed | base + FST prompt | FST weights + seed | "
+         "FST weights + FST prompt | prompt's gain | weights' gain | both | interaction |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for t, d in res["c7_channels"].items():
+        if not d.get("rebuilt"):
+            L.append(f"| {t} | 0 | cannot be rebuilt: FST's final weights are not in the archive "
+                     "and its runs have no measures.json |" + " |" * 7)
+            continue
+        g = d["gains"]
+        L.append(f"| {t} | {d['rebuilt']} | {_m(d['base_weights']['seed_prompt'])} | "
+                 f"{_m(d['base_weights']['fst_prompt'])} | "
+                 f"{_m(d['fst_weights']['seed_prompt'])} | {_m(d['fst_weights']['fst_prompt'])} | "
+                 f"{_m(g['prompt'])} | {_m(g['weights'])} | {_m(g['both'])} | "
+                 f"{_m(g['interaction'])} |")
+    return L
+
+
+def _c8_lines(res):
+    c8 = res.get("c8_exploration", {})
+    L = ["", f"## C8 on `{c8.get('task')}`: leaving zero reward, with its controls", "",
+         f"Steps until the {c8.get('window')}-step mean training reward reaches {c8.get('level')} "
+         "(censored runs at their length).", "",
+         "| method | n | steps to leave zero | never left | final val acc |", "|---|---|---|---|---|"]
+    for m in ("rl", "fst", "sequential"):
+        if m in c8:
+            d = c8[m]
+            L.append(f"| {m} | {d['n']} | {_m(d['steps_to_leave_zero'], 1)} | {d['censored']} | "
+                     f"{_m(d['final_val_acc'])} |")
+    if "context" in c8:
+        d = c8["context"]
+        L += ["", f"Context-only (GEPA on the frozen base, no RL), n = {d['n']}: val acc at its "
+              f"first eval {_m(d['first_val_acc'])}, at its end {_m(d['final_val_acc'])}; the "
+              f"prompt alone reaches {c8['level']} at its first eval in "
+              f"{d['first_eval_at_level']} of {d['n']} and at some eval in {d['best_at_level']}."]
+    return L
+
+
 def _sweep_lines(res):
     if not res.get("reflector_sweep_rows"):
         return []
     return ["", "## Reflector sweep (first base): how much of FST's gain depends on the reflector",
-            "", "A family of its own; first-proposal hit rates: " + "; ".join(
+            "", "Exploratory; first-proposal hit rates: " + "; ".join(
                 f"{name} on {t} " + ("n/a (told)" if v.get("told") else _m(v["first_hit_rate"], 2))
                 for name, d in res["reflector_sweep"].items() for t, v in d.items()), ""
             ] + stats.table([dict(r, claim=f"{r['reflector']}: {r['claim']}")
@@ -574,20 +754,48 @@ def wall_from_folders(root, bases, seeds):
     return sum(walls)
 
 
+def measure_run(run_dir, device="cpu"):
+    """measures.json for a finished single-task run from its model.pt (a run made before runs
+    wrote it): eval.run_measures with the run's own task, deployed prompt and base (its summary's
+    settings), the numbers train.py writes at a run's end. -> the dict written."""
+    import torch
+    from model import load_checkpoint
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    (spec, _), = summary["schedule"]
+    model, extra = load_checkpoint(os.path.join(run_dir, "model.pt"), device)
+    enc = tasks.tokenizer_from_state(extra["tokenizer"])
+    base_path = summary["settings"]["base"] if "settings" in summary else summary["init"]
+    base = None
+    if summary["method"] in ("fst", "sequential", "context"):
+        base, _ = load_checkpoint(base_path, device)
+        base.eval()
+    task = tasks.make_task(spec, n_val=summary["config"]["n_val"])  # the run's own val split
+    torch.manual_seed(0)
+    m = ev.run_measures(model.eval(), enc, task, summary["deployed_prompt"], base=base)
+    write_atomic(os.path.join(run_dir, "measures.json"), json.dumps(m, indent=1))
+    return m
+
+
 def build_parser():
     ap = CLIParser(prog="python -m harness.report",
                    description="rebuild report.md, plots and results.json from existing runs")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
+    ap.add_argument("--runs", type=FOLDER, default=None,
+                    help="read the runs and bases here instead of runs/<preset> (e.g. the "
+                         "committed archive, results/tiny/runs)")
     ap.add_argument("--bases", type=positive(int, MOST_SEEDS), default=1,
                     help=f"bases (pretraining seeds 0..N-1) (at most {MOST_SEEDS})")
     ap.add_argument("--seeds", type=positive(int, MOST_SEEDS), default=1,
                     help=f"run seeds 0..N-1 (at most {MOST_SEEDS})")
     ap.add_argument("--out", type=FOLDER, default=None,
-                    help="write the report here (default runs/<preset>)")
+                    help="write the report here (default: the runs' folder)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--hit-rates", action="store_true",
                     help="only: each reflector's first-proposal hit rate "
                          "(-> runs/<preset>/hit_rates.json)")
+    ap.add_argument("--measure", nargs="+", type=FOLDER, default=None, metavar="RUN_DIR",
+                    help="only: write measures.json of these finished runs from their model.pt")
     return ap
 
 
@@ -606,16 +814,23 @@ def unfinished_suite(root, bases, seeds, preset):
 def main(argv=None):
     import torch
     args = build_parser().parse_args(argv)
-    root = os.path.join("runs", args.preset)
-    if not os.path.exists(suite.base_path(root, 0)):
-        raise UserError(f"no runs under {root}; run `python train.py --preset {args.preset}` first")
-    writable_folder(args.out or root)
-    if not args.hit_rates:
-        unfinished_suite(root, args.bases, args.seeds, args.preset)
+    root = args.runs or os.path.join("runs", args.preset)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible; use --device cpu")
     device = setup_device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
+    if args.measure:
+        for d in args.measure:
+            if not os.path.exists(os.path.join(d, "model.pt")):
+                raise UserError(f"{d} has no model.pt to measure")
+            print(d, json.dumps(measure_run(d, device)))
+        return
+    if not os.path.exists(os.path.join(os.path.dirname(suite.base_path(root, 0)),
+                                       "metrics.json")):
+        raise UserError(f"no runs under {root}; run `python train.py --preset {args.preset}` first")
+    writable_folder(args.out or root)
+    if not args.hit_rates:
+        unfinished_suite(root, args.bases, args.seeds, args.preset)
     if args.hit_rates:
         rates = reflector_hit_rates(root, device)
         write_atomic(os.path.join(root, "hit_rates.json"), json.dumps(rates, indent=1))
@@ -626,7 +841,7 @@ def main(argv=None):
         with open(os.path.join(root, "results.json")) as f:
             wall = json.load(f).get("wall_s", wall)
     out = args.out or root
-    write_report(root, args.bases, args.seeds, wall, device=device, out=out)
+    write_report(root, args.bases, args.seeds, wall, out=out)
     print(f"wrote {out}/report.md")
 
 

@@ -27,6 +27,7 @@ PLASTICITY_INITS = ("base", "rl", "fst")                # C5: RL on it from thes
 CONTINUAL = ["hidden-rule", "cipher", "hidden-rule-2"]  # three stages, three markers,
                                                         # untold switches
 EXPLORATION_TASK = "sparse"                             # C8: zero reward under the seed prompt
+EXPLORATION_METHODS = ("rl", "fst", "context", "sequential")  # C8 with its controls
 # SUITE_METHODS: the rows of fst.METHODS, the one table, that the suite runs
 SWEEP_REFLECTORS = ["oracle", "demo"]                   # FST with these too (`--sweep`, first base)
 # the methods without fast weights never read a context budget (rl, instructed): a dial level
@@ -99,7 +100,7 @@ def jobs(preset, root, bases=1, seeds=1, sweep=False):
             for method in SUITE_METHODS:  # every suite row of the one table (fst.METHODS)
                 add(1, method, [(task, preset.steps)],
                     run_dir(broot, task, method, seed), seed)
-        for method in ("rl", "fst"):  # C8: exploration from zero reward
+        for method in EXPLORATION_METHODS:  # C8: exploration from zero reward
             add(1, method, [(EXPLORATION_TASK, preset.steps)],
                 run_dir(broot, EXPLORATION_TASK, method, seed), seed)
         if sweep and b == 0:  # FST with the other reflectors, on the first base

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+import eval as ev
 from harness import phase
 from harness import suite
 import train
@@ -59,9 +60,10 @@ def test_report_on_a_synthetic_grid(tmp_path):
                 for refl in phase.REFLECTORS:
                     # k = 3: FST at the top from the start; k = 0: FST is RL
                     fst = 0.9 + 0.0 * x if k == 3 else rl()
-                    for m in ("fst", "sequential"):
+                    for m in ("fst", "sequential"):  # k = 0: the seed prompt alone
                         _write(suite.run_dir(broot, phase.level_task(k),
-                                              phase.method_dir(m, refl), s), fst, 0.1 if k else 1.0)
+                                              phase.method_dir(m, refl), s), fst, 0.1 if k else 1.0,
+                               prompts=["rule: map 2>7"] * 20 if k else None)
                     _write(suite.run_dir(broot, phase.level_task(k),
                                           phase.method_dir("context", refl), s),
                            [0.1] * 20, 0.0, prompts=["rule: ?"] * 3 + ["rule: map 2>7"] * 17)
@@ -69,15 +71,21 @@ def test_report_on_a_synthetic_grid(tmp_path):
     assert os.path.exists(os.path.join(root, "out", "phase.md"))
     assert all(os.path.exists(os.path.join(root, "out", f"phase_{m}.png")) for m in phase.MEASURES)
     gap = lambda k, r: phase.cell_value(res, k, r, "gap")
-    assert gap(3, "edit")["label"] == "reproduced" and gap(3, "edit")["n"] == 6
-    assert gap(0, "edit")["label"] == "inconclusive" and abs(gap(0, "edit")["mean"]) < 0.05
-    assert phase.cell_value(res, 3, "edit", "vs_sequential")["label"] == "tie"
-    assert phase.cell_value(res, 0, "edit", "vs_instructed")["label"] == "lower"
+    # every row here is exploratory: no verdict words; the primary family is the suite's
+    assert gap(3, "edit")["label"] == "exploratory" and gap(3, "edit")["n"] == 6
+    assert gap(3, "edit")["vs"]["sequential"]["survives"] == "no"  # FST = sequential here
+    assert gap(3, "edit")["vs"]["instructed"]["survives"] == "no"
+    # k = 0: FST's prompt never left the seed prompt, an A/A comparison with RL
+    assert gap(0, "edit")["label"] == "noise floor" and abs(gap(0, "edit")["mean"]) < 0.05
+    assert "k0 edit" in res["noise_floor"] and res["noise_floor"]["k0 edit"]["gap"]["n"] == 6
+    assert phase.cell_value(res, 3, "edit", "vs_sequential")["label"] == "exploratory"
+    assert phase.cell_value(res, 0, "edit", "vs_instructed")["label"] == "noise floor"
     c1 = phase.cell_value(res, 3, "edit", "c1_0.9")
-    assert c1["label"] == "reproduced" and c1["ratio"]["n_lower_bounds"] == 6
+    assert c1["label"] == "exploratory" and c1["ratio"]["n_lower_bounds"] == 6
+    assert res["family"]["tests"] == 0 and "cluster bootstrap" in res["methods"]["interval"]
     ctx = next(iter(res["cells"]["k3 edit"]["per_replicate"].values()))["context"]
     assert ctx["rounds"] == 4 and ctx["prompt"] == "rule: map 2>7"
-    assert res["family"]["rows"] > 0 and res["curves"]["cipher rl"]["n"] == 6
+    assert res["curves"]["cipher rl"]["n"] == 6
 
 
 def test_archive_keeps_finished_runs_and_bases(tmp_path):
@@ -148,3 +156,45 @@ def test_c2_long_reads_rl_long_runs_then_fst_at_the_budget(tmp_path):
     assert c2["row"]["n"] == 3 and c2["row"]["mean"] > 0.2  # FST's A above RL's
     assert set(c2["fits"]) == {"rl", "fst"} and 0.55 < c2["fits"]["rl"]["A"] < 0.65
     assert "| fst |" in "\n".join(phase.render_c2(c2))
+
+
+def test_one_label_rule_for_both_reports(tmp_path, monkeypatch):
+    """C1 at 0.9 of RL's plateau where the prompt alone (context-only) reaches the level: the
+    phase report's cell and the suite report's row get the same label from the same function."""
+    from harness import report
+    from harness import stats
+    root, x = str(tmp_path), np.arange(1, 21) * 5.0
+    rng = np.random.default_rng(0)
+    for b in range(3):
+        for s in range(3):
+            broot = suite.base_root(root, b)
+            for m in ("rl", "instructed"):
+                _write(suite.run_dir(broot, "cipher", m, s),
+                       0.05 + 0.6 / (1 + (50 / x) ** 3) + rng.normal(0, 0.01, 20), 1.0)
+            for k in phase.LEVELS:
+                for refl in phase.REFLECTORS:
+                    for m in ("fst", "sequential", "context"):  # the prompt alone is at 0.9
+                        _write(suite.run_dir(broot, phase.level_task(k),
+                                              phase.method_dir(m, refl), s), 0.9 + 0.0 * x, 0.1,
+                               prompts=["rule: map 2>7"] * 20)
+    calls = []
+    rule = stats.label
+    monkeypatch.setattr(stats, "label", lambda *a, **kw: calls.append(kw) or rule(*a, **kw))
+    res = phase.write_report(root, 3, 3, 1.0, out=os.path.join(root, "out"))
+    cell = phase.cell_value(res, 2, "edit", "c1_0.9")
+    from_phase = len(calls)
+    reps = [(b, s) for b in range(3) for s in range(3)]
+    t = phase.level_task(2)
+    rl, fst = (report.replicates(root, reps, "cipher", "rl"),
+               report.replicates(root, reps, t, "fst"))
+    ctx = report.replicates(root, reps, t, "context")
+    ceiling = {r: max(ev.curve(ctx[r])[1]) for r in reps}
+    _, rows = report.c1(rl, fst, reps, t, ceiling)
+    stats.label_family(rows, report.PRIMARY)
+    row = next(r for r in rows if r["measure"].startswith("Gehan score, steps to 0.9"))
+    assert from_phase > 0 and len(calls) > from_phase  # both reports went through stats.label
+    assert cell["label"] == row["label"] == "not tested"
+    assert cell["why"] == row["why"] == "the context-only run reaches the level in 9 of 9"
+    assert cell["per_replicate"] == row["per_replicate"] and cell["mean"] == row["mean"]
+    assert "not tested: the context-only run reaches the level in 9 of 9" in open(
+        os.path.join(root, "out", "phase.md")).read()

@@ -1,9 +1,11 @@
 """
 stats.py on synthetic data with known answers: the cluster bootstrap (wider than the i.i.d. one
-when bases differ), Holm's adjustment, the C1 profile (exact ratios on a known curve), the
-censoring-aware time-to-level comparison reaching either verdict, C2's identifiability rule, the
-equivalence and pattern tests, and "n < 5" carrying no verdict. Pure numpy apart from eval's
-sigmoid fit.
+when bases differ), the exact sign-flip test on base means and its resolution (a consistent effect
+over enough bases passes; the same effect over 3 bases is `undecidable`), Holm's adjustment, the
+one label rule (its guard, the primary family, exploratory rows), the C1 profile (exact ratios on
+a known curve), the censoring-aware comparison reaching either verdict, C2's identifiability rule,
+the equivalence and pattern tests, C7's interaction on a 2x2 table, attribution to the controls,
+and a single replicate set beside the replicates' spread. Pure numpy apart from eval's sigmoid fit.
 """
 
 import json
@@ -62,13 +64,108 @@ def test_holm_on_known_p_values():
     assert stats.holm([0.2]) == [0.2]
 
 
-def test_bootstrap_p_values():
-    boots = np.linspace(0.1, 0.3, 1000)  # all above 0
-    assert stats.p_two_sided(boots) == 2 / 1001
-    assert stats.p_two_sided(np.zeros(100)) == 1.0  # a degenerate statistic at the null
-    assert stats.p_two_sided(np.full(100, 1e-5)) == 1.0  # float noise is no difference
-    assert stats.p_tost(np.linspace(-0.02, 0.02, 1000)) == 1 / 1001
-    assert stats.p_tost(np.linspace(0.0, 0.1, 1001)) > 0.4
+def test_sign_flip_test_is_exact():
+    # 3 bases, all positive: the observed pattern and its mirror are the 2 most extreme of 8
+    assert stats.base_level_test({0: 0.3, 1: 0.2, 2: 0.25}) == (0.25, 0.25)
+    assert stats.base_level_test({0: 0.3, 1: -0.2, 2: 0.25})[0] == 0.5  # |mean| 0.117: 4 of 8
+    assert stats.base_level_test({0: 0.0, 1: 0.0, 2: 0.0}) == (1.0, 0.25)  # no difference
+    assert stats.sign_flip_p([0.1] * 5, direction=1) == (1 / 32, 1 / 32)
+    assert stats.sign_flip_p([0.1] * 5, direction=-1)[0] == 1.0
+    ten = {b: 0.1 + 0.01 * b for b in range(10)}
+    assert stats.base_level_test(ten) == (2 / 1024, 2 / 1024)
+    # equivalence: every base within the margin; the smallest p is one-sided, 1 / 2^B
+    assert stats.base_level_tost({0: 0.01, 1: -0.02, 2: 0.0}) == (0.125, 0.125)
+    assert stats.base_level_tost({0: 0.2, 1: 0.1, 2: 0.3})[0] == 1.0
+    # how many bases a consistent effect needs to pass Holm's first step: 2 / 2^B x m < alpha
+    assert stats.bases_needed(1) == 6 and stats.bases_needed(8) == 9
+    assert stats.bases_needed(8, two_sided=False) == 8
+    # per-base values: the mean over each base's run seeds (keys as tuples or names)
+    assert stats.base_values({(0, 0): 1.0, (0, 1): 3.0, (1, 0): 5.0}) == {0: 2.0, 1: 5.0}
+    assert stats.base_values({"b0s0": 1.0, "b1s0": 2.0}) == {0: 1.0, 1: 2.0}
+
+
+def _grid(effect, bases, seeds=3, sd=0.02, seed=0):
+    rng = np.random.default_rng(seed)
+    return {(b, s): effect + rng.normal(0, sd) for b in range(bases) for s in range(seeds)}
+
+
+def test_base_level_test_on_synthetic_replicates():
+    """A consistent effect over enough bases passes; the same effect over 3 bases cannot, and is
+    labelled undecidable, with the number of bases that could decide it."""
+    for bases, want in ((10, "reproduced"), (3, "undecidable")):
+        rows = [stats.row("C1", "t", "gap", _grid(0.2, bases))]
+        rows += [stats.row(f"C{i}", "t", "other", _grid(0.2, bases, seed=i)) for i in range(2, 9)]
+        fam = stats.label_family(rows, primary=[(r["claim"], "t", r["measure"]) for r in rows])
+        assert fam["tests"] == 8 and rows[0]["bases"] == bases
+        assert [r["label"] for r in rows] == [want] * 8, [r["label"] for r in rows]
+    assert rows[0]["bases_needed"] == 9 and "needs >= 9 bases" in rows[0]["why"]
+    assert rows[0]["min_p"]["difference"] == 0.25 and rows[0]["p"]["difference"] == 0.25
+    # the bootstrap's resolution no longer sets the verdict: 9 replicates over 3 bases are 3
+    # observations, whatever the number of resamples
+    assert rows[0]["n"] == 9 and rows[0]["ci95"][0] > 0.15
+
+
+def test_label_is_one_rule():
+    L = stats.label
+    assert L("difference", 0.3, {"difference": 0.001}, primary=True) == "reproduced"
+    assert L("difference", -0.3, {"difference": 0.001}, primary=True) == "not reproduced"
+    assert L("difference", -0.3, {"difference": 0.001}, primary=True, direction=-1) == "reproduced"
+    assert L("difference", 0.3, {"difference": 0.2}, primary=True) == "inconclusive"
+    assert L("difference", 0.3, {"difference": 0.001}) == "exploratory"  # no verdict word
+    assert L("control", 0.3, {"difference": 0.001}) == "exploratory"
+    # the guard: the prompt alone reaches the level in most replicates, primary or not
+    assert L("difference", 1.0, {"difference": 0.001}, primary=True,
+             prompt_alone=(6, 9)) == "not tested"
+    assert L("difference", 1.0, None, prompt_alone=(4, 9)) == "exploratory"
+    assert L("difference", 0.0, None, aa=True) == "noise floor"
+    assert L("difference", 0.3, None, primary=True, n=4) == "n < 5"
+    assert L("difference", 0.3, {"difference": 0.25}, primary=True, min_p=0.25,
+             family_size=8) == "undecidable"
+    assert L("difference", 0.3, None, blocked="cannot be rebuilt") == "cannot be rebuilt"
+    assert stats.prompt_alone_why(6, 9) == "the context-only run reaches the level in 6 of 9"
+    assert stats.prompt_alone_why(4, 9) == ""
+    assert set(stats.VERDICTS) | set(stats.NO_TEST) <= set(stats.LABELS)
+
+
+def test_intervals_do_not_move_between_rebuilds():
+    vals = _grid(0.2, 3, sd=0.1)
+    a, b = stats.mean_std(list(vals.values()), list(vals)), stats.mean_std(list(vals.values()),
+                                                                          list(vals))
+    assert a == b  # a fixed seed: identical
+    other = stats.mean_std(list(vals.values()), list(vals), seed=1)  # another seed: close
+    assert max(abs(x - y) for x, y in zip(a["ci95"], other["ci95"])) < 0.005
+
+
+def test_c7_interaction_on_a_2x2_table():
+    # the paper's HoVer-hard table: base 2.0, weights alone 11.6, prompt alone 10.6, both 21.2
+    t = {"base_weights": {"seed_prompt": 0.020, "fst_prompt": 0.106},
+         "fst_weights": {"seed_prompt": 0.116, "fst_prompt": 0.212}}
+    g = stats.interaction(t)
+    assert abs(g["prompt"] - 0.086) < 1e-12 and abs(g["weights"] - 0.096) < 1e-12
+    assert abs(g["both"] - 0.192) < 1e-12 and abs(g["interaction"] - 0.010) < 1e-12
+    # channels that do not add up: both = prompt alone, the weights add nothing on top
+    flat = stats.interaction({"base_weights": {"seed_prompt": 0.0, "fst_prompt": 0.8},
+                              "fst_weights": {"seed_prompt": 0.3, "fst_prompt": 0.8}})
+    assert abs(flat["interaction"] + 0.3) < 1e-12
+    # FST's own accuracy enters the interaction (it cancels in prompt alone - weights alone)
+    t2 = {k: dict(v) for k, v in t.items()}
+    t2["fst_weights"]["fst_prompt"] += 0.1
+    g2 = stats.interaction(t2)
+    assert abs(g2["interaction"] - g["interaction"] - 0.1) < 1e-12
+    assert abs((g2["prompt"] - g2["weights"]) - (g["prompt"] - g["weights"])) < 1e-12
+
+
+def test_attribution_beside_a_claim():
+    claim = stats.row("C1", "t", "gap FST - RL", _grid(0.3, 3))
+    vs = {"sequential": stats.row("C1", "t", "gap FST - sequential", _grid(0.0, 3, sd=0.05)),
+          "instructed": stats.row("C1", "t", "gap FST - instructed", _grid(0.2, 3)),
+          "other": None}
+    stats.attribute(claim, vs)
+    assert claim["vs"]["sequential"]["survives"] == "no"
+    assert claim["vs"]["instructed"]["survives"] == "yes" and claim["vs"]["other"] is None
+    stats.label_family([claim])
+    text = "\n".join(stats.table([claim]))
+    assert "FST - sequential" in text and "| no / yes |" in text
 
 
 # --- C1 -----------------------------------------------------------------------------------------
@@ -112,14 +209,18 @@ def test_gehan_score():
     assert stats.gehan_score(50, True, 50, True) == 0  # both censored: a tie
 
 
-def _c1_rows(fst_faster):
-    """9 replicates; FST (or RL) reaches the level first in 8, the other one never gets there."""
+KEYS12 = [(b, 0) for b in range(12)]  # 12 bases, one run seed each: enough to decide
+
+
+def _c1_rows(fst_faster, keys=KEYS12):
+    """FST (or RL) reaches the level first in all replicates but one, where the other never gets
+    there."""
     rl_curve = [0.1, 0.3, 0.5, 0.7, 0.9, 0.9, 0.9, 0.9]
     fast = [0.3, 0.6, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
     never = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
     instant = [0.9] * 8
     scores = {}
-    for i, k in enumerate(KEYS):
+    for i, k in enumerate(keys):
         f = fast if fst_faster else rl_curve
         if i == 4:
             f = never if fst_faster else instant  # one replicate against the others
@@ -131,14 +232,16 @@ def _c1_rows(fst_faster):
 
 def test_censoring_aware_comparison_reaches_both_verdicts():
     up = _c1_rows(True)
-    assert sorted(up.values()) == [-1] + [1] * 8  # one censored FST replicate: RL first there
+    assert sorted(up.values()) == [-1] + [1] * 11  # one censored FST replicate: RL first there
     down = _c1_rows(False)
-    assert sorted(down.values()) == [-1] * 8 + [1]
+    assert sorted(down.values()) == [-1] * 11 + [1]
     rows = [stats.row("C1", "t", "Gehan score, steps to 0.9 x plateau", up),
-            stats.row("C1", "t", "Gehan score, steps to 0.9 x plateau", down)]
-    fam = stats.label_family(rows)
+            stats.row("C1", "u", "Gehan score, steps to 0.9 x plateau", down)]
+    fam = stats.label_family(rows, primary=[(r["claim"], r["task"], r["measure"]) for r in rows])
     assert fam["tests"] == 2 and [r["label"] for r in rows] == ["reproduced", "not reproduced"]
-    assert rows[0]["p_holm"]["difference"] < 0.05 and rows[0]["per_replicate"]["b1s1"] == -1
+    assert rows[0]["p_holm"]["difference"] < 0.05 and rows[0]["per_replicate"]["b4s0"] == -1
+    # sign flips of 11 x (+1) and 1 x (-1): |sum| >= 10 in 2 + 24 of 4096 patterns
+    assert abs(rows[0]["p"]["difference"] - 26 / 4096) < 1e-12
 
 
 def test_ratio_summary_counts_bounds():
@@ -170,9 +273,16 @@ def test_c2_identifiability():
 
 # --- labels -------------------------------------------------------------------------------------
 
-def _vals(mean, sd, seed=0):
+KEYS10 = [(b, 0) for b in range(10)]
+
+
+def _vals(mean, sd, seed=0, keys=KEYS10):
     rng = np.random.default_rng(seed)
-    return {k: mean + rng.normal(0, sd) for k in KEYS}
+    return {k: mean + rng.normal(0, sd) for k in keys}
+
+
+def _primary(rows):
+    return stats.label_family(rows, primary=[(r["claim"], r["task"], r["measure"]) for r in rows])
 
 
 def test_equivalence_test():
@@ -183,35 +293,34 @@ def test_equivalence_test():
             stats.row("C4", "d", "m", _vals(-0.3, 0.02), kind),   # worse
             stats.row("C5", "e", "m", _vals(0.01, 0.01), "equivalence"),
             stats.row("C5", "f", "m", _vals(0.2, 0.01), "equivalence")]
-    stats.label_family(rows)
+    _primary(rows)
     assert [r["label"] for r in rows] == ["equivalent", "reproduced", "inconclusive",
                                           "not reproduced", "equivalent", "not reproduced"]
-    assert set(rows[0]["p"]) == {"difference", "tost"} and rows[0]["p"]["tost"] < 0.01
+    assert set(rows[0]["p"]) == {"difference", "tost"} and rows[0]["p"]["tost"] == 1 / 1024
 
 
 def test_pattern_controls_and_small_cells():
     # C7: prompt gain - weights gain per task kind; the pattern statistic is the smallest of
-    # (d on a prompt task, d on another, -d on the weights task)
+    # (d on a prompt task, d on another, -d on the weights task), per base as over all replicates
     rng = np.random.default_rng(1)
     d = {k: (0.8 + rng.normal(0, .05), 0.7 + rng.normal(0, .05), -0.6 + rng.normal(0, .05))
-         for k in KEYS}
+         for k in KEYS10}
     pattern = lambda a: float(min(a[:, 0].mean(), a[:, 1].mean(), -a[:, 2].mean()))
     broken = {k: (v[0], v[1], -v[2]) for k, v in d.items()}  # the weights' task goes the other way
-    rows = [stats.row("C7", "all", "m", d, "pattern", stat=pattern),
-            stats.row("C7", "all", "m", broken, "pattern", stat=pattern),
-            stats.row("ctl", "t", "m", _vals(0.1, 0.01), "control"),
-            stats.row("ctl", "t", "m", _vals(-0.1, 0.01), "control"),
-            stats.row("ctl", "t", "m", _vals(0.0, 0.2), "control"),
-            stats.row("ctl", "t", "m", _vals(0.0, 0.0), "control", label="= rl"),
-            stats.row("C1", "t", "m", {k: 1.0 for k in KEYS[:4]})]  # n = 4
-    fam = stats.label_family(rows)
-    assert [r["label"] for r in rows] == ["reproduced", "not reproduced", "higher", "lower", "tie",
-                                          "= rl", "n < 5"]
+    primary = [stats.row("C7", "all", "m", d, "pattern", stat=pattern),
+               stats.row("C7", "all2", "m", broken, "pattern", stat=pattern)]
+    rows = primary + [
+        stats.row("ctl", "t", "m", _vals(0.1, 0.01), "control"),
+        stats.row("ctl", "t", "m", _vals(0.0, 0.0), "control", blocked="= rl"),
+        stats.row("C1", "t", "m", {k: 1.0 for k in KEYS[:4]})]  # n = 4
+    fam = stats.label_family(rows, primary=[("C7", "all", "m"), ("C7", "all2", "m")])
+    assert [r["label"] for r in rows] == ["reproduced", "not reproduced", "exploratory", "= rl",
+                                          "n < 5"]
     assert abs(rows[0]["mean"] - pattern(np.array(list(d.values())))) < 1e-12
     assert rows[0]["per_replicate"]["b0s0"] == list(d[(0, 0)])
-    # rows with a label of their own are outside the family and carry no p
-    assert fam["rows"] == 5 and rows[5]["p"] is None and rows[6]["p"] is None
-    assert rows[6]["mean"] == 1.0 and rows[6]["n"] == 4
+    # only the primary rows are in the family; the others carry no adjusted p
+    assert fam["rows"] == 2 and all(r["p_holm"] is None for r in rows[2:])
+    assert rows[4]["mean"] == 1.0 and rows[4]["n"] == 4
 
 
 # --- report.py on a synthetic runs folder -------------------------------------------------------
@@ -255,43 +364,55 @@ def test_report_claims_on_a_synthetic_runs_folder(tmp_path):
     c1, rows = report.c1(runs["rl"], runs["fst"], reps, t, ceiling)
     claims += rows
     assert c1["profile"]["0.9"]["steps"]["fst_first"] == 6
-    claims += report.c3(runs["rl"], runs["fst"], reps, 0.2, "kl", t)[1]
+    # each replicate's matched level against its own context-only ceiling
+    claims += report.c3(runs["rl"], runs["fst"], reps, ceiling, "kl", t)[1]
     claims += report.c2(runs["rl"], runs["fst"], reps, t, reps=20)[1]
     # a one-replicate report names C2's statistic as the grid does: against_grid finds it
     one = report.c2(runs["rl"], runs["fst"], reps[:1], t, reps=20)[1]
     assert one[0]["measure"] == claims[-1]["measure"] and "RL " in one[0]["detail"]
-    fam = stats.label_family(claims)
+    gap = ("C1 faster", t, "mean val acc over the run, FST - RL")
+    fam = stats.label_family(claims, primary=[gap])
     by = lambda claim, start: next(r for r in claims
                                    if r["claim"] == claim and r["measure"].startswith(start))
     assert by("control", "final val acc FST - instructed")["label"] == "= rl"
-    assert by("control", "final val acc FST - context")["label"] == "higher"
-    assert by("C1 faster", "Gehan score, steps to 0.9 x RL")["label"] == "reproduced"
-    assert by("C1 faster", "mean val acc over the run")["label"] == "reproduced"
+    assert by("control", "final val acc FST - context")["label"] == "exploratory"
+    assert by("C1 faster", "Gehan score, steps to 0.9 x RL")["label"] == "exploratory"
+    # the primary row over 3 bases: the test cannot pass, whatever the effect
+    g = by("C1 faster", "mean val acc over the run")
+    assert g["label"] == "undecidable" and g["bases"] == 3 and g["bases_needed"] == 6
     c3 = by("C3 less drift", "log KL ratio")
-    assert c3["label"] == "reproduced" and c3["geo_mean"] < 0.3
+    assert c3["label"] == "exploratory" and c3["geo_mean"] < 0.3 and c3["prompt_alone"] == [0, 6]
     c2 = by("C2 higher ceiling", "A(FST)")  # equal plateaus: identified, and no difference
-    assert c2["label"] == "inconclusive" and abs(c2["mean"]) < stats.TIE_TOL, c2
-    assert fam["rows"] == len([r for r in claims if r["p"]]) and fam["rows"] >= 7
+    assert c2["label"] == "exploratory" and abs(c2["mean"]) < stats.TIE_TOL, c2
+    assert fam["rows"] == 1 and fam["tests"] == 1 and fam["primary"] == [list(gap)]
     assert all(set(r["per_replicate"]) == {stats.rep_name(k) for k in reps} for r in claims)
     lines = stats.table(claims)
-    assert len(lines) == len(claims) + 2 and "(Holm " in "".join(lines)
+    assert len(lines) == len(claims) + 2 and "(Holm 0.25; smallest possible 0.25)" in "".join(lines)
 
 
 def test_one_replicate_beside_the_committed_grid(tmp_path, monkeypatch):
-    grid = [{"claim": "C1 faster", "task": "cipher", "measure": "gap", "ci95": [0.1, 0.3],
-             "n": 9, "label": "reproduced"},
+    """A newcomer's replicate is compared with the spread of the grid's replicates (where one new
+    replicate falls), not with the interval of their mean."""
+    reps = {f"b{b}s{s}": 0.2 + 0.05 * (b - 1) + 0.02 * (s - 1) for b in range(3) for s in range(3)}
+    grid = [dict(stats.row("C1 faster", "cipher", "gap", {stats.rep_key(k): v
+                                                           for k, v in reps.items()}),
+                 label="undecidable"),
             {"claim": "C3 less drift", "task": "cipher", "measure": "kl", "ci95": [-1.0, -0.5],
-             "n": 9, "label": "reproduced"}]
+             "n": 9, "label": "exploratory", "per_replicate": {"b0s0": -1.2, "b1s0": -0.4}}]
+    lo, hi = grid[0]["ci95"]
+    value = 0.265  # outside the interval of the mean, inside the replicates' range
+    assert not lo <= value <= hi and min(reps.values()) <= value <= max(reps.values())
     one = lambda measure, v: {"claim": grid[0]["claim"] if measure == "gap" else grid[1]["claim"],
                               "task": "cipher", "measure": measure, "mean": v, "ci95": [v, v],
-                              "n": 1, "p": None, "why": "", "label": "n < 5"}
+                              "n": 1, "p": None, "why": "", "label": "n < 5", "primary": False}
     grid[0]["detail"] = "8 of 9 reach it"  # a run's own counts: beside the measure, not in it
-    rows = [dict(one("gap", 0.2), detail="1 of 1 reach it"), one("kl", 0.0),
+    rows = [dict(one("gap", value), detail="1 of 1 reach it"), one("kl", 0.0),
             dict(one("gap", 0.2), task="hidden-rule")]  # a row the grid does not have
     assert stats.against_grid(rows, grid) == 2
     assert rows[0]["grid"]["inside"] and not rows[1]["grid"]["inside"] and "grid" not in rows[2]
+    assert rows[0]["grid"]["range"] == stats.spread(reps.values())
     text = "\n".join(stats.table(rows))
-    assert "[0.100, 0.300], 9: inside" in text and "[-1.000, -0.500], 9: outside" in text
+    assert "[0.130, 0.270], 9: inside" in text and "[-1.200, -0.400], 9: outside" in text
     assert "| gap (1 of 1 reach it) |" in text
     assert text.splitlines()[-1].endswith("| n/a |")
     # eval.grid_reference reads results/<preset>/results.json beside eval.py

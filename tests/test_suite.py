@@ -68,11 +68,14 @@ def test_suite_end_to_end(micro_suite):
         assert {"rl", "fst"} <= set(res["c2_asymptote"][task])
         for k in ("kl", "kl_common"):
             assert "above_floor" in res["c3_kl_at_matched_reward"][task][k]
-        assert {"base", "rl", "fst"} <= set(res["c4_forgetting"][task])
+        # C4 and C7 come from each run's measures.json, never from weights
+        assert {"base", "rl", "fst", "sequential", "instructed"} <= set(
+            res["c4_forgetting"][task]) and res["c4_forgetting"][task]["rebuilt"] == 1
         for m in ("base", "rl", "fst"):
-            assert set(res["c4_forgetting"][task][m]) == {"general_acc", "no_prompt_acc"}
-        assert ({"base_weights", "fst_weights", "weights_gain", "prompt_gain",
-                 "prompt_minus_weights"} <= set(res["c7_channels"][task]))
+            assert set(res["c4_forgetting"][task][m]) == {"general_acc", "seed_prompt_acc"}
+        c7 = res["c7_channels"][task]
+        assert {"base_weights", "fst_weights", "gains", "per_replicate"} <= set(c7)
+        assert set(c7["gains"]) == {"prompt", "weights", "both", "interaction"}
         assert set(res["controls"][task]) == set(suite.SUITE_METHODS) - {"fst"}
         for m, c in res["curves"][task].items():
             assert len(c["steps"]) == len(c["val_acc"]) and len(c["rollouts"]) == 60, m
@@ -85,9 +88,10 @@ def test_suite_claim_rows(micro_suite):
     for r in res["claims"]:
         assert {"mean", "ci95", "n", "per_replicate", "label"} <= set(r)
         assert r["label"] in stats.LABELS and list(r["per_replicate"]) == ["b0s0"]
-        assert r["label"] == "n < 5" or r["p"] is None  # one replicate: no verdict anywhere
+        assert r["label"] in ("n < 5",) + stats.NO_TEST  # one replicate: no verdict anywhere
         claims.setdefault(r["claim"], []).append(r)
-    assert len(claims["C1 faster"]) == len(suite.SUITE_TASKS) * (len(stats.C1_TESTED) + 1)
+    assert len(claims["C1 faster"]) == len(suite.SUITE_TASKS) * (len(stats.C1_ROWS) + 1)
+    assert len(claims["C7 channels"]) == 4 * len(suite.SUITE_TASKS)  # gains and interaction
     assert len(claims["control"]) == (len(suite.SUITE_METHODS) - 1) * len(suite.SUITE_TASKS)
     assert len(claims["C6 keeps learning"]) == len(suite.CONTINUAL) - 1
     for c in ("C2 higher ceiling", "C3 less drift", "C4 forgets less (matches or beats)",
@@ -100,7 +104,10 @@ def test_suite_claim_rows(micro_suite):
     assert res["family"]["tests"] == 0  # nothing to test at n = 1
     assert {"from_base", "from_rl", "from_fst"} <= set(res["c5_plasticity"])
     assert len(res["c6_continual"]) == len(suite.CONTINUAL)
-    assert {"rl", "fst"} <= set(res["c8_exploration"])
+    assert {"rl", "fst", "sequential", "context"} <= set(res["c8_exploration"])
+    # every claim row sits beside its controls (n/a where the control has no such run)
+    assert all(set(r["vs"]) == {"sequential", "instructed"} for r in res["claims"]
+               if r["claim"] not in ("control", "C7 channels"))
 
 
 def test_suite_numbers_are_finite_and_the_report_is_written(micro_suite):
@@ -133,6 +140,12 @@ def test_suite_runs_log_the_designed_keys(micro_suite):
               "grad_norm", "wall_s"):
         assert k in rows[0], k
     assert "val_greedy" in rows[-1] and {"kl", "kl_common"} <= set(rows[-1])
+    # what the report reads off the final weights, written beside summary.json
+    with open(os.path.join(suite.run_dir(b0, "cipher", "fst", 0), "measures.json")) as f:
+        m = json.load(f)
+    assert {"general_acc", "seed_prompt_acc", "deployed_prompt_acc", "base"} <= set(m)
+    assert not os.path.exists(os.path.join(suite.run_dir(b0, "cipher", "context", 0),
+                                           "measures.json"))  # no weights of its own
     # every step generates
     assert all(b["rollouts"] > a["rollouts"] for a, b in zip(rows, rows[1:]))
     # the exploration task's runs log a reward per step (binary per rollout: tests/test_tasks.py)
@@ -157,7 +170,7 @@ def test_suite_rerun_skips_finished_stages_and_jobs_2_gives_the_same_results(mic
             assert (suite.run_dir(b0, t, m, 0) == family) == (not flags["uses_context"]), (t, m)
     assert len(per_task) == (len(suite.SUITE_METHODS) * len(suite.SUITE_TASKS)
                              - len(suite.BUDGET_BLIND) * len(levels))
-    assert len(logs) == len(per_task) + 2 + 3 + 2
+    assert len(logs) == len(per_task) + 2 + 3 + len(suite.EXPLORATION_METHODS)
     again = train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     assert {p: os.stat(p).st_mtime_ns for p in logs} == logs
     assert json.loads(json.dumps(again)) == res
