@@ -149,8 +149,8 @@ def cell_rows(k, refl, per):
     paper's direction. Every row is exploratory: the primary family is the suite report's. C1's
     level and C3's matched level are guarded as in the suite report (the prompt alone reaching
     them in most replicates: 'not tested'); a cell where FST's prompt never left the seed prompt
-    is an A/A comparison with RL ('noise floor'). The gap row carries its attribution: the same
-    statistic against sequential and instructed."""
+    is an A/A comparison with RL ('noise floor', on the rows of FST against RL). The gap row carries
+    its attribution: the same statistic against sequential and instructed."""
     keys = sorted(per)
     pick = lambda m: {key: per[key][m] for key in keys if per[key][m] is not None}
     name = f"k={k} {refl}"
@@ -165,8 +165,8 @@ def cell_rows(k, refl, per):
     kl = stats.kl_ratio_row(name, {key: per[key]["kl"] for key in keys
                                    if per[key]["kl"]["rl_kl"] is not None}, "deployed prompts")
     kl.update(claim="C3", measure="kl_ratio", aa=aa)
-    vs = {m: stats.row("control", name, f"vs_{m}", pick(f"vs_{m}"), kind="control", aa=aa)
-          for m in ("sequential", "instructed")}
+    vs = {m: stats.row("control", name, f"vs_{m}", pick(f"vs_{m}"), kind="control")
+          for m in ("sequential", "instructed")}  # not A/A: the control is another method
     gap = stats.attribute(stats.row("gap", name, "gap", pick("gap"), direction=1, aa=aa), vs)
     return [c1, gap, vs["instructed"], vs["sequential"],
             kl]

@@ -79,7 +79,7 @@ def test_report_on_a_synthetic_grid(tmp_path):
     assert gap(0, "edit")["label"] == "noise floor" and abs(gap(0, "edit")["mean"]) < 0.05
     assert "k0 edit" in res["noise_floor"] and res["noise_floor"]["k0 edit"]["gap"]["n"] == 6
     assert phase.cell_value(res, 3, "edit", "vs_sequential")["label"] == "exploratory"
-    assert phase.cell_value(res, 0, "edit", "vs_instructed")["label"] == "noise floor"
+    assert phase.cell_value(res, 0, "edit", "vs_instructed")["label"] == "exploratory"
     c1 = phase.cell_value(res, 3, "edit", "c1_0.9")
     assert c1["label"] == "exploratory" and c1["ratio"]["n_lower_bounds"] == 6
     assert res["family"]["tests"] == 0 and "cluster bootstrap" in res["methods"]["interval"]
