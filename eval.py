@@ -143,22 +143,24 @@ MEASURE_SAMPLES = 4  # mean@4 on the val split for the prompt accuracies below
 @torch.no_grad()
 def run_measures(model, enc, task, deployed_prompt, base=None, samples=MEASURE_SAMPLES):
     """The numbers a report reads off a finished run's weights, so that it never needs them:
-    general_acc (C4: the pretraining distribution, own instruction in context), seed_prompt_acc
-    (C4 and C7: the task under its seed prompt, no optimized prompt), deployed_prompt_acc (C7: the
-    run's weights with its deployed prompt); with `base` (the model it started from) the same
-    three of the base under this run's deployed prompt, C7's base-weights column.
-    -> {general_acc, seed_prompt_acc, deployed_prompt, deployed_prompt_acc, samples[, base]}"""
+    general_acc (C4: the pretraining distribution, own instruction in context). With `base` (the
+    model the run started from; an FST run's C7 table) also seed_prompt_acc and deployed_prompt_acc
+    of the run's weights (the task under its seed prompt and under the deployed prompt, mean@4 on
+    the val split), and the same three of the base under this run's prompts.
+    -> {general_acc, deployed_prompt, samples[, seed_prompt_acc, deployed_prompt_acc, base]}"""
+    out = {"general_acc": general_accuracy(model, enc), "deployed_prompt": deployed_prompt,
+           "samples": samples}
+    if base is None:
+        return out
     acc = lambda m, p: task_accuracy(m, enc, p, task.val, samples, greedy=False)[0]
-    out = {"general_acc": general_accuracy(model, enc), "seed_prompt_acc": acc(model,
-                                                                               task.seed_prompt),
-           "deployed_prompt": deployed_prompt, "samples": samples}
-    out["deployed_prompt_acc"] = (out["seed_prompt_acc"] if deployed_prompt == task.seed_prompt
-                                  else acc(model, deployed_prompt))
-    if base is not None:
-        seed_acc = acc(base, task.seed_prompt)
-        out["base"] = {"general_acc": general_accuracy(base, enc), "seed_prompt_acc": seed_acc,
-                       "deployed_prompt_acc": seed_acc if deployed_prompt == task.seed_prompt
-                       else acc(base, deployed_prompt)}
+    for name, m in (("run", model), ("base", base)):
+        seed_acc = acc(m, task.seed_prompt)
+        d = {"seed_prompt_acc": seed_acc, "deployed_prompt_acc": seed_acc
+             if deployed_prompt == task.seed_prompt else acc(m, deployed_prompt)}
+        if name == "run":
+            out.update(d)
+        else:
+            out["base"] = dict(d, general_acc=general_accuracy(base, enc))
     return out
 
 

@@ -333,10 +333,11 @@ def run_from(ledger, settings, method, schedule, preset, init, out_dir, seed, re
             break  # the context-only baseline stops at its rollout budget
     logf.close()
     if len(stages) == 1 and s.trains_weights and init == (base or init):
-        # what a report reads off the final weights (C4, C7), so it never needs model.pt
+        # what a report reads off the final weights (C4; an FST run's C7 table), so it never
+        # needs model.pt
         write_atomic(os.path.join(out_dir, "measures.json"), json.dumps(ev.run_measures(
             s.model, s.enc, s.task, [r for r in rows if "val_acc" in r][-1]["prompt"],
-            base=base_model if s.uses_context else None), indent=1))
+            base=base_model if s.uses_context and s.gepa_rounds else None), indent=1))
     return finish_run(s, method, stages, rows, settings, seed, init, reflector, preset, ledger)
 
 

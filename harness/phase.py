@@ -201,7 +201,8 @@ def noise_floor(cells):
 
 def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
     """Every cell's measures over the replicates that finished, labelled by stats.label (all
-    exploratory, with the suite's guards), the dial's and the reflectors' base measurements (dial.json, phase_hit_rates.json when present)
+    exploratory, with the suite's guards), the dial's and the reflectors' base measurements
+    (dial.json, phase_hit_rates.json when present)
     -> phase.json, phase.md and one heatmap per measure in `out` (default root/phase)."""
     out = out or os.path.join(root, "phase")
     os.makedirs(out, exist_ok=True)

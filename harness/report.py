@@ -86,7 +86,8 @@ C7_MEASURE = ("min over tasks of (prompt alone - weights alone, each over the ba
               "flipped on long-chain")
 PRIMARY = (("C1 faster", PRIMARY_TASK, "mean val acc over the run, FST - RL"),
            ("C2 higher ceiling", PRIMARY_TASK, "A(FST) - A(RL) of the mean curves"),
-           ("C3 less drift", PRIMARY_TASK, "log KL ratio FST/RL at matched reward, deployed prompts"),
+           ("C3 less drift", PRIMARY_TASK,
+            "log KL ratio FST/RL at matched reward, deployed prompts"),
            ("C4 forgets less (matches or beats)", PRIMARY_TASK, "general acc FST - RL"),
            ("C5 stays plastic", "hidden-rule-2", "area, FST-init - RL-init"),
            ("C6 keeps learning", "stage2_cipher", "mean val acc FST - RL"),
@@ -269,7 +270,8 @@ def c4(root, keys, t):
         if m in ("rl", "fst"):  # what the row itself needs
             missing.update({(m,) + r: w for r, w in miss.items()})
     out = {m: {k: stats.mean_std([v[k] for v in d.values()], list(d))
-               for k in ("general_acc", "seed_prompt_acc")} for m, d in got.items() if d}
+               for k in ("general_acc", "seed_prompt_acc") if all(k in v for v in d.values())}
+           for m, d in got.items() if d}
     both = [r for r in keys if r in got["rl"] and r in got["fst"]]
     out["rebuilt"] = len(both)
     diff = lambda m: {r: got["fst"][r]["general_acc"] - got[m][r]["general_acc"]
@@ -704,7 +706,8 @@ def _c8_lines(res):
     L = ["", f"## C8 on `{c8.get('task')}`: leaving zero reward, with its controls", "",
          f"Steps until the {c8.get('window')}-step mean training reward reaches {c8.get('level')} "
          "(censored runs at their length).", "",
-         "| method | n | steps to leave zero | never left | final val acc |", "|---|---|---|---|---|"]
+         "| method | n | steps to leave zero | never left | final val acc |",
+         "|---|---|---|---|---|"]
     for m in ("rl", "fst", "sequential"):
         if m in c8:
             d = c8[m]
@@ -767,7 +770,7 @@ def measure_run(run_dir, device="cpu"):
     enc = tasks.tokenizer_from_state(extra["tokenizer"])
     base_path = summary["settings"]["base"] if "settings" in summary else summary["init"]
     base = None
-    if summary["method"] in ("fst", "sequential", "context"):
+    if summary["method"] == "fst":  # as train.py: the C7 table for FST's runs
         base, _ = load_checkpoint(base_path, device)
         base.eval()
     task = tasks.make_task(spec, n_val=summary["config"]["n_val"])  # the run's own val split

@@ -655,7 +655,8 @@ def table(rows, controls=("sequential", "instructed")):
         if vs:
             v = r.get("vs") or {}
             line += "".join(f" {_vs_cell(v.get(c))} |" for c in controls)
-            line += " " + " / ".join((v.get(c) or {}).get("survives", "n/a") for c in controls) + " |"
+            line += " " + " / ".join((v.get(c) or {}).get("survives", "n/a")
+                                     for c in controls) + " |"
         if grid:
             line += (" n/a |" if g is None else
                      f" [{g['range'][0]:.3f}, {g['range'][1]:.3f}], {g['n']}: "
