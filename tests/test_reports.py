@@ -2,8 +2,9 @@
 The committed reports rebuild from committed files alone: the files git holds at HEAD are
 extracted into an empty folder (what a fresh clone has: no runs/, no weights but the bases'), the
 suite report and the phase report are rebuilt there from results/tiny/runs with the README's
-commands (python -m harness.report / harness.phase), and they equal the committed results/tiny/{report.md, results.json} and
-results/tiny/phase/{phase.md, phase.json}, byte for byte.
+commands (python -m harness.report / harness.phase), and they equal the committed
+results/tiny/{report.md, results.json} and results/tiny/phase/{phase.md, phase.json}, byte for
+byte.
 
 Run: python -m pytest -q tests/test_reports.py   (about a minute on CPU)
 """
