@@ -101,7 +101,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_only_as_itself(
     code, err = _main(_run(out, micro_base, "--method", "fst", "--resume"), capsys)
     assert code == 0, err
     assert [r["step"] for r in log_rows(out)] == [0, 1, 2, 3]
-    assert set(_md5s(out)) == {"log.jsonl", "summary.json", "model.pt"}
+    assert set(_md5s(out)) == {"log.jsonl", "summary.json", "model.pt", "measures.json"}
 
 
 def test_a_partial_log_with_no_record_of_its_run_is_refused(micro_base, tmp_path, monkeypatch,
@@ -208,4 +208,4 @@ def test_resume_with_its_whole_log_finishes(stopped_at_the_end, micro_base, caps
                       capsys)
     assert code == 0, err
     assert [r["step"] for r in log_rows(out)] == list(range(6))
-    assert set(_md5s(out)) == {"log.jsonl", "summary.json", "model.pt"}
+    assert set(_md5s(out)) == {"log.jsonl", "summary.json", "model.pt", "measures.json"}
