@@ -43,7 +43,8 @@ from world import tasks
 TASK = "table6"
 LEVELS = ("adh", "adh-ctl")
 CRITERIA = dict(general=0.85, adherence={"adh": (0.5, 0.8), "adh-ctl": (0.95, 1.0)},
-                entropy=0.5, far=1e-3, near=0.02, zero_std={"adh": 0.5, "adh-ctl": None})
+                entropy=0.5, far=1e-3, near=0.02, zero_std={"adh": 0.5, "adh-ctl": None},
+                far_first=1e-3)  # far, amended: at first occurrences (LOG.md)
 # arm: (method, the prompt instructed fixes: "budget" = the base's best in-budget prompt, "full" =
 # the task's instruction)
 # (in the order a replicate runs them: the primary family's arms first)
@@ -101,11 +102,9 @@ def adherence(model, enc, task, samples=4, seed=0):
 
 
 @torch.no_grad()
-def silent_stats(model, enc, task):
-    """Teacher-forced under the seed prompt, at answer positions whose input digit is a table
-    source: the next-token entropy (nats), and each entry's probability of its true target.
-    -> (mean entropy, {"a>b": mean probability})"""
-    table = dict(task.rule[0].arg)
+def teacher_forced(model, enc, task):
+    """One teacher-forced pass over the val problems under the seed prompt -> ((N, L, V) log
+    probabilities of each answer token, the ten digits' token ids)."""
     prompts = [tasks.encode_prompt(enc, task.seed_prompt, p) for p in task.val]
     answers = [tasks.encode_answer(enc, p) for p in task.val]
     L = max(map(len, answers))
@@ -115,15 +114,48 @@ def silent_stats(model, enc, task):
         tokens[i, :len(a)], mask[i, :len(a)] = torch.tensor(a), True
     model.eval()
     logp = torch.log_softmax(rollout.completion_logits(model, prompts, tokens, mask).float(), -1)
-    ent, prob = [], {f"{a}>{b}": [] for a, b in table.items()}
-    digit = {d: enc.encode_ordinary(f" {d}")[0] for d in range(10)}
+    return logp, [enc.encode_ordinary(f" {d}")[0] for d in range(10)]
+
+
+def positions(task):
+    """(problem, answer position, source digit, first occurrence?) for every input digit: answer
+    token j is digit j (digits are single tokens). A first occurrence is a position whose digit
+    has not appeared earlier in the list, so the teacher-forced prefix cannot show its target."""
     for i, p in enumerate(task.val):
-        for j, x in enumerate(p.inputs):  # answer token j is digit j (digits are single tokens)
-            if x in table:
-                lp = logp[i, j]
-                ent.append(float(-(lp.exp() * lp).sum()))
-                prob[f"{x}>{table[x]}"].append(float(lp[digit[table[x]]].exp()))
-    return sum(ent) / len(ent), {k: sum(v) / len(v) for k, v in prob.items()}
+        for j, x in enumerate(p.inputs):
+            yield i, j, x, x not in p.inputs[:j]
+
+
+def silent_stats(model, enc, task):
+    """Teacher-forced under the seed prompt, at answer positions whose input digit is a table
+    source: the next-token entropy (nats), and each entry's probability of its true target, at
+    every such position and at first occurrences only.
+    -> (mean entropy, {"a>b": mean probability}, {"a>b": mean probability at first occurrences})"""
+    table = dict(task.rule[0].arg)
+    logp, digit = teacher_forced(model, enc, task)
+    ent, prob, first = [], {f"{a}>{b}": [] for a, b in table.items()}, {}
+    for i, j, x, is_first in positions(task):
+        if x in table:
+            lp, key = logp[i, j], f"{x}>{table[x]}"
+            ent.append(float(-(lp.exp() * lp).sum()))
+            prob[key].append(float(lp[digit[table[x]]].exp()))
+            if is_first:
+                first.setdefault(key, []).append(prob[key][-1])
+    mean = lambda d: {k: sum(v) / len(v) for k, v in d.items() if v}
+    return sum(ent) / len(ent), mean(prob), mean(first)
+
+
+def source_target_matrix(model, enc, task, first_only=False):
+    """(10, 10) mean P(target digit | source digit) under the seed prompt, teacher-forced, over the
+    answer positions holding each source (first occurrences only, if asked): which pairs the base
+    almost never samples on its own."""
+    logp, digit = teacher_forced(model, enc, task)
+    S, n = torch.zeros(10, 10), torch.zeros(10)
+    for i, j, x, is_first in positions(task):
+        if is_first or not first_only:
+            S[x] += logp[i, j, digit].exp()
+            n[x] += 1
+    return S / n.clamp(min=1)[:, None]
 
 
 def zero_std_share(model, enc, task, prompt, problems=64, group=8, seed=0):
@@ -149,11 +181,12 @@ def measure_base(path, level, device="cpu"):
     scores = {p: greedy_reward(model, enc, p, task.val) for p in in_budget_prompts(task, count)}
     best = max(scores, key=lambda p: (scores[p], -count(p), p == task.seed_prompt))
     adh = adherence(model, enc, task)
-    ent, prob = silent_stats(model, enc, task)
+    ent, prob, first = silent_stats(model, enc, task)
     far = far_entries(task)
     m = dict(general=general, adherence=adh, adherence_mean=sum(adh.values()) / len(adh),
              silent_entropy=ent, target_prob=prob,
              far_prob=sum(prob[k] for k in far) / len(far),
+             **far_first(prob, first, far),
              near_prob=sum(v for k, v in prob.items() if k not in far) / (len(prob) - len(far)),
              in_budget=scores, best_prompt=best, best_score=scores[best],
              full_score=greedy_reward(model, enc, task.instruction, task.val),
@@ -162,8 +195,36 @@ def measure_base(path, level, device="cpu"):
     m["pass"] = dict(general=general >= c["general"], adherence=lo <= m["adherence_mean"] <= hi,
                      entropy=ent >= c["entropy"], far=m["far_prob"] < c["far"],
                      near=m["near_prob"] >= c["near"],
-                     zero_std=z is None or m["zero_std"] <= z)
+                     zero_std=z is None or m["zero_std"] <= z, far_first=m["far_first_pass"])
+    del m["far_first_pass"]
     return m
+
+
+def far_first(prob, first, far):
+    """The amended far-target criterion's fields: each entry's target probability at first
+    occurrences, their mean over the far entries, and whether it is under the bound."""
+    mean = sum(first.get(k, prob[k]) for k in far) / len(far)
+    return dict(target_prob_first=first, far_prob_first=mean,
+                far_first_pass=mean < CRITERIA["far_first"])
+
+
+def amend(path, m):
+    """Add the amended far-target criterion to a base's criteria measured before it existed,
+    leaving every other value (instructed-budget's prompt among them) as it was."""
+    from world.pretrain import load_base
+    model, enc = load_base(path, "cpu")
+    task = tasks.make_task(TASK)
+    _, prob, first = silent_stats(model, enc, task)
+    f = far_first(prob, first, far_entries(task))
+    m.update(target_prob_first=f["target_prob_first"], far_prob_first=f["far_prob_first"])
+    m["pass"]["far_first"] = f["far_first_pass"]
+    return m
+
+
+def eligible(m):
+    """In the primary family: every criterion passes, the far-target one as amended (first
+    occurrences; LOG.md), the original reported beside it."""
+    return "far_first" in m["pass"] and all(v for k, v in m["pass"].items() if k != "far")
 
 
 # -----------------------------------------------------------------------------
@@ -267,11 +328,20 @@ def main(argv=None):
             if not os.path.exists(path):
                 print(f"{path}: no base yet", file=sys.stderr)
                 continue
-            m = measure_base(path, args.level)
+            old = os.path.join(os.path.dirname(path), "criteria.json")
+            if os.path.exists(old):  # measured before the amendment: add it, change nothing else
+                with open(old) as f:
+                    m = json.load(f)
+                if "far_first" in m["pass"]:
+                    continue
+                m = amend(path, m)
+            else:
+                m = measure_base(path, args.level)
             with open(os.path.join(os.path.dirname(path), "criteria.json"), "w") as f:
                 json.dump(m, f, indent=1)
             print(f"{args.level} b{b}: " + json.dumps({k: m[k] for k in (
-                "general", "adherence_mean", "silent_entropy", "far_prob", "near_prob",
+                "general", "adherence_mean", "silent_entropy", "far_prob", "far_prob_first",
+                "near_prob",
                 "best_prompt", "best_score", "full_score", "zero_std", "pass")}))
     todo = jobs(args.root, args.level, args.bases, args.seeds) if args.run or args.commands else []
     if args.commands:

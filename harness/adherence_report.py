@@ -23,7 +23,7 @@ import numpy as np
 import eval as ev
 from harness import stats
 from world import tasks
-from harness.adherence import ARMS, LEVELS, TASK, base_dir, far_entries
+from harness.adherence import ARMS, LEVELS, TASK, base_dir, eligible, far_entries
 
 PRIMARY = ("P1 interleaving: FST - sequential-1, mean val acc",
            "P2 speed: FST - RL, mean val acc",
@@ -138,33 +138,64 @@ def internalization(rows_by_rep, base_seed_acc):
             rows_by_rep.items() if "c7" in rows[-1]}
 
 
-def level_rows(runs, crit):
+def only_bases(runs, keep):
+    """The runs of the bases in `keep` only."""
+    return {arm: {k: v for k, v in reps.items() if k[0] in keep} for arm, reps in runs.items()}
+
+
+def measure_rows(runs, prefix=""):
+    """FST minus each control (mean and final val acc) and FST's internalization, one row each,
+    over the replicates given."""
     rows = []
     for other in CONTROLS:
         for name, fn in (("mean val acc", mean_acc), ("final val acc", final_acc)):
             v = paired(runs, "fst", other, fn)
             if v:
-                rows.append(dict(measure=f"FST - {other}, {name}", **summary(v),
+                rows.append(dict(measure=f"{prefix}FST - {other}, {name}", **summary(v),
                                  p=t_test(list(per_base(v).values()))))
     base_seed = {k: rows_[-1]["c7"]["base"]["seed"] for k, rows_ in runs["fst"].items()
                  if "c7" in rows_[-1]}
     v = internalization(runs["fst"], lambda k: base_seed[k])
     if v:
-        rows.append(dict(measure="FST weights - base, seed prompt, greedy", **summary(v),
+        rows.append(dict(measure=f"{prefix}FST weights - base, seed prompt, greedy", **summary(v),
                          p=t_test(list(per_base(v).values()))))
     return rows
 
 
+PRIMARY_MEASURES = ("FST - sequential-1, mean val acc", "FST - rl, mean val acc",
+                    "FST weights - base, seed prompt, greedy")
+SENSITIVITY = "without b0 (its first replicate was seen before the amendment): "
+
+
+def level_rows(runs, crit, primary):
+    """Every row of a level. With `primary`, the family's three rows are computed over the
+    eligible bases only (every criterion met, the far-target one as amended), followed by the
+    same three without b0 (a sensitivity check, exploratory); every other row uses every base."""
+    rows = measure_rows(runs)
+    if not primary:
+        return rows
+    ok = {b for b, m in crit.items() if eligible(m)}
+    fam = [dict(r, primary=PRIMARY[PRIMARY_MEASURES.index(r["measure"])])
+           for r in measure_rows(only_bases(runs, ok)) if r["measure"] in PRIMARY_MEASURES]
+    both = sum(1 for b in ok if crit[b]["pass"].get("far"))
+    for r in fam:
+        r["note"] = (f"eligible bases {sorted(ok)}; {both} of them pass the far-target "
+                     "criterion as first written")
+    sens = [r for r in measure_rows(only_bases(runs, ok - {0}), SENSITIVITY)
+            if r["measure"][len(SENSITIVITY):] in PRIMARY_MEASURES]
+    rest = [r for r in rows if r["measure"] not in PRIMARY_MEASURES]
+    return fam + sens + rest
+
+
 def primary_family(rows):
-    """Label the three primary rows with Holm-adjusted p values; every other row exploratory."""
-    names = {"FST - sequential-1, mean val acc": PRIMARY[0], "FST - rl, mean val acc": PRIMARY[1],
-             "FST weights - base, seed prompt, greedy": PRIMARY[2]}
-    prim = [r for r in rows if r["measure"] in names and r["p"] is not None]
+    """Label the primary rows with Holm-adjusted p values; every other row exploratory."""
+    prim = [r for r in rows if r.get("primary") and r["p"] is not None]
     for r, q in zip(prim, stats.holm([r["p"] for r in prim]) if prim else []):
-        r["p_holm"], r["primary"] = q, names[r["measure"]]
-        r["label"] = ("n < 5 bases" if r["bases"] < MIN_N else
-                      "reproduced" if q < ALPHA else "inconclusive")
+        r["p_holm"] = q
+        r["label"] = "reproduced" if q < ALPHA else "inconclusive"
     for r in rows:
+        if r.get("primary") and r["bases"] < MIN_N:
+            r["label"] = "n < 5 bases"
         r.setdefault("label", "exploratory")
     return rows
 
@@ -284,18 +315,23 @@ def level_report(root, level, out_dir):
     runs, crit, task = load_runs(root, level), criteria(root, level), tasks.make_task(TASK)
     res = {"criteria": crit, "finished": {a: len(r) for a, r in runs.items()}}
     lines = [f"## {level}", "", "Bases (criteria, measured before any run):", "",
-             "| base | general | adherence | silent entropy | far P | near P | zero-var | best "
-             "in-budget prompt | pass |", "|---|---|---|---|---|---|---|---|---|"]
+             "| base | general | adherence | silent entropy | far P (all / first occurrences) | "
+             "near P | zero-var | best in-budget prompt | fails | primary family |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for b, m in crit.items():
         lines.append(f"| b{b} | {m['general']:.3f} | {m['adherence_mean']:.3f} | "
-                     f"{m['silent_entropy']:.2f} | {m['far_prob']:.1e} | {m['near_prob']:.3f} | "
+                     f"{m['silent_entropy']:.2f} | {m['far_prob']:.1e} / "
+                     f"{m.get('far_prob_first', float('nan')):.1e} | {m['near_prob']:.3f} | "
                      f"{m['zero_std']:.2f} | `{m['best_prompt']}` ({m['best_score']:.3f}) | "
-                     f"{'all' if all(m['pass'].values()) else ', '.join(k for k, v in m['pass'].items() if not v) + ' fail'} |")
-    lines += ["", "Finished runs per arm: " + ", ".join(f"{a} {n}" for a, n in
+                     f"{', '.join(k for k, v in m['pass'].items() if not v) or 'none'} | "
+                     f"{'yes' if eligible(m) else 'no'} |")
+    lines += ["", "A base enters the primary family when it meets every criterion, the far-target one "
+              "as amended (first occurrences; LOG.md).", "",
+              "Finished runs per arm: " + ", ".join(f"{a} {n}" for a, n in
                                                          res["finished"].items()), ""]
     if not runs["fst"]:
         return res, lines + ["No finished FST run yet.", ""]
-    rows = primary_family(level_rows(runs, crit))
+    rows = primary_family(level_rows(runs, crit, primary=level == "adh"))
     res["rows"] = rows
     lines += ["| measure | mean [95% cluster CI] | n (bases) | p (one-sided t, base means) | "
               "Holm p | label |", "|---|---|---|---|---|---|"]
@@ -304,6 +340,7 @@ def level_report(root, level, out_dir):
         lines.append(f"| {r['measure']} | {fmt(r)} | {r['n']} ({r['bases']}) | {p} | "
                      f"{r.get('p_holm', '') if 'p_holm' not in r else format(r['p_holm'], '.3g')}"
                      f" | {r['label']} |")
+    lines += [f"Primary rows: {r['primary']} ({r['note']})." for r in rows if r.get("primary")]
     res["c2"], res["c7"], res["turnover"] = c2(runs), c7(runs), turnover(runs)
     res["c1"] = {stats.rep_name(k): stats.c1_profile(runs["rl"][k], runs["fst"][k])
                  for k in sorted(set(runs["rl"]) & set(runs["fst"]))}

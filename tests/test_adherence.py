@@ -171,3 +171,29 @@ def test_instructed_can_fix_any_prompt(micro_base, tmp_path):
     # a field at its old default is left out of the settings, so archived runs still match
     from world.pretrain import settings_of
     assert "fixed_prompt" not in settings_of(train.PRESETS["tiny"])["preset"]
+
+
+def test_far_targets_at_first_occurrences_leave_out_what_the_prefix_shows(monkeypatch):
+    """A base that copies a target it has seen earlier in the answer: the amended criterion counts
+    only positions whose source has not appeared before, so it sees what RL samples on its own."""
+    import torch
+    task = T.make_task("table6")
+    table = dict(task.rule[0].arg)
+    digit = list(range(10))  # stand-in token ids: digit d is token d
+    L = max(len(p.inputs) for p in task.val)
+    logp = torch.full((len(task.val), L, 10), 1e-4).log()
+    for i, p in enumerate(task.val):
+        for j, x in enumerate(p.inputs):
+            if x in table and x in p.inputs[:j]:  # a repeat: the prefix shows the target
+                logp[i, j, table[x]] = torch.tensor(0.5).log()
+    monkeypatch.setattr(A, "teacher_forced", lambda model, enc, task: (logp, digit))
+    _, every, first = A.silent_stats(None, None, task)
+    assert all(abs(v - 1e-4) < 1e-9 for v in first.values()), first
+    assert all(every[k] > 1e-3 for k in A.far_entries(task)), every  # repeats exist in val
+    f = A.far_first(every, first, A.far_entries(task))
+    assert f["far_first_pass"] and abs(f["far_prob_first"] - 1e-4) < 1e-9
+    assert list(A.positions(SimpleNamespace(val=[SimpleNamespace(inputs=[3, 1, 3])]))) == [
+        (0, 0, 3, True), (0, 1, 1, True), (0, 2, 3, False)]
+    m = {"pass": dict(general=True, far=False, far_first=True)}
+    assert A.eligible(m) and not A.eligible({"pass": dict(general=True, far=False)})
+    assert not A.eligible({"pass": dict(general=False, far=True, far_first=True)})
