@@ -258,6 +258,32 @@ def turnover(runs):
     return out
 
 
+def turnover_curves(runs):
+    """Per FST replicate: (steps, distinct entries deployed so far) at each logged prompt."""
+    out = {}
+    for k, rows in runs["fst"].items():
+        seen, xs, ys = set(), [], []
+        for r in rows:
+            if "prompt" in r:
+                seen.update(deployed_entries([r]))
+                xs.append(r["step"] + 1)
+                ys.append(len(seen))
+        out[stats.rep_name(k)] = (xs, ys)
+    return out
+
+
+def mean_curves(runs):
+    """{arm: {step, mean, lo, hi}}: each arm's mean val accuracy curve over its replicates."""
+    out = {}
+    for arm in ARMS:
+        curves = [ev.curve(rows) for rows in runs[arm].values()]
+        if curves:
+            xs, m, lo, hi = ev.mean_band(curves)
+            out[arm] = dict(step=list(map(float, xs)), mean=list(map(float, m)),
+                            lo=list(map(float, lo)), hi=list(map(float, hi)))
+    return out
+
+
 def probe_curves(runs, task):
     """{arm: (steps, mean over replicates of the mean far-entry and near-entry accuracy)}."""
     far, out = far_entries(task), {}
@@ -280,13 +306,11 @@ def plots(runs, task, out_dir, level):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    for arm in ARMS:
-        curves = [ev.curve(rows) for rows in runs[arm].values()]
-        if curves:
-            xs, m, lo, hi = ev.mean_band(curves)
-            ax[0].plot(xs, m, label=arm)
-    ax[0].set(xlabel="RL step", ylabel="val acc (exact)", title=f"{level}: accuracy")
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    for arm, c in mean_curves(runs).items():
+        ax[0].plot(c["step"], c["mean"], label=arm)
+    ax[0].set(xlabel="RL step", ylabel="val acc (exact)",
+              title=f"{level}: accuracy (mean over replicates)")
     ax[0].legend(fontsize=7)
     for arm, (xs, far, near) in probe_curves(runs, task).items():
         line, = ax[1].plot(xs, far, label=f"{arm} far")
@@ -294,6 +318,11 @@ def plots(runs, task, out_dir, level):
     ax[1].set(xlabel="RL step", ylabel="entry accuracy, seed prompt",
               title="internalization (weights alone)")
     ax[1].legend(fontsize=7)
+    for name, (xs, ys) in turnover_curves(runs).items():
+        ax[2].step(xs, ys, where="post", label=name)
+    ax[2].set(xlabel="RL step", ylabel="distinct entries deployed so far", ylim=(0, 6.5),
+              title="FST's turnover (per replicate)")
+    ax[2].legend(fontsize=6)
     fig.tight_layout()
     path = os.path.join(out_dir, f"{level}_curves.png")
     fig.savefig(path, dpi=110)
@@ -333,15 +362,17 @@ def level_report(root, level, out_dir):
         return res, lines + ["No finished FST run yet.", ""]
     rows = primary_family(level_rows(runs, crit, primary=level == "adh"))
     res["rows"] = rows
-    lines += ["| measure | mean [95% cluster CI] | n (bases) | p (one-sided t, base means) | "
-              "Holm p | label |", "|---|---|---|---|---|---|"]
+    lines += ["| measure | mean [95% cluster CI] | n (bases) | per replicate | p (one-sided t, "
+              "base means) | Holm p | label |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
-        lines.append(f"| {r['measure']} | {fmt(r)} | {r['n']} ({r['bases']}) | {p} | "
+        reps = " ".join(f"{k} {v:+.2f}" for k, v in r["values"].items())
+        lines.append(f"| {r['measure']} | {fmt(r)} | {r['n']} ({r['bases']}) | {reps} | {p} | "
                      f"{r.get('p_holm', '') if 'p_holm' not in r else format(r['p_holm'], '.3g')}"
                      f" | {r['label']} |")
     lines += [f"Primary rows: {r['primary']} ({r['note']})." for r in rows if r.get("primary")]
     res["c2"], res["c7"], res["turnover"] = c2(runs), c7(runs), turnover(runs)
+    res["curves"] = mean_curves(runs)
     res["c1"] = {stats.rep_name(k): stats.c1_profile(runs["rl"][k], runs["fst"][k])
                  for k in sorted(set(runs["rl"]) & set(runs["fst"]))}
     res["kl"] = {stats.rep_name(k): ev.kl_at_matched_reward(runs["rl"][k], runs["fst"][k])
