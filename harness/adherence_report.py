@@ -8,8 +8,9 @@ final val accuracy, FST minus each control on both, the primary family (named in
 runs: P1 FST - sequential-1, P2 FST - RL, P3 FST's weights under the seed prompt minus the base's;
 one-sided t-tests on base means, Holm), C1's profile against RL, C2 with its identifiability, C7's
 2x2 table and interaction, the KL ratio, and the turnover and internalization curves as figures.
-Intervals: cluster bootstrap (bases, then seeds; stats.mean_std, 2000 resamples, seed 0). A row
-with fewer than 5 replicates, or outside the primary family, carries no verdict word.
+Intervals: cluster bootstrap (bases, then seeds; stats.mean_std, stats.REPS resamples, seed 0).
+Labels: the reports' one rule (stats.label), the base as its unit: a row with fewer than 5 bases,
+or outside the primary family, carries no verdict word.
 """
 
 import argparse
@@ -29,7 +30,6 @@ PRIMARY = ("P1 interleaving: FST - sequential-1, mean val acc",
            "P2 speed: FST - RL, mean val acc",
            "P3 internalization: FST weights - base, seed prompt, greedy")
 CONTROLS = ("rl", "context", "sequential", "sequential-1", "instructed-budget")
-ALPHA, MIN_N = 0.05, 5
 
 
 def t_test(values, direction=1):
@@ -188,15 +188,18 @@ def level_rows(runs, crit, primary):
 
 
 def primary_family(rows):
-    """Label the primary rows with Holm-adjusted p values; every other row exploratory."""
+    """Holm over the primary rows' p values, then every row labelled by the reports' one rule
+    (stats.label), with the base as its unit: fewer than 5 bases 'n < 5', a row outside the
+    family 'exploratory'. A t-test on base means has no floor on p from 2 bases on, so no row is
+    'undecidable' by the test's resolution alone."""
     prim = [r for r in rows if r.get("primary") and r["p"] is not None]
     for r, q in zip(prim, stats.holm([r["p"] for r in prim]) if prim else []):
         r["p_holm"] = q
-        r["label"] = "reproduced" if q < ALPHA else "inconclusive"
     for r in rows:
-        if r.get("primary") and r["bases"] < MIN_N:
-            r["label"] = "n < 5 bases"
-        r.setdefault("label", "exploratory")
+        r["label"] = stats.label("difference", r["mean"] or 0.0,
+                                 {"difference": r["p_holm"]} if "p_holm" in r else None,
+                                 direction=1, primary=bool(r.get("primary")), n=r["bases"],
+                                 family_size=len(PRIMARY))
     return rows
 
 
@@ -348,14 +351,16 @@ def level_report(root, level, out_dir):
              "near P | zero-var | best in-budget prompt | fails | primary family |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for b, m in crit.items():
+        member = ("yes" if eligible(m) else "no" if "far_first" in m["pass"] else
+                  "not measured as amended (python -m harness.adherence --measure)")
         lines.append(f"| b{b} | {m['general']:.3f} | {m['adherence_mean']:.3f} | "
                      f"{m['silent_entropy']:.2f} | {m['far_prob']:.1e} / "
                      f"{m.get('far_prob_first', float('nan')):.1e} | {m['near_prob']:.3f} | "
                      f"{m['zero_std']:.2f} | `{m['best_prompt']}` ({m['best_score']:.3f}) | "
                      f"{', '.join(k for k, v in m['pass'].items() if not v) or 'none'} | "
-                     f"{'yes' if eligible(m) else 'no'} |")
-    lines += ["", "A base enters the primary family when it meets every criterion, the far-target one "
-              "as amended (first occurrences; LOG.md).", "",
+                     f"{member} |")
+    lines += ["", "A base enters the primary family when it meets every criterion, the far-target "
+              "one as amended (first occurrences; LOG.md).", "",
               "Finished runs per arm: " + ", ".join(f"{a} {n}" for a, n in
                                                          res["finished"].items()), ""]
     if not runs["fst"]:

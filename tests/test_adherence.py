@@ -197,3 +197,33 @@ def test_far_targets_at_first_occurrences_leave_out_what_the_prefix_shows(monkey
     m = {"pass": dict(general=True, far=False, far_first=True)}
     assert A.eligible(m) and not A.eligible({"pass": dict(general=True, far=False)})
     assert not A.eligible({"pass": dict(general=False, far=True, far_first=True)})
+
+
+def test_the_report_tests_eligible_bases_only_and_labels_by_the_one_rule():
+    """Synthetic replicates: FST beats every control by 0.2 on 6 bases, one of which fails a
+    criterion. The primary rows use the 5 eligible bases and pass; the sensitivity rows (without
+    b0) have 4 and say 'n < 5'; every other row is exploratory."""
+    from harness import adherence_report as AR
+    from harness.adherence import ARMS
+
+    def rows(acc):
+        c7 = {"base": {"seed": 0.1, "deployed": 0.2}, "weights": {"seed": acc, "deployed": acc}}
+        return [{"step": s, "val_acc": acc} for s in (0, 10)] + [{"step": 10, "c7": c7}]
+    runs = {arm: {} for arm in ARMS}
+    for b in range(6):
+        for s in range(2):
+            noise = 0.01 * ((b * 7 + s * 3) % 5)
+            for arm in ARMS:
+                runs[arm][(b, s)] = rows((0.9 if arm == "fst" else 0.7) + noise)
+    ok = {"pass": dict(general=True, far=False, far_first=True)}
+    crit = {b: ok for b in range(5)}
+    crit[5] = {"pass": dict(general=False, far=False, far_first=True)}
+    out = AR.primary_family(AR.level_rows(runs, crit, primary=True))
+    prim = [r for r in out if r.get("primary")]
+    assert len(prim) == 3 and all(r["bases"] == 5 and r["label"] == "reproduced" for r in prim)
+    assert "0 of them pass" in prim[0]["note"]
+    sens = [r for r in out if r["measure"].startswith(AR.SENSITIVITY)]
+    assert len(sens) == 3 and all(r["bases"] == 4 and r["label"] == "n < 5" for r in sens)
+    assert all(r["label"] == "exploratory" for r in out if r not in prim and r not in sens)
+    ctl = AR.primary_family(AR.level_rows(runs, crit, primary=False))
+    assert all(r["label"] == "exploratory" and r["bases"] == 6 for r in ctl)
