@@ -4,7 +4,7 @@ extracted into an empty folder (what a fresh clone has: no runs/, no weights but
 suite report and the phase report are rebuilt there from results/tiny/runs with the README's
 commands (python -m harness.report / harness.phase), and they equal the committed
 results/tiny/{report.md, results.json} and results/tiny/phase/{phase.md, phase.json}, byte for
-byte.
+byte; so does the adherence experiment's report (results/adherence/adherence.{md,json}).
 
 Run: python -m pytest -q tests/test_reports.py   (about a minute on CPU)
 """
@@ -44,9 +44,14 @@ def test_committed_reports_rebuild_from_committed_files(tmp_path):
     for module, to in (("harness.report", "suite"), ("harness.phase", "phase")):
         subprocess.run([sys.executable, "-m", module] + grid + ["--out", str(out / to)],
                        cwd=clone, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "harness.adherence_report", "--root",
+                    "results/adherence/runs", "--out", str(out / "adherence")],
+                   cwd=clone, env=env, check=True, capture_output=True)
     for built, committed in (("suite/report.md", "results/tiny/report.md"),
                              ("suite/results.json", "results/tiny/results.json"),
                              ("phase/phase.md", "results/tiny/phase/phase.md"),
-                             ("phase/phase.json", "results/tiny/phase/phase.json")):
+                             ("phase/phase.json", "results/tiny/phase/phase.json"),
+                             ("adherence/adherence.md", "results/adherence/adherence.md"),
+                             ("adherence/adherence.json", "results/adherence/adherence.json")):
         with open(out / built) as a, open(os.path.join(clone, committed)) as b:
             assert a.read() == b.read(), f"{committed} differs from its rebuild"
