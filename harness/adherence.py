@@ -277,22 +277,38 @@ def prepare_base(root, level, b, log=print):
         log(f"{level} b{b}: measured, passes {sum(m['pass'].values())} of {len(m['pass'])}")
 
 
+def ready_jobs(root, seeds):
+    """The runs not yet finished whose base is measured, in the grid's order: replicate by
+    replicate, seed-major over BASE_ORDER. -> [(level, folder, kwargs)]"""
+    out = []
+    for seed in range(seeds):
+        for level, b in BASE_ORDER:
+            if measured(root, level, b):
+                out += [(level, f, kw) for f, kw in jobs(root, level, b + 1, seed + 1)[-len(ARMS):]
+                        if not os.path.exists(os.path.join(f, "summary.json"))]
+    return out
+
+
 def pipeline(root, chain, seeds, wait_s=60, log=print):
     """One of two background chains that together run the whole experiment on two cores:
-    `bases` pretrains and measures the bases in BASE_ORDER; `runs` runs every replicate
-    (seed-major) as soon as its base is measured. Both resume where they stopped."""
+    `bases` pretrains and measures the bases in BASE_ORDER; `runs` runs the first ready run
+    (ready_jobs) again and again, so while a base is still pretraining the later seeds of the
+    measured bases go first. Both resume where they stopped."""
     import time
     if chain == "bases":
         for level, b in BASE_ORDER:
             prepare_base(root, level, b, log)
         return
-    for seed in range(seeds):
-        for level, b in BASE_ORDER:
-            while not measured(root, level, b):
-                time.sleep(wait_s)
-            for folder, kw in jobs(root, level, b + 1, seed + 1)[-len(ARMS):]:
-                s = run_job(level, folder, kw)
-                log(f"{folder}: final {s['final_val_acc']:.3f}, {s['wall_s']:.0f} s")
+    while True:
+        todo = ready_jobs(root, seeds)
+        if not todo:
+            if all(measured(root, level, b) for level, b in BASE_ORDER):
+                return
+            time.sleep(wait_s)
+            continue
+        level, folder, kw = todo[0]
+        s = run_job(level, folder, kw)
+        log(f"{folder}: final {s['final_val_acc']:.3f}, {s['wall_s']:.0f} s")
 
 
 def command(level, folder, kw):

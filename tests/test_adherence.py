@@ -227,3 +227,35 @@ def test_the_report_tests_eligible_bases_only_and_labels_by_the_one_rule():
     assert all(r["label"] == "exploratory" for r in out if r not in prim and r not in sens)
     ctl = AR.primary_family(AR.level_rows(runs, crit, primary=False))
     assert all(r["label"] == "exploratory" and r["bases"] == 6 for r in ctl)
+
+
+def test_the_runs_chain_takes_the_first_ready_run(tmp_path, monkeypatch):
+    """Seed-major over the bases; a base not yet measured is skipped, so a later seed of a
+    measured base runs meanwhile; a finished run is never offered again."""
+    import json
+    import os
+    from harness import adherence as A
+    root = str(tmp_path)
+    for level, b in (("adh", 0), ("adh-ctl", 0)):
+        d = A.base_dir(root, level, b)
+        os.makedirs(d)
+        with open(os.path.join(d, "criteria.json"), "w") as f:
+            json.dump({"best_prompt": "rule: map 1>8 9>8 +"}, f)
+    todo = A.ready_jobs(root, seeds=2)
+    keys = [(level, f.split(os.sep)[-4], f.split(os.sep)[-1]) for level, f, _ in todo]
+    assert keys[:len(A.ARMS)] == [("adh", "b0", "s0")] * len(A.ARMS)
+    assert keys[len(A.ARMS)] == ("adh-ctl", "b0", "s0")
+    assert keys[2 * len(A.ARMS)] == ("adh", "b0", "s1")  # adh b1 is not measured yet
+    assert len(todo) == 4 * len(A.ARMS)
+    first = todo[0][1]
+    os.makedirs(first)
+    open(os.path.join(first, "summary.json"), "w").close()
+    assert A.ready_jobs(root, seeds=2)[0][1] != first
+    ran = []
+    monkeypatch.setattr(A, "run_job", lambda level, folder, kw: (
+        ran.append(folder), os.makedirs(folder, exist_ok=True),
+        open(os.path.join(folder, "summary.json"), "w").close(),
+        {"final_val_acc": 0.0, "wall_s": 0.0})[-1])
+    monkeypatch.setattr(A, "BASE_ORDER", [("adh", 0), ("adh-ctl", 0)])
+    A.pipeline(root, "runs", seeds=2, wait_s=0, log=lambda m: None)
+    assert len(ran) == 4 * len(A.ARMS) - 1 and len(set(ran)) == len(ran)
