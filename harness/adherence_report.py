@@ -91,6 +91,20 @@ def load_runs(root, level):
     return out
 
 
+def cost(root, level):
+    """What the level cost: each base's pretraining wall and each arm's summed run wall (seconds,
+    as written by the runs: one thread each, on whatever machine and load they met)."""
+    out = {"pretraining": {}, "runs": {}}
+    for path in sorted(glob.glob(os.path.join(root, level, "b*", "base", "metrics.json"))):
+        with open(path) as f:
+            out["pretraining"][path.split(os.sep)[-3]] = json.load(f).get("wall_s")
+    for path in glob.glob(os.path.join(root, level, "b*", TASK, "*", "s*", "summary.json")):
+        with open(path) as f:
+            arm = path.split(os.sep)[-3]
+            out["runs"][arm] = out["runs"].get(arm, 0.0) + (json.load(f).get("wall_s") or 0.0)
+    return out
+
+
 def criteria(root, level):
     """{base: criteria.json} of the level's measured bases."""
     out = {}
@@ -411,6 +425,12 @@ def level_report(root, level, out_dir):
     if kl:
         lines.append(f"KL(FST) / KL(RL) at matched reward: geometric mean "
                      f"{math.exp(np.mean(np.log(kl))):.3f} over {len(kl)} replicates")
+    c = res["cost"] = cost(root, level)
+    hours = lambda x: f"{x / 60:.0f} min"
+    lines.append(f"Cost (one thread per process, a shared 2-core machine): pretraining "
+                 f"{hours(sum(v or 0 for v in c['pretraining'].values()))} over "
+                 f"{len(c['pretraining'])} base(s); runs {hours(sum(c['runs'].values()))} ("
+                 + ", ".join(f"{a} {hours(v)}" for a, v in sorted(c["runs"].items())) + ")")
     t = res["turnover"]
     lines.append("FST turnover (distinct deployed entries / prompt changes after round 0): "
                  + ", ".join(f"{k} {v['entries']}/{v['changes']}" for k, v in t.items()))
