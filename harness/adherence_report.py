@@ -64,8 +64,9 @@ def _betainc(a, b, x, iters=200):
     f, c, d = 1.0, 1.0, 0.0
     for i in range(iters * 2 + 1):
         m = i // 2
-        num = 1.0 if i == 0 else (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)) if i % 2 == 0
-                                  else -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1)))
+        even = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)) if m else 0.0
+        odd = -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1))
+        num = 1.0 if i == 0 else even if i % 2 == 0 else odd
         d = 1.0 + num * d
         d = 1.0 / (d if abs(d) > 1e-30 else 1e-30)
         c = 1.0 + num / (c if abs(c) > 1e-30 else 1e-30)
@@ -81,7 +82,7 @@ def _betainc(a, b, x, iters=200):
 def load_runs(root, level):
     """{arm: {(base, seed): log rows}} of the finished runs of a level."""
     out = {arm: {} for arm in ARMS}
-    for path in glob.glob(os.path.join(root, level, "b*", TASK, "*", "s*", "summary.json")):
+    for path in sorted(glob.glob(os.path.join(root, level, "b*", TASK, "*", "s*", "summary.json"))):
         run = os.path.dirname(path)
         arm, seed = run.split(os.sep)[-2], int(run.split(os.sep)[-1][1:])
         b = int(run.split(os.sep)[-4][1:])
@@ -98,7 +99,7 @@ def cost(root, level):
     for path in sorted(glob.glob(os.path.join(root, level, "b*", "base", "metrics.json"))):
         with open(path) as f:
             out["pretraining"][path.split(os.sep)[-3]] = json.load(f).get("wall_s")
-    for path in glob.glob(os.path.join(root, level, "b*", TASK, "*", "s*", "summary.json")):
+    for path in sorted(glob.glob(os.path.join(root, level, "b*", TASK, "*", "s*", "summary.json"))):
         with open(path) as f:
             arm = path.split(os.sep)[-3]
             out["runs"][arm] = out["runs"].get(arm, 0.0) + (json.load(f).get("wall_s") or 0.0)

@@ -259,3 +259,13 @@ def test_the_runs_chain_takes_the_first_ready_run(tmp_path, monkeypatch):
     monkeypatch.setattr(A, "BASE_ORDER", [("adh", 0), ("adh-ctl", 0)])
     A.pipeline(root, "runs", seeds=2, wait_s=0, log=lambda m: None)
     assert len(ran) == 4 * len(A.ARMS) - 1 and len(set(ran)) == len(ran)
+
+
+def test_the_t_distribution_matches_known_values():
+    """Student's t CDF against tabled values (scipy.stats.t.cdf), and the one-sided test."""
+    from harness.adherence_report import student_cdf, t_test
+    for t, df, want in ((2.0, 4, 0.9419417382), (-1.0, 9, 0.1717181981), (2.776, 4, 0.975),
+                        (0.0, 7, 0.5)):
+        assert abs(student_cdf(t, df) - want) < 1e-4, (t, df)
+    assert t_test([0.1, 0.2, 0.15, 0.3, 0.05]) < 0.05 < t_test([0.1, -0.2, 0.15, -0.1, 0.0])
+    assert t_test([0.3]) is None
