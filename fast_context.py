@@ -58,17 +58,18 @@ Design choices and why:
   max_rollouts by at most one iteration: 2b + |D_p| - 1 rollouts.
 - best_prompt(): best mean on D_p among frontier candidates; ties: fewest tokens, then earliest.
 - Minibatches: one shuffle per epoch, padded to a multiple of b with that epoch's first ids.
-- count_tokens: whitespace words by default; pass `lambda t: len(enc.encode_ordinary(t))` for real
-  tokens.
+- count_tokens: whitespace words by default (word_count); a run passes tasks.token_counter(enc),
+  its tokenizer's tokens.
 """
 
 import copy
 import random
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 from world.tasks import problem_text
 
-EPS = 1e-9  # float tolerance for "strictly better"
+SCORE_TOL = 1e-9  # scores this close are equal: float round-off is no gain
 
 
 class ReflectorError(Exception):
@@ -137,7 +138,7 @@ def rebuild_frontier(state):
     for v in range(len(state.pareto)):
         best = max(state.scores[k][v] for k in live)
         state.front_score.append(best)
-        state.front_sets.append({k for k in live if state.scores[k][v] >= best - EPS})
+        state.front_sets.append({k for k in live if state.scores[k][v] >= best - SCORE_TOL})
 
 
 def add_candidate(state, evaluate, prompt, parents):
@@ -166,12 +167,38 @@ def init_state(seed_prompt, pareto, train, evaluate, seed=0, minibatch_size=3,
     return state
 
 
+def start(seed_prompt, pareto, train, evaluate, reflector, seed, minibatch_size, max_tokens,
+          count_tokens, saved=None, first_budget=None):
+    """GEPA at a run's start -> GEPAState: from `saved` (state_dict) on the given data, or fresh:
+    the seed prompt scored on D_p with the current weights, then, with first_budget (the sequential
+    control), GEPA on the frozen weights to that many rollouts before any RL."""
+    if saved is not None:
+        return load_state_dict(saved, pareto, train, count_tokens)
+    state = init_state(seed_prompt, pareto, train, evaluate, seed=seed,
+                       minibatch_size=minibatch_size, max_context_tokens=max_tokens,
+                       count_tokens=count_tokens)
+    if first_budget:
+        optimize(state, evaluate, reflector, first_budget)
+    return state
+
+
 def set_data(state, pareto, train):
     """New data for GEPA (a schedule's window moved): D_p and the minibatch pool are replaced and
     the next minibatch starts a fresh epoch over the new pool. The fronts keep their old scores
     until the next round's re-score (run_round with rescore=True)."""
     state.pareto, state.train = list(pareto), list(train)
     state.order, state.pos = [], 0
+
+
+def slide_data(state, window, n_pareto):
+    """Schedules: before a round, D_p becomes the stream's last n_pareto problems and the
+    minibatches come from the rest of the `window` (None: no schedule). Nobody tells GEPA about a
+    task switch: its data simply moves with the stream. -> True if it moved (re-score the
+    frontier)."""
+    if window is None or len(window) <= n_pareto:
+        return False
+    set_data(state, window[-n_pareto:], window[:-n_pareto])
+    return True
 
 
 def _mean(xs):
@@ -270,7 +297,7 @@ def gepa_iteration(state, evaluate, reflector):
         return _log(state, event, "invalid", problem, text if isinstance(text, str) else None)
     child_rewards, _ = _evaluate(state, evaluate, text, batch)  # b rollouts, same minibatch
     event["child_sum"] = sum(child_rewards)
-    if event["child_sum"] <= event["parent_sum"] + EPS:
+    if event["child_sum"] <= event["parent_sum"] + SCORE_TOL:
         return _log(state, event, "rejected", "no strict gain on the minibatch", text)
     event["child"] = add_candidate(state, evaluate, text, [parent])  # |D_p| rollouts
     event["child_mean"] = _mean(state.scores[event["child"]])
@@ -335,6 +362,20 @@ def optimize(state, evaluate, reflector, max_rollouts):
 def frontier_prompts(state):
     """[(prompt, count)]: non-dominated frontier prompts and how many instance fronts each is on."""
     return [(state.candidates[k], c) for k, c in front_counts(state).items()]
+
+
+# one prompt drawn for a problem: the context, its share of the G rollouts, the problem's index
+Draw = namedtuple("Draw", "context rollouts problem")
+
+
+def draw_prompts(state, n_problems, m, group_size, rng):
+    """FST: m frontier prompts per problem, drawn (with replacement) with weight = the D_p
+    instances each covers; the problem's group_size rollouts are split among them. -> [Draw]"""
+    front = frontier_prompts(state)
+    split = [group_size // m + (j < group_size % m) for j in range(m)]
+    return [Draw(ctx, split[j], i) for i in range(n_problems)
+            for j, ctx in enumerate(rng.choices([p for p, _ in front],
+                                                weights=[c for _, c in front], k=m))]
 
 
 def best_candidate(state):

@@ -109,22 +109,6 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
-    def decode(self, x, cos, sin, layer, cache, slot, attn_mask):
-        """One decode step with fixed shapes: write k, v at cache slot `slot` (a 0-dim device
-        tensor), attend over the whole cache under attn_mask (B, 1, 1, max_len). Nothing depends on
-        a python int that changes per step, so a CUDA graph can replay it (rollout.generate,
-        graphs=True)."""
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, H, 1, D)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        cache.k[layer].index_copy_(2, slot.view(1), k)
-        cache.v[layer].index_copy_(2, slot.view(1), v)
-        y = F.scaled_dot_product_attention(q, cache.k[layer], cache.v[layer], attn_mask=attn_mask)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
-
-
 class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -143,10 +127,6 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, layer, cache, attn_mask):
         x = x + self.attn(rms_norm(x), cos, sin, layer, cache, attn_mask)
-        return x + self.mlp(rms_norm(x))
-
-    def decode(self, x, cos, sin, layer, cache, slot, attn_mask):
-        x = x + self.attn.decode(rms_norm(x), cos, sin, layer, cache, slot, attn_mask)
         return x + self.mlp(rms_norm(x))
 
 
@@ -221,25 +201,17 @@ class GPT(nn.Module):
             cache.pos += T
         return F.linear(rms_norm(x), self.wte.weight)  # (B, T, V), head tied to the embedding
 
-    def decode_step(self, tok, positions, cache, slot, key_mask):
-        """The fixed-shape decode step: tok (B, 1), positions (B, 1), slot a 0-dim long tensor (the
-        cache slot this token is written to), key_mask (B, max_len) the slots that may be attended
-        (the caller marks `slot` before the step). -> logits (B, 1, V). Same result as forward with
-        the cache's pointer at `slot`; the cache's python pointer is not used or moved."""
-        # (B, 1, 1, D/2)
-        cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
-        attn_mask = key_mask[:, None, None, :]  # (B, 1, 1, max_len)
-        x = self.wte(tok)  # (B, 1, C)
-        for i, block in enumerate(self.blocks):
-            x = block.decode(x, cos, sin, i, cache, slot, attn_mask)
-        return F.linear(rms_norm(x), self.wte.weight)  # (B, 1, V)
-
 
 # -----------------------------------------------------------------------------
 # numerics of a device: every entry point that can run on CUDA calls setup_device first
 
 # cuBLAS reads its workspace setting once, at its first matmul: set before anything can run one
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def pick_device(flag):
+    """--device auto|cpu|cuda -> the device: CUDA when there is one, for auto."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if flag == "auto" else flag
 
 
 def setup_device(device):
@@ -294,8 +266,11 @@ def save_checkpoint(path, model, extra=None):
                         "state_dict": model.state_dict(), "extra": extra or {}})
 
 
-def load_checkpoint(path, device="cpu"):
-    """-> (model, extra). Raises CheckpointError with one clear line when the file is unusable."""
+def read_checkpoint(path, fmt, device="cpu", fix="delete it and re-create it"):
+    """-> the dict a fastslow checkpoint file holds, checked for its format tag `fmt` (torch.load
+    with weights_only: no pickled code runs). CheckpointError (one line naming the file, and `fix`)
+    if it is missing, a folder, not a regular file, unreadable or of another kind. model.pt
+    (load_checkpoint) and a run's ckpt.pt (harness/runs.py) are both read here."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path} (run `python train.py pretrain` first "
                               "or pass a valid path)")
@@ -305,12 +280,18 @@ def load_checkpoint(path, device="cpu"):
     if not os.path.isfile(path):  # a FIFO or a device: torch.load could wait on it for ever
         raise CheckpointError(f"{path} is not a regular file; pass a .pt file")
     try:
-        ck = torch.load(path, map_location=device, weights_only=True)  # no pickled code runs
+        ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); "
-                              "delete it and re-create it")
-    if not isinstance(ck, dict) or ck.get("format") != "fastslow-gpt-1":
-        raise CheckpointError(f"{path} is not a fastslow checkpoint (missing format tag)")
+                              f"{fix}")
+    if not isinstance(ck, dict) or ck.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a fastslow checkpoint of kind {fmt}; {fix}")
+    return ck
+
+
+def load_checkpoint(path, device="cpu"):
+    """-> (model, extra). Raises CheckpointError with one clear line when the file is unusable."""
+    ck = read_checkpoint(path, "fastslow-gpt-1", device)
     try:
         model = GPT(GPTConfig(**ck["config"]))
         model.load_state_dict(ck["state_dict"])

@@ -38,6 +38,7 @@ import torch
 import rollout
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "cispo")
+ADV_SCALES = ("group", "batch", "none")
 
 
 def _group_index(group_ids):
@@ -61,7 +62,7 @@ def group_advantages(rewards, group_ids, scale="group"):
     scale: "group" -> (r - mean_g) / (std_g + 1e-4); "batch" -> (r - mean_g) / (std_batch + 1e-4);
     "none" -> r - mean_g (Dr. GRPO). std is unbiased; groups with all-equal rewards get exactly 0.
     """
-    if scale not in ("group", "batch", "none"):
+    if scale not in ADV_SCALES:
         raise ValueError(f"unknown advantage scale {scale!r}; valid: 'group', 'batch', 'none'")
     r = rewards.float() if not rewards.is_floating_point() else rewards
     inv, counts = _group_index(group_ids)
@@ -191,18 +192,19 @@ def update_policy(model, opt, ro, adv, preset, ref=None):
     importance ratio differs from 1 and CISPO's cap can act. -> log fields."""
     model.train()
     old_logp = ro.logp  # (R, L) the sampler's log-probs: the behaviour policy
-    chunks = [idx.tolist() for idx in torch.arange(len(ro)).chunk(preset.optimizer_steps)]
+    chunks = [c.tolist() for c in torch.arange(len(ro)).chunk(preset.optimizer_steps)]
     stats, reason, gap = [], "", None
     for _ in range(preset.inner_steps):
-        for rows in chunks:
-            prompts, tokens, mask = [ro.prompts[r] for r in rows], ro.tokens[rows], ro.mask[rows]
+        for idx in chunks:  # one minibatch: these rows of the batch
+            prompts, tokens, mask = [ro.prompts[r] for r in idx], ro.tokens[idx], ro.mask[idx]
             logp = rollout.completion_logprobs(model, prompts, tokens, mask,
                                                preset.temperature)  # (r, L)
             if gap is None:  # sampler vs trainer, before any update: numerics only
-                gap = float(((logp.detach() - old_logp[rows]).abs() * mask).sum() / mask.sum())
+                gap = float(((logp.detach() - old_logp[idx]).abs() * mask).sum() / mask.sum())
             # token normalization once per optimizer step: this chunk's token count
-            loss, m = policy_loss(logp, old_logp[rows], adv[rows], mask, preset.loss_type,
-                                  preset.clip_eps, preset.dapo_clip_higher, preset.cispo_cap)
+            loss, metrics = policy_loss(logp, old_logp[idx], adv[idx], mask, preset.loss_type,
+                                        preset.clip_eps, preset.dapo_clip_higher,
+                                        preset.cispo_cap)
             if ref is not None:
                 ref_logp = rollout.completion_logprobs(ref, prompts, tokens, mask,
                                                        preset.temperature)
@@ -211,7 +213,7 @@ def update_policy(model, opt, ro, adv, preset, ref=None):
             # non-finite: skipped
             grad_norm, reason = guarded_step(model, opt, loss, preset.grad_clip)
             # no NaN in JSON
-            stats.append((loss.item() if torch.isfinite(loss) else None, grad_norm, m))
+            stats.append((loss.item() if torch.isfinite(loss) else None, grad_norm, metrics))
             if reason:
                 break
         if reason:
@@ -222,9 +224,9 @@ def update_policy(model, opt, ro, adv, preset, ref=None):
     row.update(reward=float(rewards.mean()), loss=mean([l for l, _, _ in stats]),
                # clipped tokens, low and high; under cispo (no low clip) the same number as
                # capped_frac, the share whose IS weight hit the cap (the high side alone)
-               clip_frac=mean([m["clip_frac"] for _, _, m in stats]),
-               capped_frac=mean([m["clip_high_frac"] for _, _, m in stats]),
-               ratio_mean=mean([m["ratio_mean"] for _, _, m in stats]),
+               clip_frac=mean([ms["clip_frac"] for _, _, ms in stats]),
+               capped_frac=mean([ms["clip_high_frac"] for _, _, ms in stats]),
+               ratio_mean=mean([ms["ratio_mean"] for _, _, ms in stats]),
                entropy=float(-(ro.logp * mask).sum() / mask.sum()),
                grad_norm=mean([g for _, g, _ in stats]),
                zero_std=zero_std_fraction(rewards, group), logp_gap=gap)

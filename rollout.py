@@ -1,83 +1,43 @@
 """
-rollout.py: sampling and batched generation for the RL side of Fast-Slow Training, and the one
-record of sampled completions that flows through fastslow (Rollouts).
+rollout.py: sampling groups of completions for Fast-Slow Training, and the one record of sampled
+completions that flows through fastslow (Rollouts).
 
-    from rollout import generate, completion_logprobs, sample_rollouts
-    tokens, mask, logps = generate(model, prompts, num_samples=8, max_new_tokens=24,
-                                   temperature=1.0, eos_id=eos)
-    new_logps = completion_logprobs(model, prompts, tokens, mask)   # (rows, L), differentiable
     ro = sample_rollouts(model, enc, contexts, problems, num_samples=8, temperature=1.0, seed=0)
     ro.rewards, ro.texts, ro.feedback          # per row: scored by the world's verifier
     ro.tokens, ro.mask, ro.logp                # (R, L) what the sampler emitted, and its log-probs
     ro.prompts, ro.group                       # per row: its prompt, its problem's id
+    new_logp = completion_logprobs(model, ro.prompts, ro.tokens, ro.mask)  # the trainer's re-score
 
-    # kernels (Triton interpreter on CPU), sampler statistics, generation
-    python -m pytest tests/test_rollout.py
-    # speed against a naive loop, Hugging Face and a sort-based sampler
-    python -m harness.bench rollout | sample
+    python -m pytest tests/test_rollout.py     # sampler statistics, kernels, generation
+    python -m harness.bench rollout | sample   # speed: a naive loop, HF, a sort-based sampler
 
-What is here:
-  sample_tokens        one token per row from (B, V) logits, with temperature / top-k / top-p, plus
-                       its log-prob
-  token_logprobs       log-probs of given targets under (B, T, V) logits, differentiable, no
-                       (B, T, V) log-softmax
-  generate             P prompts x G samples: left-pad + prefill once, repeat the KV cache rows,
-                       decode all rows together
-  completion_logits    the (rows, L, V) logits behind generated tokens (one right-padded forward)
-  completion_logprobs  the trainer's differentiable re-score of generated tokens
-  generate_naive       reference generator that re-runs the whole prefix every step (tests and
-                       bench)
-  sample_rollouts      contexts + problems -> Rollouts: generate, decode, score (tasks.score)
-  greedy_evaluate      the policy as GEPA sees it: (context, problems) -> [(reward, output,
-                       feedback)], one greedy rollout per problem
-The fast paths (the Triton sampler and log-prob kernels, and the top-k / top-p window search that
-training never uses) live in kernels.py; this file keeps the plain torch paths they are tested
-against.
+Read in order: the sampler (torch: Gumbel-max over temperature-scaled logits, and the token's
+log-prob); log-probs of given tokens; generate (P prompts x G samples: left-pad and prefill once,
+repeat the KV cache rows, decode every row together) and its naive reference; the Rollouts record
+(sample_rollouts: generate, decode, score; greedy_evaluate: the policy as GEPA sees it). Last, an
+optional section: the same sampler and log-probs as fused Triton kernels (CUDA, or Triton's CPU
+interpreter in the tests), each tested against its torch path.
 
 Design choices and why:
-  * Sampling is Gumbel-max: token = argmax over the kept set of z + g, z = logits * fp32(1/T),
-    g ~ Gumbel(0, 1) drawn per element. It needs no normalized probabilities, no cumsum and no
-    multinomial, so a row is read once. The noise g = -log(E), E = -log1p(-u) ~ Exp(1), with u
-    strictly inside (0, 1) (u = (k + 1/2) 2^-24 in torch, (r + 1/2) 2^-32 in Triton): the winners
-    are the small E, which log1p keeps exact, and u never hits 0 or 1, so g is always finite
-    (no +inf winner, no NaN).
-  * Truncation is a threshold, never a sort. Top-k keeps every z >= the k-th largest z; top-p
-    (applied after top-k, on the renormalized kept distribution) keeps every z >= the smallest z of
-    the shortest head of the distribution whose mass reaches top_p. Ties at a threshold are all kept
-    (so more than k tokens may survive when the k-th value is tied, e.g. in bf16 logits); that rule
-    is what makes a sort-free search exact. The Triton kernel finds each threshold by bisection over
-    the order-preserving int32 view of fp32 (<= 32 reductions over a row held in registers, exact:
-    the answer is always a row element). The torch path uses torch.topk (a selection, not a sort) on
-    a window of the largest logits that holds the kept set: k + 1 wide for top-k; for top-p alone,
-    sized by one 256-bin histogram of the mass (a radix-select step). The window grows only if a tie
-    reaches past it. On CPU this beats 32 bisection passes over the row.
-  * log-probs are those of the distribution actually sampled from: z_tok - logsumexp(z over the kept
-    set). temperature = 0 is greedy (argmax of the raw logits, first index on ties) and reports
-    log-prob 0.0.
+  * Sampling is Gumbel-max: token = argmax of z + g, z = logits * fp32(1/T), g ~ Gumbel(0, 1) per
+    element: no normalized probabilities, no multinomial, a row is read once. g = -log(E),
+    E = -log1p(-u) ~ Exp(1), with u strictly inside (0, 1) ((k + 1/2) 2^-24 in torch,
+    (r + 1/2) 2^-32 in Triton), so g is always finite. The log-prob is z_tok - logsumexp(z);
+    temperature 0 is greedy (first index on ties) with log-prob 0.0.
   * Backends: "auto" uses the Triton kernels for CUDA tensors when triton imports, torch otherwise;
-    "triton" forces them (CPU tensors work under TRITON_INTERPRET=1, which the tests use). Given the
-    same noise both give the same tokens (see _sample_with_noise); their random streams differ
-    (torch.Generator vs Philox seeded from it), so with a generator each is reproducible on its own
-    device only. The torch path may read a flag back to the host (window checks); the Triton path
-    never does.
-  * generate keeps one shared cache pointer for all rows: prompts are left-padded, pad slots are
-    excluded by key_mask and RoPE positions start at 0 at each prompt's first token, so a padded row
-    computes exactly what it would alone. The cache is sized prompt_len + max_new_tokens once; the
-    only host sync per step is the "all rows done?" check.
-  * Row order everywhere is prompt-major: row i*G + j is sample j of prompt i (with num_samples a
-    list, prompt i owns num_samples[i] consecutive rows). completion_logprobs takes one prompt per
-    row (or one per group, expanded the same way), so a trainer may put different prompts in one
-    group.
-  * generate runs under torch.no_grad and does not touch model.training (the GPT has no dropout).
-    Finished rows keep decoding (their outputs are discarded) so the batch keeps its shape; pad_id
-    is only written to the output and need not be a valid token id.
-  * Every consumer reads the same Rollouts record (like GRPO-Zero's Episode): GEPA's evaluate (one
-    greedy rollout per problem -> (reward, output, feedback)), the RL step (rewards -> one advantage
-    per problem, tokens + mask + prompts -> the trainer's re-score, logp -> the sampler's
-    log-probs), and the accuracy measurements. The generation code above never sees a reward; only
-    sample_rollouts calls the verifier. `group[r]` is the id of the problem row r answers (by
-    default its prompt's index): an FST step puts several prompts of one problem into one group,
-    so one problem may own rows of several prompts.
+    "triton" forces them (CPU tensors under TRITON_INTERPRET=1). Given the same noise both give the
+    same tokens (_sample_with_noise); their random streams differ (torch.Generator vs Philox seeded
+    from it), so each is reproducible on its own device.
+  * generate keeps one cache pointer for all rows: prompts are left-padded, pad slots are masked by
+    key_mask and RoPE positions start at 0 at each prompt's first token, so a padded row computes
+    what it would alone. The only host sync per step is the "all rows done?" check. Finished rows
+    keep decoding (outputs discarded) so the batch keeps its shape; generate runs under no_grad.
+  * Row order is prompt-major everywhere: row i*G + j is sample j of prompt i (num_samples may be
+    one int per prompt). completion_logprobs takes one prompt per row, so an FST step may put
+    several prompts of one problem into one group: group[r] is the problem row r answers.
+  * Every consumer reads the one Rollouts record (like GRPO-Zero's Episode): GEPA's evaluate, the
+    RL step (rewards, tokens, mask, prompts, the sampler's log-probs) and the measurements. Only
+    sample_rollouts calls the verifier.
 """
 
 import os
@@ -85,117 +45,74 @@ from dataclasses import dataclass
 
 import torch
 
-import kernels
 from world import tasks
-# (re-exported: the tests and gpu_check ask rollout for it)
-from kernels import HAS_TRITON  # noqa: F401
 
-_NEG_INF = float("-inf")
+try:  # the optional fast path (the section at the end); without it the torch paths do everything
+    import triton
+    import triton.language as tl
+    HAS_TRITON = True
+except Exception:
+    HAS_TRITON = False
+
+
 
 
 # -----------------------------------------------------------------------------
-# shared helpers
+# the sampler: one token per row, and its log-prob (torch)
 
-def _check_options(temperature, top_k, top_p):
+def gumbel_noise(shape, generator=None, device="cpu"):
+    """Gumbel(0, 1) noise in fp32, always finite (see the module docstring)."""
+    u = torch.empty(shape, device=device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24,
+                                                   generator=generator)  # ~(k + 1/2) 2^-24
+    # -log(E), E = -log1p(-u) ~ Exp(1); in place: no extra buffers
+    return u.neg_().log1p_().neg_().log_().neg_()
+
+
+def _sample_torch(logits, inv_t, generator, noise):
+    B, V = logits.shape
+    z = logits if logits.dtype == torch.float32 and inv_t == 1.0 else logits.float() * inv_t
+    # one scratch buffer for noise, scores and exp: fresh big buffers cost page faults
+    if noise is None:
+        s = torch.empty(B, V, device=z.device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24,
+                                                        generator=generator)
+        torch.sub(z, s.neg_().log1p_().neg_().log_(), out=s)  # z + g, g = -log(E) as above
+    else:
+        s = z + noise
+    tok = s.argmax(-1)
+    zmax = z.max(-1, keepdim=True).values
+    lse = torch.sub(z, zmax, out=s).exp_().sum(-1).log_() + zmax[:, 0]
+    return tok, z.gather(1, tok[:, None]).squeeze(1) - lse
+
+
+def _sample(logits, temperature, generator, noise, backend):
     if not temperature >= 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if int(top_k) != top_k or top_k < 0:
-        raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
+    if temperature == 0:  # greedy: the argmax has probability 1
+        return logits.argmax(-1), torch.zeros(logits.shape[0], dtype=torch.float32,
+                                              device=logits.device)
+    if _use_triton(logits, backend) and logits.shape[1] <= SAMPLE_MAX_V:
+        return sample_triton(logits, _inv_temp(temperature), generator, noise)
+    return _sample_torch(logits, _inv_temp(temperature), generator, noise)
+
+
+def sample_tokens(logits, temperature=1.0, generator=None, backend="auto"):
+    """logits (B, V), any float dtype, rows may be a strided view -> (tokens (B,) long,
+    logprobs (B,) float32 under softmax(logits / temperature)); temperature 0 is greedy with
+    logprob 0.0. backend: auto | torch | triton."""
+    return _sample(logits, temperature, generator, None, backend)
+
+
+def _sample_with_noise(logits, noise, temperature=1.0, backend="auto"):
+    """sample_tokens with explicit Gumbel noise (B, V) fp32: both backends must return the same
+    tokens."""
+    return _sample(logits, temperature, None, noise, backend)
 
 
 def _inv_temp(temperature):
     # 1/T rounded to fp32 once, so torch and Triton multiply by the very same number
     return float(torch.tensor(1.0 / temperature, dtype=torch.float32))
-
-
-def _use_triton(x, backend):
-    if backend == "torch":
-        return False
-    if backend == "triton":
-        if not HAS_TRITON:
-            raise RuntimeError("backend='triton' but triton is not importable")
-        if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set "
-                               "before triton is imported")
-        return True
-    if backend == "auto":
-        return HAS_TRITON and x.is_cuda
-    raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-
-
-# -----------------------------------------------------------------------------
-# sampling: torch path
-
-def gumbel_noise(shape, generator=None, device="cpu"):
-    """Gumbel(0, 1) noise in fp32, always finite (see the module docstring)."""
-    # ~(k + 1/2) 2^-24
-    u = torch.empty(shape, device=device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24,
-                                                   generator=generator)
-    # -log(E), E = -log1p(-u) ~ Exp(1); in place: no extra buffers
-    return u.neg_().log1p_().neg_().log_().neg_()
-
-
-def _sample_torch(logits, temperature, top_k, top_p, generator, noise):
-    B, V = logits.shape
-    inv_t = _inv_temp(temperature)
-    if not (0 < top_k < V) and top_p >= 1:  # plain temperature: full-row Gumbel-max
-        # (B, V)
-        z = logits if logits.dtype == torch.float32 and inv_t == 1.0 else logits.float() * inv_t
-        # one scratch buffer for noise, scores and exp: fresh big buffers cost page faults
-        if noise is None:
-            s = torch.empty(B, V, device=z.device).uniform_(2.0 ** -25, 1.0 - 2.0 ** -24,
-                                                            generator=generator)
-            # z + g, g = -log(E) as in gumbel_noise
-            torch.sub(z, s.neg_().log1p_().neg_().log_(), out=s)
-        else:
-            s = z + noise
-        tok = s.argmax(-1)
-        zmax = z.max(-1, keepdim=True).values
-        lse = torch.sub(z, zmax, out=s).exp_().sum(-1).log_() + zmax[:, 0]
-        return tok, z.gather(1, tok[:, None]).squeeze(1) - lse
-    # (B, c): noise is only needed on the window
-    vals, idx, keep = kernels.truncate_torch(logits, inv_t, top_k, top_p)
-    g = (noise.gather(1, idx) if noise is not None
-         else gumbel_noise(vals.shape, generator, logits.device))
-    j = (vals + g).masked_fill(~keep, _NEG_INF).argmax(-1, keepdim=True)  # (B, 1)
-    # the row max is always kept
-    zmax = vals[:, 0]
-    lse = zmax + ((vals - zmax[:, None]).exp() * keep).sum(-1).log()
-    return idx.gather(1, j).squeeze(1), vals.gather(1, j).squeeze(1) - lse
-
-
-# -----------------------------------------------------------------------------
-# sampling: public API
-
-def _sample(logits, temperature, top_k, top_p, generator, noise, backend):
-    _check_options(temperature, top_k, top_p)
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
-    if temperature == 0:  # greedy: the kept set always holds the argmax, and it has probability 1
-        return logits.argmax(-1), torch.zeros(logits.shape[0], dtype=torch.float32,
-                                              device=logits.device)
-    if _use_triton(logits, backend) and logits.shape[1] <= kernels.SAMPLE_MAX_V:
-        return kernels.sample_triton(logits, _inv_temp(temperature), top_k, top_p, generator, noise)
-    return _sample_torch(logits, temperature, top_k, top_p, generator, noise)
-
-
-def sample_tokens(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, backend="auto"):
-    """logits (B, V), any float dtype, rows may be a strided view -> (tokens (B,) long,
-    logprobs (B,) float32).
-
-    logprobs are under the distribution sampled from (after temperature, top-k, top-p,
-    renormalization); temperature=0 is greedy with logprob 0.0. top_k=0 and top_p=1 mean off.
-    backend: auto | torch | triton.
-    """
-    return _sample(logits, temperature, top_k, top_p, generator, None, backend)
-
-
-def _sample_with_noise(logits, noise, temperature=1.0, top_k=0, top_p=1.0, backend="auto"):
-    """sample_tokens with explicit Gumbel noise (B, V) fp32: both backends must return the same
-    tokens."""
-    return _sample(logits, temperature, top_k, top_p, None, noise, backend)
 
 
 # -----------------------------------------------------------------------------
@@ -219,11 +136,13 @@ def token_logprobs(logits, targets, temperature=1.0, backend="auto"):
     if _use_triton(logits, backend):
         if logits.stride(-1) != 1:
             logits = logits.contiguous()
-        return kernels.TritonTokenLogprobs.apply(logits, targets.long(), inv_t)
+        return TritonTokenLogprobs.apply(logits, targets.long(), inv_t)
     z = logits.float()
     if inv_t != 1.0:
         z = z * inv_t
     return z.gather(-1, targets.long()[..., None]).squeeze(-1) - torch.logsumexp(z, -1)
+
+
 
 
 # -----------------------------------------------------------------------------
@@ -282,19 +201,16 @@ def _prefill(model, prompts, max_new_tokens):
 
 
 @torch.no_grad()
-def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0,
-             seed=0, eos_id=None, pad_id=0, backend="auto", graphs=False):
+def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, seed=0,
+             eos_id=None, pad_id=0, backend="auto"):
     """Sample num_samples completions for each prompt (lists of token ids, any lengths).
 
     num_samples: an int, or one int per prompt. Returns (tokens long, mask bool, logprobs float32),
     each (rows, L) with rows = sum of the group sizes, row order prompt-major, L <= max_new_tokens
     the longest completion. A row stops at its first eos_id (kept, mask True); after it tokens are
     pad_id, mask False, logprobs 0. eos_id=None: every row runs max_new_tokens. logprobs are the
-    sampler's (see sample_tokens). graphs=True decodes with fixed shapes (model.decode_step: the
-    whole cache under a mask, the slot a device tensor), which on CUDA is captured once as a CUDA
-    graph and replayed every step (no per-kernel launch cost); same tokens as the default path.
+    sampler's (see sample_tokens).
     """
-    _check_options(temperature, top_k, top_p)
     sizes = _group_sizes(prompts, num_samples)
     _check_len(model, prompts, max_new_tokens)
     device = model.wte.weight.device
@@ -304,12 +220,6 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
     cache.repeat_rows(G)
     logits, key_mask, pos = (t.repeat_interleave(G, dim=0) for t in (logits, key_mask, lens))
     R = logits.shape[0]
-    if graphs and max_new_tokens > 1:  # fixed shapes: generated slots are unmasked one by one
-        key_mask[:, Lp:] = False
-        slot = torch.full((), Lp, dtype=torch.long, device=device)
-        tok_in = torch.zeros(R, 1, dtype=torch.long, device=device)
-        pos_in = torch.zeros(R, 1, dtype=torch.long, device=device)
-        decode = _static_decoder(model, cache, tok_in, pos_in, slot, key_mask)
     gen = torch.Generator(device=device).manual_seed(seed)
     tokens = torch.full((R, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros(R, max_new_tokens, dtype=torch.float32, device=device)
@@ -317,7 +227,7 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
     done = torch.zeros(R, dtype=torch.bool, device=device)
     L = max_new_tokens
     for t in range(max_new_tokens):
-        tok, lp = sample_tokens(logits, temperature, top_k, top_p, generator=gen, backend=backend)
+        tok, lp = sample_tokens(logits, temperature, generator=gen, backend=backend)
         tokens[:, t] = tok.masked_fill(done, pad_id)
         logps[:, t] = lp.masked_fill(done, 0.0)
         mask[:, t] = ~done
@@ -326,13 +236,7 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
             if t + 1 < max_new_tokens and bool(done.all()):             # the one host sync per step
                 L = t + 1
                 break
-        if t + 1 < max_new_tokens and graphs:  # the same step through fixed-shape buffers
-            slot.fill_(Lp + t)
-            key_mask[:, Lp + t] = True
-            tok_in.copy_(tok[:, None])
-            pos_in.copy_((pos + t)[:, None])
-            logits = decode()[:, -1]
-        elif t + 1 < max_new_tokens:
+        if t + 1 < max_new_tokens:
             # finished rows keep decoding their (ignored) sampled token: pad_id need not be a valid
             # token id
             logits = model(tok[:, None], positions=(pos + t)[:, None], cache=cache,
@@ -340,27 +244,6 @@ def generate(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, 
     return tokens[:, :L], mask[:, :L], logps[:, :L]
 
 
-def _static_decoder(model, cache, tok_in, pos_in, slot, key_mask):
-    """-> a function running model.decode_step on these buffers. On CUDA the step is captured once
-    as a CUDA graph (after a warm-up on a side stream, as graph capture requires) and each call
-    replays it; the warm-up writes slot `slot`, which the first real step overwrites."""
-    step = lambda: model.decode_step(tok_in, pos_in, cache, slot, key_mask)  # noqa: E731
-    if tok_in.device.type != "cuda":
-        return step
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = step()
-
-    def replay():
-        graph.replay()
-        return out
-    return replay
 
 
 def completion_logits(model, prompts, tokens, mask):
@@ -404,15 +287,14 @@ def completion_logprobs(model, prompts, tokens, mask, temperature=1.0, backend="
 
 
 @torch.no_grad()
-def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, top_k=0,
-                   top_p=1.0, seed=0, eos_id=None, pad_id=0, backend="auto"):
+def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature=1.0, seed=0,
+                   eos_id=None, pad_id=0, backend="auto"):
     """Reference generator: no KV cache, no padding; each step re-runs the whole prefix of one
     prompt's rows.
 
     Same arguments, sampler and output convention as generate. The generator is consumed per prompt,
     so sampled tokens differ from generate's; greedy ones must match.
     """
-    _check_options(temperature, top_k, top_p)
     sizes = _group_sizes(prompts, num_samples)
     _check_len(model, prompts, max_new_tokens)
     device = model.wte.weight.device
@@ -423,7 +305,7 @@ def generate_naive(model, prompts, num_samples=1, max_new_tokens=32, temperature
         done = torch.zeros(n, dtype=torch.bool, device=device)
         toks, masks, lps = [], [], []
         for t in range(max_new_tokens):
-            tok, lp = sample_tokens(model(seq)[:, -1], temperature, top_k, top_p, generator=gen,
+            tok, lp = sample_tokens(model(seq)[:, -1], temperature, generator=gen,
                                     backend=backend)
             toks.append(tok.masked_fill(done, pad_id))
             lps.append(lp.masked_fill(done, 0.0))
@@ -511,3 +393,153 @@ def greedy_evaluate(model, enc, max_new_tokens=12, batched=False):
     if batched:
         evaluate.many = many
     return evaluate
+
+
+# -----------------------------------------------------------------------------
+# optional: the fast path. The sampler and the log-probs as fused Triton kernels, used for CUDA
+# tensors when triton imports (tests: Triton's CPU interpreter, against the torch paths above).
+#   sample_triton        one program per row, the row in registers: Philox Gumbel noise, argmax
+#   TritonTokenLogprobs  log-probs of given targets, streaming each row once; the backward writes
+#                        g * (onehot - softmax) / T directly, no (B, T, V) log-softmax stored
+
+SAMPLE_MAX_V = 131072  # the sampler kernel holds a whole row in registers; longer rows: torch
+_LP_BLOCK = 4096       # chunk width of the log-prob kernels (they stream rows of any length)
+
+
+def _use_triton(x, backend):
+    if backend == "torch":
+        return False
+    if backend == "triton":
+        if not HAS_TRITON:
+            raise RuntimeError("backend='triton' but triton is not importable")
+        if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set "
+                               "before triton is imported")
+        return True
+    if backend == "auto":
+        return HAS_TRITON and x.is_cuda
+    raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+
+
+if HAS_TRITON:
+    @triton.jit
+    def _philox_gumbel(seed, row, cols):
+        """Gumbel(0, 1) noise for (row, cols) of one call: Philox keyed by seed, counters
+        (col, row)."""
+        # blocks, not scalars, for every counter (as tl.randint4x)
+        zero = tl.zeros(cols.shape, tl.uint32)
+        r, _, _, _ = tl.philox(seed, cols.to(tl.uint32), zero + row.to(tl.uint32), zero, zero)
+        # (r + 1/2) 2^-32 in (0, 1)
+        u = tl.minimum((r.to(tl.float32) + 0.5) * 2.3283064365386963e-10, 0.99999994)
+        w = 1.0 - u
+        # exact; log(w) * u / d is an accurate log1p(-u)
+        d = 1.0 - w
+        # E = -log1p(-u) ~ Exp(1)
+        e = tl.where(d == 0.0, u, -tl.log(w) * (u / tl.where(d == 0.0, 1.0, d)))
+        return -tl.log(e)
+
+    @triton.jit
+    def _sample_kernel(x_ptr, x_stride, g_ptr, g_stride, seed_ptr, tok_ptr, lp_ptr, V, inv_t,
+                       BLOCK: tl.constexpr, HAS_NOISE: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        valid = cols < V
+        z = tl.load(x_ptr + row.to(tl.int64) * x_stride + cols, mask=valid, other=float("-inf"))
+        # (BLOCK,) the only read of the row
+        z = z.to(tl.float32) * inv_t
+        zmax = tl.max(z, axis=0)
+        e = tl.where(valid, tl.exp(z - zmax), 0.0)  # unnormalized probabilities
+        if HAS_NOISE:
+            g = tl.load(g_ptr + row.to(tl.int64) * g_stride + cols, mask=valid, other=0.0)
+        else:
+            g = _philox_gumbel(tl.load(seed_ptr), row, cols)
+        tok = tl.argmax(tl.where(valid, z + g, float("-inf")), axis=0)
+        ztok = tl.sum(tl.where(cols == tok, z, 0.0), axis=0)
+        tl.store(tok_ptr + row, tok.to(tl.int64))
+        tl.store(lp_ptr + row, ztok - zmax - tl.log(tl.sum(e, axis=0)))
+
+
+def sample_triton(logits, inv_t, generator, noise):
+    """sample_tokens' fast path: one program per row, the row held in registers, Philox Gumbel
+    noise seeded from `generator` (or the given noise), argmax and log-prob in one pass."""
+    B, V = logits.shape
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    BLOCK = triton.next_power_of_2(V)
+    tok = torch.empty(B, dtype=torch.long, device=logits.device)
+    lp = torch.empty(B, dtype=torch.float32, device=logits.device)
+    if noise is None:  # the seed stays on the device: drawing it does not sync
+        seed = torch.randint(0, 2 ** 31 - 1, (1,), generator=generator, device=logits.device)
+        g, g_stride = logits, 0
+    else:
+        seed = torch.zeros(1, dtype=torch.long, device=logits.device)
+        g = noise.float() if noise.stride(-1) == 1 else noise.float().contiguous()
+        g_stride = g.stride(0)
+    _sample_kernel[(B,)](logits, logits.stride(0), g, g_stride, seed, tok, lp, V, inv_t,
+                         BLOCK=BLOCK, HAS_NOISE=noise is not None,
+                         num_warps=4 if BLOCK <= 2048 else 8 if BLOCK <= 8192 else 16)
+    return tok, lp
+
+
+if HAS_TRITON:
+    @triton.jit
+    def _logprob_fwd_kernel(x_ptr, s0, s1, t_ptr, out_ptr, lse_ptr, T, V, inv_t,
+                            BLOCK: tl.constexpr):
+        row = tl.program_id(0)                                   # row = b * T + t
+        base = x_ptr + (row // T).to(tl.int64) * s0 + (row % T).to(tl.int64) * s1
+        cols = tl.arange(0, BLOCK)
+        # finite start: exp(-inf - m) = 0, never NaN
+        m = tl.full([BLOCK], -1e30, tl.float32)
+        s = tl.zeros([BLOCK], tl.float32)
+        # one streaming pass, online max / sum per lane
+        for start in range(0, V, BLOCK):
+            c = start + cols
+            z = tl.load(base + c, mask=c < V, other=float("-inf")).to(tl.float32) * inv_t
+            m_new = tl.maximum(m, z)
+            s = s * tl.exp(m - m_new) + tl.exp(z - m_new)
+            m = m_new
+        mx = tl.max(m, axis=0)
+        lse = mx + tl.log(tl.sum(s * tl.exp(m - mx), axis=0))
+        zt = tl.load(base + tl.load(t_ptr + row)).to(tl.float32) * inv_t
+        tl.store(out_ptr + row, zt - lse)
+        tl.store(lse_ptr + row, lse)
+
+    @triton.jit
+    def _logprob_bwd_kernel(x_ptr, s0, s1, t_ptr, lse_ptr, g_ptr, dx_ptr, T, V, inv_t,
+                            BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        base = x_ptr + (row // T).to(tl.int64) * s0 + (row % T).to(tl.int64) * s1
+        cols = tl.arange(0, BLOCK)
+        tgt = tl.load(t_ptr + row)
+        lse = tl.load(lse_ptr + row)
+        g = tl.load(g_ptr + row) * inv_t                         # d(z)/d(logits) = 1/T
+        for start in range(0, V, BLOCK):
+            c = start + cols
+            z = tl.load(base + c, mask=c < V, other=0.0).to(tl.float32) * inv_t
+            p = tl.exp(z - lse)
+            d = g * (tl.where(c == tgt, 1.0, 0.0) - p)            # g * (onehot - softmax)
+            tl.store(dx_ptr + row.to(tl.int64) * V + c, d.to(dx_ptr.dtype.element_ty), mask=c < V)
+
+    class TritonTokenLogprobs(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits, targets, inv_t):
+            B, T, V = logits.shape
+            targets = targets.contiguous()
+            out = torch.empty(B, T, dtype=torch.float32, device=logits.device)
+            lse = torch.empty(B, T, dtype=torch.float32, device=logits.device)
+            block = min(_LP_BLOCK, triton.next_power_of_2(V))
+            _logprob_fwd_kernel[(B * T,)](logits, logits.stride(0), logits.stride(1), targets, out,
+                                          lse, T, V, inv_t, BLOCK=block)
+            ctx.save_for_backward(logits, targets, lse)
+            ctx.inv_t, ctx.block = inv_t, block
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            logits, targets, lse = ctx.saved_tensors
+            B, T, V = logits.shape
+            dx = torch.empty(B, T, V, dtype=logits.dtype, device=logits.device)
+            _logprob_bwd_kernel[(B * T,)](logits, logits.stride(0), logits.stride(1), targets, lse,
+                                          grad.float().contiguous(), dx, T, V, ctx.inv_t,
+                                          BLOCK=ctx.block)
+            return dx, None, None

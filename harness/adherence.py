@@ -266,9 +266,10 @@ def prepare_base(root, level, b, log=print):
     """Pretrain base b of a level if it is missing (resuming a stopped pretraining), then measure
     its criteria once (criteria.json)."""
     import train
+    from world import pretrain
     d = base_dir(root, level, b)
     if not os.path.exists(os.path.join(d, "model.pt")):
-        train.pretrain(train.PRESETS[level], d, "cpu", seed=b, log=log,
+        pretrain.pretrain(train.PRESETS[level], d, "cpu", seed=b, log=log,
                        resume=os.path.exists(os.path.join(d, "ckpt.pt")))
     if not measured(root, level, b):
         m = measure_base(os.path.join(d, "model.pt"), level)

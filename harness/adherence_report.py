@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-import eval as ev
+from harness import claims as cl  # the numbers behind the claims, from log rows
 from harness import stats
 from world import tasks
 from harness.adherence import ARMS, LEVELS, TASK, base_dir, eligible, far_entries
@@ -222,10 +222,10 @@ def c2(runs):
     """C2 per arm on the mean curve over replicates: A, its interval, identifiability."""
     out = {}
     for arm in ("rl", "fst", "sequential-1"):
-        curves = [ev.curve(rows) for rows in runs[arm].values()]
+        curves = [cl.curve(rows) for rows in runs[arm].values()]
         if len(curves) >= 2:
-            xs, m, _, _ = ev.mean_band(curves)
-            a = ev.asymptote(xs, m)
+            xs, m, _, _ = cl.mean_band(curves)
+            a = cl.asymptote(xs, m)
             out[arm] = {k: a[k] for k in ("A", "ci95", "identifiable", "why")}
     return out
 
@@ -294,9 +294,9 @@ def mean_curves(runs):
     """{arm: {step, mean, lo, hi}}: each arm's mean val accuracy curve over its replicates."""
     out = {}
     for arm in ARMS:
-        curves = [ev.curve(rows) for rows in runs[arm].values()]
+        curves = [cl.curve(rows) for rows in runs[arm].values()]
         if curves:
-            xs, m, lo, hi = ev.mean_band(curves)
+            xs, m, lo, hi = cl.mean_band(curves)
             out[arm] = dict(step=list(map(float, xs)), mean=list(map(float, m)),
                             lo=list(map(float, lo)), hi=list(map(float, hi)))
     return out
@@ -358,6 +358,58 @@ def fmt(s):
     return f"{s['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def c1_and_kl(runs):
+    """C1 against RL per replicate (claims.c1_profile; claims.c1_rows with the context-only run's
+    best val acc as the prompt-alone guard) and the KL at matched reward -> (c1, c1_rows, kl)."""
+    common = sorted(set(runs["rl"]) & set(runs["fst"]))
+    profiles = {k: cl.c1_profile(runs["rl"][k], runs["fst"][k]) for k in common}
+    ceiling = {k: max(r["val_acc"] for r in rows if "val_acc" in r)
+               for k, rows in runs["context"].items()}
+    _, c1_rows = cl.c1_rows(TASK, profiles, ceiling) if profiles else (None, [])
+    stats.label_family(c1_rows)
+    kl = {stats.rep_name(k): cl.kl_at_matched_reward(runs["rl"][k], runs["fst"][k])
+          for k in common}
+    return {stats.rep_name(k): p for k, p in profiles.items()}, c1_rows, kl
+
+
+def measure_lines(res):
+    """A level's lines for C2, C7, C1, the KL ratio, the cost and FST's turnover."""
+    lines = ["", "C2 (sigmoid asymptote on the mean curve): " + "; ".join(
+        f"{a} A = {c['A']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}] "
+        f"({'identifiable' if c['identifiable'] else 'not identifiable: ' + c['why']})"
+        for a, c in res["c2"].items())]
+    if res["c7"]:
+        c = res["c7"]
+        lines += ["", "C7 (FST, greedy exact): " + ", ".join(f"{k} {fmt(v)}" for k, v in
+                                                            c["cells"].items()),
+                  "gains over base+seed: " + ", ".join(f"{g} {fmt(c[g])}" for g in
+                                                       ("prompt", "weights", "both",
+                                                        "interaction"))]
+    lines += ["", "C1 against RL (claims.c1_rows; 'not tested' where the context-only run alone "
+              "reaches the level in most replicates):", "",
+              "| measure | mean [95% cluster CI] | n | ratio RL / FST (geometric mean) | label |",
+              "|---|---|---|---|---|"]
+    for r in res["c1_rows"]:
+        ratio = r.get("ratio") or {}
+        g = "n/a" if ratio.get("geo_mean") is None else f"{ratio['geo_mean']:.2f}"
+        lines.append(f"| {r['measure']} | {stats.fmt(r)} | {r['n']} | {g} | {r['label']} |")
+    lines.append("")
+    kl = [v["ratio"] for v in res["kl"].values() if v["ratio"]]
+    if kl:
+        lines.append(f"KL(FST) / KL(RL) at matched reward: geometric mean "
+                     f"{math.exp(np.mean(np.log(kl))):.3f} over {len(kl)} replicates")
+    c = res["cost"]
+    hours = lambda x: f"{x / 60:.0f} min"
+    lines.append(f"Cost (one thread per process, a shared 2-core machine): pretraining "
+                 f"{hours(sum(v or 0 for v in c['pretraining'].values()))} over "
+                 f"{len(c['pretraining'])} base(s); runs {hours(sum(c['runs'].values()))} ("
+                 + ", ".join(f"{a} {hours(v)}" for a, v in sorted(c["runs"].items())) + ")")
+    t = res["turnover"]
+    lines.append("FST turnover (distinct deployed entries / prompt changes after round 0): "
+                 + ", ".join(f"{k} {v['entries']}/{v['changes']}" for k, v in t.items()))
+    return lines
+
+
 def level_report(root, level, out_dir):
     runs, crit, task = load_runs(root, level), criteria(root, level), tasks.make_task(TASK)
     res = {"criteria": crit, "finished": {a: len(r) for a, r in runs.items()}}
@@ -393,48 +445,9 @@ def level_report(root, level, out_dir):
     lines += [f"Primary rows: {r['primary']} ({r['note']})." for r in rows if r.get("primary")]
     res["c2"], res["c7"], res["turnover"] = c2(runs), c7(runs), turnover(runs)
     res["curves"] = mean_curves(runs)
-    common = sorted(set(runs["rl"]) & set(runs["fst"]))
-    profiles = {k: stats.c1_profile(runs["rl"][k], runs["fst"][k]) for k in common}
-    ceiling = {k: max(r["val_acc"] for r in rows if "val_acc" in r)
-               for k, rows in runs["context"].items()}
-    res["c1"] = {stats.rep_name(k): p for k, p in profiles.items()}
-    _, res["c1_rows"] = stats.c1_rows(TASK, profiles, ceiling) if profiles else (None, [])
-    stats.label_family(res["c1_rows"])
-    res["kl"] = {stats.rep_name(k): ev.kl_at_matched_reward(runs["rl"][k], runs["fst"][k])
-                 for k in sorted(set(runs["rl"]) & set(runs["fst"]))}
-    lines += ["", "C2 (sigmoid asymptote on the mean curve): " + "; ".join(
-        f"{a} A = {c['A']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}] "
-        f"({'identifiable' if c['identifiable'] else 'not identifiable: ' + c['why']})"
-        for a, c in res["c2"].items())]
-    if res["c7"]:
-        c = res["c7"]
-        lines += ["", "C7 (FST, greedy exact): " + ", ".join(f"{k} {fmt(v)}" for k, v in
-                                                            c["cells"].items()),
-                  "gains over base+seed: " + ", ".join(f"{g} {fmt(c[g])}" for g in
-                                                       ("prompt", "weights", "both",
-                                                        "interaction"))]
-    lines += ["", "C1 against RL (stats.c1_rows; 'not tested' where the context-only run alone "
-              "reaches the level in most replicates):", "",
-              "| measure | mean [95% cluster CI] | n | ratio RL / FST (geometric mean) | label |",
-              "|---|---|---|---|---|"]
-    for r in res["c1_rows"]:
-        ratio = r.get("ratio") or {}
-        g = "n/a" if ratio.get("geo_mean") is None else f"{ratio['geo_mean']:.2f}"
-        lines.append(f"| {r['measure']} | {stats.fmt(r)} | {r['n']} | {g} | {r['label']} |")
-    lines.append("")
-    kl = [v["ratio"] for v in res["kl"].values() if v["ratio"]]
-    if kl:
-        lines.append(f"KL(FST) / KL(RL) at matched reward: geometric mean "
-                     f"{math.exp(np.mean(np.log(kl))):.3f} over {len(kl)} replicates")
-    c = res["cost"] = cost(root, level)
-    hours = lambda x: f"{x / 60:.0f} min"
-    lines.append(f"Cost (one thread per process, a shared 2-core machine): pretraining "
-                 f"{hours(sum(v or 0 for v in c['pretraining'].values()))} over "
-                 f"{len(c['pretraining'])} base(s); runs {hours(sum(c['runs'].values()))} ("
-                 + ", ".join(f"{a} {hours(v)}" for a, v in sorted(c["runs"].items())) + ")")
-    t = res["turnover"]
-    lines.append("FST turnover (distinct deployed entries / prompt changes after round 0): "
-                 + ", ".join(f"{k} {v['entries']}/{v['changes']}" for k, v in t.items()))
+    res["c1"], res["c1_rows"], res["kl"] = c1_and_kl(runs)
+    res["cost"] = cost(root, level)
+    lines += measure_lines(res)
     lines += ["", f"![{level}]({plots(runs, task, out_dir, level)})", ""]
     return res, lines
 

@@ -32,6 +32,7 @@ import stat
 import sys
 import tempfile
 import threading
+from dataclasses import fields, replace
 from urllib.parse import urlparse
 
 import fast_context
@@ -161,6 +162,29 @@ def flag_type(check):
     return parse
 
 
+def betas(text):
+    """argparse type: AdamW's betas as 'B1,B2', each a finite number in [0, 1). -> (b1, b2)"""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 2 or not all(0 <= v < 1 for v in vals):  # nan fails every comparison
+        raise argparse.ArgumentTypeError(f"'{text}' is not two numbers in [0, 1), e.g. 0.9,0.95")
+    return vals
+
+
+def parsed_by(parse):
+    """argparse type from a parser that raises ValueError; the text itself is kept."""
+    def check(text):
+        try:
+            parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e))
+        return text
+    check.__name__ = getattr(parse, "__name__", "text")
+    return check
+
+
 FOLDER = flag_type(writable_folder)        # --out: a folder to write into
 CHECKPOINT = flag_type(checkpoint_file)    # --init, --base: an existing checkpoint file
 URL = flag_type(http_url)                  # --llm-url
@@ -185,20 +209,59 @@ def quiet_worker():
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
 
 
+# -----------------------------------------------------------------------------
+# a dataclass of numbers as flags: --FIELD for every field (nanoGPT's configurator, with types)
+
+def add_config_flags(parser, config, default, aliases=None, choices=None, zero_ok=(), most=None,
+                     skip=()):
+    """--FIELD-NAME for every field of the dataclass `config` but `skip`: a checked number (> 0,
+    or >= 0 for `zero_ok`; at most most[field] if given), one of `choices[field]`, betas for a
+    tuple, a switch for a bool, text for another str. aliases: {field: another flag}; a field
+    whose flag is another field's alias is left out. default(None) is the value of an absent
+    flag (None: keep the config's)."""
+    aliases, choices, most = aliases or {}, choices or {}, most or {}
+    for f in fields(config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in skip or (flag in aliases.values() and f.name not in aliases):
+            continue
+        bound = f" (at most {most[f.name]:,})" if f.name in most else ""
+        if f.name in choices:
+            kind = dict(choices=list(choices[f.name]))
+        elif f.type is tuple:
+            kind = dict(type=betas)
+        elif f.type is bool:  # the flag turns it on
+            kind = dict(action="store_const", const=True)
+        elif f.type is str:
+            kind = dict(type=str)
+        else:
+            number = {"int": int, "float": float}[f.type.__name__]
+            check = nonnegative if f.name in zero_ok else positive
+            kind = dict(type=check(number, most.get(f.name)))
+        names = [flag] + ([aliases[f.name]] if f.name in aliases else [])
+        parser.add_argument(*names, dest=f.name, default=default(None), **kind,
+                            help=f"{config.__name__}.{f.name} (default: the preset's){bound}")
+
+
+def with_flags(config, args):
+    """`config` with every field given as a flag (add_config_flags) replaced."""
+    given = {f.name: getattr(args, f.name, None) for f in fields(config)}
+    return replace(config, **{k: v for k, v in given.items() if v is not None})
+
+
 # the suite's flags and their defaults: `run` and `pretrain` refuse them rather than ignore them
-SUITE_FLAGS = {"seeds": 1, "bases": 1, "jobs": None, "sweep": False, "phase": False,
-               "fresh_bases": False}
+SUITE_FLAGS = {"seeds": 1, "bases": 1, "jobs": None, "sweep": False, "fresh_bases": False}
 
 
 def refuse_ignored_flags(args):
-    """train.py's flags that its command would ignore -> UserError naming the first."""
+    """train.py's flags that its command would ignore (or a fixed prompt for a method that reads
+    none) -> UserError naming the first."""
     given = [k for k, default in SUITE_FLAGS.items() if getattr(args, k, default) != default]
     if args.cmd and given:
         raise UserError(f"--{given[0].replace('_', '-')} is a flag of the suite (`python train.py` "
                         f"with no command); `{args.cmd}` does not use it")
-    if args.phase and args.sweep:
-        raise UserError("--sweep adds reflectors to the suite's grid, not to --phase's; "
-                        "drop one of them")
+    fixed = getattr(args, "fixed_prompt", None)  # a flag of `run` alone
+    if fixed is not None and (args.method != "instructed" or not fixed.strip()):
+        raise UserError("--fixed-prompt takes a non-empty prompt, and is for --method instructed")
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

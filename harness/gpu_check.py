@@ -12,7 +12,7 @@ on):
   pytest       (GPU only) tests/test_rollout.py, the one test file that runs on CUDA (compiled
                kernels against torch and float64, generation, the KV cache, CUDA graphs); the other
                test files are CPU-only and the README's test command runs them
-  kernels      the Triton sampler against the exact truncated softmax (chi-square, log-probs),
+  kernels      the Triton sampler against the exact softmax (chi-square, log-probs),
                Triton and torch given the same noise (same tokens), the fused log-prob kernel
                against float64 (value and gradient)
   model        on the device: KV-cache decoding against a full forward, cached greedy generation
@@ -103,7 +103,8 @@ import torch.nn.functional as F  # noqa: E402
 import model as gpt  # noqa: E402
 import rollout  # noqa: E402
 from world import tasks  # noqa: E402
-from harness import bench  # noqa: E402
+from harness import bench, cuda_graphs  # noqa: E402
+from harness import kernel_checks  # noqa: E402
 import rl  # noqa: E402
 from world import pretrain  # noqa: E402
 import train  # noqa: E402
@@ -158,98 +159,6 @@ def tf32(on):
 
 
 # -----------------------------------------------------------------------------
-# kernels
-
-def exact_probs(row, T, k, p):
-    """The distribution sample_tokens draws from, in float64: z = logits/T, top-k then top-p, ties
-    kept."""
-    z = row.double().cpu() * rollout._inv_temp(T)
-    V = z.numel()
-    keep = torch.ones(V, dtype=torch.bool)
-    if 0 < k < V:
-        keep &= z >= z.sort(descending=True).values[k - 1]
-    if p < 1:
-        e = torch.where(keep, (z - z.max()).exp(), torch.zeros_like(z))
-        es, order = e.sort(descending=True)
-        cum = es.cumsum(0) / es.sum()
-        first = int((cum < p).sum())
-        keep &= z >= z[order[first]]
-    return torch.softmax(z.masked_fill(~keep, -math.inf), 0)
-
-
-def chi_square_p(counts, probs, n):
-    """Goodness of fit: bins with expected count >= 5, the rest lumped into one -> p-value."""
-    expected = n * probs
-    big = expected >= 5
-    obs = torch.cat([counts[big], counts[~big].sum()[None]])
-    exp = torch.cat([expected[big], expected[~big].sum()[None]])
-    keep = exp > 0
-    stat = ((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()
-    df = int(keep.sum()) - 1
-    return float(torch.special.gammaincc(torch.tensor(df / 2.0, dtype=torch.float64), stat / 2))
-
-
-def check_distribution(V, n, configs):
-    row = torch.randn(1, V, generator=torch.Generator().manual_seed(V)) * 2.0
-    rows = []
-    for i, (T, k, p) in enumerate(configs):
-        probs = exact_probs(row[0], T, k, p)
-        gen = torch.Generator(DEV).manual_seed(100 + i)
-        tok, lp = rollout.sample_tokens(row.to(DEV).expand(n, V), T, k, p, generator=gen,
-                                        backend="triton")
-        tok, lp = tok.cpu(), lp.cpu()
-        counts = torch.bincount(tok, minlength=V).double()
-        r = dict(T=T, k=k, p=p, chi2_p=round(chi_square_p(counts, probs, n), 5),
-                 outside_kept=int(counts[probs == 0].sum()),
-                 max_lp_err=float((lp.double() - probs[tok].log()).abs().max()))
-        r["ok"] = r["outside_kept"] == 0 and r["chi2_p"] > 1e-4 and r["max_lp_err"] < 5e-5
-        rows.append(r)
-    return {"V": V, "draws": n, "rows": rows, "ok": all(r["ok"] for r in rows)}
-
-
-def check_same_noise(B, V, dtype):
-    gen = torch.Generator(DEV).manual_seed(V)
-    logits = (torch.randn(B, 3, V, generator=gen, device=DEV) * 3).to(dtype)[:, 1]  # strided rows
-    noise = rollout.gumbel_noise((B, V), torch.Generator(DEV).manual_seed(V + 1), DEV)
-    rows = []
-    for T, k, p in [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.0, 0, 0.8), (1.3, 3, 0.5)]:
-        ta, la = rollout._sample_with_noise(logits, noise, T, k, p, backend="torch")
-        tb, lb = rollout._sample_with_noise(logits, noise, T, k, p, backend="triton")
-        same = ta == tb
-        r = dict(T=T, k=k, p=p, mismatches=int((~same).sum()),
-                 max_lp_diff=float((la - lb)[same].abs().max()) if bool(same.any()) else None)
-        r["ok"] = r["mismatches"] == 0 and r["max_lp_diff"] is not None and r["max_lp_diff"] < 2e-5
-        rows.append(r)
-    return {"B": B, "V": V, "dtype": str(dtype)[6:], "rows": rows, "ok": all(r["ok"] for r in rows)}
-
-
-def check_logprobs(B, T, V, temp):
-    gen = torch.Generator(DEV).manual_seed(B + T + V)
-    base = torch.randn(B, T + 2, V, generator=gen, device=DEV) * 4
-    targets = torch.randint(0, V, (B, T), generator=gen, device=DEV)
-    w = torch.randn(B, T, generator=gen, device=DEV)
-    values, grads = {}, {}
-    for backend in ("torch", "triton"):
-        leaf = base.clone().requires_grad_(True)
-        # strided view
-        lp = rollout.token_logprobs(leaf[:, 1:T + 1], targets, temp, backend=backend)
-        (lp * w).sum().backward()
-        values[backend], grads[backend] = lp.detach(), leaf.grad
-    z = base[:, 1:T + 1].double() * rollout._inv_temp(temp)
-    ref = torch.log_softmax(z, -1).gather(-1, targets[..., None])[..., 0]
-    gref = (w.double()[..., None] * (F.one_hot(targets, V).double() - z.softmax(-1))
-            * rollout._inv_temp(temp))
-    r = dict(B=B, T=T, V=V, temperature=temp,
-             fwd_err_vs_f64=float((values["triton"].double() - ref).abs().max()),
-             grad_err_vs_f64=float((grads["triton"][:, 1:T + 1].double() - gref).abs().max()),
-             grad_err_vs_torch=float((grads["triton"] - grads["torch"]).abs().max()),
-             grad_outside_view=float(grads["triton"][:, [0, T + 1]].abs().max()))
-    r["ok"] = (r["fwd_err_vs_f64"] < 1e-4 and r["grad_err_vs_torch"] < 1e-5
-               and r["grad_outside_view"] == 0)
-    return r
-
-
-# -----------------------------------------------------------------------------
 # model, KV cache and generation on the device
 
 def random_model(vocab=320, n_layer=2, n_head=2, n_embd=64, seed=0, gain=2.0):
@@ -294,7 +203,7 @@ def check_model():
     out["sampler_vs_trainer_logprob_max_err"] = float((rescored.detach() - lp).abs().max())
     again = rollout.generate(small, prompts, **kw)
     out["same_seed_same_rollout"] = all(torch.equal(x, y) for x, y in zip(again, (tok, mask, lp)))
-    graphed = rollout.generate(small, prompts, graphs=True, **kw)  # a CUDA graph on CUDA
+    graphed = cuda_graphs.generate(small, prompts, **kw)  # a CUDA graph on CUDA
     out["graphs_same_tokens"] = bool(torch.equal(graphed[0], tok) and torch.equal(graphed[1], mask))
     out["graphs_logprob_max_err"] = float((graphed[2] - lp).abs().max())
     out["rows_stopped_at_eos"] = int(((tok == 0) & mask).any(1).sum())
@@ -343,8 +252,8 @@ def bench_decode():
     for R in ((128, 1024) if DEV == "cuda" else (16,)):
         prompts = random_prompts([40] * (R // 8), 320)
         for graphs in (False, True):  # graphs: fixed-shape decode replayed as a CUDA graph
-            run = lambda: rollout.generate(model, prompts, 8, new, 1.0, seed=0, eos_id=-1,
-                                           graphs=graphs)
+            gen = cuda_graphs.generate if graphs else rollout.generate
+            run = lambda: gen(model, prompts, 8, new, 1.0, seed=0, eos_id=-1)
             t = timed(run, iters=5, warmup=1)
             out["rows"].append(dict(rows=R, graphs=graphs, tokens_per_s=round(R * new / t),
                                     ms_per_token_step=round(t / new * 1e3, 2)))
@@ -359,7 +268,7 @@ def bench_decode():
 
 
 def bench_pretrain_step():
-    """The gpu preset's pretraining step on real batches, as train.pretrain runs it."""
+    """The gpu preset's pretraining step on real batches, as world.pretrain.pretrain runs it."""
     import random
     p = train.PRESETS["gpu"] if DEV == "cuda" else train.PRESETS["micro"]
     enc = tasks.build_tokenizer(seed=0)
@@ -477,6 +386,50 @@ def check_runs():
     return out
 
 
+def repeat_backward(model, p):
+    """Two backward passes of the same batch give bitwise-equal gradients, at shapes whose SDPA
+    backward is non-deterministic unless determinism is enforced. -> [{rows, tokens, same_grads}]"""
+    # (rows, tokens): pretraining's rows; over 128 tokens; an RL chunk; a small chunk
+    shapes = [(p.pretrain_batch, p.row_tokens - 1), (4, 200), (p.batch_problems * p.group_size
+                                                               // p.optimizer_steps, 30), (3, 9)]
+    torch.manual_seed(0)
+    net = GPT(model.cfg).to(DEV)
+    rows = []
+    for B, T in shapes:
+        x = torch.randint(0, model.cfg.vocab_size, (B, T), device=DEV)
+        grads = []
+        for _ in range(2):
+            net.zero_grad(set_to_none=True)
+            with pretrain.autocast(DEV):  # bf16 on CUDA, as pretraining runs
+                loss = net(x).float().logsumexp(-1).mean()
+            loss.backward()
+            grads.append([q.grad.clone() for q in net.parameters()])
+        rows.append(dict(rows=B, tokens=T, same_grads=all(torch.equal(a, b)
+                                                          for a, b in zip(*grads))))
+    return rows
+
+
+def graph_decode(model, prompts, kw):
+    """The CUDA-graph decode (harness/cuda_graphs.py) under the runs' settings at the RL shape:
+    the same tokens as rollout.generate, and both timed. -> fields"""
+    kw = dict(kw, eos_id=-1)  # every step decodes: the graph's steady state
+    a = rollout.generate(model, prompts, **kw)
+    b = cuda_graphs.generate(model, prompts, **kw)
+    out = {"graphs_same_tokens": bool(torch.equal(a[0], b[0]))}
+    for g in (False, True):
+        gen = cuda_graphs.generate if g else rollout.generate
+        t = timed(lambda: gen(model, prompts, **kw), iters=5, warmup=1)
+        out[f"rl_shape_generate_ms_graphs_{g}"] = round(t * 1e3, 2)
+        # twice the tokens: the per-step cost, and what a call pays once (prefill, and with
+        # graphs the capture), which a graph kept across calls would no longer pay
+        t2 = timed(lambda: gen(model, prompts, **dict(kw, max_new_tokens=2 * kw["max_new_tokens"])),
+                   iters=5, warmup=1)
+        step = (t2 - t) / kw["max_new_tokens"]
+        out[f"ms_per_step_graphs_{g}"] = round(step * 1e3, 3)
+        out[f"ms_per_call_graphs_{g}"] = round((t - step * kw["max_new_tokens"]) * 1e3, 2)
+    return out
+
+
 def check_numerics():
     """The runs' numerics (model.setup_device, as every entry point sets them): the log-prob gap
     between the sampler and the trainer under TF32 and without it; bitwise-repeatable gradients at
@@ -504,39 +457,8 @@ def check_numerics():
         out[f"logp_gap_{mode}"] = dict(mean=float(gap.mean()), max=float(gap.max()),
                                        tokens=int(mask.sum()))
     tf32(DEV == "cuda")
-    # (rows, tokens): pretraining's rows; over 128 tokens; an RL chunk; a small chunk
-    shapes = [(p.pretrain_batch, p.row_tokens - 1), (4, 200), (p.batch_problems * p.group_size
-                                                               // p.optimizer_steps, 30), (3, 9)]
-    torch.manual_seed(0)
-    net = GPT(model.cfg).to(DEV)
-    rows = []
-    for B, T in shapes:
-        x = torch.randint(0, model.cfg.vocab_size, (B, T), device=DEV)
-        grads = []
-        for _ in range(2):
-            net.zero_grad(set_to_none=True)
-            with pretrain.autocast(DEV):  # bf16 on CUDA, as pretraining runs
-                loss = net(x).float().logsumexp(-1).mean()
-            loss.backward()
-            grads.append([q.grad.clone() for q in net.parameters()])
-        rows.append(dict(rows=B, tokens=T, same_grads=all(torch.equal(a, b)
-                                                          for a, b in zip(*grads))))
-    out["repeat_backward"] = rows
-    # the CUDA-graph decode under the runs' settings, at the RL shape
-    kw["eos_id"] = -1  # every step decodes: the graph's steady state
-    a = rollout.generate(model, prompts, **kw)
-    b = rollout.generate(model, prompts, graphs=True, **kw)
-    out["graphs_same_tokens"] = bool(torch.equal(a[0], b[0]))
-    for g in (False, True):
-        t = timed(lambda: rollout.generate(model, prompts, graphs=g, **kw), iters=5, warmup=1)
-        out[f"rl_shape_generate_ms_graphs_{g}"] = round(t * 1e3, 2)
-        # twice the tokens: the per-step cost, and what a call pays once (prefill, and with
-        # graphs the capture), which a graph kept across calls would no longer pay
-        t2 = timed(lambda: rollout.generate(model, prompts, graphs=g, **dict(
-            kw, max_new_tokens=2 * kw["max_new_tokens"])), iters=5, warmup=1)
-        step = (t2 - t) / kw["max_new_tokens"]
-        out[f"ms_per_step_graphs_{g}"] = round(step * 1e3, 3)
-        out[f"ms_per_call_graphs_{g}"] = round((t - step * kw["max_new_tokens"]) * 1e3, 2)
+    out["repeat_backward"] = rows = repeat_backward(model, p)
+    out.update(graph_decode(model, prompts, kw))
     out["ok"] = ((DEV == "cpu" or (out["deterministic"] and not out["warn_only"]))
                  and out["graphs_same_tokens"]
                  and all(r["same_grads"] for r in rows)
@@ -637,24 +559,7 @@ def main():
     if not ARGS.smoke:  # first: the most direct test of the compiled kernels
         record("pytest", check_pytest, needs=60)
     tf32(False)
-    big = DEV == "cuda"
-    configs = [(1.0, 0, 1.0), (0.7, 50, 1.0), (1.0, 0, 0.9), (1.3, 20, 0.8)]
-    # the interpreter runs one program per draw: few draws on a CPU
-    record("kernels/distribution_V320",
-           lambda: check_distribution(320, 1 << 20 if big else 128,
-                                      configs if big else configs[:1]))
-    if big:
-        record("kernels/distribution_V32768",
-               lambda: check_distribution(32768, 1 << 16, configs[:3]))
-    record("kernels/same_noise_fp32",
-           lambda: check_same_noise(4096 if big else 8, 320, torch.float32))
-    record("kernels/same_noise_bf16",
-           lambda: check_same_noise(4096 if big else 8, 320, torch.bfloat16))
-    if big:
-        record("kernels/same_noise_V32768", lambda: check_same_noise(1024, 32768, torch.float32))
-    record("kernels/logprobs_V320", lambda: check_logprobs(64 if big else 4, 12, 320, 1.0))
-    if big:
-        record("kernels/logprobs_V32768_T0.7", lambda: check_logprobs(4, 8, 32768, 0.7))
+    kernel_checks.record_all(record, DEV)
     record("model", check_model)
     record("bench/bandwidth_sampler", bench_bandwidth)
     record("bench/decode", bench_decode)

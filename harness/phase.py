@@ -2,7 +2,7 @@
 phase.py: the phase diagram. When does FST help? A grid over two dials, every cell run against the
 same RL-only baseline and controls:
 
-    python train.py --phase --bases 3 --seeds 3      # every run (resumable), then the report
+    python -m harness.phase --run --bases 3 --seeds 3   # every run (resumable), then the report
     # the report alone
     python -m harness.phase --preset tiny --bases 3 --seeds 3 --out results/tiny/phase
     # keep the finished runs
@@ -29,19 +29,21 @@ import os
 import shutil
 
 import numpy as np
+import torch
 
-import eval as ev
-from harness import report
-from harness import stats
-from harness import suite
-from world import tasks
+import train  # the grid's runs are train.run's (the report part reads only files)
+from harness import claims as cl  # the numbers behind the claims, from log rows
+from harness import report, stats
+from harness.hit_rates import hit_rate_table
 from harness.cli import FOLDER, MOST_SEEDS, CLIParser, UserError, exit_on_user_error, positive
+from harness.runs import (base_path, base_root, finished, method_folder, plasticity_init,
+                          read_suite, replicates, run_all, run_dir, write_suite)
 from model import write_atomic
-from world.pretrain import finished
+from world import pretrain, tasks
 
 LEVELS = tasks.DIAL_LEVELS                 # k: table entries the budget fits
 REFLECTORS = ("edit", "edit:0.9")          # strength 1.0 and 0.1
-CELL_METHODS = ("fst", "sequential")       # run per cell; context-only too, in wave 0
+CELL_METHODS = ("fst", "sequential")       # run per cell; context-only too, in wave 1
 SHARED_METHODS = ("rl", "instructed")      # one run per replicate, every cell's baseline
 SHARED_TASK = "cipher"
 
@@ -50,29 +52,23 @@ def level_task(k):
     return f"cipher-k{k}"
 
 
-def method_dir(method, reflector):
-    """fst + edit:0.9 -> 'fst-edit-p0.9' (no ':' in folder names); under the default reflector the
-    suite's own folder ('fst'), so the suite's cipher-k2 runs are this grid's k = 2 edit cells."""
-    return method if reflector == "edit" else f"{method}-{reflector.replace(':', '-p')}"
-
-
 def replicate_order(bases, seeds):
     """(base, seed) pairs seed-major: every base's seed 0 first."""
     return [(b, s) for s in range(seeds) for b in range(bases)]
 
 
 def jobs(preset, root, bases=3, seeds=3):
-    """Every run of the phase diagram as (wave, folder, run kwargs), like suite.jobs. Wave 1:
+    """Every run of the phase diagram as (wave, folder, run kwargs), like train.suite_runs. Wave 1:
     context-only in every cell (the reflectors on the frozen bases); wave 2: the training runs,
     replicate by replicate."""
     out = []
     for wave in (1, 2):
         for b, seed in replicate_order(bases, seeds):
-            broot = suite.base_root(root, b)
-            base = suite.base_path(root, b)
+            broot = base_root(root, b)
+            base = base_path(root, b)
 
             def add(method, task, folder, reflector="edit"):
-                out.append((wave, suite.run_dir(broot, task, folder, seed),
+                out.append((wave, run_dir(broot, task, folder, seed),
                             dict(method=method, schedule=[(task, preset.steps)], init=base,
                                  seed=seed, base=base, reflector=reflector)))
             if wave == 2:
@@ -81,7 +77,7 @@ def jobs(preset, root, bases=3, seeds=3):
             for k in LEVELS:
                 for refl in REFLECTORS:
                     for method in (("context",) if wave == 1 else CELL_METHODS):
-                        add(method, level_task(k), method_dir(method, refl), refl)
+                        add(method, level_task(k), method_folder(method, refl), refl)
     return out
 
 
@@ -113,23 +109,23 @@ def gepa_settles(rows):
 
 def cell_replicates(root, reps, k, refl, shared):
     """{(base, seed): {measure: value, ...}} of one cell, for replicates whose runs all finished.
-    shared: {method: report.replicates(...)} of RL-only and instructed, read once for every cell.
+    shared: {method: replicates(...)} of RL-only and instructed, read once for every cell.
     Each replicate also keeps what the labels need: the context-only run's best val acc (the level
     the prompt alone reaches), whether C1's level and C3's matched level are at or below it, and
     whether FST's deployed prompt ever left the seed prompt (never: an A/A comparison with RL)."""
-    own = {m: report.replicates(root, reps, level_task(k), method_dir(m, refl))
+    own = {m: replicates(root, reps, level_task(k), method_folder(m, refl))
            for m in CELL_METHODS + ("context",)}
     seed_prompt = tasks.make_task(level_task(k)).seed_prompt
     out = {}
     for key in reps:
-        if not all(key in runs for runs in list(shared.values()) + list(own.values())):
+        if not all(key in got for got in list(shared.values()) + list(own.values())):
             continue
         rl, fst = shared["rl"][key], own["fst"][key]
-        prof = stats.c1_profile(rl, fst)
+        prof = cl.c1_profile(rl, fst)
         c1 = prof["levels"]["0.9"]["steps"]
         ctx = gepa_settles(own["context"][key])
-        ceiling = max(ev.curve(own["context"][key])[1])  # the prompt alone, as report.c1 reads it
-        kl = ev.kl_at_matched_reward(rl, fst, floor=ceiling)
+        ceiling = max(cl.curve(own["context"][key])[1])  # the prompt alone, as report.c1 reads it
+        kl = cl.kl_at_matched_reward(rl, fst, floor=ceiling)
         out[key] = {"c1_0.9": c1["ratio"], "c1_0.9_score": c1["score"],
                     "c1_0.9_censored": c1["fst_censored"], "c1_0.9_at_first": c1["fst_at_first"],
                     "c1_0.9_prompt_alone": bool(ceiling >= prof["levels"]["0.9"]["level"]
@@ -158,7 +154,7 @@ def cell_rows(k, refl, per):
     alone = sum(per[key]["c1_0.9_prompt_alone"] for key in keys)
     c1 = stats.row("C1", name, "c1_0.9", pick("c1_0.9_score"), direction=1, aa=aa,
                    prompt_alone=(alone, len(keys)),
-                   ratio=stats.ratio_summary([per[key]["c1_0.9"] for key in keys],
+                   ratio=cl.ratio_summary([per[key]["c1_0.9"] for key in keys],
                                              [per[key]["c1_0.9_at_first"] for key in keys],
                                              [per[key]["c1_0.9_censored"] for key in keys], keys))
     # C3 as the suite report computes it (stats.kl_ratio_row), named by this report's measure
@@ -174,11 +170,11 @@ def cell_rows(k, refl, per):
 
 def mean_curves(root, reps, task, method):
     """Mean val accuracy over the replicates that finished, by step: {step: [...], acc: [...]}."""
-    runs = list(report.replicates(root, reps, task, method).values())
+    runs = list(replicates(root, reps, task, method).values())
     if not runs:
         return None
-    xs, _ = ev.curve(runs[0])
-    curves = [ev.curve(r)[1] for r in runs]
+    xs, _ = cl.curve(runs[0])
+    curves = [cl.curve(r)[1] for r in runs]
     n = min(len(c) for c in curves)
     return {"step": xs[:n], "acc": [sum(c[i] for c in curves) / len(curves) for i in range(n)],
             "n": len(curves)}
@@ -210,7 +206,7 @@ def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
     res = {"bases": bases, "seeds": seeds, "wall_s": wall_s, "cells": {}, "curves": {},
            "measures": MEASURES, "_out": out}
     rows = []
-    shared = {m: report.replicates(root, reps, SHARED_TASK, m) for m in SHARED_METHODS}
+    shared = {m: replicates(root, reps, SHARED_TASK, m) for m in SHARED_METHODS}
     for k in LEVELS:
         for refl in REFLECTORS:
             per = cell_replicates(root, reps, k, refl, shared)
@@ -219,12 +215,12 @@ def write_report(root, bases, seeds, wall_s, device="cpu", out=None):
             rows += cell["rows"]
             res["cells"][f"k{k} {refl}"] = cell
             for m in CELL_METHODS + ("context",):
-                res["curves"][f"k{k} {method_dir(m, refl)}"] = mean_curves(
-                    root, reps, level_task(k), method_dir(m, refl))
+                res["curves"][f"k{k} {method_folder(m, refl)}"] = mean_curves(
+                    root, reps, level_task(k), method_folder(m, refl))
     for m in SHARED_METHODS:
         res["curves"][f"cipher {m}"] = mean_curves(root, reps, SHARED_TASK, m)
     # the fair-test bar: RL-only learns the cipher (last eval - first eval, per replicate)
-    res["rl_gain"] = {stats.rep_name(key): ev.curve(r)[1][-1] - ev.curve(r)[1][0]
+    res["rl_gain"] = {stats.rep_name(key): cl.curve(r)[1][-1] - cl.curve(r)[1][0]
                       for key, r in shared["rl"].items()}
     res["c2"] = c2_long(root, bases)
     if res["c2"] and "row" in res["c2"]:
@@ -358,9 +354,23 @@ def render(res):
                                for r in HIT_REFLECTORS]
                 lines.append(f"| {b} | {t} | " + " | ".join(shown_rates) + " |")
         lines.append("")
-    lines += ["## Context-only on the frozen bases (GEPA to its budget, before any FST run)", "",
-              "| k | reflector | rounds until the deployed prompt stops changing | its final val "
-              "acc | n |", "|---|---|---|---|---|"]
+    lines += _context_lines(res)
+    for m, what in MEASURES.items():
+        lines += ["", f"## {what}", "", "![](phase_" + m + ".png)", "",
+                  "| k | " + " | ".join(REFLECTORS) + " |", "|---|" + "---|" * len(REFLECTORS)]
+        for k in LEVELS:
+            lines.append(f"| {k} | " + " | ".join(_fmt(cell_value(res, k, r, m), m)
+                                                  for r in REFLECTORS) + " |")
+    if res.get("c2"):
+        lines += [""] + render_c2(res["c2"])
+    return "\n".join(lines) + "\n"
+
+
+def _context_lines(res):
+    """phase.md's context-only table (GEPA on the frozen bases) and k = 0's noise floor."""
+    lines = ["## Context-only on the frozen bases (GEPA to its budget, before any FST run)", "",
+             "| k | reflector | rounds until the deployed prompt stops changing | its final val "
+             "acc | n |", "|---|---|---|---|---|"]
     for k in LEVELS:
         for refl in REFLECTORS:
             ctx = [v["context"] for v in res["cells"][f"k{k} {refl}"]["per_replicate"].values()]
@@ -378,15 +388,7 @@ def render(res):
             g = d["gap"]
             sd = "n/a" if g["sd"] is None else f"{g['sd']:.3f}"
             lines.append(f"| {name} | {g['min']:+.3f} | {g['max']:+.3f} | {sd} | {g['n']} |")
-    for m, what in MEASURES.items():
-        lines += ["", f"## {what}", "", "![](phase_" + m + ".png)", "",
-                  "| k | " + " | ".join(REFLECTORS) + " |", "|---|" + "---|" * len(REFLECTORS)]
-        for k in LEVELS:
-            lines.append(f"| {k} | " + " | ".join(_fmt(cell_value(res, k, r, m), m)
-                                                  for r in REFLECTORS) + " |")
-    if res.get("c2"):
-        lines += [""] + render_c2(res["c2"])
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # -----------------------------------------------------------------------------
@@ -403,7 +405,7 @@ def c2_budget(rl_runs, steps=C2_RL_STEPS, window=C2_WINDOW, move=C2_MOVE):
     RL-only curve (log rows) moves by less than `move` (max - min of its evals) to its end, met
     True; (steps, False) if none."""
     for budget in range(window, steps + 1, 100):
-        if all(np.ptp([a for x, a in zip(*ev.curve(rows)) if x > budget - window]) < move
+        if all(np.ptp([a for x, a in zip(*cl.curve(rows)) if x > budget - window]) < move
                for rows in rl_runs.values()):
             return budget, True
     return steps, False
@@ -418,19 +420,19 @@ def c2_long(root, bases, seed=0):
     -> {budget, rl (each base's long curve), row, fits} (row once FST's runs are there), or None
     before RL-only's long runs finished."""
     reps = [(b, seed) for b in range(bases)]
-    rl = report.replicates(root, reps, C2_RL_TASK, "rl")
+    rl = replicates(root, reps, C2_RL_TASK, "rl")
     if len(rl) < bases:
         return None
     budget, met = c2_budget(rl)
     out = {"budget": budget, "rule_met": met, "rl_steps": C2_RL_STEPS,
            "task": c2_task(budget),
-           "rl": {stats.rep_name(k): ev.curve(rows) for k, rows in rl.items()}}
-    fst = report.replicates(root, reps, c2_task(budget), method_dir("fst", C2_REFLECTOR))
+           "rl": {stats.rep_name(k): cl.curve(rows) for k, rows in rl.items()}}
+    fst = replicates(root, reps, c2_task(budget), method_folder("fst", C2_REFLECTOR))
     if len(fst) == bases:
         cut = {k: [r for r in rows if r["step"] < budget] for k, rows in rl.items()}
         out["fits"], claims = report.c2(cut, fst, sorted(fst), c2_task(budget))
         out["row"] = claims[0]
-        out["fst"] = {stats.rep_name(k): ev.curve(rows) for k, rows in fst.items()}
+        out["fst"] = {stats.rep_name(k): cl.curve(rows) for k, rows in fst.items()}
     return out
 
 
@@ -464,23 +466,14 @@ def render_c2(c2):
 
 
 # -----------------------------------------------------------------------------
-# the reflectors on the frozen bases, before any FST run
+# the reflectors on the frozen bases, before any FST run (--hit-rates); the archive
 
 HIT_REFLECTORS = ("oracle", "oracle:0.5", "oracle:0.9", "edit", "edit:0.5", "edit:0.9",
                   "demo")
 
 
-def hit_rates(root, bases, device="cpu", trials=100):
-    """First-proposal hit rate of each reflector setting on the dial's full level (cipher-k3: the
-    table fits) and on hidden-rule, with each base's own greedy outputs as the records (each base
-    seeds the noisy settings' mistakes). -> {base: {task: {reflector: rate}}} (eval.hit_rates)."""
-    return {b: ev.hit_rates(suite.base_path(root, b),
-                            (level_task(3), "hidden-rule"), HIT_REFLECTORS, device, trials, seed=b)
-            for b in range(bases)}
-
-
 def archive(root, bases, seeds, dest):
-    """Copy the grid's finished runs (pretrain.finished: log.jsonl and summary.json; weights only
+    """Copy the grid's finished runs (runs.finished: log.jsonl and summary.json; weights only
     where an unfinished plasticity run starts from them) and the bases (model.pt, metrics.json)
     from `root` into `dest`, same layout, with dial.json and phase_hit_rates.json. A checkout that
     copies `dest` back (cp -r DEST/. runs/<preset>/) resumes the grid where it stood. -> the number
@@ -490,30 +483,47 @@ def archive(root, bases, seeds, dest):
         os.makedirs(to, exist_ok=True)
         for name in names:
             shutil.copyfile(os.path.join(folder, name), os.path.join(to, name))
-    keep = {suite.plasticity_init(root, b, init, s)  # weights an unfinished probe starts from
-            for b in range(bases) for s in range(seeds) for init in suite.PLASTICITY_INITS
-            if init != "base" and not finished(suite.run_dir(suite.base_root(root, b),
+    S = read_suite(root)
+    keep = {plasticity_init(root, b, init, s, S.prior_task)  # an unfinished probe's init
+            for b in range(bases) for s in range(seeds) for init in S.plasticity_inits
+            if init != "base" and not finished(run_dir(base_root(root, b),
                                                              "plasticity", init, s))}
     runs = [run for b in range(bases) for s in range(seeds)
-            for run in sorted(glob.glob(os.path.join(suite.base_root(root, b), "*", "*", f"s{s}")))
+            for run in sorted(glob.glob(os.path.join(base_root(root, b), "*", "*", f"s{s}")))
             if finished(run)]
     for run in runs:
         weights = ("model.pt",) if os.path.join(run, "model.pt") in keep else ()
         extra = ("measures.json",) if os.path.exists(os.path.join(run, "measures.json")) else ()
         copy(run, ("log.jsonl", "summary.json") + extra + weights)
     for b in range(bases):
-        base = os.path.dirname(suite.base_path(root, b))
+        base = os.path.dirname(base_path(root, b))
         if os.path.exists(os.path.join(base, "model.pt")):
             copy(base, ("model.pt", "metrics.json"))
-    for name in ("dial.json", "phase_hit_rates.json"):
+    for name in ("dial.json", "phase_hit_rates.json", "suite.json"):
         if os.path.exists(os.path.join(root, name)):
             shutil.copyfile(os.path.join(root, name), os.path.join(dest, name))
     return len(runs)
 
 
+def run_grid(preset, root, bases, seeds, device="cpu", procs=2, log=print, fresh_bases=False):
+    """Every run of the phase diagram (finished ones skipped, interrupted ones resumed), wave by
+    wave, in `procs` processes (train.run, harness.runs.run_all), then its report. The wall time
+    sums the runs' and the bases' pretraining. -> phase.json's dict."""
+    walls = pretrain.prepare_bases(preset, root, bases, device, log, fresh_bases)
+    write_suite(root, train.SUITE)  # the runs' folders follow the suite's table
+    todo = jobs(preset, root, bases, seeds)
+    for wave in (1, 2):
+        batch = [(folder, kw) for w, folder, kw in todo if w == wave]
+        walls += [s["wall_s"] for _, s in run_all(train.run, preset, batch, device, procs, log,
+                                                  root)]
+    res = write_report(root, bases, seeds, sum(walls), device=device)
+    log(f"report: {os.path.join(res['_out'], 'phase.md')} (runs {sum(walls):.0f}s)")
+    return res
+
+
 def build_parser():
     ap = CLIParser(prog="python -m harness.phase",
-                   description="the phase diagram's report from existing runs")
+                   description="the phase diagram: its runs (--run), or its report from them")
     ap.add_argument("--preset", default="tiny", help="the runs under runs/<preset>")
     ap.add_argument("--runs", type=FOLDER, default=None,
                     help="read the runs and bases here instead of runs/<preset> (e.g. the "
@@ -527,6 +537,12 @@ def build_parser():
     ap.add_argument("--hit-rates", action="store_true",
                     help="only: each reflector setting's first-proposal hit rate on every base "
                          "(-> runs/<preset>/phase_hit_rates.json)")
+    ap.add_argument("--run", action="store_true",
+                    help="run the grid first (resumable; missing bases: the committed grid's)")
+    ap.add_argument("--jobs", type=positive(int), default=2,
+                    help="--run: runs in N processes (the preset's threads split among them)")
+    ap.add_argument("--fresh-bases", action="store_true",
+                    help="--run: pretrain missing bases here instead of copying the committed's")
     ap.add_argument("--archive", type=FOLDER, default=None,
                     help="only: copy the finished runs' logs and summaries and the bases here "
                          "(copy back into runs/<preset>/ to resume the grid)")
@@ -537,8 +553,17 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     root = args.runs or os.path.join("runs", args.preset)
+    if args.run:
+        if args.preset not in train.PRESETS:
+            raise UserError(f"unknown preset '{args.preset}'; choose one of "
+                            f"{', '.join(train.PRESETS)}")
+        preset = train.PRESETS[args.preset]
+        torch.set_num_threads(preset.threads)
+        run_grid(preset, root, args.bases, args.seeds, procs=args.jobs,
+                 fresh_bases=args.fresh_bases)
+        return
     missing = [b for b in range(args.bases)
-               if not os.path.exists(suite.base_path(root, b))]
+               if not os.path.exists(base_path(root, b))]
     if missing:
         raise UserError(f"no base {missing[0]} under {root}; run `python train.py pretrain "
                         f"--preset {args.preset} --seed {missing[0]}` first")
@@ -547,14 +572,17 @@ def main(argv=None):
         print(f"copied {n} finished runs and the bases to {args.archive}")
         return
     if args.hit_rates:
-        rates = hit_rates(root, args.bases)
+        # each setting on the dial's full level (cipher-k3: the table fits) and on hidden-rule,
+        # each base's own greedy outputs as the records (each base seeds the noisy mistakes)
+        rates = {b: hit_rate_table(base_path(root, b), (level_task(3), "hidden-rule"),
+                                         HIT_REFLECTORS, seed=b) for b in range(args.bases)}
         write_atomic(os.path.join(root, "phase_hit_rates.json"), json.dumps(rates, indent=1))
         print(json.dumps(rates))
         return
     walls = []  # every finished run of the grid, on its own clock
     for b, seed in replicate_order(args.bases, args.seeds):
         for task in [SHARED_TASK] + [level_task(k) for k in LEVELS]:
-            for path in glob.glob(os.path.join(suite.base_root(root, b), task, "*", f"s{seed}",
+            for path in glob.glob(os.path.join(base_root(root, b), task, "*", f"s{seed}",
                                                "summary.json")):
                 with open(path) as f:
                     walls.append(json.load(f)["wall_s"])

@@ -26,12 +26,13 @@ import random
 
 import torch
 
-from harness import suite
 from world import tasks
 from harness.cli import (MOST_SCREEN, MOST_SEEDS, CLIParser, UserError, checkpoint_file,
                          exit_on_user_error, positive, writable_folder)
+import eval as ev
 from eval import task_accuracy
 from model import write_atomic
+from harness.runs import base_path
 from world.pretrain import load_base
 
 # Task selection, measured on the bases alone before any RL or FST run (select_tasks.py). Accuracy
@@ -106,7 +107,7 @@ DRAWN = {"hidden-rule-2": "hidden", "long-chain": "told", "sparse": "zero"}
 def candidates(kind, n3=96, seed=0):
     """Rule texts a task of this kind is drawn from (no single op in disguise, one per function)."""
     if kind == "hidden":
-        rules = [r for r in tasks._trained_short_rules() if len(r) == 2]
+        rules = [r for r in ev.trained_short_rules() if len(r) == 2]
     else:
         rng, rules = random.Random(f"candidates/{seed}"), []
         while len(rules) < n3:
@@ -227,7 +228,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     torch.set_num_threads(2)
     root = os.path.join("runs", args.preset)
-    paths = [suite.base_path(root, k) for k in range(args.bases)]
+    paths = [base_path(root, k) for k in range(args.bases)]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise UserError(f"no base at {missing[0]}; "

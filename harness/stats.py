@@ -1,9 +1,10 @@
 """
 stats.py: the statistics behind the report's labels, in pure numpy (no torch): the test at the
 level of bases, the one function that decides every label, the cluster bootstrap for intervals,
-the C1 speed-up profile and its censoring-aware score, C2's identifiability rule, Holm's
-correction over the primary family, and a single replicate set beside the replicates' spread.
-eval.py measures; report.py and phase.py read runs and call these; nothing here reads folders.
+the constants of C1's speed-up profile and C2's identifiability rule (claims.py applies them),
+Holm's correction over the primary family, and a single replicate set beside the replicates'
+spread. eval.py measures; report.py and phase.py read runs and call these; nothing here reads
+folders.
 
     p, min_p = base_level_test({0: 0.3, 1: 0.2, 2: 0.25})  # exact sign-flip test on base means
     text = label("difference", 0.25, {"difference": 0.01}, primary=True, min_p=1/8, m=8)
@@ -289,161 +290,6 @@ def spread(values):
     (0.8 at n = 9): a prediction interval, unlike the interval of the mean. -> [lo, hi] or None."""
     vals = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return [min(vals), max(vals)] if len(vals) > 1 else None
-
-
-# -----------------------------------------------------------------------------
-# C1: time to fixed levels, censored at the budget
-
-def _evals(rows, x):
-    """(xs, accs) at eval rows, x = step + 1 or rollouts so far (as eval.curve)."""
-    pts = [((r["step"] + 1) if x == "step" else r["rollouts"], r["val_acc"])
-           for r in rows if "val_acc" in r]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def reach_time(rows, level, x="step"):
-    """-> (x, censored, at_first): the first eval x whose val accuracy reaches `level`, or the
-    last eval's x with censored True (not reached within the budget); at_first when the level is
-    reached at the first eval (it may have been crossed before)."""
-    xs, ys = _evals(rows, x)
-    i = next((i for i, y in enumerate(ys) if y >= level - EPS), None)
-    return (xs[i], False, i == 0) if i is not None else (xs[-1], True, False)
-
-
-def gehan_score(t_a, censored_a, t_b, censored_b):
-    """+1 when a reached the level first for certain, -1 when b did, 0 for a tie or when the
-    censoring leaves it open (both censored: a tie). A censored time means 'not by then'."""
-    if not censored_a and not censored_b:
-        return float(np.sign(t_b - t_a))
-    if not censored_a:
-        return 1.0 if t_a <= t_b else 0.0
-    if not censored_b:
-        return -1.0 if t_b <= t_a else 0.0
-    return 0.0
-
-
-def _c1_cell(rl_rows, fst_rows, level, x):
-    rl_t, rl_c, rl_first = reach_time(rl_rows, level, x)
-    f_t, f_c, f_first = reach_time(fst_rows, level, x)
-    ok = not rl_c and f_t > 0 and not (rl_first and f_first)
-    return {"rl": rl_t, "fst": f_t, "rl_censored": rl_c, "fst_censored": f_c,
-            "rl_at_first": rl_first, "fst_at_first": f_first,
-            "ratio": rl_t / f_t if ok else None,  # FST censored: an upper bound; at first: lower
-            "score": gehan_score(f_t, f_c, rl_t, rl_c)}
-
-
-def c1_profile(rl_rows, fst_rows, fractions=C1_FRACTIONS, plateau_evals=PLATEAU_EVALS):
-    """C1 for one replicate. RL's plateau = mean val acc of its last `plateau_evals` evals; at each
-    level (fraction x plateau, and RL's running peak as in eval.sample_efficiency) and on both
-    axes ('steps': x = step + 1, 'rollouts'): each method's x to reach it (censored at its last
-    eval), ratio = RL x / FST x, and the Gehan score (+1: FST first). mean_acc: mean val acc over
-    the eval rows of each method and their difference FST - RL.
-    -> {plateau, peak, levels: {'0.5', ..., 'peak': {level, steps: cell, rollouts: cell}},
-        mean_acc: {rl, fst, diff}}"""
-    _, ry = _evals(rl_rows, "step")
-    _, fy = _evals(fst_rows, "step")
-    plateau = float(np.mean(ry[-plateau_evals:]))
-    levels = {f"{f:g}" if f != 1 else "1.0": f * plateau for f in fractions}
-    levels["peak"] = float(max(ry))
-    out = {"plateau": plateau, "peak": levels["peak"], "levels": {},
-           "mean_acc": {"rl": float(np.mean(ry)), "fst": float(np.mean(fy)),
-                        "diff": float(np.mean(fy) - np.mean(ry))}}
-    for name, lv in levels.items():
-        out["levels"][name] = {"level": float(lv), "steps": _c1_cell(rl_rows, fst_rows, lv, "step"),
-                               "rollouts": _c1_cell(rl_rows, fst_rows, lv, "rollouts")}
-    return out
-
-
-def ratio_summary(ratios, low, high, keys, reps=REPS, seed=0):
-    """Descriptive: geometric mean of per-replicate ratios with censored ones at their bounds
-    (low: a lower bound, high: an upper bound), its cluster-bootstrap interval, and how many are
-    bounds. -> {geo_mean, ci95, n, n_lower_bounds, n_upper_bounds}."""
-    kept = [(math.log(r), lo, hi, k) for r, lo, hi, k in zip(ratios, low, high, keys)
-            if r is not None and r > 0]
-    out = {"geo_mean": None, "ci95": None, "n": len(kept),
-           "n_lower_bounds": sum(bool(k[1]) for k in kept),
-           "n_upper_bounds": sum(bool(k[2]) for k in kept)}
-    if kept:
-        logs = np.array([k[0] for k in kept])
-        boots = cluster_bootstrap(logs, [k[3] for k in kept], reps=reps, seed=seed)
-        out.update(geo_mean=float(math.exp(logs.mean())),
-                   ci95=[float(math.exp(c)) for c in percentile_ci(boots)])
-    return out
-
-
-def prompt_alone_counts(profiles, ceiling):
-    """{level name: how many replicates' context-only run (ceiling: {(base, seed): its best val
-    acc}) reaches that level of RL's plateau} for every level of the profiles."""
-    keys = list(profiles)
-    return {name: sum(ceiling.get(k, -1.0) >= profiles[k]["levels"][name]["level"] - EPS
-                      for k in keys) if ceiling else 0
-            for name in (profiles[keys[0]]["levels"] if keys else [])}
-
-
-def c1_rows(task, profiles, ceiling=None, vs="RL"):
-    """C1 over replicates. profiles: {(base, seed): c1_profile}; ceiling: {(base, seed): the
-    context-only run's best val acc}. -> (summary, rows): summary[level][axis] = ratio_summary
-    plus fst_first / rl_first / ties, the mean Gehan score and prompt_alone (replicates whose
-    context-only run reaches the level); rows: one per C1_ROWS cell (its Gehan score; label()
-    calls it 'not tested' where the prompt alone reaches the level in most replicates) and the
-    paired mean-accuracy gap over the run. vs: the baseline's name in the measures (a control
-    in RL's place gives the same statistic against that control)."""
-    keys = list(profiles)
-    alone = prompt_alone_counts(profiles, ceiling)
-    summary, rows = {}, []
-    for name in alone:
-        summary[name] = {}
-        for axis in ("steps", "rollouts"):
-            cells = [profiles[k]["levels"][name][axis] for k in keys]
-            scores = {k: c["score"] for k, c in zip(keys, cells)}
-            s = ratio_summary([c["ratio"] for c in cells], [c["fst_at_first"] for c in cells],
-                              [c["fst_censored"] for c in cells], keys)
-            s.update(fst_first=sum(c["score"] > 0 for c in cells),
-                     rl_first=sum(c["score"] < 0 for c in cells),
-                     ties=sum(c["score"] == 0 for c in cells),
-                     score=mean_std(list(scores.values()), keys), prompt_alone=alone[name])
-            summary[name][axis] = s
-            if (name, axis) not in C1_ROWS:
-                continue
-            where = f"{vs}'s running peak" if name == "peak" else f"{name} x {vs}'s plateau"
-            rows.append(row("C1 faster", task, f"Gehan score, {axis} to {where} (+1: FST first)",
-                            scores, prompt_alone=(alone[name], len(keys)), ratio=s))
-    rows.append(row("C1 faster", task, f"mean val acc over the run, FST - {vs}",
-                    {k: p["mean_acc"]["diff"] for k, p in profiles.items()}))
-    return summary, rows
-
-
-# -----------------------------------------------------------------------------
-# C2: is the asymptote observed at all?
-
-def c2_identifiable(C, R, fit, pred, ci95):
-    """C2's rule: A is 'identified' only where a plateau below the bound is observed. Reasons it
-    is not (an empty list: identified):
-      flat          max - min accuracy < FLAT_RANGE: nothing rose
-      saturated     the fit is within SATURATED_TOL of A at the first eval, or the first third of
-                    the evals averages within it of the last third
-      on the bound  A within A_BOUND_TOL of 0 or 1: the box, not the data, stops A
-      not bent      the midpoint Cmid > C2_MID_FRACTION * the last x: the run has not got well past
-                    halfway from R0 to A, so A is an extrapolation
-      too wide      A's 95% interval wider than C2_EFFECT, the size of the effect it must show
-    C, R: the curve (sorted by C); fit: eval.sigmoid_fit's dict; pred: the fit at C."""
-    C, R = np.asarray(C, float), np.asarray(R, float)
-    why = []
-    if R.max() - R.min() < FLAT_RANGE:
-        why.append(f"flat: accuracy range {R.max() - R.min():.3f} < {FLAT_RANGE}")
-    third = max(1, len(R) // 3)
-    if (abs(fit["A"] - pred[0]) <= SATURATED_TOL
-            or R[:third].mean() >= R[-third:].mean() - SATURATED_TOL):
-        why.append(f"saturated: within {SATURATED_TOL} of its final level from the first eval")
-    if fit["A"] >= 1 - A_BOUND_TOL or fit["A"] <= A_BOUND_TOL:
-        why.append(f"A = {fit['A']:.3f} on the fit's bound")
-    if fit["Cmid"] > C2_MID_FRACTION * C.max():
-        why.append(f"not bent: Cmid {fit['Cmid']:.3g} beyond {C2_MID_FRACTION} x the last x "
-                   f"{C.max():.3g}")
-    if ci95 is None or ci95[1] - ci95[0] > C2_EFFECT:
-        width = "none" if ci95 is None else f"{ci95[1] - ci95[0]:.3f}"
-        why.append(f"A's 95% interval {width} wide (> {C2_EFFECT}, the paper's effect size)")
-    return why
 
 
 # -----------------------------------------------------------------------------

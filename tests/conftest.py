@@ -85,8 +85,9 @@ def llm_server():
 def micro_base(tmp_path_factory):
     """The path of a `micro` base (2 layers, 64 wide, pretrained for 30 steps), once per module."""
     import train
+    from world import pretrain
     out = str(tmp_path_factory.mktemp("base"))
-    train.pretrain(train.PRESETS["micro"], out, "cpu", log=lambda *a: None)
+    pretrain.pretrain(train.PRESETS["micro"], out, "cpu", log=lambda *a: None)
     return os.path.join(out, "model.pt")
 
 

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -29,7 +30,9 @@ import torch
 from harness import bench
 from harness import cli
 from harness import gpu_check  # (imported, it reads no command line)
+from harness import grid
 from harness import phase
+from harness import runs
 from harness import report
 from harness import select_tasks
 import train
@@ -71,7 +74,7 @@ def workdir(micro_base, tmp_path_factory):
         with open(os.path.join(os.path.dirname(micro_base), f), "rb") as src:
             (root / "runs" / "micro" / "b0" / "base" / f).write_bytes(src.read())
     base = str(root / "runs" / "micro" / "b0" / "base" / "model.pt")
-    preset = train.replace(train.PRESETS["micro"], ckpt_every=1)
+    preset = replace(train.PRESETS["micro"], ckpt_every=1)
     train.run("rl", [("cipher", 2)], preset, base, str(root / "done"), base=base,
               log=lambda *a: None)
     train.run("rl", [("cipher", 2)], preset, base, str(root / "broken"), base=base,
@@ -151,7 +154,7 @@ BAD = {
     "suite flag to run": ["run", "--preset", "micro", "--seeds", "3", "--out", "new"],
     "suite flag before run": ["--bases", "2", "run", "--preset", "micro", "--out", "new"],
     "suite flag to pretrain": ["pretrain", "--preset", "micro", "--jobs", "2", "--out", "new"],
-    "phase with sweep": ["--preset", "micro", "--phase", "--sweep"],
+    "the phase grid's flag": ["--preset", "micro", "--phase"],  # python -m harness.phase --run
     "a micro base for a tiny run": ["run", "--preset", "tiny", "--init",
                                     "runs/micro/b0/base/model.pt", "--base",
                                     "runs/micro/b0/base/model.pt", "--steps", "1", "--out", "new"],
@@ -248,6 +251,7 @@ def test_report_with_only_the_phase_grids_runs_is_one_line(workdir, tmp_path):
     root = tmp_path / "runs" / "micro" / "b0"
     shutil.copytree(workdir / "runs" / "micro" / "b0" / "base", root / "base")
     shutil.copytree(workdir / "done", root / "cipher" / "rl" / "s0")
+    runs.write_suite(str(root.parent), train.SUITE)  # as the phase grid writes it
     before = _snapshot(tmp_path)
     p = subprocess.run([sys.executable, "-m", "harness.report", "--preset", "micro"],
                        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
@@ -272,12 +276,16 @@ def test_suite_with_a_base_missing_its_metrics_is_one_line(workdir, tmp_path, ca
 
 
 def test_the_phase_grid_names_the_report_it_wrote(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "prepare_bases", lambda *a, **kw: [0.0])
+    monkeypatch.setattr(phase.pretrain, "prepare_bases", lambda *a, **kw: [0.0])
     monkeypatch.setattr(phase, "jobs", lambda *a, **kw: [])
-    monkeypatch.setattr(phase, "write_report", lambda root, *a, **kw: phase.os.makedirs(
-        os.path.join(root, "phase")) or open(os.path.join(root, "phase", "phase.md"), "w").close())
+
+    def write_report(root, *a, **kw):
+        os.makedirs(os.path.join(root, "phase"))
+        open(os.path.join(root, "phase", "phase.md"), "w").close()
+        return {"_out": os.path.join(root, "phase")}
+    monkeypatch.setattr(phase, "write_report", write_report)
     said = []
-    train.suite(train.PRESETS["micro"], str(tmp_path), phase=True, log=said.append)
+    phase.run_grid(train.PRESETS["micro"], str(tmp_path), 1, 1, log=said.append)
     named = said[-1].split()[1]
     assert named == str(tmp_path / "phase" / "phase.md") and os.path.exists(named)
 
@@ -289,17 +297,40 @@ def test_the_phase_grid_names_the_report_it_wrote(tmp_path, monkeypatch):
 LLM = ["--reflector", "llm", "--llm-url", "http://localhost:9/v1", "--llm-model", "m"]
 COMMON = {"--preset": ("text", [["--preset", "huge"], ["--preset", "nan"], ["--preset", ""]]),
           "--device": "choice", "--seeds": "number", "--bases": "number", "--jobs": "number",
-          "--threads": "number",
-          "--sweep": "switch", "--phase": "switch", "--fresh-bases": "switch"}
+          "--sweep": "switch", "--fresh-bases": "switch"}
+
+
+def preset_flags(aliases=(), run=False):
+    """Every Preset field is a flag of train.py: its kind from the field's type; `aliases`: the
+    fields a command names otherwise ({field: flag}), whose own flag it leaves out; the fixed prompt
+    is `run`'s alone (and for --method instructed)."""
+    kinds, taken = {}, dict(aliases)
+    for f in fields(train.Preset):
+        flag = taken.get(f.name, "--" + f.name.replace("_", "-"))
+        if f.name == "name" or (flag in taken.values() and f.name not in taken):
+            continue
+        if f.name == "fixed_prompt":
+            if run:
+                kinds[flag] = ("text", [["--method", "instructed", "--fixed-prompt", " "],
+                                        ["--fixed-prompt", "rule: map 0>4 +"]])
+            continue
+        bad = [[flag, v] for v in ("x", "0.9", "0.9,1", "nan,0.9", "-0.1,0.9")]
+        kinds[flag] = {str: "choice", bool: "switch", tuple: ("text", bad)}.get(f.type, "number")
+    return kinds
+
+
+TRAIN = dict(COMMON, **preset_flags())
 # kind: number | folder (written into) | checkpoint (read) | choice | switch | text; a text flag
 # carries the argv fragments that must be refused
 FLAG_KINDS = {
-    "train.py": dict(COMMON, **{"--commands": "choice"}),
-    "train.py pretrain": dict(COMMON, **{
-        "--out": "folder", "--seed": "number", "--steps": "number", "--resume": "switch",
-        "--ckpt-every": "number"}),
-    "train.py run": dict(COMMON, **{
-        "--method": "choice", "--loss": "choice",
+    "train.py": TRAIN,
+    "train.py pretrain": dict(COMMON, **preset_flags({"pretrain_steps": "--steps",
+                                                      "pretrain_ckpt_every": "--ckpt-every"}), **{
+        "--out": "folder", "--seed": "number", "--resume": "switch"}),
+    "train.py run": dict(COMMON, **preset_flags({"loss_type": "--loss",
+                                                 "gepa_proposals": "--proposals",
+                                                 "context_only_rollouts": "--budget"}, run=True), **{
+        "--method": "choice",
         "--reflector": ("text", [["--reflector", v]
                                  for v in ("bogus", "edit:2", "edit:x", "llm:0.5", "edit:")]),
         "--task": ("text", [["--task", "rule:frobnicate 3"], ["--task", "nan"],
@@ -308,16 +339,11 @@ FLAG_KINDS = {
             "cipher@x", "cipher@-3", "cipher@nan", ";", "", "cipher@²", "cipher@10000000000",
             "cipher@600000;hidden-rule@600000")]),
         "--init": "checkpoint", "--base": "checkpoint", "--out": "folder",
-        "--seed": "number", "--resume": "switch", "--ckpt-every": "number", "--steps": "number",
-        "--lr": "number", "--inner-steps": "number", "--optimizer-steps": "number",
-        "--beta": "number",
+        "--seed": "number", "--resume": "switch",
         "--llm-url": ("text", [LLM + ["--llm-url", v] for v in ("notaurl", "ftp://h/v1", "nan",
                                                               "http://")]),
         "--llm-model": ("text", [LLM + ["--llm-model", ""], ["--llm-model", "m"]]),
-        "--fixed-prompt": ("text", [["--method", "instructed", "--fixed-prompt", " "],
-                                    ["--fixed-prompt", "rule: map 0>4 +"]]),
-        "--llm-timeout": "number", "--gepa-every": "number", "--proposals": "number",
-        "--budget": "number"}),
+        "--llm-timeout": "number"}),
     "report.py": {"--preset": ("text", [["--preset", "huge"]]), "--bases": "number",
                   "--seeds": "number", "--out": "folder", "--device": "choice",
                   "--hit-rates": "switch", "--runs": "folder", "--measure": "folder"},
@@ -325,7 +351,8 @@ FLAG_KINDS = {
                         "--screen": "number", "--dial": "switch"},
     "phase.py": {"--preset": ("text", [["--preset", "huge"]]), "--bases": "number",
                  "--seeds": "number", "--out": "folder", "--hit-rates": "switch",
-                 "--archive": "folder", "--runs": "folder"},
+                 "--archive": "folder", "--runs": "folder", "--run": "switch",
+                 "--jobs": "number", "--fresh-bases": "switch"},
     "bench.py": {"what": "choice", "--device": "choice", "--threads": "number",
                  "--warmup": "number", "--repeats": "number", "--prompts": "number",
                  "--samples": "number", "--max-new": "number", "--min-len": "number",
@@ -337,6 +364,9 @@ FLAG_KINDS = {
     "gpu_check.py": {"--out": "folder", "--work": "folder", "--smoke": "switch",
                      "--pretrain-steps": "number", "--fst-steps": "number",
                      "--budget-s": "number"},
+    "grid.py": {"stage": "choice", "--preset": ("text", [["--preset", "huge"]]),
+                "--bases": "number", "--seeds": "number", "--sweep": "switch", "--phase": "switch",
+                "--fresh-bases": "switch", "--threads": "number", "--device": "choice"},
 }
 
 
@@ -356,7 +386,8 @@ def _parsers():
             "phase.py": (phase.build_parser(), phase.main, ["--preset", "micro", "--bases", "1"]),
             "bench.py": (bench.build_parser(), bench.main,
                          ["sample", "--device", "cpu", "--batch", "2", "--vocabs", "8"]),
-            "gpu_check.py": (gpu_check.build_parser(), gpu_check.parse_args, [])}
+            "gpu_check.py": (gpu_check.build_parser(), gpu_check.parse_args, []),
+            "grid.py": (grid.build_parser(), grid.main, ["runs", "--preset", "micro"])}
 
 
 def _flags(parser):
@@ -482,7 +513,7 @@ def test_ctrl_c_outside_a_loop_and_in_the_suite_is_one_line_with_the_command(mon
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
     monkeypatch.setattr(train, "run_command", interrupted)
-    monkeypatch.setattr(train, "suite", interrupted)
+    monkeypatch.setattr(train, "reproduce", interrupted)
     for argv, resume in ((["run", "--preset", "micro"], "run --preset micro --resume"),
                          (["--preset", "micro", "--jobs", "2"], "--preset micro --jobs 2")):
         with pytest.raises(SystemExit) as e:

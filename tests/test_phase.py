@@ -11,10 +11,8 @@ import os
 
 import numpy as np
 
-import eval as ev
-from harness import phase
-from harness import suite
 import train
+from harness import phase, runs
 
 
 def _write(folder, vals, kl, every=5, prompts=None):
@@ -52,21 +50,23 @@ def test_report_on_a_synthetic_grid(tmp_path):
     rl = lambda: 0.05 + 0.6 / (1 + (50 / x) ** 3) + rng.normal(0, 0.01, 20)
     for b in range(3):
         for s in range(2):
-            broot = suite.base_root(root, b)
+            broot = runs.base_root(root, b)
             for m, kl in (("rl", 1.0), ("instructed", 0.3)):
-                _write(suite.run_dir(broot, "cipher", m, s), rl() if m == "rl" else
+                _write(runs.run_dir(broot, "cipher", m, s), rl() if m == "rl" else
                        0.9 + 0.0 * x, kl)
             for k in phase.LEVELS:
                 for refl in phase.REFLECTORS:
                     # k = 3: FST at the top from the start; k = 0: FST is RL
                     fst = 0.9 + 0.0 * x if k == 3 else rl()
                     for m in ("fst", "sequential"):  # k = 0: the seed prompt alone
-                        _write(suite.run_dir(broot, phase.level_task(k),
-                                              phase.method_dir(m, refl), s), fst, 0.1 if k else 1.0,
+                        _write(runs.run_dir(broot, phase.level_task(k),
+                                            runs.method_folder(m, refl), s), fst,
+                               0.1 if k else 1.0,
                                prompts=["rule: map 2>7"] * 20 if k else None)
-                    _write(suite.run_dir(broot, phase.level_task(k),
-                                          phase.method_dir("context", refl), s),
+                    _write(runs.run_dir(broot, phase.level_task(k),
+                                        runs.method_folder("context", refl), s),
                            [0.1] * 20, 0.0, prompts=["rule: ?"] * 3 + ["rule: map 2>7"] * 17)
+    runs.write_suite(root, train.SUITE)  # the suite's table, as the reproduction writes it
     res = phase.write_report(root, 3, 2, 1.0, out=os.path.join(root, "out"))
     assert os.path.exists(os.path.join(root, "out", "phase.md"))
     assert all(os.path.exists(os.path.join(root, "out", f"phase_{m}.png")) for m in phase.MEASURES)
@@ -90,13 +90,13 @@ def test_report_on_a_synthetic_grid(tmp_path):
 
 def test_archive_keeps_finished_runs_and_bases(tmp_path):
     root, dest = str(tmp_path / "runs"), str(tmp_path / "kept")
-    broot = suite.base_root(root, 0)
+    broot = runs.base_root(root, 0)
     os.makedirs(os.path.join(broot, "base"))
     for name in ("model.pt", "metrics.json"):
         with open(os.path.join(broot, "base", name), "w") as f:
             f.write(name)
-    done = suite.run_dir(broot, "cipher", "rl", 0)
-    busy = suite.run_dir(broot, phase.level_task(2), phase.method_dir("fst", "edit"), 0)
+    done = runs.run_dir(broot, "cipher", "rl", 0)
+    busy = runs.run_dir(broot, phase.level_task(2), runs.method_folder("fst", "edit"), 0)
     _write(done, [0.1, 0.2], 1.0)
     _write(busy, [0.1], 1.0)
     with open(os.path.join(busy, "ckpt.pt"), "w") as f:  # unfinished: a checkpoint is kept
@@ -105,22 +105,24 @@ def test_archive_keeps_finished_runs_and_bases(tmp_path):
         f.write("weights")
     # the plasticity probe starts from the prior task's weights: kept while its run is unfinished
     for init, probe_done in (("rl", False), ("fst", True)):
-        prior = suite.run_dir(broot, suite.PRIOR_TASK, init, 0)
+        prior = runs.run_dir(broot, train.SUITE["prior_task"], init, 0)
         _write(prior, [0.1, 0.2], 1.0)
         with open(os.path.join(prior, "model.pt"), "w") as f:
             f.write("weights")
         if probe_done:
-            _write(suite.run_dir(broot, "plasticity", init, 0), [0.1, 0.2], 1.0)
+            _write(runs.run_dir(broot, "plasticity", init, 0), [0.1, 0.2], 1.0)
+    runs.write_suite(root, train.SUITE)
     assert phase.archive(root, 1, 1, dest) == 4
     kept = sorted(os.path.relpath(os.path.join(d, f), dest)
                   for d, _, fs in os.walk(dest) for f in fs)
-    prior = f"b0/{suite.PRIOR_TASK}"
+    prior = "b0/" + train.SUITE["prior_task"]
     assert kept == ["b0/base/metrics.json", "b0/base/model.pt",
                     "b0/cipher/rl/s0/log.jsonl", "b0/cipher/rl/s0/summary.json",
                     f"{prior}/fst/s0/log.jsonl", f"{prior}/fst/s0/summary.json",
                     f"{prior}/rl/s0/log.jsonl", f"{prior}/rl/s0/model.pt",
                     f"{prior}/rl/s0/summary.json",
-                    "b0/plasticity/fst/s0/log.jsonl", "b0/plasticity/fst/s0/summary.json"]
+                    "b0/plasticity/fst/s0/log.jsonl", "b0/plasticity/fst/s0/summary.json",
+                    "suite.json"]
     for name in ("log.jsonl", "summary.json"):
         with open(os.path.join(done, name)) as a:
             with open(os.path.join(dest, "b0/cipher/rl/s0", name)) as b:
@@ -140,18 +142,19 @@ def test_c2_budget_waits_for_every_rl_curve_to_stop_moving():
 
 def test_c2_long_reads_rl_long_runs_then_fst_at_the_budget(tmp_path):
     root, x = str(tmp_path), np.arange(1, 161) * 5
+    runs.write_suite(root, train.SUITE)
     assert phase.c2_long(root, 3) is None  # before RL-only's long runs
     for b in range(3):
         rl = np.where(x <= 100, 0.3, 0.6) + 0.01 * b
-        _write(suite.run_dir(suite.base_root(root, b), phase.C2_RL_TASK, "rl", 0), rl, 1.0)
+        _write(runs.run_dir(runs.base_root(root, b), phase.C2_RL_TASK, "rl", 0), rl, 1.0)
     c2 = phase.c2_long(root, 3)
     assert c2["budget"] == 300 and c2["rule_met"] and "row" not in c2
     assert c2["task"] == "cipher-k2-long300"
     assert "has not run yet" in "\n".join(phase.render_c2(c2))
     for b in range(3):
         fst = 0.95 - 0.6 * np.exp(-x[:60] / 30) + 0.01 * b
-        _write(suite.run_dir(suite.base_root(root, b), c2["task"],
-                              phase.method_dir("fst", "edit"), 0), fst, 0.5)
+        _write(runs.run_dir(runs.base_root(root, b), c2["task"],
+                              runs.method_folder("fst", "edit"), 0), fst, 0.5)
     c2 = phase.c2_long(root, 3)
     assert c2["row"]["n"] == 3 and c2["row"]["mean"] > 0.2  # FST's A above RL's
     assert set(c2["fits"]) == {"rl", "fst"} and 0.55 < c2["fits"]["rl"]["A"] < 0.65
@@ -161,22 +164,22 @@ def test_c2_long_reads_rl_long_runs_then_fst_at_the_budget(tmp_path):
 def test_one_label_rule_for_both_reports(tmp_path, monkeypatch):
     """C1 at 0.9 of RL's plateau where the prompt alone (context-only) reaches the level: the
     phase report's cell and the suite report's row get the same label from the same function."""
-    from harness import report
-    from harness import stats
+    from harness import claims as cl, report, stats
     root, x = str(tmp_path), np.arange(1, 21) * 5.0
     rng = np.random.default_rng(0)
     for b in range(3):
         for s in range(3):
-            broot = suite.base_root(root, b)
+            broot = runs.base_root(root, b)
             for m in ("rl", "instructed"):
-                _write(suite.run_dir(broot, "cipher", m, s),
+                _write(runs.run_dir(broot, "cipher", m, s),
                        0.05 + 0.6 / (1 + (50 / x) ** 3) + rng.normal(0, 0.01, 20), 1.0)
             for k in phase.LEVELS:
                 for refl in phase.REFLECTORS:
                     for m in ("fst", "sequential", "context"):  # the prompt alone is at 0.9
-                        _write(suite.run_dir(broot, phase.level_task(k),
-                                              phase.method_dir(m, refl), s), 0.9 + 0.0 * x, 0.1,
+                        _write(runs.run_dir(broot, phase.level_task(k),
+                                            runs.method_folder(m, refl), s), 0.9 + 0.0 * x, 0.1,
                                prompts=["rule: map 2>7"] * 20)
+    runs.write_suite(root, train.SUITE)  # the suite's table, as the reproduction writes it
     calls = []
     rule = stats.label
     monkeypatch.setattr(stats, "label", lambda *a, **kw: calls.append(kw) or rule(*a, **kw))
@@ -185,10 +188,10 @@ def test_one_label_rule_for_both_reports(tmp_path, monkeypatch):
     from_phase = len(calls)
     reps = [(b, s) for b in range(3) for s in range(3)]
     t = phase.level_task(2)
-    rl, fst = (report.replicates(root, reps, "cipher", "rl"),
-               report.replicates(root, reps, t, "fst"))
-    ctx = report.replicates(root, reps, t, "context")
-    ceiling = {r: max(ev.curve(ctx[r])[1]) for r in reps}
+    rl, fst = (runs.replicates(root, reps, "cipher", "rl"),
+               runs.replicates(root, reps, t, "fst"))
+    ctx = runs.replicates(root, reps, t, "context")
+    ceiling = {r: max(cl.curve(ctx[r])[1]) for r in reps}
     _, rows = report.c1(rl, fst, reps, t, ceiling)
     stats.label_family(rows, report.PRIMARY)
     row = next(r for r in rows if r["measure"].startswith("Gehan score, steps to 0.9"))

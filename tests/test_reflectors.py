@@ -23,6 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fast_context as fc  # noqa: E402
+from harness import hit_rates  # noqa: E402
 from world import reflectors as R  # noqa: E402
 from world import tasks as T  # noqa: E402
 from world.llm import LLMReflector  # noqa: E402
@@ -311,7 +312,7 @@ def test_first_hit_rate_edit_is_low_and_oracle_is_higher(kind):
     for name in ("hidden-rule", "cipher"):
         task = T.make_task(name, n_train=256)
         for refl in ("edit", "oracle"):
-            rates[name, refl] = R.first_hit_rate(R.make_reflector(refl), task, fake_evaluate(kind),
+            rates[name, refl] = hit_rates.first_hit_rate(R.make_reflector(refl), task, fake_evaluate(kind),
                                                  trials=50)
     assert rates["hidden-rule", "edit"] <= 0.3 and rates["cipher", "edit"] <= 0.3, rates
     assert rates["hidden-rule", "oracle"] > rates["hidden-rule", "edit"] + 0.5, rates
@@ -320,15 +321,15 @@ def test_first_hit_rate_edit_is_low_and_oracle_is_higher(kind):
 def test_first_hit_rate_counts_exact_rules_only():
     task = T.make_task("rule:add 3,reverse", n_train=64)
     evaluate = fake_evaluate("echo")
-    assert R.first_hit_rate(lambda p, r: "rule: add 3, reverse", task, evaluate, trials=5) == 1.0
-    assert R.first_hit_rate(lambda p, r: "rule: reverse then add 3", task, evaluate, 5) == 0.0
+    assert hit_rates.first_hit_rate(lambda p, r: "rule: add 3, reverse", task, evaluate, trials=5) == 1.0
+    assert hit_rates.first_hit_rate(lambda p, r: "rule: reverse then add 3", task, evaluate, 5) == 0.0
 
     def boom(prompt, records):
         raise RuntimeError("no reply")
-    assert R.first_hit_rate(boom, task, evaluate, trials=5) == 0.0
+    assert hit_rates.first_hit_rate(boom, task, evaluate, trials=5) == 0.0
     # a told task (the seed prompt states the rule): nothing hidden, no hit rate
     told = T.make_task("long-chain", n_train=64)
-    assert R.first_hit_rate(lambda p, r: p, told, evaluate, trials=5) is None
+    assert hit_rates.first_hit_rate(lambda p, r: p, told, evaluate, trials=5) is None
 
 
 def test_make_reflector_by_name():
@@ -460,7 +461,7 @@ def test_failing_llm_is_a_rejected_proposal_not_a_crash(llm_server):
 
 def test_hit_rate_falls_as_strength_falls():
     task = T.make_task("hidden-rule", n_train=256)
-    rates = [R.first_hit_rate(R.make_reflector(f"oracle:{p}", seed=1), task, fake_evaluate("echo"),
+    rates = [hit_rates.first_hit_rate(R.make_reflector(f"oracle:{p}", seed=1), task, fake_evaluate("echo"),
                               trials=60) for p in (0.0, 0.5, 1.0)]
     assert rates[0] > 0.9 and rates[2] == 0.0, rates
     assert rates[0] - 0.3 > rates[1] > rates[2] + 0.2, rates  # about half wrong at P = 0.5

@@ -22,12 +22,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 import fast_context as fc
 import rl
+import rollout
 from world import pretrain
 from world import llm
 from world import reflectors
@@ -97,28 +99,28 @@ def test_sigkill_then_resume_matches_uninterrupted_run(micro_base, tmp_path, log
 
 def test_context_only_resume_matches(micro_base, tmp_path, log_rows):
     """The context-only run stops at a rollout budget; its GEPA state must survive a resume too."""
-    preset = train.replace(MICRO, ckpt_every=2, context_only_rollouts=300)
+    preset = replace(MICRO, ckpt_every=2, context_only_rollouts=300)
     quiet = lambda *a: None
     a = train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "a"), seed=1,
                   log=quiet)
     # an interrupted copy: stop it by raising from the policy after a few GEPA rounds
-    calls, real = {"n": 0}, train.make_evaluate
+    calls, real = {"n": 0}, rollout.greedy_evaluate
 
-    def flaky_policy(model, enc, p):
-        evaluate = real(model, enc, p)
+    def flaky_policy(*a, **kw):
+        evaluate = real(*a, **kw)
         def wrapped(context, problems):
             calls["n"] += 1
             if calls["n"] == 25:
                 raise KeyboardInterrupt
             return evaluate(context, problems)
         return wrapped
-    train.make_evaluate = flaky_policy
+    rollout.greedy_evaluate = flaky_policy
     try:
         with pytest.raises(KeyboardInterrupt):
             train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "b"),
                       seed=1, log=quiet)
     finally:
-        train.make_evaluate = real
+        rollout.greedy_evaluate = real
     assert (os.path.exists(tmp_path / "b" / "ckpt.pt")
             and not os.path.exists(tmp_path / "b" / "summary.json"))
     b = train.run("context", [("hidden-rule", 50)], preset, micro_base, str(tmp_path / "b"), seed=1,
@@ -142,9 +144,9 @@ def test_batches_built_ahead_in_worker_processes_are_the_same():
 
 
 def test_pretraining_resume_matches_uninterrupted(tmp_path):
-    preset = train.replace(MICRO, pretrain_steps=12, pretrain_ckpt_every=5)
+    preset = replace(MICRO, pretrain_steps=12, pretrain_ckpt_every=5)
     quiet = lambda *a: None
-    train.pretrain(preset, str(tmp_path / "a"), "cpu", log=quiet)
+    pretrain.pretrain(preset, str(tmp_path / "a"), "cpu", log=quiet)
     real, n = pretrain.make_batch, {"calls": 0}
 
     def dies_at_step_8(*a, **kw):
@@ -155,14 +157,14 @@ def test_pretraining_resume_matches_uninterrupted(tmp_path):
     pretrain.make_batch = dies_at_step_8
     try:
         with pytest.raises(KeyboardInterrupt):
-            train.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet)
+            pretrain.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet)
     finally:
         pretrain.make_batch = real
     assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["step"] == 5
     # an unfinished pretraining is not silently overwritten or resumed
     with pytest.raises(UserError):
-        train.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet)
-    train.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet, resume=True)
+        pretrain.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet)
+    pretrain.pretrain(preset, str(tmp_path / "b"), "cpu", log=quiet, resume=True)
     ma, mb = (load_checkpoint(tmp_path / "a" / "model.pt")[0],
               load_checkpoint(tmp_path / "b" / "model.pt")[0])
     for (k, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
@@ -188,7 +190,7 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
         return (loss * float("nan") if policy_loss.calls - 1 in poisoned else loss), m
     policy_loss.calls = 0
     monkeypatch.setattr(rl, "policy_loss", policy_loss)
-    one_step = train.replace(MICRO, optimizer_steps=1)  # one policy_loss call per step
+    one_step = replace(MICRO, optimizer_steps=1)  # one policy_loss call per step
     s = train.run("rl", [("cipher", 5)], one_step, micro_base, str(tmp_path / "r"),
                   log=lambda *a: None)
     rows = log_rows(tmp_path / "r")
@@ -202,7 +204,7 @@ def test_nan_loss_is_skipped_logged_and_never_reaches_the_weights(micro_base, tm
     # every step poisoned (and a high limit): the weights end exactly where they started
     poisoned.update(range(100))
     policy_loss.calls = 0
-    train.run("rl", [("cipher", 4)], train.replace(one_step, max_bad_steps=10), micro_base,
+    train.run("rl", [("cipher", 4)], replace(one_step, max_bad_steps=10), micro_base,
               str(tmp_path / "all"), log=lambda *a: None)
     w0, w1 = _weights(micro_base), _weights(tmp_path / "all" / "model.pt")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
@@ -220,7 +222,7 @@ def test_nan_gradient_is_skipped(micro_base, tmp_path, monkeypatch, log_rows):
         finally:
             h.remove()
     monkeypatch.setattr(rl, "guarded_step", poisoned_step)
-    s = train.run("rl", [("cipher", 3)], train.replace(MICRO, max_bad_steps=10), micro_base,
+    s = train.run("rl", [("cipher", 3)], replace(MICRO, max_bad_steps=10), micro_base,
                   str(tmp_path / "g"), log=lambda *a: None)
     assert s["skipped_steps"] == 3
     assert all(r["skipped"] == "non-finite gradient" for r in log_rows(tmp_path / "g"))
@@ -232,7 +234,7 @@ def test_many_bad_steps_in_a_row_stop_the_run(micro_base, tmp_path, monkeypatch,
     monkeypatch.setattr(rl, "policy_loss", lambda *a, **kw: (torch.tensor(float("inf")),
                         {"clip_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 1.0}))
     with pytest.raises(UserError) as e:  # library code raises; only main() prints it and exits
-        train.run("rl", [("cipher", 20)], train.replace(MICRO, max_bad_steps=3), micro_base,
+        train.run("rl", [("cipher", 20)], replace(MICRO, max_bad_steps=3), micro_base,
                   str(tmp_path / "x"), log=lambda *a: None)
     assert "\n" not in str(e.value) and "3 optimizer steps in a row skipped" in str(e.value)
     assert len(log_rows(tmp_path / "x")) == 3  # it stopped at the third bad step
@@ -252,7 +254,7 @@ def test_bad_reflector_proposals_are_rejected_and_logged(micro_base, tmp_path, m
                 raise a
             return a
     monkeypatch.setattr(reflectors, "make_reflector", lambda *args, **kw: BadReflector())
-    s = train.run("fst", [("cipher", 4)], train.replace(MICRO, gepa_proposals=3, gepa_every=2),
+    s = train.run("fst", [("cipher", 4)], replace(MICRO, gepa_proposals=3, gepa_every=2),
                   micro_base, str(tmp_path / "f"), log=lambda *a: None)
     reasons = [x for r in log_rows(tmp_path / "f") for x in r.get("gepa_invalid", [])]
     assert any(x.startswith("reflector raised RuntimeError") for x in reasons)
@@ -308,7 +310,7 @@ def test_endpoint_failing_for_rounds_stops_the_run_and_resume_continues(
     rounds' worth = 6 failed calls in a row; context-only runs a round every step, FST every 2."""
     replies = [(200, GOOD), (500, b'{"error": "overloaded"}')]
     url, requests = llm_server(replies)
-    preset = train.replace(MICRO, ckpt_every=1, reflector_fail_rounds=3, eval_every=4, kl_every=4)
+    preset = replace(MICRO, ckpt_every=1, reflector_fail_rounds=3, eval_every=4, kl_every=4)
     llm = dict(url=url, model="x", timeout=5, retries=1, backoff=0.01)
     out = tmp_path / method
     with pytest.raises(fc.ReflectorError) as e:

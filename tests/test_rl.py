@@ -1,5 +1,5 @@
 """
-tests/test_rl.py: checks the RL math at the bottom of fst.py (advantages, losses, KL) against
+tests/test_rl.py: checks the RL math of rl.py (advantages, losses, KL) against
 plain for-loop references, the on-policy identities (ratio 1 -> every loss is the gradient of
 -A*logp under its normalizer), micro-batch additivity, NaN-safety at masked positions, and that a
 tiny GPT actually learns a trivial reward with cispo.
@@ -22,7 +22,7 @@ torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared 
 
 
 # -----------------------------------------------------------------------------
-# naive references: explicit loops over sequences and tokens, written independently of fst.py
+# naive references: explicit loops over sequences and tokens, written independently of rl.py
 
 def ref_advantages(rewards, group_ids, scale):
     r, g = rewards.tolist(), group_ids.tolist()

@@ -5,16 +5,16 @@ over enough bases passes; the same effect over 3 bases is `undecidable`), Holm's
 one label rule (its guard, the primary family, exploratory rows), the C1 profile (exact ratios on
 a known curve), the censoring-aware comparison reaching either verdict, C2's identifiability rule,
 the equivalence and pattern tests, C7's interaction on a 2x2 table, attribution to the controls,
-and a single replicate set beside the replicates' spread. Pure numpy apart from eval's sigmoid fit.
+and a single replicate set beside the replicates' spread. Pure numpy (claims.py's C1 and C2 too).
 """
 
 import json
 
 import numpy as np
 
-import eval as ev
-from harness import stats
-from harness import suite
+import train
+from harness import claims as cl
+from harness import runs, stats
 
 KEYS = [(b, s) for b in range(3) for s in range(3)]  # 3 bases x 3 run seeds
 
@@ -173,7 +173,7 @@ def test_attribution_beside_a_claim():
 def test_c1_profile_on_a_known_curve():
     rl = _rows([0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9])  # plateau 0.9
     fst = _rows([0.5, 0.75, 0.85, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95], rollouts_per_step=20)
-    p = stats.c1_profile(rl, fst)
+    p = cl.c1_profile(rl, fst)
     assert abs(p["plateau"] - 0.9) < 1e-12 and p["peak"] == 0.9
     assert set(p["levels"]) == {"0.5", "0.8", "0.9", "1.0", "peak"}
     # level 0.45: RL at x = 20, FST at its first eval x = 5 (a lower bound on the ratio)
@@ -187,26 +187,26 @@ def test_c1_profile_on_a_known_curve():
         assert (r["rl"], r["fst"]) == (rl_x * 16, fst_x * 20)
         assert abs(r["ratio"] - rl_x * 16 / (fst_x * 20)) < 1e-12
     assert abs(p["levels"]["0.8"]["level"] - 0.72) < 1e-12
-    diff = np.mean(ev.curve(fst)[1]) - np.mean(ev.curve(rl)[1])
+    diff = np.mean(cl.curve(fst)[1]) - np.mean(cl.curve(rl)[1])
     assert abs(p["mean_acc"]["diff"] - diff) < 1e-12
-    # the reading of x matches eval.curve and, at the peak, eval.sample_efficiency
-    assert stats._evals(rl, "rollouts") == ev.curve(rl, "rollouts")
-    peak = ev.sample_efficiency(rl, fst)["ratio"]
+    # the reading of x matches claims.curve and, at the peak, claims.sample_efficiency
+    assert cl._evals(rl, "rollouts") == cl.curve(rl, "rollouts")
+    peak = cl.sample_efficiency(rl, fst)["ratio"]
     assert abs(p["levels"]["peak"]["steps"]["ratio"] - peak) < 1e-12
     # FST never reaches the plateau: censored at its budget, RL first for certain
-    slow = stats.c1_profile(rl, _rows([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.85, 0.88]))
+    slow = cl.c1_profile(rl, _rows([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.85, 0.88]))
     c = slow["levels"]["1.0"]["steps"]
     assert c["fst_censored"] and c["fst"] == 50 and abs(c["ratio"] - 30 / 50) < 1e-12
     assert c["score"] == -1
 
 
 def test_gehan_score():
-    assert stats.gehan_score(10, False, 20, False) == 1  # a first
-    assert stats.gehan_score(20, False, 10, False) == -1
-    assert stats.gehan_score(10, False, 10, False) == 0
-    assert stats.gehan_score(10, False, 50, True) == 1  # b not there by its budget 50
-    assert stats.gehan_score(60, False, 50, True) == 0  # b stopped at 50: unknown
-    assert stats.gehan_score(50, True, 50, True) == 0  # both censored: a tie
+    assert cl.gehan_score(10, False, 20, False) == 1  # a first
+    assert cl.gehan_score(20, False, 10, False) == -1
+    assert cl.gehan_score(10, False, 10, False) == 0
+    assert cl.gehan_score(10, False, 50, True) == 1  # b not there by its budget 50
+    assert cl.gehan_score(60, False, 50, True) == 0  # b stopped at 50: unknown
+    assert cl.gehan_score(50, True, 50, True) == 0  # both censored: a tie
 
 
 KEYS12 = [(b, 0) for b in range(12)]  # 12 bases, one run seed each: enough to decide
@@ -225,7 +225,7 @@ def _c1_rows(fst_faster, keys=KEYS12):
         if i == 4:
             f = never if fst_faster else instant  # one replicate against the others
         r = rl_curve if fst_faster else fast
-        cell = stats.c1_profile(_rows(r), _rows(f))["levels"]["0.9"]["steps"]
+        cell = cl.c1_profile(_rows(r), _rows(f))["levels"]["0.9"]["steps"]
         scores[k] = cell["score"]
     return scores
 
@@ -245,7 +245,7 @@ def test_censoring_aware_comparison_reaches_both_verdicts():
 
 
 def test_ratio_summary_counts_bounds():
-    s = stats.ratio_summary([2.0, 4.0, 0.5, None], [0, 1, 0, 0], [0, 0, 1, 0],
+    s = cl.ratio_summary([2.0, 4.0, 0.5, None], [0, 1, 0, 0], [0, 0, 1, 0],
                             [(0, 0), (0, 1), (1, 0), (1, 1)])
     assert s["n"] == 3 and s["n_lower_bounds"] == 1 and s["n_upper_bounds"] == 1
     assert abs(s["geo_mean"] - 4.0 ** (1 / 3)) < 1e-12 and s["ci95"][0] <= s["geo_mean"]
@@ -257,17 +257,17 @@ def test_c2_identifiability():
     C = np.arange(5, 151, 5, dtype=float)
     noise = 0.003 * np.random.default_rng(0).standard_normal(len(C))
     plateau = 0.1 + 0.7 / (1 + (20 / C) ** 3) + noise  # bends early, levels at 0.8
-    a = ev.asymptote(C, plateau, reps=60)
+    a = cl.asymptote(C, plateau, reps=60)
     assert a["identifiable"], a["why"]
     assert abs(a["A"] - 0.8) < 0.02 and a["ci95"][1] - a["ci95"][0] < stats.C2_EFFECT
     at_bound = 1 / (1 + (20 / C) ** 2) + noise  # the fit's A pinned at 1
-    a = ev.asymptote(C, at_bound, reps=30)
+    a = cl.asymptote(C, at_bound, reps=30)
     assert not a["identifiable"] and "bound" in a["why"]
     halfway = 0.05 + 0.85 / (1 + (140 / C) ** 2) + noise  # at the last x it is only halfway
-    a = ev.asymptote(C, halfway, reps=30)
+    a = cl.asymptote(C, halfway, reps=30)
     assert not a["identifiable"] and "not bent" in a["why"]
     # a caller's (replicate) interval wider than the paper's effect: not identified either
-    a = ev.asymptote(C, plateau, ci95=[0.75, 0.85])
+    a = cl.asymptote(C, plateau, ci95=[0.75, 0.85])
     assert not a["identifiable"] and "wide" in a["why"]
 
 
@@ -351,24 +351,25 @@ def test_report_claims_on_a_synthetic_runs_folder(tmp_path):
         rl = list(0.05 + 0.85 / (1 + (40 / x) ** 3) + jitter)
         fst = list(0.05 + 0.85 / (1 + (15 / x) ** 3) + jitter)
         ctx = [0.2 + jitter] * 20
-        base = suite.base_root(root, b)
+        base = runs.base_root(root, b)
         for m, vals, kl, wall in (("rl", rl, 0.5, 1.0), ("fst", fst, 0.1, 2.0),
                                   ("context", ctx, 0.0, 3.0), ("instructed", rl, 0.5, 4.0)):
-            _write_run(suite.run_dir(base, t, m, s), vals, [kl + 0.01 * b] * 20, wall)
-    runs = {m: report.replicates(root, reps, t, m) for m in ("rl", "fst", "context", "instructed")}
-    assert len(runs["rl"]) == 6
-    final = {m: {r: report._final(v[r]) for r in reps} for m, v in runs.items()}
-    ctl, claims = report.controls(dict(runs, sequential={}), dict(final, sequential={}), reps, t)
+            _write_run(runs.run_dir(base, t, m, s), vals, [kl + 0.01 * b] * 20, wall)
+    runs.write_suite(root, train.SUITE)  # the suite's table, as the reproduction writes it
+    logs = {m: runs.replicates(root, reps, t, m) for m in ("rl", "fst", "context", "instructed")}
+    assert len(logs["rl"]) == 6
+    final = {m: {r: report._final(v[r]) for r in reps} for m, v in logs.items()}
+    ctl, claims = report.controls(dict(logs, sequential={}), dict(final, sequential={}), reps, t)
     assert ctl["instructed"]["same_as_rl"] and not ctl["context"]["same_as_rl"]
-    ceiling = {r: max(ev.curve(runs["context"][r])[1]) for r in reps}
-    c1, rows = report.c1(runs["rl"], runs["fst"], reps, t, ceiling)
+    ceiling = {r: max(cl.curve(logs["context"][r])[1]) for r in reps}
+    c1, rows = report.c1(logs["rl"], logs["fst"], reps, t, ceiling)
     claims += rows
     assert c1["profile"]["0.9"]["steps"]["fst_first"] == 6
     # each replicate's matched level against its own context-only ceiling
-    claims += report.c3(runs["rl"], runs["fst"], reps, ceiling, "kl", t)[1]
-    claims += report.c2(runs["rl"], runs["fst"], reps, t, reps=20)[1]
+    claims += report.c3(logs["rl"], logs["fst"], reps, ceiling, "kl", t)[1]
+    claims += report.c2(logs["rl"], logs["fst"], reps, t, reps=20)[1]
     # a one-replicate report names C2's statistic as the grid does: against_grid finds it
-    one = report.c2(runs["rl"], runs["fst"], reps[:1], t, reps=20)[1]
+    one = report.c2(logs["rl"], logs["fst"], reps[:1], t, reps=20)[1]
     assert one[0]["measure"] == claims[-1]["measure"] and "RL " in one[0]["detail"]
     gap = ("C1 faster", t, "mean val acc over the run, FST - RL")
     fam = stats.label_family(claims, primary=[gap])
@@ -415,13 +416,13 @@ def test_one_replicate_beside_the_committed_grid(tmp_path, monkeypatch):
     assert "[0.130, 0.270], 9: inside" in text and "[-1.200, -0.400], 9: outside" in text
     assert "| gap (1 of 1 reach it) |" in text
     assert text.splitlines()[-1].endswith("| n/a |")
-    # eval.grid_reference reads results/<preset>/results.json beside eval.py
+    # claims.grid_reference reads results/<preset>/results.json in the repository (runs.COMMITTED)
     root = tmp_path / "repo"
     (root / "results" / "toy").mkdir(parents=True)
-    monkeypatch.setattr(ev, "__file__", str(root / "eval.py"))
-    assert "note" in ev.grid_reference("toy", rows)  # nothing committed
+    monkeypatch.setattr(runs, "COMMITTED", str(root / "results"))
+    assert "note" in cl.grid_reference("toy", rows)  # nothing committed
     (root / "results" / "toy" / "results.json").write_text(
         '{"replicates": 9, "claims": %s}' % json.dumps(grid))
-    ref = ev.grid_reference("toy", [one("gap", 0.5)])
+    ref = cl.grid_reference("toy", [one("gap", 0.5)])
     assert ref["matched"] == 1 and ref["n"] == 9
     assert "9 replicates, 1 rows matched" in "\n".join(stats.single_replicate_lines(ref))

@@ -19,14 +19,12 @@ import shutil
 import pytest
 import torch
 
-import fst
-from world import pretrain
-from harness import report
-from harness import stats
-from harness import suite
-from world import tasks
 import train
+from harness import grid, hit_rates, probes, report, runs, stats
 from harness.cli import UserError
+from world import pretrain, reflectors, tasks
+
+S = train.SUITE  # the reproduction's table
 
 
 def _finite_leaves(d, path=""):
@@ -49,7 +47,7 @@ def micro_suite(tmp_path_factory):
     """The whole suite run once on micro -> (its folder, its results.json, a scratch folder)."""
     tmp_path = tmp_path_factory.mktemp("suite")
     root = str(tmp_path / "micro")
-    train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
+    train.reproduce(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     with open(os.path.join(root, "results.json")) as f:
         res = json.load(f)
     return root, res, tmp_path
@@ -62,7 +60,7 @@ def test_suite_end_to_end(micro_suite):
                 "c5_plasticity", "c6_continual", "c7_channels", "c8_exploration", "controls",
                 "claims", "family", "curves"):
         assert key in res, key
-    for task in suite.SUITE_TASKS:
+    for task in S["tasks"]:
         c1 = res["c1_sample_efficiency"][task]
         assert set(c1["profile"]) == {"0.5", "0.8", "0.9", "1.0", "peak"}
         assert {"rl", "fst"} <= set(res["c2_asymptote"][task])
@@ -77,7 +75,7 @@ def test_suite_end_to_end(micro_suite):
         c7 = res["c7_channels"][task]
         assert {"base_weights", "fst_weights", "gains", "per_replicate"} <= set(c7)
         assert set(c7["gains"]) == {"prompt", "weights", "both", "interaction"}
-        assert set(res["controls"][task]) == set(suite.SUITE_METHODS) - {"fst"}
+        assert set(res["controls"][task]) == set(S["methods"]) - {"fst"}
         for m, c in res["curves"][task].items():
             assert len(c["steps"]) == len(c["val_acc"]) and len(c["rollouts"]) == 60, m
 
@@ -91,10 +89,10 @@ def test_suite_claim_rows(micro_suite):
         assert r["label"] in stats.LABELS and list(r["per_replicate"]) == ["b0s0"]
         assert r["label"] in ("n < 5",) + stats.NO_TEST  # one replicate: no verdict anywhere
         claims.setdefault(r["claim"], []).append(r)
-    assert len(claims["C1 faster"]) == len(suite.SUITE_TASKS) * (len(stats.C1_ROWS) + 1)
-    assert len(claims["C7 channels"]) == 4 * len(suite.SUITE_TASKS)  # gains and interaction
-    assert len(claims["control"]) == (len(suite.SUITE_METHODS) - 1) * len(suite.SUITE_TASKS)
-    assert len(claims["C6 keeps learning"]) == len(suite.CONTINUAL) - 1
+    assert len(claims["C1 faster"]) == len(S["tasks"]) * (len(stats.C1_ROWS) + 1)
+    assert len(claims["C7 channels"]) == 4 * len(S["tasks"])  # gains and interaction
+    assert len(claims["control"]) == (len(S["methods"]) - 1) * len(S["tasks"])
+    assert len(claims["C6 keeps learning"]) == len(S["continual"]) - 1
     for c in ("C2 higher ceiling", "C3 less drift", "C4 forgets less (matches or beats)",
               "C5 RL-init barely learns", "C5 FST-init ~ base-init", "C7 channel split (pattern)",
               "C8 leaves zero sooner"):
@@ -104,7 +102,7 @@ def test_suite_claim_rows(micro_suite):
     assert lc[0]["label"] == "= rl" and res["controls"]["long-chain"]["instructed"]["same_as_rl"]
     assert res["family"]["tests"] == 0  # nothing to test at n = 1
     assert {"from_base", "from_rl", "from_fst"} <= set(res["c5_plasticity"])
-    assert len(res["c6_continual"]) == len(suite.CONTINUAL)
+    assert len(res["c6_continual"]) == len(S["continual"])
     assert {"rl", "fst", "sequential", "context"} <= set(res["c8_exploration"])
     # every claim row sits beside its controls (n/a where the control has no such run)
     assert all(set(r["vs"]) == {"sequential", "instructed"} for r in res["claims"]
@@ -114,7 +112,7 @@ def test_suite_claim_rows(micro_suite):
 def test_suite_numbers_are_finite_and_the_report_is_written(micro_suite):
     root, res, _ = micro_suite
     # the fair-test bar per base: RL-only's gain on base 0 is the gain the runs table shows
-    for t in suite.SUITE_TASKS:
+    for t in S["tasks"]:
         by_base = res["rl_gain_by_base"][t]["0"]
         assert by_base["mean"] == res["runs"][t]["rl"]["gain"]["mean"]
         assert by_base["min"] == res["runs"][t]["rl"]["min_gain"]
@@ -129,58 +127,59 @@ def test_suite_numbers_are_finite_and_the_report_is_written(micro_suite):
             assert 0.0 <= v <= 1.0, (path, v)
     assert os.path.getsize(os.path.join(root, "report.md")) > 500
     pngs = [f for f in os.listdir(root) if f.endswith(".png")]
-    assert len(pngs) == 3 * len(suite.SUITE_TASKS) + 2, pngs
+    assert len(pngs) == 3 * len(S["tasks"]) + 2, pngs
 
 
 def test_suite_runs_log_the_designed_keys(micro_suite):
     root, _, _ = micro_suite
     # every run logged the keys the design asks for
-    b0 = suite.base_root(root, 0)
-    rows = report.read_log(suite.run_dir(b0, "cipher", "fst", 0))
+    b0 = runs.base_root(root, 0)
+    rows = runs.read_log(runs.run_dir(b0, "cipher", "fst", 0))
     for k in ("step", "rollouts", "reward", "loss", "clip_frac", "capped_frac", "entropy",
               "grad_norm", "wall_s"):
         assert k in rows[0], k
     assert "val_greedy" in rows[-1] and {"kl", "kl_common"} <= set(rows[-1])
     # what the report reads off the final weights, written beside summary.json
-    with open(os.path.join(suite.run_dir(b0, "cipher", "fst", 0), "measures.json")) as f:
+    with open(os.path.join(runs.run_dir(b0, "cipher", "fst", 0), "measures.json")) as f:
         m = json.load(f)
     assert {"general_acc", "seed_prompt_acc", "deployed_prompt_acc", "base"} <= set(m)
-    assert not os.path.exists(os.path.join(suite.run_dir(b0, "cipher", "context", 0),
+    assert not os.path.exists(os.path.join(runs.run_dir(b0, "cipher", "context", 0),
                                            "measures.json"))  # no weights of its own
-    with open(os.path.join(suite.run_dir(b0, "cipher", "sequential", 0), "measures.json")) as f:
+    with open(os.path.join(runs.run_dir(b0, "cipher", "sequential", 0), "measures.json")) as f:
         assert set(json.load(f)) == {"general_acc", "deployed_prompt", "samples"}  # C4 only
     # every step generates
     assert all(b["rollouts"] > a["rollouts"] for a, b in zip(rows, rows[1:]))
     # the exploration task's runs log a reward per step (binary per rollout: tests/test_tasks.py)
-    sparse = report.read_log(suite.run_dir(b0, suite.EXPLORATION_TASK, "rl", 0))
+    sparse = runs.read_log(runs.run_dir(b0, S["exploration_task"], "rl", 0))
     assert len(sparse) == train.PRESETS["micro"].steps and all("reward" in r for r in sparse)
 
 
 def test_suite_rerun_skips_finished_stages_and_jobs_2_gives_the_same_results(micro_suite):
     root, res, tmp_path = micro_suite
-    b0 = suite.base_root(root, 0)
+    b0 = runs.base_root(root, 0)
     # running the suite again skips every finished stage (no log is rewritten)
     # and reports the same numbers
     logs = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
             for d, _, fs in os.walk(root) for f in fs if f == "log.jsonl"}
     # a dial level's rl and instructed runs are its family's (one folder)
-    per_task = {suite.run_dir(b0, t, m, 0)
-                for t in suite.SUITE_TASKS for m in suite.SUITE_METHODS}
-    levels = [t for t in suite.SUITE_TASKS if tasks.NAMED_TASKS[t].family]  # cipher-k2
+    per_task = {runs.run_dir(b0, t, m, 0, S["budget_blind"])
+                for t in S["tasks"] for m in S["methods"]}
+    levels = [t for t in S["tasks"] if tasks.NAMED_TASKS[t].family]  # cipher-k2
     for t in levels:  # a method without fast weights (no budget to read) runs once per family
-        for m, flags in fst.METHODS.items():
-            family = suite.run_dir(b0, tasks.NAMED_TASKS[t].family, m, 0)
-            assert (suite.run_dir(b0, t, m, 0) == family) == (not flags["uses_context"]), (t, m)
-    assert len(per_task) == (len(suite.SUITE_METHODS) * len(suite.SUITE_TASKS)
-                             - len(suite.BUDGET_BLIND) * len(levels))
-    assert len(logs) == len(per_task) + 2 + 3 + len(suite.EXPLORATION_METHODS)
-    again = train.suite(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
+        for m, flags in train.METHODS.items():
+            family = runs.run_dir(b0, tasks.NAMED_TASKS[t].family, m, 0, S["budget_blind"])
+            own = runs.run_dir(b0, t, m, 0, S["budget_blind"])
+            assert (own == family) == (not flags["uses_context"]), (t, m)
+    assert len(per_task) == (len(S["methods"]) * len(S["tasks"])
+                             - len(S["budget_blind"]) * len(levels))
+    assert len(logs) == len(per_task) + 2 + 3 + len(S["exploration_methods"])
+    again = train.reproduce(train.PRESETS["micro"], root, seeds=1, log=lambda *a: None)
     assert {p: os.stat(p).st_mtime_ns for p in logs} == logs
     assert json.loads(json.dumps(again)) == res
     # --jobs 2 on a copy of the same base gives the same results.json
     other = str(tmp_path / "jobs")
-    shutil.copytree(os.path.join(b0, "base"), os.path.join(suite.base_root(other, 0), "base"))
-    train.suite(train.PRESETS["micro"], other, seeds=1, log=lambda *a: None, jobs=2)
+    shutil.copytree(os.path.join(b0, "base"), os.path.join(runs.base_root(other, 0), "base"))
+    train.reproduce(train.PRESETS["micro"], other, seeds=1, log=lambda *a: None, jobs=2)
     with open(os.path.join(other, "results.json")) as f:
         par = json.load(f)
     assert _without_wall(par) == _without_wall(res)  # wall clocks are the one thing that may differ
@@ -189,8 +188,9 @@ def test_suite_rerun_skips_finished_stages_and_jobs_2_gives_the_same_results(mic
 def test_suite_reflector_hit_rates(micro_suite):
     root, _, _ = micro_suite
     # each reflector's first-proposal hit rate, from the base's own outputs: graded strength
-    rates = report.reflector_hit_rates(root, trials=5)
-    assert set(rates) == set(suite.SUITE_TASKS) | {suite.PLASTICITY_TASK, suite.EXPLORATION_TASK}
+    rates = hit_rates.hit_rate_table(runs.base_path(root, 0), S["tasks"] + [S["plasticity_task"],
+                                 S["exploration_task"]], ("oracle", "edit", "demo"), trials=5)
+    assert set(rates) == set(S["tasks"]) | {S["plasticity_task"], S["exploration_task"]}
     # the grammar search writes the 2-op rule from 3 examples
     assert rates["hidden-rule"]["oracle"] == 1.0
     # one local edit from `rule: ?` cannot state a 2-op rule
@@ -201,20 +201,26 @@ def test_suite_reflector_hit_rates(micro_suite):
 
 def test_leaving_zero_reward_needs_a_sustained_mean():
     rows = [{"step": i, "reward": r} for i, r in enumerate([0, 0.01, 0, 0, 0.02, 0, 0.1, 0.1, 0.1])]
-    assert report.first_success(rows) == 1
-    assert report.leave_zero(rows) == 8  # steps 4-8: (0.02 + 0 + 0.1 + 0.1 + 0.1) / 5 >= 0.05
-    assert report.leave_zero(rows[:6]) is None  # censored: never left zero
+    assert probes.first_success(rows) == 1
+    assert probes.leave_zero(rows) == 8  # steps 4-8: (0.02 + 0 + 0.1 + 0.1 + 0.1) / 5 >= 0.05
+    assert probes.leave_zero(rows[:6]) is None  # censored: never left zero
 
 
 def test_a_run_starts_once_the_weights_it_starts_from_exist(tmp_path):
     have = tmp_path / "have.pt"
     have.write_bytes(b"")
     pending = [("a", {"init": str(tmp_path / "later.pt")}), ("b", {"init": str(have)})]
-    assert train.next_ready(pending) == ("b", {"init": str(have)})  # "a" waits, "b" goes first
-    assert train.next_ready(pending) is None and len(pending) == 1
+    assert runs.next_ready(pending) == ("b", {"init": str(have)})  # "a" waits, "b" goes first
+    assert runs.next_ready(pending) is None and len(pending) == 1
     # nothing running and nothing ready: one line naming the run and the missing weights
     with pytest.raises(UserError, match="a cannot start: .*later.pt does not exist"):
-        list(train.wave_runs(train.PRESETS["micro"], pending, "cpu", 1, print))
+        list(runs.run_all(train.run, train.PRESETS["micro"], pending, "cpu", 1, print))
+    # a run that finished earlier is ready without its starting weights (an archived probe)
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "summary.json").write_text("{}")
+    later = [(str(done), {"init": str(tmp_path / "later.pt")})]
+    assert runs.next_ready(later) == (str(done), {"init": str(tmp_path / "later.pt")})
 
 
 def test_a_missing_base_is_copied_from_the_committed_grid_only_if_its_settings_match(
@@ -228,7 +234,7 @@ def test_a_missing_base_is_copied_from_the_committed_grid_only_if_its_settings_m
     (committed / "model.pt").write_bytes(b"weights")
     metrics = {"preset": json.loads(json.dumps(asdict(preset))), "seed": 0, "wall_s": 12.0}
     (committed / "metrics.json").write_text(json.dumps(metrics))
-    monkeypatch.setattr(suite, "COMMITTED", str(tmp_path / "results"))
+    monkeypatch.setattr(runs, "COMMITTED", str(tmp_path / "results"))
     trained = []
 
     def fake_pretrain(preset, out, device, seed=0, log=print, resume=False):
@@ -281,21 +287,22 @@ def test_every_entry_point_that_can_run_on_cuda_sets_the_device_numerics_first(
 
     def no_bases(*a, **kw):
         raise Stop
-    monkeypatch.setattr(train, "prepare_bases", no_bases)
+    monkeypatch.setattr(pretrain, "prepare_bases", no_bases)
     seen.clear()
     with pytest.raises(Stop):
-        train.suite(micro, str(tmp_path / "suite"), device="cuda", log=quiet)
+        train.reproduce(micro, str(tmp_path / "suite"), device="cuda", log=quiet)
     assert seen == ["cuda"]  # before the bases, the runs and the report
     ran = []
-    monkeypatch.setattr(train, "run", lambda **kw: ran.append((list(seen), kw["device"])) or {})
+    monkeypatch.setattr(runs, "setup_device", fake_setup)
     seen.clear()
-    train._run_job(micro, "folder", {}, "cuda", torch.get_num_threads())
+    runs._run_job(lambda **kw: ran.append((list(seen), kw["device"])) or {}, micro, "folder", {},
+                  "cuda", torch.get_num_threads())
     assert ran == [(["cuda"], "cuda")]  # the worker set the numerics before its run
 
 
 def test_the_grid_prints_its_runs_as_commands_that_resume_and_end_in_the_report(
         micro_suite, tmp_path, monkeypatch, log_rows, capsys):
-    """`python train.py --commands STAGE` prints the grid for a scheduler (Slurm array, GNU
+    """`python -m harness.grid STAGE` prints the grid for a scheduler (Slurm array, GNU
     parallel, xargs -P): bases, then runs, then after (the plasticity probe, from runs' weights),
     then report. Each run command makes the run suite() makes (same folder, same log), resumes, and
     the report command rebuilds the suite's results.json from the folders alone."""
@@ -305,36 +312,36 @@ def test_the_grid_prints_its_runs_as_commands_that_resume_and_end_in_the_report(
     monkeypatch.chdir(tmp_path)
     here = os.path.join("runs", "micro")  # the commands' root (python train.py's)
     shutil.copytree(root, here)  # the suite's runs, made under another root (other settings) ...
-    b0 = suite.base_root(here, 0)
-    redo = [suite.run_dir(b0, "hidden-rule", "fst", 0), suite.run_dir(b0, "plasticity", "fst", 0)]
+    b0 = runs.base_root(here, 0)
+    redo = [runs.run_dir(b0, "hidden-rule", "fst", 0), runs.run_dir(b0, "plasticity", "fst", 0)]
     for d in redo:  # ... but these two are made again by their commands
         shutil.rmtree(d)
     os.remove(os.path.join(here, "results.json"))
 
     def commands(*argv):
         capsys.readouterr()
-        train.main(["--preset", "micro", "--commands", *argv])
+        grid.main([argv[0], "--preset", "micro", *argv[1:]])
         return capsys.readouterr().out.splitlines()
 
     assert commands("bases") == []  # base 0 is there
     assert commands("bases", "--bases", "2") == [
         "python train.py pretrain --preset micro --seed 1 --out runs/micro/b1/base --resume"]
-    runs, after = commands("runs"), commands("after")
+    todo_runs, after = commands("runs"), commands("after")
     out = lambda c: shlex.split(c)[shlex.split(c).index("--out") + 1]  # noqa: E731
-    assert sorted(map(out, runs + after)) == sorted(f for _, f, _ in suite.jobs(
+    assert sorted(map(out, todo_runs + after)) == sorted(f for f, _ in train.suite_runs(
         train.PRESETS["micro"], here))  # every run of the suite, once
     assert all(c.startswith("python train.py run --preset micro ") and c.endswith(" --resume")
-               for c in runs + after)
+               for c in todo_runs + after)
     assert {out(c).split(os.sep)[-3] for c in after} == {"plasticity"}  # from runs' weights
     # as the README runs them (xargs, a shell) every command splits as the test splits it (the
     # continual runs' schedules hold ';')
-    for c in runs + after:
+    for c in todo_runs + after:
         argv = subprocess.run(["xargs", "-d", "\n", "-I{}", "sh", "-c", "{}"], check=True,
                               input=c.replace("python", "printf '%s\\n'", 1) + "\n",
                               capture_output=True, text=True).stdout.splitlines()
         assert argv == shlex.split(c)[1:]
     # the two runs, in stage order, on the suite's thread count (a run's sums depend on it)
-    todo = [next(c for c in runs if out(c) == redo[0]), next(c for c in after if out(c) == redo[1])]
+    todo = [next(c for c in todo_runs if out(c) == redo[0]), next(c for c in after if out(c) == redo[1])]
     threads = torch.get_num_threads()
     try:
         for c in todo + todo[:1]:  # the last again: finished, nothing to do
@@ -369,5 +376,6 @@ def test_the_gpu_smoke_preset_is_the_gpu_model_with_every_stage_short():
     assert smoke.eval_every < smoke.steps and smoke.kl_every < smoke.steps  # evals mid-run too
     assert smoke.continual_steps < smoke.steps
     assert smoke.context_only_rollouts < gpu.context_only_rollouts
-    assert ([f for _, f, _ in suite.jobs(smoke, "r")] == [f for _, f, _ in suite.jobs(gpu, "r")])
-    assert train.default_jobs("cuda") == max(1, min(8, (os.cpu_count() or 1) // 2))
+    folders = lambda p: [f for f, _ in train.suite_runs(p, "r")]  # noqa: E731
+    assert folders(smoke) == folders(gpu)
+    assert runs.default_jobs("cuda") == max(1, min(8, (os.cpu_count() or 1) // 2))

@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+import eval as ev
 from harness import select_tasks
 from world import tasks
 from world.tasks import (NAMED_TASKS, OPS, PARAM_RANGE, MAX_MAP, HELDOUT_TYPES, UNSEEN_RULES,
@@ -408,7 +409,7 @@ def test_pretrain_example_contexts():
 
 
 def test_heldout_eval_set_only_heldout_types():
-    items = tasks.heldout_eval_set()
+    items = ev.heldout_eval_set()
     assert len(items) == 128
     assert {chain_type(rule) for _, _, rule in items} == HELDOUT_TYPES
     for ctx, p, rule in items:
@@ -417,7 +418,7 @@ def test_heldout_eval_set_only_heldout_types():
 
 
 def test_general_eval_set_items_carry_their_own_instruction():
-    items = tasks.general_eval_set(n=200, exclude=UNSEEN_RULES)
+    items = ev.general_eval_set(n=200, exclude=UNSEEN_RULES)
     assert len(items) == 200
     # many different rules, not one shared instruction
     assert len({ctx for ctx, _, _ in items}) > 50
@@ -426,7 +427,7 @@ def test_general_eval_set_items_carry_their_own_instruction():
         assert list(p.answer) == apply_rule(rule, list(p.inputs))
         assert tasks.signature(rule) not in UNSEEN_RULES
         assert not any(chain_type(rule)[i:i + 2] in HELDOUT_TYPES for i in range(len(rule) - 1))
-    assert tasks.general_eval_set(n=20) == tasks.general_eval_set(n=20)  # fixed seed
+    assert ev.general_eval_set(n=20) == ev.general_eval_set(n=20)  # fixed seed
 
 
 # -----------------------------------------------------------------------------

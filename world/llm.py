@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 
 from fast_context import ReflectorError, word_count
+from harness.cli import URL, UserError, positive
 from world.tasks import VALID_OPS_TEXT
 
 
@@ -217,3 +218,24 @@ def show_waits(reflect, bar):
     """An llm reflector shows on the progress line `bar` when it waits on its endpoint."""
     if isinstance(reflect, LLMReflector):
         reflect.progress = bar
+
+
+def options(reflector, url, model, timeout):
+    """The llm reflector's options from train.py's flags -> dict, or None for another reflector;
+    UserError when the flags do not fit the reflector."""
+    if reflector != "llm":
+        if url or model:
+            raise UserError("--llm-url and --llm-model are for --reflector llm")
+        return None
+    if not (url and model):
+        raise UserError("--reflector llm needs --llm-url and --llm-model")
+    return dict(url=url, model=model, timeout=timeout)
+
+
+def add_flags(parser):
+    """The llm reflector's flags of `python train.py run` (options reads them)."""
+    parser.add_argument("--llm-url", type=URL, default=None,
+                        help="llm: API root, e.g. http://localhost:11434/v1")
+    parser.add_argument("--llm-model", default=None, help="llm: the model's name on that server")
+    parser.add_argument("--llm-timeout", type=positive(float), default=30.0,
+                        help="llm: seconds per request; failing for 4x this long stops the run")

@@ -1,5 +1,5 @@
 """
-pretrain.py: the base model, and the bookkeeping every training loop of fastslow shares.
+world/pretrain.py: the base model, the paper's pretrained LLM.
 
     from world.pretrain import pretrain
     # or: python train.py pretrain
@@ -12,32 +12,24 @@ LLM" of the paper, a general instruction follower. Greedy exact match is measure
 teacher-forced forward pass: greedy decoding reproduces the answer exactly iff the argmax at every
 answer position (eos included) equals the answer token given the correct prefix.
 
-The bookkeeping (`Ledger`) is shared with train.py's runs: ckpt.pt written atomically every few
-steps (weights, optimizer, counters) for --resume, the wall clock across interruptions, and
-optimizer steps skipped when the loss or the gradient is non-finite (rl.guarded_step;
-`max_bad_steps` in a row stop the work with a UserError). Ctrl-C raises cli.Interrupted, whose text
-says how many steps were done and which step the checkpoint holds. A folder has one writer at a time
-(`one_writer`: a lock taken before the folder is checked), a run's folder resumes only its own run
-(`check_run_folder`; settings.json says whose it is until the first checkpoint does), a resume reads
-the log rows its checkpoint was saved after (`saved_rows`), and a full disk is one line. The batch
-of a step is a function of (seed, step), so a resumed pretraining sees exactly the batches an
-uninterrupted one would, and batches built ahead in host processes (`batch_workers`, the gpu
-preset) are the same batches.
-`prepare_bases` gives a grid its bases: copied from the committed grid's when the pretraining
-settings match (`committed_base`), else pretrained.
+The bookkeeping is harness/runs.py's, shared with train.py's runs: one writer per folder, ckpt.pt
+written atomically every few steps (weights, optimizer, counters) for --resume, the wall clock
+across interruptions, optimizer steps skipped when the loss or the gradient is non-finite
+(rl.guarded_step; `max_bad_steps` in a row stop the work with a UserError), Ctrl-C and a full disk
+as one line. The batch of a step is a function of (seed, step), so a resumed pretraining sees
+exactly the batches an uninterrupted one would, and batches built ahead in host processes
+(`batch_workers`, the gpu preset) are the same batches. `prepare_bases` gives a grid its bases:
+copied from the committed grid's when the pretraining settings match (`committed_base`), else
+pretrained.
 """
 
-import contextlib
-import fcntl
+import copy
 import json
 import math
 import os
 import random
-import shlex
 import shutil
 import signal
-import sys
-import time
 from collections import defaultdict
 from dataclasses import asdict
 
@@ -45,299 +37,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from world import tasks
-from harness.cli import DISK_FULL, Interrupted, UserError, disk_full, writable_folder
+import eval as ev
+from harness.cli import UserError, writable_folder
+from harness.runs import (Ledger, base_path, committed_root, fits_preset, holds_run, interruptible,
+                          one_writer, settings_of)
 from model import (GPT, GPTConfig, CheckpointError, load_checkpoint, save_checkpoint,
                    setup_device, write_atomic)
 from rl import guarded_step
-from harness import suite
+from world import tasks
 
 
 def autocast(device):
     """bf16 autocast for pretraining forwards on CUDA (the matmuls run on tensor cores; the loss and
     the weights stay fp32); a no-op context on CPU, where bf16 is slower than fp32."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda"))
-
-
-# -----------------------------------------------------------------------------
-# bookkeeping shared by pretraining and runs: checkpoints, the wall clock, guarded optimizer steps
-
-# Preset fields added after runs were archived, with the value that means "as before": a setting
-# is recorded only where it differs, so every archived run still matches its own settings.
-LATER_FIELDS = {"table_rows": 0.0, "adherence": 1.0, "gepa_pool": 0, "gepa_round_problems": 0,
-                "log_frontier": False, "fixed_prompt": "", "probe_entries": False}
-
-
-def settings_of(preset, **kw):
-    """What a checkpoint must match to be resumed, as plain JSON values: the run's own settings and
-    the preset's numbers that shape its result (checkpoint cadence and the guard limit do not)."""
-    skip = ("ckpt_every", "pretrain_ckpt_every", "max_bad_steps", "batch_workers",
-            "reflector_fail_rounds")
-    p = {k: v for k, v in asdict(preset).items() if k not in skip
-         and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-    return json.loads(json.dumps(dict(kw, preset=p)))
-
-
-RUN_FILES = ("log.jsonl", "ckpt.pt", "summary.json", "model.pt", "settings.json")
-
-
-def holds_run(out_dir):
-    return any(os.path.exists(os.path.join(out_dir, f)) for f in RUN_FILES)
-
-
-# -----------------------------------------------------------------------------
-# one writer per folder, and only its own run resumes it
-
-LOCK = ".lock"  # in the folder: the writer's pid and command; flock'ed while it works
-
-
-@contextlib.contextmanager
-def one_writer(folder):
-    """Hold `folder` for this process: an exclusive lock taken before the folder is checked and
-    released when the work ends, however it ends (the kernel drops the lock of a killed process).
-    A second writer gets one line naming the first (UserError). A folder created here and still
-    empty at the end is removed, so a refused command leaves nothing behind."""
-    created = not os.path.isdir(folder)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        if e.errno in DISK_FULL:
-            raise
-        raise UserError(f"{folder} cannot be created ({e.strerror}); pass another folder")
-    path = os.path.join(folder, LOCK)
-    fd = _take_lock(path, folder)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):  # before the lock goes: a waiting writer then sees
-            os.remove(path)                 # that the file it opened is gone, and starts over
-        os.close(fd)
-        if created and not os.listdir(folder):
-            os.rmdir(folder)
-
-
-def _take_lock(path, folder):
-    """-> the open, locked lock file of `folder` (its text: this process); UserError if another
-    process holds it."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise UserError(f"{folder} is being written by another process ({_holder(path)}); "
-                            "wait for it to end, or pass another --out") from None
-        try:  # the file we locked must still be the one at `path` (its last holder removes it)
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    os.ftruncate(fd, 0)
-    command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
-    os.write(fd, f"pid {os.getpid()}: {command}\n".encode())
-    return fd
-
-
-def _holder(path):
-    """The text the lock's holder wrote (pid and command); it may not have written it yet."""
-    for _ in range(20):
-        try:
-            with open(path) as f:
-                text = f.read().strip()
-        except OSError:
-            text = ""
-        if text:
-            return text
-        time.sleep(0.05)
-    return "pid unknown"
-
-
-def check_run_folder(out_dir, settings, resume):
-    """--resume on a folder without a checkpoint: it may hold nothing but the start of this very
-    run (killed before its first checkpoint: its settings.json and partial log), which restarts
-    from step 0. -> None; UserError saying what the folder holds otherwise."""
-    has = {f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))}
-    if not resume or "ckpt.pt" in has or finished(out_dir) or not has:
-        return
-    if "model.pt" in has or "summary.json" in has:
-        what = ("a base (model.pt and metrics.json)"
-                if os.path.exists(os.path.join(out_dir, "metrics.json")) else
-                "a model.pt with no run's checkpoint beside it" if "model.pt" in has else
-                "a summary.json with no finished run's files")
-        raise UserError(f"{out_dir} holds {what}, not a run to resume; pass a new --out")
-    try:
-        with open(os.path.join(out_dir, "settings.json")) as f:
-            theirs = json.load(f)
-    except (OSError, ValueError):
-        raise UserError(f"{out_dir} holds a log.jsonl with no record of the run that wrote it "
-                        "(killed before its first checkpoint); pass a new --out") from None
-    if theirs != settings:
-        diff = sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
-        raise UserError(f"{out_dir} holds the start of another run (killed before its first "
-                        f"checkpoint; it differs in {', '.join(diff)}); resume with its flags or "
-                        "pass a new --out")
-
-
-def saved_rows(out_dir, n):
-    """The first `n` rows of out_dir/log.jsonl, those the checkpoint was saved after. -> list;
-    UserError when the log is missing, shorter, or a row is cut or out of place."""
-    path = os.path.join(out_dir, "log.jsonl")
-    held = f"but its checkpoint was saved after {n} rows; restore the log, or start the run over " \
-           "in a new --out"
-    if not os.path.isfile(path):
-        raise UserError(f"{path} is missing {held}")
-    with open(path) as f:
-        lines = f.read().splitlines()[:n]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if not isinstance(row, dict) or row.get("step") != i:
-            raise UserError(f"{path}: row {i + 1} is cut or not step {i}, {held}")
-        rows.append(row)
-    if len(rows) < n:
-        raise UserError(f"{path} holds {len(rows)} rows {held}")
-    return rows
-
-
-def finished(out_dir):
-    """A run that ended: its summary.json written and its checkpoint gone."""
-    return (os.path.exists(os.path.join(out_dir, "summary.json"))
-            and not os.path.exists(os.path.join(out_dir, "ckpt.pt")))
-
-
-def finished_summary(out_dir, settings, resume, log):
-    """Check the output folder before any file is touched. -> the summary of a finished run to
-    resume, or None (start or continue); UserError when the folder holds another run."""
-    summary_path = os.path.join(out_dir, "summary.json")
-    if resume and finished(out_dir):
-        with open(summary_path) as f:
-            summary = json.load(f)
-        if summary.get("settings") != settings:
-            raise UserError(f"{out_dir} holds a finished run with other settings; resume with "
-                            "the same flags or pass a new --out")
-        log(f"{out_dir}: finished earlier, nothing to resume")
-        return summary
-    if not resume and holds_run(out_dir):
-        raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or pass a "
-                        "new --out")
-    check_run_folder(out_dir, settings, resume)
-    return None
-
-
-SHAPE = ("n_layer", "n_head", "n_embd", "block_size")  # what a preset fixes of a model
-
-
-def fits_preset(cfg, preset, path):
-    """A checkpoint a run starts from must have its preset's shape (summary.json records the
-    preset's). -> None; UserError otherwise."""
-    if any(getattr(cfg, k) != getattr(preset, k) for k in SHAPE):
-        raise UserError(f"{path} is a {cfg.n_layer}-layer, {cfg.n_embd}-wide model, the preset "
-                        f"{preset.name}'s are {preset.n_layer}-layer, {preset.n_embd}-wide; pass "
-                        "the --preset it was made with, or another checkpoint")
-
-
-def load_state(path, kind, settings):
-    """-> the checkpoint dict; UserError (one line) if it is corrupt, foreign or made with
-    other settings."""
-    if os.path.isdir(path):
-        raise UserError(f"{path} is a folder where a checkpoint file belongs; pass another --out")
-    if not os.path.isfile(path):  # a FIFO would block torch.load for ever
-        raise UserError(f"{path} is not a regular file; pass another --out")
-    try:
-        # tensors and plain values only
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"checkpoint {path} is unreadable or truncated ({type(e).__name__}); "
-                        "delete it to start that run over")
-    if not isinstance(ck, dict) or ck.get("format") != kind:
-        raise UserError(f"{path} is not a {kind} checkpoint; point --out at the run it belongs to")
-    if ck.get("settings") != settings:
-        old = ck.get("settings") or {}
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        raise UserError(f"{path} was made with other settings ({', '.join(diff)}); "
-                        "resume with the same flags or use a new --out")
-    return ck
-
-
-class Ledger:
-    """What a training loop keeps besides its model: the checkpoint file (ckpt.pt, for --resume),
-    the wall clock across interruptions, and the count of skipped optimizer steps (the guard)."""
-
-    def __init__(self, out_dir, kind, settings, resume, max_bad_steps):
-        self.path, self.kind, self.settings, self.max_bad = (
-            os.path.join(out_dir, "ckpt.pt"), kind, settings, max_bad_steps)
-        self.saved = (load_state(self.path, kind, settings)
-                      if resume and os.path.exists(self.path) else None)
-        old = self.saved or {}
-        self.skipped, self.bad_run, self.wall0 = (old.get("skipped", 0), old.get("bad_run", 0),
-                                                  old.get("wall_s", 0.0))
-        # steps done, and the step the checkpoint on disk holds (None: no checkpoint yet)
-        self.reached, self.saved_step = old.get("step", 0), old.get("step")
-        self.start_clock()
-
-    def start_clock(self):
-        self.t0 = time.time() - self.wall0
-
-    def wall(self):
-        return time.time() - self.t0
-
-    def count(self, reason, what, log):
-        """One optimizer step done (reason == '') or skipped (reason says why)."""
-        self.skipped += bool(reason)
-        self.bad_run = self.bad_run + 1 if reason else 0
-        if reason:
-            log(f"{what}: {reason}, update skipped ({self.skipped} so far)")
-
-    cause = "the learning rate"  # what to lower when steps keep being skipped
-
-    def check(self, step, reason):
-        if self.bad_run >= self.max_bad:
-            held = (f"the checkpoint {self.path} holds step {self.saved_step}"
-                    if self.saved_step is not None else "no checkpoint yet")
-            raise UserError(f"{self.bad_run} optimizer steps in a row skipped ({reason}, last at "
-                            f"step {step}); no bad update reached the weights ({held}): lower "
-                            f"{self.cause} and start a new run")
-
-    def save(self, step, **state):
-        write_atomic(self.path, dict(format=self.kind, settings=self.settings, step=step,
-                                     wall_s=self.wall(), skipped=self.skipped, bad_run=self.bad_run,
-                                     **state))
-        self.saved_step = step
-
-    def interrupted(self):
-        """-> the Interrupted error of a Ctrl-C now: how far the work got, what its checkpoint
-        holds."""
-        held = (f"the checkpoint {self.path} holds step {self.saved_step}"
-                if self.saved_step is not None else "no checkpoint yet, a resume starts at step 0")
-        return Interrupted(f"interrupted after {self.reached} steps ({held})")
-
-    def stop_if_disk_full(self, e):
-        """A write a full disk refused (OSError `e`) -> raises the one-line UserError naming the
-        file and what the checkpoint holds; any other failure returns (the caller re-raises)."""
-        if e.errno not in DISK_FULL:
-            return
-        if e.filename is None:  # a plain append: the log
-            e.filename = os.path.join(os.path.dirname(self.path), "log.jsonl")
-        held = (f"the checkpoint {self.path} holds step {self.saved_step}"
-                if self.saved_step is not None else "no checkpoint yet")
-        raise disk_full(e, f"{held}: free some space, then rerun with --resume") from None
-
-    def claim(self):
-        """settings.json: whose folder this is, until the first checkpoint says it (a run killed
-        before it restarts only if the settings match: check_run_folder)."""
-        write_atomic(os.path.join(os.path.dirname(self.path), "settings.json"),
-                     json.dumps(self.settings))
-
-    def finish(self):
-        os.remove(self.path)  # model.pt / summary.json now mark the work as finished
-        claim = os.path.join(os.path.dirname(self.path), "settings.json")
-        if os.path.exists(claim):
-            os.remove(claim)
 
 
 # -----------------------------------------------------------------------------
@@ -386,28 +99,28 @@ def eval_base(model, enc, device, exclude):
     """general_acc, per-op and per-chain-length accuracy, held-out chain accuracy, tasks
     with/without rule."""
     model.eval()
-    general = tasks.general_eval_set(exclude=exclude)
+    general = ev.general_eval_set(exclude=exclude)
     ok = greedy_exact(model, enc, [(c, p) for c, p, _ in general], device)
     by_op, by_len = defaultdict(list), defaultdict(list)
     for (c, p, rule), o in zip(general, ok):
         by_len[len(rule)].append(o)
         if len(rule) == 1:
             by_op[rule[0].name].append(o)
-    held = tasks.heldout_eval_set()
+    held = ev.heldout_eval_set()
     held_ok = greedy_exact(model, enc, [(c, p) for c, p, _ in held], device)
-    m = {"general_acc": sum(ok) / len(ok),
-         "acc_by_op": {k: sum(v) / len(v) for k, v in sorted(by_op.items())},
-         "acc_by_chain_len": {str(k): sum(v) / len(v) for k, v in sorted(by_len.items())},
-         "heldout_chain_acc": sum(held_ok) / len(held_ok),
-         "tasks": {}}
+    metrics = {"general_acc": sum(ok) / len(ok),
+               "acc_by_op": {k: sum(v) / len(v) for k, v in sorted(by_op.items())},
+               "acc_by_chain_len": {str(k): sum(v) / len(v) for k, v in sorted(by_len.items())},
+               "heldout_chain_acc": sum(held_ok) / len(held_ok),
+               "tasks": {}}
     for name in tasks.NAMED_TASKS:
         t = tasks.make_task(name)
         seed_ok = greedy_exact(model, enc, [(t.seed_prompt, p) for p in t.val], device)
         rule_ok = greedy_exact(model, enc, [(t.instruction, p) for p in t.val], device)
-        m["tasks"][name] = {"seed_prompt_acc": sum(seed_ok) / len(seed_ok),
-                            "instruction_acc": sum(rule_ok) / len(rule_ok)}
+        metrics["tasks"][name] = {"seed_prompt_acc": sum(seed_ok) / len(seed_ok),
+                                  "instruction_acc": sum(rule_ok) / len(rule_ok)}
     model.train()
-    return m
+    return metrics
 
 
 # -----------------------------------------------------------------------------
@@ -493,14 +206,7 @@ def pretrain(preset, out_dir, device, seed=0, log=print, resume=False):
             raise UserError(f"{out_dir} holds a run's files, not a pretraining; pass another --out")
         ledger = Ledger(out_dir, "fastslow-pretrain-1", settings_of(preset, seed=seed), resume,
                         preset.max_bad_steps)
-        try:
-            return pretrain_from(ledger, preset, out_dir, device, seed, log)
-        except KeyboardInterrupt:
-            pass  # leave the handler first: the loop's frames go and its progress bar closes
-        except OSError as e:  # a full disk: one line
-            ledger.stop_if_disk_full(e)
-            raise
-        raise ledger.interrupted()
+        return interruptible(ledger, pretrain_from, ledger, preset, out_dir, device, seed, log)
 
 
 def pretrain_from(ledger, preset, out_dir, device, seed, log):
@@ -540,19 +246,34 @@ def pretrain_from(ledger, preset, out_dir, device, seed, log):
             pbar.set_postfix(loss=f"{loss.item():.3f}",
                              tok_s=f"{tokens / max(ledger.wall(), 1e-9):.0f}")
         if (step + 1) % preset.pretrain_eval_every == 0 and step + 1 < preset.pretrain_steps:
-            m = eval_base(model, enc, device, tasks.UNSEEN_RULES)
-            log(f"step {step + 1} loss {loss.item():.3f} general_acc {m['general_acc']:.3f} "
-                f"by_len {m['acc_by_chain_len']} by_op {m['acc_by_op']}")
+            metrics = eval_base(model, enc, device, tasks.UNSEEN_RULES)
+            log(f"step {step + 1} loss {loss.item():.3f} general_acc {metrics['general_acc']:.3f} "
+                f"by_len {metrics['acc_by_chain_len']} by_op {metrics['acc_by_op']}")
         if (step + 1) % preset.pretrain_ckpt_every == 0 or step + 1 == preset.pretrain_steps:
             ledger.save(step + 1, model=model.state_dict(), opt=opt.state_dict(), tokens=tokens)
-    m = eval_base(model, enc, device, tasks.UNSEEN_RULES)
-    m.update(params=model.num_params(), tokens=tokens, steps=preset.pretrain_steps,
-             wall_s=ledger.wall(), preset=asdict(preset), seed=seed, skipped_steps=ledger.skipped)
+    metrics = eval_base(model, enc, device, tasks.UNSEEN_RULES)
+    metrics.update(params=model.num_params(), tokens=tokens, steps=preset.pretrain_steps,
+                   wall_s=ledger.wall(), preset=asdict(preset), seed=seed,
+                   skipped_steps=ledger.skipped)
     save_checkpoint(os.path.join(out_dir, "model.pt"), model,
-                    {"tokenizer": tasks.tokenizer_state(enc), "metrics": m})
-    write_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(m, indent=2))
+                    {"tokenizer": tasks.tokenizer_state(enc), "metrics": metrics})
+    write_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2))
     ledger.finish()
-    return m
+    return metrics
+
+
+def load_start(init, base, device, preset):
+    """A run's starting weights `init` and the base KL is measured against (`base`; init when
+    None) -> (model, tokenizer, base model); UserError when init does not fit the preset or the
+    base differs from it in tokenizer or shape."""
+    model, enc = load_base(init, device)
+    fits_preset(model.cfg, preset, init)
+    base_model, base_enc = (load_base(base, model.wte.weight.device)
+                            if base and base != init else (copy.deepcopy(model), enc))
+    if tasks.tokenizer_state(base_enc) != tasks.tokenizer_state(enc) or base_model.cfg != model.cfg:
+        raise UserError(f"{init} and the base {base} differ in tokenizer or model shape; KL needs "
+                        "the base this run started from")
+    return model, enc, base_model
 
 
 def load_base(path, device):
@@ -575,14 +296,15 @@ def committed_base(preset, b):
     seed b and the preset's BASE_FIELDS, else None. Runs from it are comparable with the committed
     grid's; pretraining here gives the same tensors on the CPU the grid's bases came from, and
     another base on other CPUs (general acc 0.906 against 0.867 for base 0 on a faster one)."""
-    folder = os.path.dirname(suite.base_path(suite.committed_root(preset.name), b))
+    folder = os.path.dirname(base_path(committed_root(preset.name), b))
     try:
         with open(os.path.join(folder, "metrics.json")) as f:
-            m = json.load(f)
+            metrics = json.load(f)
     except (OSError, ValueError):
         return None
     want = settings_of(preset)["preset"]  # the preset as plain JSON values
-    same = m.get("seed") == b and all(m.get("preset", {}).get(k) == want[k] for k in BASE_FIELDS)
+    same = (metrics.get("seed") == b
+            and all(metrics.get("preset", {}).get(k) == want[k] for k in BASE_FIELDS))
     return folder if same and os.path.exists(os.path.join(folder, "model.pt")) else None
 
 
@@ -592,7 +314,7 @@ def prepare_bases(preset, root, bases, device, log=print, fresh_bases=False):
     pretraining wall time."""
     walls = []
     for b in range(bases):
-        out = os.path.dirname(suite.base_path(root, b))
+        out = os.path.dirname(base_path(root, b))
         if not os.path.exists(os.path.join(out, "model.pt")):
             cached = None if fresh_bases else committed_base(preset, b)
             if cached:

@@ -66,6 +66,7 @@ from collections import Counter
 
 from fast_context import make_records, word_count
 from world.llm import LLMReflector
+from world import tasks
 from world.tasks import (CHAIN_OPS, MAX_MAP, PARAM_RANGE, Op, Problem, SpecError, apply_rule,
                          demo_context, digits_text, instruction, parse_digits, parse_rule,
                          rule_text)
@@ -580,28 +581,3 @@ def make_reflector(spec, max_tokens=48, count_tokens=None, seed=0, max_hypothese
     if name == "oracle":
         return OracleReflector(demos_with_rule, **size)
     return DemoReflector(demos_alone, **size)
-
-
-def first_hit_rate(reflector, task, evaluate, trials=100, minibatch=3, seed=0):
-    """Share of first proposals from task.seed_prompt that state exactly the hidden rule.
-
-    Per trial: `minibatch` random problems of task.train (seeded), evaluated with the seed prompt
-    (evaluate(context, problems) -> [(reward, output, feedback)], as in fast_context), turned into
-    records, one reflector call. A hit: the proposal's `rule:` line parses to task.rule (compared as
-    canonical text, so separators and map-entry order do not matter). A raise is a miss.
-    None when the seed prompt states the rule already (a told task: nothing is hidden, and any
-    proposal that keeps the rule line would count as a hit)."""
-    rng, want, hits = random.Random(seed), rule_text(task.rule), 0
-    seed_rule = parse_context_rule(task.seed_prompt)
-    if seed_rule is not None and rule_text(seed_rule) == want:
-        return None
-    for _ in range(trials):
-        problems = rng.sample(task.train, minibatch)
-        records = make_records(problems, evaluate(task.seed_prompt, problems))
-        try:
-            proposal = reflector(task.seed_prompt, records)
-        except Exception:
-            continue
-        rule = parse_context_rule(proposal) if isinstance(proposal, str) else None
-        hits += rule is not None and rule_text(rule) == want
-    return hits / trials

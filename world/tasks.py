@@ -1,7 +1,5 @@
 """
-tasks.py: the small world the reproduction runs in, its verifier, its tasks and its tokenizer.
-
-    python -m world.tasks                   # print a few pretraining examples and the named tasks
+world/tasks.py: the small world the reproduction runs in, its verifier, its tasks and its tokenizer.
 
 A model trained from scratch cannot read English, so the project defines a world where a *context*
 can carry task information the way an instruction does for an LLM:
@@ -393,44 +391,6 @@ def _fits(enc, ctx, ps, budget):
     return keep
 
 
-def general_eval_set(n=256, seed=1234, exclude=()):
-    """General skills: fresh problems of the pretraining distribution, each with its own
-    instruction."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        rule = random_rule(rng, exclude)
-        out.append((instruction(rule), make_problem(rule, rng, *LIST_LEN), rule))
-    return out
-
-
-def _trained_short_rules():
-    """Every trained rule of 1 or 2 ops (map excluded: its tables are too many to list)."""
-    singles = [op for (op,) in single_ops()]
-    pairs = [(a, b) for a in singles for b in singles
-             if a.name != b.name and (a.name, b.name) not in HELDOUT_TYPES]
-    return [(o,) for o in singles] + pairs
-
-
-def heldout_eval_set(n=128, seed=4321):
-    """Held-out chain types (never trained), instruction in context: compositional generalization.
-
-    On short lists some held-out chains compute the same answer as a trained rule (e.g. `swap then
-    reverse` = `rotate 2` on 4 digits); such problems are skipped, so the probe only counts answers
-    that no trained 1- or 2-op rule would produce."""
-    rng = random.Random(seed)
-    types = sorted(HELDOUT_TYPES)
-    trained = _trained_short_rules()
-    out, i = [], 0
-    while len(out) < n:
-        rule = tuple(random_op(nm, rng) for nm in types[i % len(types)])
-        p = make_problem(rule, rng, *LIST_LEN)
-        i += 1
-        if all(apply_rule(r, list(p.inputs)) != list(p.answer) for r in trained):
-            out.append((instruction(rule), p, rule))
-    return out
-
-
 # -----------------------------------------------------------------------------
 # downstream tasks
 
@@ -551,7 +511,6 @@ def single_ops():
                       else [None])]
 
 
-
 def make_task(spec, seed=0, n_train=2048, n_pareto=16, n_val=256):
     """A named task ('hidden-rule', 'cipher', 'long-chain', ...) or a custom
     'rule:rotate 2,add 3'."""
@@ -617,6 +576,11 @@ def encode_answer(enc, p):
     return enc.encode_ordinary(answer_text(p)) + [enc.encode_single_token("<|eos|>")]
 
 
+def token_counter(enc):
+    """A context's size in the tokenizer's own tokens (the unit of a run's context budget)."""
+    return lambda text: len(enc.encode_ordinary(text))
+
+
 def decode_completion(enc, ids):
     """Completion ids -> text, cut at the first special token."""
     n_ordinary = enc.encode_single_token(SPECIALS[0])  # specials sit after the ordinary ranks
@@ -626,16 +590,3 @@ def decode_completion(enc, ids):
             break
         out.append(t)
     return enc.decode(out)
-
-
-if __name__ == "__main__":
-    rng = random.Random(0)
-    for _ in range(6):
-        ctx, (p,) = pretrain_example(rng)
-        print(prompt_text(ctx, p) + answer_text(p), "\n")
-    enc = build_tokenizer()
-    print("vocab", enc.n_vocab)
-    for name in NAMED_TASKS:
-        t = make_task(name)
-        print(f"{name:14s} seed='{t.seed_prompt}' rule='{rule_text(t.rule)}' "
-              f"val[0]={problem_text(t.val[0])} -> {digits_text(t.val[0].answer)}")

@@ -1,7 +1,8 @@
 """
-fst.py, the method: the prompts each problem draws from GEPA's frontier, the switches that make the
-baselines and controls, the sliding window a schedule's GEPA reads (untold of task switches), one
-whole FST step over a two-prompt frontier, and the update against a per-row naive reference.
+train.py, the method's wiring: the switches that make the baselines and controls, the prompts each
+problem draws from GEPA's frontier (fast_context.draw_prompts), the sliding window a schedule's
+GEPA reads (untold of task switches), one whole FST step over a two-prompt frontier, and the update
+(rl.update_policy) against a per-row naive reference.
 """
 
 import copy
@@ -14,43 +15,43 @@ from types import SimpleNamespace
 import torch
 
 import fast_context as fc
-import fst
 import rl
 import rollout
-from world import tasks
 import train
 from model import GPT, GPTConfig
+from world import pretrain, tasks
 
 
 def test_methods_are_switches_of_one_step():
-    assert {"rl", "context", "fst", "instructed", "sequential"} <= set(fst.METHODS)
+    assert {"rl", "context", "fst", "instructed", "sequential"} <= set(train.METHODS)
     assert all(set(flags) == {"uses_context", "gepa_rounds", "later_rounds", "trains_weights",
-                              "instructed", "suite"} for flags in fst.METHODS.values())
-    assert fst.METHODS["fst"] == dict(uses_context=True, gepa_rounds=True, later_rounds=True,
-                                      trains_weights=True, instructed=False, suite=True)
-    assert fst.SUITE_METHODS == ["rl", "context", "fst", "instructed", "sequential"]
-    assert fst.METHODS["sequential-1"]["gepa_rounds"] and not fst.METHODS["sequential-1"]["later_rounds"]
-    assert not fst.METHODS["rl"]["uses_context"] and not fst.METHODS["context"]["trains_weights"]
-    assert fst.METHODS["instructed"]["instructed"] and not fst.METHODS["sequential"]["gepa_rounds"]
+                              "instructed", "suite"} for flags in train.METHODS.values())
+    M = train.METHODS
+    assert M["fst"] == dict(uses_context=True, gepa_rounds=True, later_rounds=True,
+                            trains_weights=True, instructed=False, suite=True)
+    assert train.SUITE["methods"] == ["rl", "context", "fst", "instructed", "sequential"]
+    assert M["sequential-1"]["gepa_rounds"] and not M["sequential-1"]["later_rounds"]
+    assert not M["rl"]["uses_context"] and not M["context"]["trains_weights"]
+    assert M["instructed"]["instructed"] and not M["sequential"]["gepa_rounds"]
 
 
 def test_draw_prompts_splits_each_group_over_m_frontier_prompts(monkeypatch):
     preset = replace(train.PRESETS["tiny"], group_size=8, prompts_per_problem=3)
     front = [("rule: a", 3), ("rule: b", 1)]  # (prompt, instances it is best on)
     monkeypatch.setattr(fc, "frontier_prompts", lambda state: front)
-    s = SimpleNamespace(gepa=object(), rng=random.Random(0))
-    contexts, sizes, group = map(list, zip(*fst.draw_prompts(s, list(range(400)), preset)))
+    draws = fc.draw_prompts(object(), 400, preset.prompts_per_problem, preset.group_size,
+                            random.Random(0))
+    contexts, sizes, group = map(list, zip(*draws))
     assert len(contexts) == 400 * 3
     assert sizes[:3] == [3, 3, 2] and sum(sizes[:3]) == 8  # G rollouts split over m prompts
     assert group[:6] == [0, 0, 0, 1, 1, 1]
     share = Counter(contexts)["rule: a"] / len(contexts)
     assert 0.70 < share < 0.80  # weighted by the instances each covers (3 of 4)
-    # without GEPA: the fixed prompt, the whole group
+    # without GEPA: the fixed prompt (the seed prompt, or instructed: the true instruction)
     task = tasks.make_task("hidden-rule", n_train=4)
-    plain = SimpleNamespace(gepa=None, task=task, instructed=False)
-    assert fst.draw_prompts(plain, [0, 1], preset) == [("rule: ?", 8, 0), ("rule: ?", 8, 1)]
-    told = SimpleNamespace(gepa=None, task=task, instructed=True)
-    assert fst.draw_prompts(told, [0], preset)[0].context == task.instruction
+    assert train.fixed_prompt(SimpleNamespace(task=task, instructed=False, prompt=None)) == "rule: ?"
+    told = SimpleNamespace(task=task, instructed=True, gepa=None, prompt=None)
+    assert train.fixed_prompt(told) == train.deployed_prompt(told) == task.instruction
 
 
 def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
@@ -58,7 +59,7 @@ def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
     # n_pareto problems of the stream, and rounds fall every T steps whatever the stage boundaries
     preset = replace(train.PRESETS["micro"], gepa_every=2, n_pareto=4, window=8, batch_problems=4)
     base = str(tmp_path / "base")
-    train.pretrain(preset, base, "cpu", log=lambda *a: None)
+    pretrain.pretrain(preset, base, "cpu", log=lambda *a: None)
     seen, rounds = [], []
     real_sample = random.Random.sample
 
@@ -68,9 +69,9 @@ def test_continual_gepa_follows_the_stream_untold(tmp_path, monkeypatch):
             seen.append(list(out))
         return out
 
-    def spy_round(state, evaluate, num_proposals, reflector, rescore=True):
+    def spy_round(state, evaluate, num_proposals, reflector, rescore=True, **kw):
         rounds.append((len(seen), list(state.pareto), rescore))
-        return real_round(state, evaluate, num_proposals, reflector, rescore)
+        return real_round(state, evaluate, num_proposals, reflector, rescore, **kw)
     real_round = fc.run_round
     monkeypatch.setattr(random.Random, "sample", spy_sample)
     monkeypatch.setattr(fc, "run_round", spy_round)
@@ -132,10 +133,10 @@ def _two_prompt_state(preset, task, enc):
         return out
 
     model = _tiny_model(enc)
-    s = fst.RunState(model=model, enc=enc, opt=torch.optim.SGD(model.parameters(), lr=0.1),
-                     ref=None, rng=random.Random(0), seed=0, **fst.METHODS["fst"],
+    s = train.RunState(model=model, enc=enc, opt=torch.optim.SGD(model.parameters(), lr=0.1),
+                     ref=None, rng=random.Random(0), seed=0, **train.METHODS["fst"],
                      evaluate=evaluate, reflect=lambda prompt, records: OTHER, gepa=None, task=task)
-    fst.start_fast_weights(s, preset, 48, fc.word_count)
+    train.start_fast_weights(s, preset, 48, fc.word_count)
     return s
 
 
@@ -154,14 +155,15 @@ def test_fst_step_groups_span_frontier_prompts_and_rows_are_rescored_under_their
             seen.setdefault(name, []).append((a, kw, out))
             return out
         monkeypatch.setattr(module, name, wrapped)
-    spy("draw_prompts", fst, fst.draw_prompts)
+    spy("draw_prompts", fc, fc.draw_prompts)
     spy("sample_rollouts", rollout, rollout.sample_rollouts)
     spy("completion_logprobs", rollout, rollout.completion_logprobs)
     spy("group_advantages", rl, rl.group_advantages)
-    row = fst.fst_step(s, 0, preset)  # step 0: a GEPA round (no re-score), then the RL update
+    row = train.fst_step(s, 0, preset)  # step 0: a GEPA round (no re-score), then the RL update
     assert row["gepa_accepted"] == 1 and row["frontier"] == 2
     assert sorted(p for p, _ in fc.frontier_prompts(s.gepa)) == sorted([SEED, OTHER])
-    (_, problems, _), _, draws = seen["draw_prompts"][0]
+    _, _, draws = seen["draw_prompts"][0]
+    problems = seen["sample_rollouts"][0][0][3][::preset.prompts_per_problem]  # one per problem
     contexts, sizes, group = map(list, zip(*draws))
     ctx_row = rollout.expand(contexts, sizes)                        # the prompt each row drew
     prob_row = rollout.expand([problems[i] for i in group], sizes)   # the problem it answers
@@ -235,36 +237,3 @@ def test_update_policy_matches_a_per_row_naive_reference(monkeypatch):
     assert not torch.equal(model.wte.weight, _tiny_model(enc, seed=1).wte.weight)  # it did learn
     assert row["reward"] == sum(ro.rewards) / len(ro) and "skipped" not in row
     assert abs(row["ratio_mean"] - 1.0) > 1e-6  # from the 2nd optimizer step on, ratio != 1
-
-
-def test_one_fst_step_runs_the_learners_files_and_no_triton_on_the_cpu():
-    """The code one FST step (a GEPA round due, the real evaluate and edit reflector) executes,
-    file by file: six of the method's files, never kernels.py (Triton) on the CPU path, nothing of
-    the harness (train, pretrain, eval, report)."""
-    import sys
-    from world import reflectors
-    preset = replace(train.PRESETS["micro"], batch_problems=4, group_size=4, gepa_every=2,
-                     gepa_proposals=1, n_pareto=4)
-    enc = tasks.build_tokenizer()
-    task = tasks.make_task("cipher-k2", n_train=32, n_pareto=4, n_val=4)
-    model = _tiny_model(enc)
-    count = fst.token_counter(enc)
-    s = fst.RunState(model=model, enc=enc, opt=torch.optim.SGD(model.parameters(), lr=0.1),
-                     ref=None, rng=random.Random(0), seed=0, **fst.METHODS["fst"],
-                     evaluate=fst.make_evaluate(model, enc, preset), gepa=None, task=task,
-                     reflect=reflectors.make_reflector("edit", task.max_context_tokens, count))
-    fst.start_fast_weights(s, preset, task.max_context_tokens, count)
-    here, files = os.path.dirname(os.path.abspath(fst.__file__)), set()
-
-    def watch(frame, event, arg):
-        name = os.path.abspath(frame.f_code.co_filename)
-        if event == "call" and name.startswith(here + os.sep) and name.endswith(".py"):
-            files.add(os.path.relpath(name, here))
-    sys.setprofile(watch)
-    try:
-        row = fst.fst_step(s, preset.gepa_every, preset)  # a round with a re-score, then RL
-    finally:
-        sys.setprofile(None)
-    assert "frontier" in row and "loss" in row
-    assert files == {"fst.py", "rl.py", "fast_context.py", "world/reflectors.py", "rollout.py",
-                     "model.py", "world/tasks.py"}
