@@ -54,6 +54,10 @@ ARMS = {"fst": ("fst", None), "sequential-1": ("sequential-1", None), "rl": ("rl
 # the order bases are pretrained and run in: both levels' first base, then the rest
 BASE_ORDER = [("adh", 0), ("adh-ctl", 0), ("adh", 1), ("adh", 2), ("adh-ctl", 1), ("adh", 3),
               ("adh", 4), ("adh-ctl", 2)]
+# bases that meet every criterion wanted per level; while a level has fewer, its next reserve
+# base is pretrained (decided on the bases' criteria alone; a base that misses stays reported)
+TARGET = {"adh": 5, "adh-ctl": 3}
+RESERVES = [("adh", 5), ("adh", 6), ("adh", 7), ("adh-ctl", 3), ("adh-ctl", 4)]
 
 
 def base_dir(root, level, b):
@@ -230,21 +234,25 @@ def eligible(m):
 # -----------------------------------------------------------------------------
 # the runs
 
-def jobs(root, level, bases, seeds):
-    """Every run as (folder, kwargs of train.run): replicate by replicate (seed-major over bases),
-    so a grid stopped early holds whole replicates. instructed-budget reads the base's best
-    in-budget prompt from its criteria.json (measure first)."""
+def replicate(root, level, b, seed):
+    """One replicate's runs, one per arm, as (folder, kwargs of train.run). instructed-budget
+    reads the base's best in-budget prompt from its criteria.json (measure first)."""
+    base = os.path.join(base_dir(root, level, b), "model.pt")
     out = []
-    for seed, b in [(s, b) for s in range(seeds) for b in range(bases)]:
-        base = os.path.join(base_dir(root, level, b), "model.pt")
-        for arm, (method, fixed) in ARMS.items():
-            prompt = ""
-            if fixed == "budget":
-                with open(os.path.join(base_dir(root, level, b), "criteria.json")) as f:
-                    prompt = json.load(f)["best_prompt"]
-            out.append((run_dir(root, level, b, arm, seed),
-                        dict(method=method, init=base, base=base, seed=seed, fixed_prompt=prompt)))
+    for arm, (method, fixed) in ARMS.items():
+        prompt = ""
+        if fixed == "budget":
+            with open(os.path.join(base_dir(root, level, b), "criteria.json")) as f:
+                prompt = json.load(f)["best_prompt"]
+        out.append((run_dir(root, level, b, arm, seed),
+                    dict(method=method, init=base, base=base, seed=seed, fixed_prompt=prompt)))
     return out
+
+
+def jobs(root, level, bases, seeds):
+    """Every run: replicate by replicate (seed-major over bases), so a grid stopped early holds
+    whole replicates."""
+    return [j for s in range(seeds) for b in range(bases) for j in replicate(root, level, b, s)]
 
 
 def run_job(level, folder, kw, threads=1):
@@ -262,6 +270,18 @@ def measured(root, level, b):
     return os.path.exists(os.path.join(base_dir(root, level, b), "criteria.json"))
 
 
+def criteria_of(root, level, b):
+    """A measured base's criteria, the amended far-target one added first where it is missing."""
+    path = os.path.join(base_dir(root, level, b), "criteria.json")
+    with open(path) as f:
+        m = json.load(f)
+    if "far_first" not in m["pass"]:
+        m = amend(os.path.join(os.path.dirname(path), "model.pt"), m)
+        with open(path, "w") as f:
+            json.dump(m, f, indent=1)
+    return m
+
+
 def prepare_base(root, level, b, log=print):
     """Pretrain base b of a level if it is missing (resuming a stopped pretraining), then measure
     its criteria once (criteria.json)."""
@@ -270,40 +290,60 @@ def prepare_base(root, level, b, log=print):
     d = base_dir(root, level, b)
     if not os.path.exists(os.path.join(d, "model.pt")):
         pretrain.pretrain(train.PRESETS[level], d, "cpu", seed=b, log=log,
-                       resume=os.path.exists(os.path.join(d, "ckpt.pt")))
+                          resume=os.path.exists(os.path.join(d, "ckpt.pt")))
     if not measured(root, level, b):
         m = measure_base(os.path.join(d, "model.pt"), level)
         with open(os.path.join(d, "criteria.json"), "w") as f:
             json.dump(m, f, indent=1)
-        log(f"{level} b{b}: measured, passes {sum(m['pass'].values())} of {len(m['pass'])}")
+        log(f"{level} b{b}: measured, eligible: {eligible(m)} (fails: "
+            f"{[k for k, v in m['pass'].items() if not v]})")
+
+
+def planned_bases(root):
+    """BASE_ORDER, then each reserve whose level still has fewer eligible bases than TARGET
+    (counted once every earlier base of the level is measured)."""
+    plan = list(BASE_ORDER)
+    for level, b in RESERVES:
+        earlier = [x for x in plan if x[0] == level]
+        if not all(measured(root, *x) for x in earlier):
+            continue
+        if sum(eligible(criteria_of(root, *x)) for x in earlier) < TARGET[level]:
+            plan.append((level, b))
+    return plan
 
 
 def ready_jobs(root, seeds):
-    """The runs not yet finished whose base is measured, in the grid's order: replicate by
-    replicate, seed-major over BASE_ORDER. -> [(level, folder, kwargs)]"""
+    """The runs not yet finished on measured bases that meet every criterion, in the grid's
+    order: replicate by replicate, seed-major over the planned bases. A base that misses a
+    criterion gets no runs. -> [(level, folder, kwargs)]"""
     out = []
     for seed in range(seeds):
-        for level, b in BASE_ORDER:
-            if measured(root, level, b):
-                out += [(level, f, kw) for f, kw in jobs(root, level, b + 1, seed + 1)[-len(ARMS):]
+        for level, b in planned_bases(root):
+            if measured(root, level, b) and eligible(criteria_of(root, level, b)):
+                out += [(level, f, kw) for f, kw in replicate(root, level, b, seed)
                         if not os.path.exists(os.path.join(f, "summary.json"))]
     return out
 
 
 def pipeline(root, chain, seeds, wait_s=60, log=print):
     """One of two background chains that together run the whole experiment on two cores:
-    `bases` pretrains and measures the bases in BASE_ORDER; `runs` runs the first ready run
+    `bases` pretrains and measures the planned bases (BASE_ORDER, then reserves while a level
+    has fewer than TARGET bases meeting every criterion); `runs` runs the first ready run
     (ready_jobs) again and again, so while a base is still pretraining the later seeds of the
     measured bases go first. Both resume where they stopped."""
     import time
     if chain == "bases":
-        for level, b in BASE_ORDER:
-            prepare_base(root, level, b, log)
-        return
+        done = set()
+        while True:
+            todo = [x for x in planned_bases(root) if x not in done]
+            if not todo:
+                return
+            prepare_base(root, *todo[0], log)
+            done.add(todo[0])
     while True:
         todo = ready_jobs(root, seeds)
         if not todo:
-            if all(measured(root, level, b) for level, b in BASE_ORDER):
+            if all(measured(root, level, b) for level, b in planned_bases(root)):
                 return
             time.sleep(wait_s)
             continue

@@ -240,7 +240,9 @@ def test_the_runs_chain_takes_the_first_ready_run(tmp_path, monkeypatch):
         d = A.base_dir(root, level, b)
         os.makedirs(d)
         with open(os.path.join(d, "criteria.json"), "w") as f:
-            json.dump({"best_prompt": "rule: map 1>8 9>8 +"}, f)
+            json.dump({"best_prompt": "rule: map 1>8 9>8 +",
+                       "pass": {"general": True, "far": False, "far_first": True}}, f)
+    monkeypatch.setattr(A, "RESERVES", [])
     todo = A.ready_jobs(root, seeds=2)
     keys = [(level, f.split(os.sep)[-4], f.split(os.sep)[-1]) for level, f, _ in todo]
     assert keys[:len(A.ARMS)] == [("adh", "b0", "s0")] * len(A.ARMS)
@@ -269,3 +271,37 @@ def test_the_t_distribution_matches_known_values():
         assert abs(student_cdf(t, df) - want) < 1e-4, (t, df)
     assert t_test([0.1, 0.2, 0.15, 0.3, 0.05]) < 0.05 < t_test([0.1, -0.2, 0.15, -0.1, 0.0])
     assert t_test([0.3]) is None
+
+
+def test_reserve_bases_replace_those_that_miss_a_criterion(tmp_path, monkeypatch):
+    """A level short of TARGET bases that meet every criterion gets its next reserve base, decided
+    on the bases' criteria alone; a base that misses gets no runs; a criteria.json measured before
+    the amendment is amended when read."""
+    import json
+    import os
+    from harness import adherence as A
+    root = str(tmp_path)
+
+    def put(level, b, ok=True, amended=True):
+        d = A.base_dir(root, level, b)
+        os.makedirs(d, exist_ok=True)
+        p = {"general": ok, "far": False}
+        if amended:
+            p["far_first"] = True
+        with open(os.path.join(d, "criteria.json"), "w") as f:
+            json.dump({"best_prompt": "rule: map +", "pass": p}, f)
+    monkeypatch.setattr(A, "BASE_ORDER", [("adh", 0), ("adh", 1)])
+    monkeypatch.setattr(A, "RESERVES", [("adh", 5), ("adh", 6)])
+    monkeypatch.setattr(A, "TARGET", {"adh": 2, "adh-ctl": 0})
+    put("adh", 0)
+    assert A.planned_bases(root) == [("adh", 0), ("adh", 1)]  # b1 not measured yet: no decision
+    put("adh", 1, ok=False)
+    assert A.planned_bases(root) == [("adh", 0), ("adh", 1), ("adh", 5)]
+    assert {f.split(os.sep)[-4] for _, f, _ in A.ready_jobs(root, 1)} == {"b0"}
+    put("adh", 5, amended=False)
+    monkeypatch.setattr(A, "amend", lambda path, m: dict(m, **{"pass": dict(m["pass"],
+                                                                            far_first=True)}))
+    assert A.planned_bases(root) == [("adh", 0), ("adh", 1), ("adh", 5)]  # 2 eligible: enough
+    with open(os.path.join(A.base_dir(root, "adh", 5), "criteria.json")) as f:
+        assert json.load(f)["pass"]["far_first"] is True  # amended on disk when read
+    assert {f.split(os.sep)[-4] for _, f, _ in A.ready_jobs(root, 1)} == {"b0", "b5"}
