@@ -243,10 +243,10 @@ def c7(runs):
 
 
 def stats_interaction(t):
-    base = t["base"]["seed"]
-    prompt, weights = t["base"]["deployed"] - base, t["weights"]["seed"] - base
-    both = t["weights"]["deployed"] - base
-    return dict(prompt=prompt, weights=weights, both=both, interaction=both - prompt - weights)
+    """stats.interaction on a run log's c7 cells ({base, weights} x {seed, deployed})."""
+    w, p = {"base": "base_weights", "weights": "fst_weights"}, {"seed": "seed_prompt",
+                                                                "deployed": "fst_prompt"}
+    return stats.interaction({w[a]: {p[b]: v for b, v in row.items()} for a, row in t.items()})
 
 
 def deployed_entries(rows):

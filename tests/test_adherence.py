@@ -305,3 +305,22 @@ def test_reserve_bases_replace_those_that_miss_a_criterion(tmp_path, monkeypatch
     with open(os.path.join(A.base_dir(root, "adh", 5), "criteria.json")) as f:
         assert json.load(f)["pass"]["far_first"] is True  # amended on disk when read
     assert {f.split(os.sep)[-4] for _, f, _ in A.ready_jobs(root, 1)} == {"b0", "b5"}
+
+
+def test_source_target_matrix_averages_each_source_over_its_positions(monkeypatch):
+    """Rows are sources, columns targets: a base that puts 0.5 on source + 1 everywhere reads 0.5
+    there, and the same at first occurrences only."""
+    import torch
+    task = T.make_task("table6")
+    L = max(len(p.inputs) for p in task.val)
+    logp = torch.full((len(task.val), L, 10), 0.05).log()
+    for i, p in enumerate(task.val):
+        for j, x in enumerate(p.inputs):
+            logp[i, j, (x + 1) % 10] = torch.tensor(0.5).log()
+    monkeypatch.setattr(A, "teacher_forced", lambda model, enc, task: (logp, list(range(10))))
+    for first_only in (False, True):
+        M = A.source_target_matrix(None, None, task, first_only=first_only)
+        seen = {x for p in task.val for x in p.inputs}
+        for a in seen:
+            assert abs(float(M[a, (a + 1) % 10]) - 0.5) < 1e-6
+            assert abs(float(M[a, a]) - 0.05) < 1e-6
