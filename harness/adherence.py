@@ -328,28 +328,29 @@ def ready_jobs(root, seeds):
 def pipeline(root, chain, seeds, wait_s=60, log=print):
     """One of two background chains that together run the whole experiment on two cores:
     `bases` pretrains and measures the planned bases (BASE_ORDER, then reserves while a level
-    has fewer than TARGET bases meeting every criterion); `runs` runs the first ready run
-    (ready_jobs) again and again, so while a base is still pretraining the later seeds of the
-    measured bases go first. Both resume where they stopped."""
+    has fewer than TARGET bases meeting every criterion), then joins `runs`; `runs` runs the first
+    ready run (ready_jobs) that no other chain holds, again and again, so while a base is still
+    pretraining the later seeds of the measured bases go first. Both resume where they stopped."""
     import time
+    from harness.runs import Held
     if chain == "bases":
         done = set()
-        while True:
-            todo = [x for x in planned_bases(root) if x not in done]
-            if not todo:
-                return
+        while todo := [x for x in planned_bases(root) if x not in done]:
             prepare_base(root, *todo[0], log)
             done.add(todo[0])
     while True:
         todo = ready_jobs(root, seeds)
-        if not todo:
-            if all(measured(root, level, b) for level, b in planned_bases(root)):
+        for level, folder, kw in todo:
+            try:  # the run's folder lock says whether another chain has it
+                s = run_job(level, folder, kw)
+            except Held:
+                continue
+            log(f"{folder}: final {s['final_val_acc']:.3f}, {s['wall_s']:.0f} s")
+            break
+        else:  # nothing ready, or every ready run held by another chain
+            if not todo and all(measured(root, level, b) for level, b in planned_bases(root)):
                 return
             time.sleep(wait_s)
-            continue
-        level, folder, kw = todo[0]
-        s = run_job(level, folder, kw)
-        log(f"{folder}: final {s['final_val_acc']:.3f}, {s['wall_s']:.0f} s")
 
 
 def command(level, folder, kw):

@@ -173,6 +173,10 @@ def holds_run(out_dir):
 LOCK = ".lock"  # in the folder: the writer's pid and command; flock'ed while it works
 
 
+class Held(UserError):
+    """The folder is being written by another process (a scheduler moves on to its next job)."""
+
+
 @contextlib.contextmanager
 def one_writer(folder):
     """Hold `folder` for this process: an exclusive lock taken before the folder is checked and
@@ -207,7 +211,7 @@ def _take_lock(path, folder):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"{folder} is being written by another process ({_holder(path)}); "
+            raise Held(f"{folder} is being written by another process ({_holder(path)}); "
                             "wait for it to end, or pass another --out") from None
         try:  # the file we locked must still be the one at `path` (its last holder removes it)
             same = os.stat(path).st_ino == os.fstat(fd).st_ino

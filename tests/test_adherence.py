@@ -263,6 +263,43 @@ def test_the_runs_chain_takes_the_first_ready_run(tmp_path, monkeypatch):
     assert len(ran) == 4 * len(A.ARMS) - 1 and len(set(ran)) == len(ran)
 
 
+def test_two_chains_never_run_the_same_run(tmp_path, monkeypatch):
+    """A run whose folder another process holds (its lock) is passed over, the next ready one
+    runs; the held one runs once it is free, and the bases chain joins the runs when its bases
+    are done."""
+    import contextlib
+    import json
+    import os
+    import time
+    from harness import adherence as A
+    from harness import runs
+    root = str(tmp_path)
+    d = A.base_dir(root, "adh", 0)
+    os.makedirs(d)
+    with open(os.path.join(d, "criteria.json"), "w") as f:
+        json.dump({"best_prompt": "rule: map 1>8 +", "pass": {"far_first": True}}, f)
+    monkeypatch.setattr(A, "RESERVES", [])
+    monkeypatch.setattr(A, "BASE_ORDER", [("adh", 0)])
+    todo = A.ready_jobs(root, seeds=1)
+    held = todo[0][1]
+    other = contextlib.ExitStack()
+    other.enter_context(runs.one_writer(held))  # as another chain would, while it runs
+
+    def run_job(level, folder, kw):  # the real lock, as train.run takes it
+        with runs.one_writer(folder):
+            ran.append(folder)
+            open(os.path.join(folder, "summary.json"), "w").close()
+        return {"final_val_acc": 0.0, "wall_s": 0.0}
+
+    ran, slept, prepared = [], [], []
+    monkeypatch.setattr(A, "prepare_base", lambda root, level, b, log: prepared.append((level, b)))
+    monkeypatch.setattr(A, "run_job", run_job)
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), other.close()))
+    A.pipeline(root, "bases", seeds=1, wait_s=0, log=lambda m: None)
+    assert ran == [f for _, f, _ in todo[1:]] + [held]  # the held run last, after one wait
+    assert len(slept) == 1 and prepared == [("adh", 0)]
+
+
 def test_the_t_distribution_matches_known_values():
     """Student's t CDF against tabled values (scipy.stats.t.cdf), and the one-sided test."""
     from harness.adherence_report import student_cdf, t_test
