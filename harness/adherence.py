@@ -51,6 +51,8 @@ CRITERIA = dict(general=0.85, adherence={"adh": (0.5, 0.8), "adh-ctl": (0.95, 1.
 ARMS = {"fst": ("fst", None), "sequential-1": ("sequential-1", None), "rl": ("rl", None),
         "context": ("context", None), "instructed-budget": ("instructed", "budget"),
         "sequential": ("sequential", None), "instructed-full": ("instructed", "full")}
+PRIMARY_ARMS = ("fst", "sequential-1", "rl")  # the arms the primary family reads: every
+                                              # replicate's run first, then the other arms
 # the order bases are pretrained and run in: both levels' first base, then the rest
 BASE_ORDER = [("adh", 0), ("adh-ctl", 0), ("adh", 1), ("adh", 2), ("adh-ctl", 1), ("adh", 3),
               ("adh", 4), ("adh-ctl", 2)]
@@ -314,15 +316,17 @@ def planned_bases(root):
 
 def ready_jobs(root, seeds):
     """The runs not yet finished on measured bases that meet every criterion, in the grid's
-    order: replicate by replicate, seed-major over the planned bases. A base that misses a
-    criterion gets no runs. -> [(level, folder, kwargs)]"""
+    order: the primary family's arms (PRIMARY_ARMS) of every replicate first, then the other
+    arms; each part replicate by replicate, seed-major over the planned bases. A base that misses
+    a criterion gets no runs. -> [(level, folder, kwargs)]"""
     out = []
     for seed in range(seeds):
         for level, b in planned_bases(root):
             if measured(root, level, b) and eligible(criteria_of(root, level, b)):
                 out += [(level, f, kw) for f, kw in replicate(root, level, b, seed)
                         if not os.path.exists(os.path.join(f, "summary.json"))]
-    return out
+    arm = lambda job: os.path.basename(os.path.dirname(job[1]))
+    return sorted(out, key=lambda job: arm(job) not in PRIMARY_ARMS)  # stable: order kept
 
 
 def pipeline(root, chain, seeds, wait_s=60, log=print):

@@ -230,8 +230,9 @@ def test_the_report_tests_eligible_bases_only_and_labels_by_the_one_rule():
 
 
 def test_the_runs_chain_takes_the_first_ready_run(tmp_path, monkeypatch):
-    """Seed-major over the bases; a base not yet measured is skipped, so a later seed of a
-    measured base runs meanwhile; a finished run is never offered again."""
+    """The primary family's arms of every replicate first, then the rest; each part seed-major
+    over the bases; a base not yet measured is skipped, so a later seed of a measured base runs
+    meanwhile; a finished run is never offered again."""
     import json
     import os
     from harness import adherence as A
@@ -245,10 +246,13 @@ def test_the_runs_chain_takes_the_first_ready_run(tmp_path, monkeypatch):
     monkeypatch.setattr(A, "RESERVES", [])
     todo = A.ready_jobs(root, seeds=2)
     keys = [(level, f.split(os.sep)[-4], f.split(os.sep)[-1]) for level, f, _ in todo]
-    assert keys[:len(A.ARMS)] == [("adh", "b0", "s0")] * len(A.ARMS)
-    assert keys[len(A.ARMS)] == ("adh-ctl", "b0", "s0")
-    assert keys[2 * len(A.ARMS)] == ("adh", "b0", "s1")  # adh b1 is not measured yet
-    assert len(todo) == 4 * len(A.ARMS)
+    arms = [f.split(os.sep)[-2] for _, f, _ in todo]
+    n = len(A.PRIMARY_ARMS)  # the primary family's arms of every replicate first
+    assert arms == list(A.PRIMARY_ARMS) * 4 + [a for a in A.ARMS if a not in A.PRIMARY_ARMS] * 4
+    assert keys[:n] == [("adh", "b0", "s0")] * n
+    assert keys[n] == ("adh-ctl", "b0", "s0")
+    assert keys[2 * n] == ("adh", "b0", "s1")  # adh b1 is not measured yet
+    assert keys[4 * n] == ("adh", "b0", "s0") and len(todo) == 4 * len(A.ARMS)
     first = todo[0][1]
     os.makedirs(first)
     open(os.path.join(first, "summary.json"), "w").close()
