@@ -4,10 +4,12 @@ adherence_report.py: the adherence experiment's report, from what its runs wrote
     python -m harness.adherence_report --root runs/adherence --out results/tiny/adherence
 
 Per adherence level (`adh`, `adh-ctl`): the bases' criteria (criteria.json), every arm's mean and
-final val accuracy, FST minus each control on both, the primary family (named in LOG.md before the
-runs: P1 FST - sequential-1, P2 FST - RL, P3 FST's weights under the seed prompt minus the base's;
-one-sided t-tests on base means, Holm), C1's profile against RL, C2 with its identifiability, C7's
-2x2 table and interaction, the KL ratio, and the turnover and internalization curves as figures.
+final val accuracy, FST minus each control on both, who first reaches val accuracy 0.9 (FST
+against both sequentials, on steps and on rollouts: a prediction written before the runs), the
+primary family (named in LOG.md before the runs: P1 FST - sequential-1, P2 FST - RL, P3 FST's
+weights under the seed prompt minus the base's; one-sided t-tests on base means, Holm), C1's
+profile against RL, C2 with its identifiability, C7's 2x2 table and interaction, the KL ratio, and
+the turnover and internalization curves as figures.
 Intervals: cluster bootstrap (bases, then seeds; stats.mean_std, stats.REPS resamples, seed 0).
 Labels: the reports' one rule (stats.label), the base as its unit: a row with fewer than 5 bases,
 or outside the primary family, carries no verdict word.
@@ -174,7 +176,31 @@ def measure_rows(runs, prefix=""):
     if v:
         rows.append(dict(measure=f"{prefix}FST weights - base, seed prompt, greedy", **summary(v),
                          p=t_test(list(per_base(v).values()))))
+    for other in ("sequential-1", "sequential"):
+        for x, axis in (("step", "steps"), ("rollouts", "rollouts")):
+            v = reach_scores(runs, other, x)
+            if v:
+                rows.append(dict(measure=f"{prefix}Gehan score, {axis} to val acc {REACH:g}, "
+                                 f"FST vs {other} (+1: FST first)", **summary(v),
+                                 p=t_test(list(per_base(v).values()))))
     return rows
+
+
+REACH = 0.9  # the level of the prediction "FST reaches 0.9 sooner than both sequentials" (LOG.md)
+
+
+def reach_scores(runs, other, x):
+    """{(base, seed): Gehan score of FST against `other`}: who first evaluates at val acc >= REACH
+    (x: 'step' or 'rollouts', the GEPA rollouts spent before RL included; censored at the last
+    eval; +1: FST first, 0: a tie or left open by the censoring)."""
+    out = {}
+    for k in sorted(set(runs["fst"]) & set(runs[other])):
+        a, b = runs["fst"][k], runs[other][k]
+        if x == "rollouts" and not all("rollouts" in r for r in a + b if "val_acc" in r):
+            continue
+        (ta, ca, _), (tb, cb, _) = cl.reach_time(a, REACH, x), cl.reach_time(b, REACH, x)
+        out[k] = cl.gehan_score(ta, ca, tb, cb)
+    return out
 
 
 PRIMARY_MEASURES = ("FST - sequential-1, mean val acc", "FST - rl, mean val acc",
@@ -407,6 +433,11 @@ def measure_lines(res):
     t = res["turnover"]
     lines.append("FST turnover (distinct deployed entries / prompt changes after round 0): "
                  + ", ".join(f"{k} {v['entries']}/{v['changes']}" for k, v in t.items()))
+    wide, moved = (sum(v["entries"] >= 4 for v in t.values()),
+                   sum(v["changes"] > 0 for v in t.values()))
+    lines.append(f"FST runs whose deployed prompts covered >= 4 distinct entries (the prediction's "
+                 f"rotation; every base): {wide} of {len(t)}; with a prompt change after round 0: "
+                 f"{moved} of {len(t)}")
     return lines
 
 

@@ -229,6 +229,29 @@ def test_the_report_tests_eligible_bases_only_and_labels_by_the_one_rule():
     assert all(r["label"] == "exploratory" and r["bases"] == 6 for r in ctl)
 
 
+def test_who_reaches_0_9_first_on_steps_and_on_rollouts():
+    """FST at step 10 against sequential-1 at step 20: +1 on steps; the sequential's GEPA
+    rollouts before RL make it later still on rollouts. Never reached by either: 0; reached by
+    the other only: -1."""
+    from harness import adherence_report as AR
+
+    def rows(accs, start=0):  # an eval every 10 steps, 100 rollouts a step after `start`
+        return [{"step": 10 * i, "rollouts": start + 1000 * i, "val_acc": a}
+                for i, a in enumerate(accs)]
+    runs = {"fst": {(0, 0): rows([0.5, 0.95, 1.0]), (1, 0): rows([0.5, 0.6, 0.7]),
+                    (2, 0): rows([0.5, 0.6, 0.7])},
+            "sequential-1": {(0, 0): rows([0.5, 0.8, 0.9], start=600),
+                             (1, 0): rows([0.5, 0.6, 0.8]), (2, 0): rows([0.5, 0.92, 0.95])}}
+    assert AR.reach_scores(runs, "sequential-1", "step") == {(0, 0): 1.0, (1, 0): 0.0, (2, 0): -1.0}
+    assert AR.reach_scores(runs, "sequential-1", "rollouts") == {(0, 0): 1.0, (1, 0): 0.0,
+                                                                 (2, 0): -1.0}
+    runs["fst"][(0, 0)] = rows([0.5, 0.6, 0.95])  # a tie on steps (both at step 20) ...
+    assert AR.reach_scores(runs, "sequential-1", "step")[(0, 0)] == 0.0
+    assert AR.reach_scores(runs, "sequential-1", "rollouts")[(0, 0)] == 1.0  # ... not on rollouts
+    del runs["fst"][(0, 0)][1]["rollouts"]  # a log without rollouts: that axis is left out
+    assert (0, 0) not in AR.reach_scores(runs, "sequential-1", "rollouts")
+
+
 def test_the_runs_chain_takes_the_first_ready_run(tmp_path, monkeypatch):
     """The primary family's arms of every replicate first, then the rest; each part seed-major
     over the bases; a base not yet measured is skipped, so a later seed of a measured base runs
