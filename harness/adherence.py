@@ -319,13 +319,12 @@ def ready_jobs(root, seeds):
     order: the primary family's arms (PRIMARY_ARMS) of every replicate first, then the other
     arms; each part replicate by replicate, seed-major over the planned bases. A base that misses
     a criterion gets no runs. -> [(level, folder, kwargs)]"""
-    out = []
-    for seed in range(seeds):
-        for level, b in planned_bases(root):
-            if measured(root, level, b) and eligible(criteria_of(root, level, b)):
-                out += [(level, f, kw) for f, kw in replicate(root, level, b, seed)
-                        if not os.path.exists(os.path.join(f, "summary.json"))]
-    arm = lambda job: os.path.basename(os.path.dirname(job[1]))
+    bases = [(level, b) for level, b in planned_bases(root)
+             if measured(root, level, b) and eligible(criteria_of(root, level, b))]
+    out = [(level, f, kw) for seed in range(seeds) for level, b in bases
+           for f, kw in replicate(root, level, b, seed)
+           if not os.path.exists(os.path.join(f, "summary.json"))]
+    arm = lambda job: os.path.basename(os.path.dirname(job[1]))  # run_dir: .../<arm>/s<seed>
     return sorted(out, key=lambda job: arm(job) not in PRIMARY_ARMS)  # stable: order kept
 
 

@@ -212,7 +212,7 @@ def _take_lock(path, folder):
         except BlockingIOError:
             os.close(fd)
             raise Held(f"{folder} is being written by another process ({_holder(path)}); "
-                            "wait for it to end, or pass another --out") from None
+                       "wait for it to end, or pass another --out") from None
         try:  # the file we locked must still be the one at `path` (its last holder removes it)
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
