@@ -346,7 +346,7 @@ def probe_curves(runs, task):
     return out
 
 
-def plots(runs, task, out_dir, level):
+def plots(runs, probe, out_dir, level):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -356,7 +356,7 @@ def plots(runs, task, out_dir, level):
     ax[0].set(xlabel="RL step", ylabel="val acc (exact)",
               title=f"{level}: accuracy (mean over replicates)")
     ax[0].legend(fontsize=7)
-    for arm, (xs, far, near) in probe_curves(runs, task).items():
+    for arm, (xs, far, near) in probe.items():
         line, = ax[1].plot(xs, far, label=f"{arm} far")
         ax[1].plot(xs, near, ls="--", color=line.get_color(), label=f"{arm} near")
     ax[1].set(xlabel="RL step", ylabel="entry accuracy, seed prompt",
@@ -479,7 +479,12 @@ def level_report(root, level, out_dir):
     res["c1"], res["c1_rows"], res["kl"] = c1_and_kl(runs)
     res["cost"] = cost(root, level)
     lines += measure_lines(res)
-    lines += ["", f"![{level}]({plots(runs, task, out_dir, level)})", ""]
+    probe = probe_curves(runs, task)
+    lines.append("Entry probe at the last evaluation (weights under the seed prompt, mean over "
+                 "every base's runs; far / near entries): " + ", ".join(
+                     f"{a} {far[-1]:.2f} / {near[-1]:.2f} (step {xs[-1]:.0f})"
+                     for a, (xs, far, near) in probe.items()))
+    lines += ["", f"![{level}]({plots(runs, probe, out_dir, level)})", ""]
     return res, lines
 
 
