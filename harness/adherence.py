@@ -33,6 +33,7 @@ import math
 import os
 import shlex
 import sys
+import time
 
 import torch
 
@@ -334,7 +335,6 @@ def pipeline(root, chain, seeds, wait_s=60, log=print):
     has fewer than TARGET bases meeting every criterion), then joins `runs`; `runs` runs the first
     ready run (ready_jobs) that no other chain holds, again and again, so while a base is still
     pretraining the later seeds of the measured bases go first. Both resume where they stopped."""
-    import time
     from harness.runs import Held
     if chain == "bases":
         done = set()

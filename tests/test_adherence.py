@@ -297,7 +297,7 @@ def test_two_chains_never_run_the_same_run(tmp_path, monkeypatch):
     import contextlib
     import json
     import os
-    import time
+    import types
     from harness import adherence as A
     from harness import runs
     root = str(tmp_path)
@@ -321,7 +321,9 @@ def test_two_chains_never_run_the_same_run(tmp_path, monkeypatch):
     ran, slept, prepared = [], [], []
     monkeypatch.setattr(A, "prepare_base", lambda root, level, b, log: prepared.append((level, b)))
     monkeypatch.setattr(A, "run_job", run_job)
-    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), other.close()))
+    # the chain's wait (only its own: the lock's holder lookup keeps the real sleep)
+    monkeypatch.setattr(A, "time", types.SimpleNamespace(
+        sleep=lambda s: (slept.append(s), other.close())))
     A.pipeline(root, "bases", seeds=1, wait_s=0, log=lambda m: None)
     assert ran == [f for _, f, _ in todo[1:]] + [held]  # the held run last, after one wait
     assert len(slept) == 1 and prepared == [("adh", 0)]
