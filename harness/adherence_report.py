@@ -146,6 +146,17 @@ def summary(values):
     return s
 
 
+CEILING = "instructed-full"  # the whole table stated, over the budget: a ceiling, not a control
+
+
+def arm_table(runs):
+    """{arm: {"mean val acc": summary, "final val acc": summary}}: each arm's own accuracy over
+    its finished replicates (every base), beside which FST's differences are read."""
+    return {arm: {name: summary({k: fn(rows) for k, rows in reps.items()})
+                  for name, fn in (("mean val acc", mean_acc), ("final val acc", final_acc))}
+            for arm, reps in runs.items() if reps}
+
+
 # -----------------------------------------------------------------------------
 # the rows of one level
 
@@ -463,6 +474,17 @@ def level_report(root, level, out_dir):
                                                          res["finished"].items()), ""]
     if not runs["fst"]:
         return res, lines + ["No finished FST run yet.", ""]
+    res["arms"] = arm_table(runs)
+    lines += ["Each arm's own val accuracy (every base's finished runs; instructed-full states the "
+              "whole table, over the budget: a ceiling, not a control):", "",
+              "| arm | n (bases) | mean val acc [95% cluster CI] | final val acc [95% cluster CI] |",
+              "|---|---|---|---|"]
+    absolute = lambda s: f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+    for arm, t in res["arms"].items():
+        m, f = t["mean val acc"], t["final val acc"]
+        lines.append(f"| {arm}{' (ceiling)' if arm == CEILING else ''} | {m['n']} ({m['bases']}) | "
+                     f"{absolute(m)} | {absolute(f)} |")
+    lines.append("")
     rows = primary_family(level_rows(runs, crit, primary=level == "adh"))
     res["rows"] = rows
     lines += ["| measure | mean [95% cluster CI] | n (bases) | per replicate | p (one-sided t, "

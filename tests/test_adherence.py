@@ -229,6 +229,23 @@ def test_the_report_tests_eligible_bases_only_and_labels_by_the_one_rule():
     assert all(r["label"] == "exploratory" and r["bases"] == 6 for r in ctl)
 
 
+def test_each_arms_own_accuracy_is_the_mean_over_its_replicates():
+    """Two bases x two seeds: the arm table's mean and final val acc are the plain means over the
+    replicates, n and bases counted; an arm with no finished run has no entry."""
+    from harness import adherence_report as AR
+    runs = {"fst": {(0, 0): [{"val_acc": 0.2}, {"val_acc": 0.6}], (0, 1): [{"val_acc": 0.4},
+                                                                         {"val_acc": 1.0}],
+                    (1, 0): [{"val_acc": 0.0}, {"step": 3}, {"val_acc": 0.2}]},
+            "rl": {}}
+    t = AR.arm_table(runs)
+    assert set(t) == {"fst"}
+    m, f = t["fst"]["mean val acc"], t["fst"]["final val acc"]
+    assert m["mean"] == pytest.approx((0.4 + 0.7 + 0.1) / 3) and m["n"] == 3 and m["bases"] == 2
+    assert f["mean"] == pytest.approx((0.6 + 1.0 + 0.2) / 3)
+    assert f["values"] == {"b0s0": 0.6, "b0s1": 1.0, "b1s0": 0.2}
+    assert f["ci95"][0] <= f["mean"] <= f["ci95"][1]
+
+
 def test_who_reaches_0_9_first_on_steps_and_on_rollouts():
     """FST at step 10 against sequential-1 at step 20: +1 on steps; the sequential's GEPA
     rollouts before RL make it later still on rollouts. Never reached by either: 0; reached by
