@@ -1,7 +1,9 @@
 """
 adherence_report.py: the adherence experiment's report, from what its runs wrote to disk.
 
-    python -m harness.adherence_report --root runs/adherence --out results/tiny/adherence
+    python -m harness.adherence_report                   # runs/adherence -> runs/adherence/adherence.md
+    python -m harness.adherence_report --root results/adherence/runs --out results/adherence
+                                                          # the committed report, from committed runs
 
 Per adherence level (`adh`, `adh-ctl`): the bases' criteria (criteria.json), every arm's mean and
 final val accuracy, FST minus each control on both, who first reaches val accuracy 0.9 (FST
@@ -526,10 +528,11 @@ def write_report(root, out_dir):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="the adherence experiment's report")
     ap.add_argument("--root", default="runs/adherence")
-    ap.add_argument("--out", default="results/tiny/adherence")
+    ap.add_argument("--out", default=None, help="the report's folder (default: the root)")
     args = ap.parse_args(argv)
-    write_report(args.root, args.out)
-    print(os.path.join(args.out, "adherence.md"))
+    out = args.out or args.root
+    write_report(args.root, out)
+    print(os.path.join(out, "adherence.md"))
 
 
 if __name__ == "__main__":
