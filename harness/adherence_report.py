@@ -481,11 +481,10 @@ def level_report(root, level, out_dir):
               "whole table, over the budget: a ceiling, not a control):", "",
               "| arm | n (bases) | mean val acc [95% cluster CI] | final val acc [95% cluster CI] |",
               "|---|---|---|---|"]
-    absolute = lambda s: f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
     for arm, t in res["arms"].items():
         m, f = t["mean val acc"], t["final val acc"]
         lines.append(f"| {arm}{' (ceiling)' if arm == CEILING else ''} | {m['n']} ({m['bases']}) | "
-                     f"{absolute(m)} | {absolute(f)} |")
+                     f"{stats.fmt(m)} | {stats.fmt(f)} |")
     lines.append("")
     rows = primary_family(level_rows(runs, crit, primary=level == "adh"))
     res["rows"] = rows
